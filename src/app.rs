@@ -1,0 +1,89 @@
+//! The one composition root: turns a validated [`Config`] into a Pingora server
+//! with the proxy, its health checks, the echo upstream, the admin listener and
+//! the readiness probe registered as services.
+
+use crate::config::schema::UpstreamKind;
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::proxy::guard::HeaderGuard;
+use crate::proxy::Gateway;
+use crate::routing::RouteTable;
+use crate::services::{admin::Admin, echo::Echo, readiness::ReadinessProbe};
+use crate::upstream::Pool;
+use pingora_core::server::configuration::Opt;
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
+    // Retries are ours to bound (per upstream, in fail_to_connect); Pingora's own cap
+    // of 16 would otherwise resend a request on stale pooled connections that often.
+    let most_retries = config
+        .upstreams
+        .iter()
+        .map(|u| u.retries as usize)
+        .max()
+        .unwrap_or(0);
+    config.server.max_retries = config.server.max_retries.min(most_retries + 1);
+
+    let mut server = Server::new_with_opt_and_conf(Some(opt), config.server);
+    server.bootstrap();
+
+    let mut pools = Vec::with_capacity(config.upstreams.len());
+    for upstream in &config.upstreams {
+        let targets = match upstream.kind {
+            UpstreamKind::Http => upstream.targets.clone(),
+            UpstreamKind::Echo => {
+                let addr = free_loopback_addr()?;
+                let mut echo = Service::new(format!("echo upstream {}", upstream.name), Echo);
+                echo.add_tcp(&addr.to_string());
+                server.add_service(echo);
+                log::info!("upstream {}: built-in echo on {addr}", upstream.name);
+                vec![addr]
+            }
+        };
+        let (pool, health_service) = Pool::build(upstream, targets);
+        if let Some(service) = health_service {
+            server.add_boxed_service(service);
+        }
+        pools.push(pool);
+    }
+
+    let gateway = Gateway::new(RouteTable::new(config.routes), pools, &config.client);
+    let limits = gateway.limits();
+    let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
+    let guarded = HeaderGuard::new(
+        proxy,
+        limits,
+        Duration::from_millis(config.client.header_timeout_ms),
+    );
+    let mut proxy_service = Service::new("floodgate proxy".to_string(), guarded);
+    for addr in &config.listen {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy_service);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut admin = Service::new("floodgate admin".to_string(), Admin::new(ready.clone()));
+    admin.add_tcp(&config.admin_listen.to_string());
+    server.add_service(admin);
+    server.add_service(background_service(
+        "readiness",
+        ReadinessProbe {
+            listeners: config.listen.clone(),
+            ready,
+        },
+    ));
+    Ok(server)
+}
+
+/// A loopback port for the in-process echo upstream. The socket is released for
+/// Pingora to bind moments later; nothing else on loopback races for it in practice.
+fn free_loopback_addr() -> Result<SocketAddr, StartupError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(StartupError::EchoBind)?;
+    listener.local_addr().map_err(StartupError::EchoBind)
+}

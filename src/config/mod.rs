@@ -1,0 +1,7 @@
+//! Config pipeline: YAML text → `${VAR}` interpolation → `schema` (serde, per
+//! section) → `validate` (references, addresses) → [`Config`]. Imports no runtime module.
+
+pub mod schema;
+pub mod validate;
+
+pub use validate::{load, parse, Config, Route, RouteAction, Upstream};

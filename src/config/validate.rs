@@ -1,0 +1,506 @@
+//! Turns the YAML text into a checked [`Config`], collecting every problem with
+//! its key path instead of stopping at the first.
+
+use super::schema::{
+    AdminSpec, Balance, ClientSpec, HealthCheckSpec, RouteSpec, TimeoutsSpec, UpstreamKind, UpstreamSpec,
+};
+use crate::error::{ConfigProblem, StartupError};
+use http::Method;
+use pingora_core::server::configuration::ServerConf;
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// The whole validated configuration: Pingora's server keys and the gateway's.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConf,
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub client: ClientSpec,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Resolved once here: the request path never does DNS.
+    pub targets: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheckSpec>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Proxy {
+        upstream: usize,
+        strip_prefix: bool,
+    },
+    Respond {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    pub action: RouteAction,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Keys that later features own: rejected with a clear word until they are enforced,
+/// so a config never believes it is protected when it is not.
+const NOT_YET_TOP: &[&str] = &["auth", "tiers", "anonymous", "trusted_proxies", "redis"];
+const NOT_YET_ROUTE: &[&str] = &["auth", "tiers", "cost", "global_limit"];
+const NOT_YET_UPSTREAM: &[&str] = &["breaker"];
+const NOT_YET_ADMIN: &[&str] = &["token"];
+const NOT_YET_MESSAGE: &str =
+    "not supported by this version of floodgate yet; remove it (it would not be enforced)";
+const GATEWAY_TOP: &[&str] = &["listen", "admin", "client", "upstreams", "routes"];
+
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one section; on error record it under `path` and return None.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
+        match serde_yaml::from_value::<T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn reject_not_yet(&mut self, path: &str, map: Option<&Mapping>, keys: &[&str]) {
+        let Some(map) = map else { return };
+        for key in keys {
+            if map.contains_key(*key) {
+                self.add(join(path, key), NOT_YET_MESSAGE);
+            }
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Read and validate a config file.
+pub fn load(path: &str) -> Result<Config, StartupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartupError::ReadConfig {
+        path: path.to_string(),
+        source,
+    })?;
+    parse(&text, |name| std::env::var(name).ok()).map_err(StartupError::Invalid)
+}
+
+/// Validate config text; `env` answers `${VAR}` look-ups (injected for tests).
+pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigProblem>> {
+    let mut problems = Problems(Vec::new());
+    let mut root: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(vec![ConfigProblem {
+                path: String::new(),
+                message: format!("not valid YAML: {e}"),
+            }])
+        }
+    };
+    interpolate(&mut root, "", &env, &mut problems);
+    let Value::Mapping(root) = root else {
+        return Err(vec![ConfigProblem {
+            path: String::new(),
+            message: "the config file must be a YAML mapping of keys".into(),
+        }]);
+    };
+
+    let pingora_keys = pingora_server_keys();
+    let mut server_map = Mapping::new();
+    let mut gateway: BTreeMap<String, Value> = BTreeMap::new();
+    for (key, value) in root {
+        let Some(name) = key.as_str().map(str::to_owned) else {
+            problems.add("", format!("keys must be strings, found {key:?}"));
+            continue;
+        };
+        if GATEWAY_TOP.contains(&name.as_str()) {
+            gateway.insert(name, value);
+        } else if pingora_keys.contains(&name) {
+            server_map.insert(Value::String(name), value);
+        } else if NOT_YET_TOP.contains(&name.as_str()) {
+            problems.add(name, NOT_YET_MESSAGE);
+        } else {
+            problems.add(name, "unknown key");
+        }
+    }
+
+    let server: Option<ServerConf> = problems.section("", Value::Mapping(server_map));
+
+    let listen = match gateway.remove("listen") {
+        None => {
+            problems.add(
+                "listen",
+                "required: the proxy's listen addresses, e.g. [\"0.0.0.0:8080\"]",
+            );
+            Vec::new()
+        }
+        Some(v) => {
+            let list: Vec<String> = problems.section("listen", v).unwrap_or_default();
+            if list.is_empty() {
+                problems.add("listen", "needs at least one address");
+            }
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, s)| socket_addr(&mut problems, &format!("listen[{i}]"), s))
+                .collect()
+        }
+    };
+
+    let admin_listen = match gateway.remove("admin") {
+        None => {
+            problems.add("admin", "required: admin: { listen: 127.0.0.1:9091 }");
+            None
+        }
+        Some(v) => {
+            problems.reject_not_yet("admin", v.as_mapping(), NOT_YET_ADMIN);
+            strip_keys(v, NOT_YET_ADMIN)
+                .and_then(|v| problems.section::<AdminSpec>("admin", v))
+                .and_then(|a| socket_addr(&mut problems, "admin.listen", &a.listen))
+        }
+    };
+
+    let client = match gateway.remove("client") {
+        None => Some(ClientSpec::default()),
+        Some(v) => problems.section::<ClientSpec>("client", v),
+    };
+    if let Some(c) = &client {
+        if c.header_timeout_ms == 0 {
+            problems.add("client.header_timeout_ms", "must be greater than 0");
+        }
+        if c.max_headers == 0 || c.max_header_bytes < 1024 {
+            problems.add(
+                "client",
+                "max_headers must be > 0 and max_header_bytes at least 1024",
+            );
+        }
+    }
+
+    let upstreams = validate_upstreams(&mut problems, gateway.remove("upstreams"));
+    let routes = validate_routes(&mut problems, gateway.remove("routes"), &upstreams);
+
+    if let (Some(admin), true) = (admin_listen, problems.0.is_empty()) {
+        if listen.contains(&admin) {
+            problems.add("admin.listen", format!("{admin} is also a proxy listen address"));
+        }
+    }
+
+    match (server, admin_listen, client) {
+        (Some(server), Some(admin_listen), Some(client)) if problems.0.is_empty() => Ok(Config {
+            server,
+            listen,
+            admin_listen,
+            client,
+            upstreams,
+            routes,
+        }),
+        _ => Err(problems.0),
+    }
+}
+
+/// Pingora's own server keys, read off its config type so they never drift.
+fn pingora_server_keys() -> HashSet<String> {
+    match serde_yaml::to_value(ServerConf::default()) {
+        Ok(Value::Mapping(m)) => m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect(),
+        _ => HashSet::new(),
+    }
+}
+
+fn strip_keys(value: Value, keys: &[&str]) -> Option<Value> {
+    match value {
+        Value::Mapping(mut m) => {
+            for k in keys {
+                m.remove(*k);
+            }
+            Some(Value::Mapping(m))
+        }
+        other => Some(other),
+    }
+}
+
+fn socket_addr(problems: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.add(path, format!("\"{text}\" is not an IP:port address"));
+            None
+        }
+    }
+}
+
+/// Resolve a target once, at load; a name that does not resolve is a config error,
+/// never a panic inside `HttpPeer::new` at request time.
+fn resolve_target(problems: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if !text.contains(':') {
+        problems.add(path, format!("\"{text}\" needs a port (host:port)"));
+        return None;
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Some(a),
+            None => {
+                problems.add(path, format!("\"{text}\" resolves to no address"));
+                None
+            }
+        },
+        Err(e) => {
+            problems.add(path, format!("cannot resolve \"{text}\": {e}"));
+            None
+        }
+    }
+}
+
+fn validate_upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upstream> {
+    let Some(value) = value else { return Vec::new() };
+    let Some(map): Option<BTreeMap<String, Value>> = problems.section("upstreams", value) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, spec) in map {
+        let path = format!("upstreams.{name}");
+        problems.reject_not_yet(&path, spec.as_mapping(), NOT_YET_UPSTREAM);
+        let Some(spec) =
+            strip_keys(spec, NOT_YET_UPSTREAM).and_then(|v| problems.section::<UpstreamSpec>(&path, v))
+        else {
+            continue;
+        };
+        let targets: Vec<SocketAddr> = spec
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| resolve_target(problems, &format!("{path}.targets[{i}]"), t))
+            .collect();
+        match spec.kind {
+            UpstreamKind::Http if spec.targets.is_empty() => problems.add(
+                format!("{path}.targets"),
+                "needs at least one host:port target (or kind: echo)",
+            ),
+            UpstreamKind::Echo if !spec.targets.is_empty() || spec.health_check.is_some() => problems.add(
+                path.clone(),
+                "kind: echo is served in-process and takes no targets or health_check",
+            ),
+            _ => {}
+        }
+        if let Some(hc) = &spec.health_check {
+            if hc.interval_ms == 0 {
+                problems.add(
+                    format!("{path}.health_check.interval_ms"),
+                    "must be greater than 0",
+                );
+            }
+            if !hc.path.starts_with('/') {
+                problems.add(format!("{path}.health_check.path"), "must start with /");
+            }
+        }
+        let TimeoutsSpec {
+            connect_ms,
+            read_ms,
+            write_ms,
+        } = spec.timeouts;
+        for (key, v) in [
+            ("connect_ms", connect_ms),
+            ("read_ms", read_ms),
+            ("write_ms", write_ms),
+        ] {
+            if v == 0 {
+                problems.add(format!("{path}.timeouts.{key}"), "must be greater than 0");
+            }
+        }
+        if spec.retries > 10 {
+            problems.add(format!("{path}.retries"), "at most 10");
+        }
+        out.push(Upstream {
+            name,
+            kind: spec.kind,
+            targets,
+            balance: spec.balance,
+            health_check: spec.health_check,
+            connect_timeout: Duration::from_millis(connect_ms),
+            read_timeout: Duration::from_millis(read_ms),
+            write_timeout: Duration::from_millis(write_ms),
+            retries: spec.retries,
+        });
+    }
+    out
+}
+
+fn validate_routes(problems: &mut Problems, value: Option<Value>, upstreams: &[Upstream]) -> Vec<Route> {
+    let Some(value) = value else {
+        problems.add("routes", "required: at least one route");
+        return Vec::new();
+    };
+    let Some(items): Option<Vec<Value>> = problems.section("routes", value) else {
+        return Vec::new();
+    };
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        problems.reject_not_yet(&path, item.as_mapping(), NOT_YET_ROUTE);
+        let Some(spec) =
+            strip_keys(item, NOT_YET_ROUTE).and_then(|v| problems.section::<RouteSpec>(&path, v))
+        else {
+            continue;
+        };
+        if !names.insert(spec.name.clone()) {
+            problems.add(
+                format!("{path}.name"),
+                format!("duplicate route name \"{}\"", spec.name),
+            );
+        }
+        if !spec.path_prefix.starts_with('/') {
+            problems.add(format!("{path}.path_prefix"), "must start with /");
+        } else if crate::routing::normalize_path(&spec.path_prefix).as_deref()
+            != Some(spec.path_prefix.as_str())
+        {
+            problems.add(
+                format!("{path}.path_prefix"),
+                "must be in normalized form (no //, /./, /../ or percent-encoded unreserved characters)",
+            );
+        }
+        let methods = spec.methods.as_ref().map(|list| {
+            list.iter()
+                .enumerate()
+                .filter_map(
+                    |(j, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => Some(m),
+                        Err(_) => {
+                            problems.add(
+                                format!("{path}.methods[{j}]"),
+                                format!("\"{m}\" is not an HTTP method"),
+                            );
+                            None
+                        }
+                    },
+                )
+                .collect()
+        });
+        let action = match (&spec.upstream, spec.respond) {
+            (Some(_), Some(_)) => {
+                problems.add(path.clone(), "has both upstream and respond; choose one");
+                continue;
+            }
+            (None, None) => {
+                problems.add(path.clone(), "needs an upstream or a respond");
+                continue;
+            }
+            (Some(name), None) => match upstreams.iter().position(|u| &u.name == name) {
+                Some(upstream) => RouteAction::Proxy {
+                    upstream,
+                    strip_prefix: spec.strip_prefix,
+                },
+                None => {
+                    problems.add(
+                        format!("{path}.upstream"),
+                        format!("no upstream named \"{name}\""),
+                    );
+                    continue;
+                }
+            },
+            (None, Some(r)) => {
+                if !(100..=599).contains(&r.status) {
+                    problems.add(
+                        format!("{path}.respond.status"),
+                        "must be an HTTP status from 100 to 599",
+                    );
+                }
+                RouteAction::Respond {
+                    status: r.status,
+                    body: r.body,
+                    content_type: r
+                        .content_type
+                        .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
+                }
+            }
+        };
+        out.push(Route {
+            name: spec.name,
+            path_prefix: spec.path_prefix,
+            host: spec.host.map(|h| h.to_ascii_lowercase()),
+            methods,
+            action,
+            max_body_bytes: spec.max_body_bytes,
+        });
+    }
+    out
+}
+
+/// Replace `${VAR}` in every string; a missing variable is a problem at that key.
+fn interpolate(
+    value: &mut Value,
+    path: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) {
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else {
+                    problems.add(path, "unterminated ${ in value");
+                    return;
+                };
+                let name = &after[..end];
+                match env(name) {
+                    Some(v) => out.push_str(&v),
+                    None => problems.add(path, format!("environment variable {name} is not set")),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), env, problems);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned);
+                interpolate(v, &join(path, &key), env, problems);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,22 @@
+//! floodgate: an API gateway on Cloudflare's Pingora.
+//!
+//! ```text
+//! conf/floodgate.yaml ─parse→ config::schema ─validate→ Config ─app::build→ Gateway + services
+//!
+//! request → [proxy::guard: header deadline, 431/400 on bad framing]
+//!         → request_filter [route]                               (no I/O)
+//!         → upstream_peer  [select_with(healthy ∧ not yet tried)] (503 when nothing is left)
+//!         → fail_to_connect [retry on another target, bounded by `retries`]
+//!         → logging
+//!
+//! background: health checks (one per upstream LB) · echo upstream · admin HTTP · readiness
+//! ```
+#![deny(clippy::unwrap_used)]
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod routing;
+pub mod services;
+pub mod upstream;

@@ -1,0 +1,24 @@
+//! Per-request state, created by `new_ctx()` and carried through every phase.
+
+use std::net::SocketAddr;
+
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The caller's sane X-Request-Id or a new one; on every response and sent upstream.
+    pub request_id: String,
+    /// Index into the route table.
+    pub route: Option<usize>,
+    /// The normalized path when it differs from what the client sent.
+    pub normalized_path: Option<String>,
+    /// The Host the client asked for, forwarded as X-Forwarded-Host.
+    pub host: Option<String>,
+    /// The target of the current attempt.
+    pub target: Option<SocketAddr>,
+    /// Targets that failed this request; retries skip them.
+    pub failed_targets: Vec<SocketAddr>,
+    /// Upstream attempts so far; retries re-run `upstream_peer`, which counts here once.
+    pub attempts: u32,
+    pub body_bytes: u64,
+    /// Seconds for Retry-After on a 503 this gateway made.
+    pub retry_after_s: Option<u64>,
+}

@@ -1,0 +1,424 @@
+//! `impl ProxyHttp`: the phases in the order Pingora calls them. Each phase
+//! sequences pure decisions (routing, head checks, target selection) and turns
+//! their outcomes into answers.
+
+use super::ctx::RequestCtx;
+use super::head::{self, HeadLimits};
+use super::respond::{self, REQUEST_ID};
+use crate::config::schema::ClientSpec;
+use crate::config::RouteAction;
+use crate::routing::{normalize_path, RouteTable};
+use crate::upstream::Pool;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// Pooled upstream connections idle longer than this are closed.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+pub struct Gateway {
+    routes: RouteTable,
+    pools: Vec<Pool>,
+    limits: HeadLimits,
+    keepalive_timeout_s: u64,
+}
+
+impl Gateway {
+    pub fn new(routes: RouteTable, pools: Vec<Pool>, client: &ClientSpec) -> Self {
+        Gateway {
+            routes,
+            pools,
+            limits: HeadLimits {
+                max_bytes: client.max_header_bytes,
+                max_headers: client.max_headers,
+            },
+            keepalive_timeout_s: client.keepalive_timeout_s,
+        }
+    }
+
+    pub fn limits(&self) -> HeadLimits {
+        self.limits
+    }
+
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+}
+
+/// A new request id: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// A caller's id is kept only if it is short and plain, so it is safe in logs and headers.
+fn sane_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    // Strip a port, keeping IPv6 literals whole.
+    Some(match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
+/// Headers that describe one hop and must not be forwarded.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let upgrade = req.headers.contains_key(header::UPGRADE);
+    let named: Vec<String> = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "upgrade")
+        .collect();
+    for name in named {
+        req.remove_header(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        // A protocol upgrade (WebSocket) needs Connection and Upgrade to reach the upstream.
+        if upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        req.remove_header(name);
+    }
+    req.remove_header("x-consumer-id");
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let id = session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes());
+        ctx.request_id = match id {
+            Some(v) if sane_request_id(v) => String::from_utf8_lossy(v).into_owned(),
+            _ => new_request_id(),
+        };
+        session.set_keepalive(Some(self.keepalive_timeout_s));
+        // Later requests on a kept-alive connection never pass the guard: check them here.
+        if let Some(h1) = session.as_downstream().as_http1() {
+            if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {
+                respond::send_error(session, problem.status(), &ctx.request_id, &[], true).await?;
+                return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let Some(path) = normalize_path(req.uri.path()) else {
+            respond::send_error(session, 400, &ctx.request_id, &[], true).await?;
+            return Ok(true);
+        };
+        let host = request_host(req).map(str::to_ascii_lowercase);
+        let Some((index, route)) = self
+            .routes
+            .find(host.as_deref(), &req.method, &path)
+            .map(|r| (self.routes.routes().iter().position(|x| std::ptr::eq(x, r)), r))
+        else {
+            respond::send_error(session, 404, &ctx.request_id, &[], false).await?;
+            return Ok(true);
+        };
+        ctx.route = index;
+        if let Cow::Owned(p) = path {
+            ctx.normalized_path = Some(p);
+        }
+        ctx.host = host;
+
+        match &route.action {
+            RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            } => {
+                let body = Bytes::copy_from_slice(body.as_bytes());
+                respond::send(session, *status, content_type, body, &ctx.request_id, &[], false).await?;
+                Ok(true)
+            }
+            RouteAction::Proxy { .. } => {
+                if let Some(limit) = route.max_body_bytes {
+                    let declared = session
+                        .req_header()
+                        .headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if declared.is_some_and(|n| n > limit) {
+                        respond::send_error(session, 413, &ctx.request_id, &[], true).await?;
+                        return Ok(true);
+                    }
+                }
+                strip_hop_by_hop(session.req_header_mut());
+                Ok(false)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let limit = ctx.route.and_then(|i| self.routes.routes()[i].max_body_bytes);
+        if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > limit {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over max_body_bytes");
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.map(|i| &self.routes.routes()[i]);
+        let Some(pool) = route.and_then(|r| r.upstream()).map(|u| &self.pools[u]) else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a proxy route");
+        };
+        let key = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let Some(target) = pool.select(key.as_bytes(), &ctx.failed_targets) else {
+            if ctx.failed_targets.is_empty() {
+                ctx.retry_after_s = Some(1);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(503),
+                    format!("no healthy target in {}", pool.name),
+                );
+            }
+            return Error::e_explain(ErrorType::ConnectRefused, "every target failed").map_err(
+                |mut e: Box<Error>| {
+                    e.esource = ErrorSource::Upstream;
+                    e
+                },
+            );
+        };
+        ctx.target = Some(target);
+        ctx.attempts += 1;
+        let mut peer = HttpPeer::new(target, false, String::new());
+        peer.options.connection_timeout = Some(pool.connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout);
+        peer.options.write_timeout = Some(pool.write_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some(target) = ctx.target {
+            ctx.failed_targets.push(target);
+        }
+        let retries = ctx
+            .route
+            .and_then(|i| self.routes.routes()[i].upstream())
+            .map_or(0, |u| self.pools[u].retries);
+        e.set_retry(ctx.attempts <= retries);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        _ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // Resend only idempotent requests whose body is still whole, and only when a
+        // pooled connection went stale; never a fresh attempt that may have been processed.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let route = ctx.route.map(|i| &self.routes.routes()[i]);
+        let strip = match route.map(|r| &r.action) {
+            Some(RouteAction::Proxy {
+                strip_prefix: true, ..
+            }) => route.map(|r| r.path_prefix.as_str()),
+            _ => None,
+        };
+        if ctx.normalized_path.is_some() || strip.is_some() {
+            let path = ctx.normalized_path.as_deref().unwrap_or(upstream.uri.path());
+            let stripped = strip
+                .and_then(|p| path.strip_prefix(p.trim_end_matches('/')))
+                .unwrap_or(path);
+            let mut uri = String::with_capacity(stripped.len() + 32);
+            if !stripped.starts_with('/') {
+                uri.push('/');
+            }
+            uri.push_str(stripped);
+            if let Some(q) = upstream.uri.query() {
+                uri.push('?');
+                uri.push_str(q);
+            }
+            let uri = http::Uri::try_from(uri)
+                .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
+            upstream.set_uri(uri);
+        }
+
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        if let Some(ip) = client_ip {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let status = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() == ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // Nothing can be written once the response has started or the client is gone.
+        if status > 0 && session.response_written().is_none() {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = new_request_id();
+            }
+            let retry_after = ctx.retry_after_s.map(|s| [("retry-after", s.to_string())]);
+            let extra: &[(&'static str, String)] = retry_after.as_ref().map_or(&[], |r| r.as_slice());
+            if let Err(write_err) = respond::send_error(session, status, &ctx.request_id, extra, true).await {
+                log::debug!("could not send {status} to the client: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert!(sane_request_id(b"abc-123_x.y:z"));
+        assert!(!sane_request_id(b""));
+        assert!(!sane_request_id(b"has space"));
+        assert!(!sane_request_id(&[b'a'; 129]));
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(sane_request_id(id.as_bytes()));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-consumer-id", "spoofed"),
+            ("traceparent", "00-abc-def-01"),
+        ] {
+            req.append_header(k, v).expect("header");
+        }
+        strip_hop_by_hop(&mut req);
+        for gone in ["connection", "x-secret-hop", "keep-alive", "te", "x-consumer-id"] {
+            assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
+        }
+        assert!(req.headers.contains_key("traceparent"));
+    }
+
+    #[test]
+    fn host_without_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("host", "Example.test:8080").expect("host");
+        assert_eq!(
+            request_host(&req),
+            Some("Example.test:8080").map(|_| "Example.test")
+        );
+        req.insert_header("host", "[::1]").expect("host");
+        assert_eq!(request_host(&req), Some("[::1]"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The data path: the only module that touches Pingora's `Session`.
+
+pub mod ctx;
+pub mod gateway;
+pub mod guard;
+pub mod head;
+pub mod respond;
+
+pub use gateway::Gateway;

@@ -1,0 +1,56 @@
+//! The built-in `kind: echo` upstream, served in-process on a loopback port, so
+//! the default config runs with nothing else on the machine. It answers with what
+//! it received: method, path, headers (as the gateway forwarded them) and body size.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde_json::{Map, Value};
+
+/// The echo server reads at most this much body; more is counted, not kept.
+const MAX_ECHOED_BODY: usize = 64 * 1024;
+
+pub struct Echo;
+
+#[async_trait]
+impl ServeHttp for Echo {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut body = Vec::new();
+        let mut body_bytes = 0usize;
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body_bytes += chunk.len();
+                    let room = MAX_ECHOED_BODY.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return super::json_response(
+                        400,
+                        format!("{{\"error\":\"bad_request\",\"message\":\"{e}\"}}"),
+                    )
+                }
+            }
+        }
+        let req = session.req_header();
+        let mut headers = Map::new();
+        for (name, value) in req.headers.iter() {
+            headers.insert(
+                name.as_str().to_owned(),
+                Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            );
+        }
+        let answer = serde_json::json!({
+            "echo": true,
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "query": req.uri.query(),
+            "headers": headers,
+            "body_bytes": body_bytes,
+            "body": String::from_utf8_lossy(&body),
+        });
+        super::json_response(200, answer.to_string())
+    }
+}

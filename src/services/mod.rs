@@ -1,0 +1,19 @@
+//! Everything besides proxying that does network I/O: the admin listener, the
+//! built-in echo upstream and the readiness probe.
+
+pub mod admin;
+pub mod echo;
+pub mod readiness;
+
+use http::Response;
+
+/// A JSON response with its length set (Pingora's simple HTTP apps do not set it).
+pub(crate) fn json_response(status: u16, body: String) -> Response<Vec<u8>> {
+    let body = body.into_bytes();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}

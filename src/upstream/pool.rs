@@ -1,0 +1,161 @@
+//! One [`Pool`] per configured upstream: a `pingora-load-balancing` LoadBalancer
+//! over targets resolved at load, plus its active health check, which runs as a
+//! background service (`app` registers it). Selection is lock-free: the balancer
+//! keeps its selector and health in `ArcSwap`s.
+
+use crate::config::schema::{Balance, HealthCheckKind};
+use crate::config::Upstream;
+use futures::FutureExt;
+use pingora_core::services::background::GenBackgroundService;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bound on how many candidates one selection walks (the balancer's `max_iterations`).
+const MAX_SELECT_ITERATIONS: usize = 256;
+
+enum Balancer {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Random(Arc<LoadBalancer<Random>>),
+    ConsistentHash(Arc<LoadBalancer<Consistent>>),
+}
+
+pub struct Pool {
+    pub name: String,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub retries: u32,
+    pub targets: Vec<SocketAddr>,
+    balancer: Balancer,
+}
+
+/// A background service that runs a pool's health checks.
+pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+impl Pool {
+    /// Builds the pool and, when the upstream has a health check, the service running it.
+    /// `targets` overrides the configured ones (the echo upstream's address is known only at build).
+    pub fn build(upstream: &Upstream, targets: Vec<SocketAddr>) -> (Pool, Option<HealthService>) {
+        let (balancer, service) = match upstream.balance {
+            Balance::RoundRobin => {
+                let (lb, svc) = balancer::<RoundRobin>(upstream, &targets);
+                (Balancer::RoundRobin(lb), svc)
+            }
+            Balance::Random => {
+                let (lb, svc) = balancer::<Random>(upstream, &targets);
+                (Balancer::Random(lb), svc)
+            }
+            Balance::ConsistentHash => {
+                let (lb, svc) = balancer::<Consistent>(upstream, &targets);
+                (Balancer::ConsistentHash(lb), svc)
+            }
+        };
+        let pool = Pool {
+            name: upstream.name.clone(),
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            write_timeout: upstream.write_timeout,
+            retries: upstream.retries,
+            targets,
+            balancer,
+        };
+        (pool, service)
+    }
+
+    /// The next healthy target not in `exclude` (targets that already failed this request).
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let accept =
+            |b: &Backend, healthy: bool| healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a));
+        let chosen = match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            Balancer::ConsistentHash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+        };
+        chosen.and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// Health of each target as the last check saw it.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        fn read<S: BackendSelection + 'static>(lb: &LoadBalancer<S>) -> Vec<(SocketAddr, bool)>
+        where
+            S::Iter: BackendIter,
+        {
+            let backends = lb.backends();
+            backends
+                .get_backend()
+                .iter()
+                .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
+                .collect()
+        }
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => read(lb),
+            Balancer::Random(lb) => read(lb),
+            Balancer::ConsistentHash(lb) => read(lb),
+        }
+    }
+}
+
+fn balancer<S>(upstream: &Upstream, targets: &[SocketAddr]) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+{
+    let set: BTreeSet<Backend> = targets
+        .iter()
+        .map(|addr| Backend {
+            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(*addr),
+            weight: 1,
+            ext: Default::default(),
+        })
+        .collect();
+    let mut backends = Backends::new(Static::new(set));
+    if let Some(hc) = &upstream.health_check {
+        match hc.kind {
+            HealthCheckKind::Tcp => {
+                let mut check = TcpHealthCheck::new();
+                check.consecutive_success = hc.consecutive_success;
+                check.consecutive_failure = hc.consecutive_failure;
+                check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
+                backends.set_health_check(check);
+            }
+            HealthCheckKind::Http => {
+                let host = hc
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| targets.first().map(ToString::to_string).unwrap_or_default());
+                let mut check = HttpHealthCheck::new(&host, false);
+                check.consecutive_success = hc.consecutive_success;
+                check.consecutive_failure = hc.consecutive_failure;
+                check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
+                check.peer_template.options.read_timeout = Some(upstream.read_timeout);
+                check.req.set_uri(
+                    http::Uri::try_from(hc.path.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")),
+                );
+                backends.set_health_check(Box::new(check));
+            }
+        }
+    }
+    let mut lb = LoadBalancer::<S>::from_backends(backends);
+    // Static discovery never blocks, so the first update completes at once and the
+    // pool has its targets before the first request.
+    if let Some(Err(e)) = lb.update().now_or_never() {
+        log::error!("upstream {}: initial target update failed: {e}", upstream.name);
+    }
+    if let Some(hc) = &upstream.health_check {
+        lb.health_check_frequency = Some(Duration::from_millis(hc.interval_ms));
+    }
+    let lb = Arc::new(lb);
+    let service = upstream.health_check.as_ref().map(|_| {
+        Box::new(GenBackgroundService::new(
+            format!("health check {}", upstream.name),
+            lb.clone(),
+        )) as HealthService
+    });
+    (lb, service)
+}
