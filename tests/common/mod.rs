@@ -184,15 +184,17 @@ pub enum Mode {
     Slow(Duration),
 }
 
-/// A real HTTP server on loopback that echoes requests as JSON, and can be told to
-/// fail, answer slowly, report unhealthy on `/health`, or die and come back.
+/// A real HTTP/1.1 server on loopback that echoes requests as JSON, and can be told
+/// to fail, answer slowly, report unhealthy on `/health`, or die (listener and every
+/// open connection closed, as when a process exits) and come back on the same port.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub mode: Arc<Mutex<Mode>>,
     pub healthy: Arc<AtomicBool>,
-    server: Option<Arc<tiny_http::Server>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
     accept: Option<thread::JoinHandle<()>>,
 }
 
@@ -204,7 +206,8 @@ impl Upstream {
             hits: Arc::new(AtomicUsize::new(0)),
             mode: Arc::new(Mutex::new(Mode::Echo)),
             healthy: Arc::new(AtomicBool::new(true)),
-            server: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
             accept: None,
         };
         u.listen();
@@ -220,35 +223,39 @@ impl Upstream {
     }
 
     fn listen(&mut self) {
-        let server = Arc::new(tiny_http::Server::http(self.addr).expect("upstream bind"));
-        let (srv, name, hits, mode, healthy) = (
-            server.clone(),
-            self.name.clone(),
-            self.hits.clone(),
-            self.mode.clone(),
-            self.healthy.clone(),
-        );
+        let listener = TcpListener::bind(self.addr).expect("upstream bind");
+        self.stop.store(false, Ordering::SeqCst);
+        let state = ServerState {
+            name: self.name.clone(),
+            hits: self.hits.clone(),
+            mode: self.mode.clone(),
+            healthy: self.healthy.clone(),
+        };
+        let (stop, conns) = (self.stop.clone(), self.conns.clone());
         self.accept = Some(thread::spawn(move || {
-            while let Ok(req) = srv.recv() {
-                let (name, hits, mode, healthy) = (name.clone(), hits.clone(), mode.clone(), healthy.clone());
-                thread::spawn(move || serve(req, &name, &hits, &mode, &healthy));
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Ok(clone) = stream.try_clone() {
+                    conns.lock().expect("conns").push(clone);
+                }
+                let state = state.clone();
+                thread::spawn(move || serve_connection(stream, &state));
             }
         }));
-        self.server = Some(server);
     }
 
-    /// Stop listening: new connections are refused.
+    /// Die: stop listening and close every open connection.
     pub fn kill(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.unblock();
-        }
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        // tiny_http closes the listener when the last handle drops; wait until it has.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(self.addr).is_ok() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
+        for c in self.conns.lock().expect("conns").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
 
@@ -259,28 +266,109 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.unblock();
+        self.kill();
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    name: String,
+    hits: Arc<AtomicUsize>,
+    mode: Arc<Mutex<Mode>>,
+    healthy: Arc<AtomicBool>,
+}
+
+fn serve_connection(stream: TcpStream, state: &ServerState) {
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let Some((method, url, headers, body)) = read_request(&mut reader) else {
+            return;
+        };
+        let close = headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let (status, answer) = answer(state, &method, &url, &headers, &body);
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            answer.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        let mut out = head.into_bytes();
+        if method != "HEAD" {
+            out.extend_from_slice(answer.as_bytes());
+        }
+        if writer.write_all(&out).is_err() || close {
+            return;
         }
     }
 }
 
-fn serve(
-    mut req: tiny_http::Request,
-    name: &str,
-    hits: &AtomicUsize,
-    mode: &Mutex<Mode>,
-    healthy: &AtomicBool,
-) {
-    if req.url() == "/health" {
-        let code = if healthy.load(Ordering::SeqCst) { 200 } else { 500 };
-        let _ = req.respond(tiny_http::Response::from_string("health").with_status_code(code));
-        return;
+type Request = (String, String, HashMap<String, String>, Vec<u8>);
+
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, url) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers: HashMap<String, String> = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok().filter(|&n| n > 0)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+        headers
+            .entry(k)
+            .and_modify(|old| *old = format!("{old}, {v}"))
+            .or_insert(v);
     }
-    hits.fetch_add(1, Ordering::SeqCst);
     let mut body = Vec::new();
-    let _ = req.as_reader().read_to_end(&mut body);
-    let mode = *mode.lock().expect("mode");
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(len) = headers
+        .get("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some((method, url, headers, body))
+}
+
+fn answer(
+    state: &ServerState,
+    method: &str,
+    url: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> (u16, String) {
+    if url == "/health" {
+        let code = if state.healthy.load(Ordering::SeqCst) {
+            200
+        } else {
+            500
+        };
+        return (code, "{}".into());
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let mode = *state.mode.lock().expect("mode");
     let status = match mode {
         Mode::Echo => 200,
         Mode::Status(s) => s,
@@ -289,27 +377,15 @@ fn serve(
             200
         }
     };
-    let mut headers: HashMap<String, String> = HashMap::new();
-    for h in req.headers() {
-        let key = h.field.as_str().as_str().to_ascii_lowercase();
-        let value = h.value.as_str().to_string();
-        headers
-            .entry(key)
-            .and_modify(|v| *v = format!("{v}, {value}"))
-            .or_insert(value);
-    }
     let answer = serde_json::json!({
-        "upstream": name,
-        "method": req.method().as_str(),
-        "url": req.url(),
+        "upstream": state.name,
+        "method": method,
+        "url": url,
         "headers": headers,
         "body_len": body.len(),
         "body_sum": body.iter().map(|&b| b as u64).sum::<u64>(),
     });
-    let response = tiny_http::Response::from_string(answer.to_string())
-        .with_status_code(status)
-        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("header"));
-    let _ = req.respond(response);
+    (status, answer.to_string())
 }
 
 // ------------------------------------------------------------------ the gateway
