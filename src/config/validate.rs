@@ -84,10 +84,17 @@ impl Problems {
 
     /// Deserialize one section; on error record it under `path` and return None.
     fn section<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
-        match serde_yaml::from_value::<T>(value) {
+        match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.add(path, e.to_string());
+                // The path inside the section, so the message names the exact key.
+                let inner = e.path().to_string();
+                let full = if inner == "." {
+                    path.to_string()
+                } else {
+                    join(path, &inner)
+                };
+                self.add(full, e.into_inner().to_string());
                 None
             }
         }
