@@ -20,6 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
+    // Pingora retries a taken port for half a minute and its failure is easy to miss;
+    // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
+    if !opt.upgrade {
+        for addr in config.listen.iter().chain(std::iter::once(&config.admin_listen)) {
+            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr: *addr, source })?;
+        }
+    }
     // Retries are ours to bound (per upstream, in fail_to_connect); Pingora's own cap
     // of 16 would otherwise resend a request on stale pooled connections that often.
     let most_retries = config

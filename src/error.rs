@@ -27,6 +27,11 @@ pub enum StartupError {
     /// Every problem found, one per line, so an operator fixes them in one pass.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigProblem>),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot bind the echo upstream on 127.0.0.1: {0}")]
     EchoBind(std::io::Error),
 }
