@@ -2,13 +2,14 @@
 //! with the proxy, its health checks, the echo upstream, the admin listener and
 //! the readiness probe registered as services.
 
+use crate::auth::Authenticator;
 use crate::config::schema::UpstreamKind;
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::proxy::guard::HeaderGuard;
 use crate::proxy::Gateway;
 use crate::routing::RouteTable;
-use crate::services::{admin::Admin, echo::Echo, readiness::ReadinessProbe};
+use crate::services::{admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe};
 use crate::upstream::Pool;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
@@ -18,6 +19,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What `-t` checks beyond the file itself: key files load and every algorithm self-tests.
+pub fn check(config: &Config) -> Result<(), StartupError> {
+    if let Some(spec) = &config.auth {
+        Authenticator::build(spec, &config.tiers).map_err(StartupError::Invalid)?;
+    }
+    Ok(())
+}
 
 pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
@@ -60,7 +69,32 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         pools.push(pool);
     }
 
-    let gateway = Gateway::new(RouteTable::new(config.routes), pools, &config.client);
+    let auth = config
+        .auth
+        .as_ref()
+        .map(|spec| Authenticator::build(spec, &config.tiers))
+        .transpose()
+        .map_err(StartupError::Invalid)?;
+    if let Some(jwt) = auth
+        .as_ref()
+        .and_then(|a| a.jwt())
+        .filter(|j| j.refresh().is_some())
+    {
+        server.add_service(background_service(
+            "jwks refresh",
+            JwksRefresher {
+                verifier: jwt.clone(),
+            },
+        ));
+    }
+    let tier_names: Vec<String> = config.tiers.iter().map(|(n, _)| n.clone()).collect();
+    let gateway = Gateway::new(
+        RouteTable::new(config.routes),
+        pools,
+        &config.client,
+        auth,
+        &tier_names,
+    );
     let limits = gateway.limits();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let guarded = HeaderGuard::new(

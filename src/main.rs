@@ -1,7 +1,7 @@
 //! The `floodgate` binary: Pingora's command line (`-c -d -u -t`), logging,
-//! config loading and the server's run loop.
+//! config loading and the server's run loop; plus the `token` and `hash-key` tools.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pingora_core::server::configuration::Opt;
 use std::process::ExitCode;
 
@@ -22,13 +22,115 @@ struct Cli {
     /// Validate the config and exit.
     #[arg(short = 't', long = "test")]
     test: bool,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// Print an HS256 JWT for development and tests.
+    Token {
+        /// The environment variable holding the HMAC secret (never a command-line argument).
+        #[arg(long)]
+        secret_env: String,
+        #[arg(long)]
+        sub: String,
+        #[arg(long)]
+        tier: Option<String>,
+        /// Seconds until the token expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        #[arg(long)]
+        aud: Option<String>,
+        #[arg(long)]
+        iss: Option<String>,
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Print the sha256: digest of an API key, for the config file.
+    HashKey { key: String },
+}
+
+fn run_tool(tool: Tool) -> ExitCode {
+    match tool {
+        Tool::HashKey { key } => {
+            println!("{}", floodgate::auth::api_key::hash_key(&key));
+            ExitCode::SUCCESS
+        }
+        Tool::Token {
+            secret_env,
+            sub,
+            tier,
+            ttl,
+            aud,
+            iss,
+            kid,
+        } => {
+            let Ok(secret) = std::env::var(&secret_env) else {
+                eprintln!("floodgate token: environment variable {secret_env} is not set");
+                return ExitCode::FAILURE;
+            };
+            let now = jsonwebtoken::get_current_timestamp();
+            let mut claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + ttl});
+            for (name, value) in [("tier", tier), ("aud", aud), ("iss", iss)] {
+                if let Some(value) = value {
+                    claims[name] = serde_json::Value::String(value);
+                }
+            }
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            header.kid = kid;
+            let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+            match jsonwebtoken::encode(&header, &claims, &key) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("floodgate token: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `env_logger` under `RUST_LOG`, except that Pingora's debug and trace records are
+/// dropped whatever `RUST_LOG` says: they print whole request headers, and with
+/// them `Authorization` and API keys, which must never reach a log.
+struct NoSecrets(env_logger::Logger);
+
+impl log::Log for NoSecrets {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        !(metadata.target().starts_with("pingora") && metadata.level() > log::Level::Info)
+            && self.0.enabled(metadata)
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+fn init_logging() {
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(NoSecrets(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let cli = Cli::parse();
+    if let Some(tool) = cli.tool {
+        return run_tool(tool);
+    }
 
-    let config = match floodgate::config::load(&cli.conf) {
+    let config = match floodgate::config::load(&cli.conf).and_then(|c| floodgate::app::check(&c).map(|()| c))
+    {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{}: invalid config:", cli.conf);

@@ -177,6 +177,8 @@ mod tests {
                 content_type: String::new(),
             },
             max_body_bytes: None,
+            auth: crate::config::schema::AuthPolicy::None,
+            tiers: None,
         }
     }
 

@@ -93,8 +93,8 @@ fn keys_of_features_not_built_yet_are_refused_not_ignored() {
         &["redis: not supported"],
     );
     assert_rejected(
-        &BASE.replace("upstream: backend }", "upstream: backend, auth: required }"),
-        &["routes[0].auth: not supported"],
+        &BASE.replace("upstream: backend }", "upstream: backend, cost: 2 }"),
+        &["routes[0].cost: not supported"],
     );
     assert_rejected(
         &BASE.replace(

@@ -226,7 +226,15 @@ fn default_config_serves_the_echo_upstream() {
         .collect::<Vec<_>>()
         .join("\n");
     let gw = Gateway::start(&body);
-    let r = request(gw.addr, "POST", "/api/hello?x=1", &[], b"ping");
+    assert_eq!(request(gw.addr, "POST", "/api/hello", &[], b"ping").status, 401);
+    // The demo API key of the shipped config.
+    let r = request(
+        gw.addr,
+        "POST",
+        "/api/hello?x=1",
+        &[("X-API-Key", "demo-key")],
+        b"ping",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let echo = r.json();
     assert_eq!(echo["echo"], true);

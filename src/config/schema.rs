@@ -142,8 +142,125 @@ pub struct RouteSpec {
     #[serde(default)]
     pub strip_prefix: bool,
     pub max_body_bytes: Option<u64>,
+    /// `required` when an `auth` section exists, else `none`.
+    pub auth: Option<AuthPolicy>,
+    pub tiers: Option<Vec<String>>,
 }
 
 /// The gateway's top-level keys, each deserialized on its own so that one bad
 /// section does not hide the problems of the others.
 pub type UpstreamSpecs = BTreeMap<String, serde_yaml::Value>;
+
+/// Whether a route wants to know its caller.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPolicy {
+    /// Credentials needed: 401 without them.
+    Required,
+    /// Callers who present credentials are identified (bad ones are still a 401);
+    /// the rest pass as anonymous.
+    Optional,
+    /// Credentials are not looked at.
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    pub jwt: Option<JwtSpec>,
+    pub api_keys: Option<ApiKeysSpec>,
+    /// The tier of a consumer whose token or key names none.
+    #[serde(default = "default_tier")]
+    pub default_tier: String,
+}
+
+fn default_tier() -> String {
+    "free".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(default = "default_leeway_s")]
+    pub leeway_s: u64,
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    #[serde(default = "default_tier_claim")]
+    pub tier_claim: String,
+    #[serde(default)]
+    pub keys: Vec<JwtKeySpec>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    /// How often a JWKS file or URL is read again.
+    #[serde(default = "default_jwks_refresh_s")]
+    pub jwks_refresh_s: u64,
+    /// Least time between two refreshes woken by an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown_s")]
+    pub jwks_cooldown_s: u64,
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// Verified tokens kept so a hot token is not verified again.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_leeway_s() -> u64 {
+    30
+}
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+fn default_tier_claim() -> String {
+    "tier".into()
+}
+fn default_jwks_refresh_s() -> u64 {
+    300
+}
+fn default_jwks_cooldown_s() -> u64 {
+    30
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeySpec {
+    pub kid: Option<String>,
+    pub alg: String,
+    pub secret: Option<String>,
+    pub public_key_file: Option<String>,
+    /// An inline PEM public key.
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysSpec {
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    pub keys: Vec<ApiKeySpec>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    pub consumer: String,
+    /// `sha256:<64 hex digits>`; `floodgate hash-key KEY` prints it.
+    pub key: String,
+    pub tier: Option<String>,
+}
+
+/// A token bucket: `rate` tokens per second, `burst` tokens at most.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierSpec {
+    pub rate: f64,
+    pub burst: f64,
+}

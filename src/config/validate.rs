@@ -2,7 +2,8 @@
 //! its key path instead of stopping at the first.
 
 use super::schema::{
-    AdminSpec, Balance, ClientSpec, HealthCheckSpec, RouteSpec, TimeoutsSpec, UpstreamKind, UpstreamSpec,
+    AdminSpec, AuthPolicy, AuthSpec, Balance, ClientSpec, HealthCheckSpec, RouteSpec, TierSpec, TimeoutsSpec,
+    UpstreamKind, UpstreamSpec,
 };
 use crate::error::{ConfigProblem, StartupError};
 use http::Method;
@@ -22,6 +23,9 @@ pub struct Config {
     pub client: ClientSpec,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    pub auth: Option<AuthSpec>,
+    /// Tier names and buckets; a tier's id is its index here.
+    pub tiers: Vec<(String, TierSpec)>,
 }
 
 #[derive(Debug)]
@@ -60,17 +64,44 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub action: RouteAction,
     pub max_body_bytes: Option<u64>,
+    pub auth: AuthPolicy,
+    /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
+    pub tiers: Option<Vec<usize>>,
 }
 
 /// Keys that later features own: rejected with a clear word until they are enforced,
 /// so a config never believes it is protected when it is not.
-const NOT_YET_TOP: &[&str] = &["auth", "tiers", "anonymous", "trusted_proxies", "redis"];
-const NOT_YET_ROUTE: &[&str] = &["auth", "tiers", "cost", "global_limit"];
+const NOT_YET_TOP: &[&str] = &["anonymous", "trusted_proxies", "redis"];
+const NOT_YET_ROUTE: &[&str] = &["cost", "global_limit"];
 const NOT_YET_UPSTREAM: &[&str] = &["breaker"];
 const NOT_YET_ADMIN: &[&str] = &["token"];
 const NOT_YET_MESSAGE: &str =
     "not supported by this version of floodgate yet; remove it (it would not be enforced)";
-const GATEWAY_TOP: &[&str] = &["listen", "admin", "client", "upstreams", "routes"];
+const GATEWAY_TOP: &[&str] = &[
+    "listen",
+    "admin",
+    "client",
+    "upstreams",
+    "routes",
+    "auth",
+    "tiers",
+];
+
+/// The seed tiers, used when the config names none.
+const SEED_TIERS: [(&str, f64, f64); 4] = [
+    ("free", 1.0, 10.0),
+    ("basic", 5.0, 50.0),
+    ("premium", 20.0, 200.0),
+    ("enterprise", 100.0, 1000.0),
+];
+
+/// JWT algorithms floodgate verifies.
+pub const JWT_ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+    "EdDSA",
+];
+/// HMAC secrets shorter than the hash output are guessable (RFC 7518 3.2).
+const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 struct Problems(Vec<ConfigProblem>);
 
@@ -218,7 +249,20 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     }
 
     let upstreams = validate_upstreams(&mut problems, gateway.remove("upstreams"));
-    let routes = validate_routes(&mut problems, gateway.remove("routes"), &upstreams);
+    let tiers = validate_tiers(&mut problems, gateway.remove("tiers"));
+    let auth = gateway
+        .remove("auth")
+        .and_then(|v| problems.section::<AuthSpec>("auth", v));
+    if let Some(auth) = &auth {
+        validate_auth(&mut problems, auth, &tiers);
+    }
+    let routes = validate_routes(
+        &mut problems,
+        gateway.remove("routes"),
+        &upstreams,
+        &tiers,
+        auth.is_some(),
+    );
 
     if let (Some(admin), true) = (admin_listen, problems.0.is_empty()) {
         if listen.contains(&admin) {
@@ -234,6 +278,8 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             client,
             upstreams,
             routes,
+            auth,
+            tiers,
         }),
         _ => Err(problems.0),
     }
@@ -368,7 +414,182 @@ fn validate_upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upst
     out
 }
 
-fn validate_routes(problems: &mut Problems, value: Option<Value>, upstreams: &[Upstream]) -> Vec<Route> {
+fn validate_tiers(problems: &mut Problems, value: Option<Value>) -> Vec<(String, TierSpec)> {
+    let Some(value) = value else {
+        return SEED_TIERS
+            .iter()
+            .map(|(name, rate, burst)| {
+                (
+                    name.to_string(),
+                    TierSpec {
+                        rate: *rate,
+                        burst: *burst,
+                    },
+                )
+            })
+            .collect();
+    };
+    let Some(map): Option<BTreeMap<String, TierSpec>> = problems.section("tiers", value) else {
+        return Vec::new();
+    };
+    if map.is_empty() {
+        problems.add(
+            "tiers",
+            "needs at least one tier (or leave it out for the seed tiers)",
+        );
+    }
+    for (name, tier) in &map {
+        if !(tier.rate > 0.0 && tier.rate.is_finite()) {
+            problems.add(format!("tiers.{name}.rate"), "must be a number greater than 0");
+        }
+        if !(tier.burst >= 1.0 && tier.burst.is_finite()) {
+            problems.add(format!("tiers.{name}.burst"), "must be at least 1");
+        }
+    }
+    map.into_iter().collect()
+}
+
+fn tier_id(tiers: &[(String, TierSpec)], name: &str) -> Option<usize> {
+    tiers.iter().position(|(n, _)| n == name)
+}
+
+fn unknown_tier(tiers: &[(String, TierSpec)], name: &str) -> String {
+    let known: Vec<&str> = tiers.iter().map(|(n, _)| n.as_str()).collect();
+    format!("no tier named \"{name}\" (tiers: {})", known.join(", "))
+}
+
+fn validate_auth(problems: &mut Problems, auth: &AuthSpec, tiers: &[(String, TierSpec)]) {
+    if tier_id(tiers, &auth.default_tier).is_none() {
+        problems.add("auth.default_tier", unknown_tier(tiers, &auth.default_tier));
+    }
+    if auth.jwt.is_none() && auth.api_keys.is_none() {
+        problems.add("auth", "needs jwt, api_keys or both");
+    }
+    if let Some(jwt) = &auth.jwt {
+        if jwt.keys.is_empty() && jwt.jwks_file.is_none() && jwt.jwks_url.is_none() {
+            problems.add("auth.jwt", "needs keys, jwks_file or jwks_url");
+        }
+        for (i, key) in jwt.keys.iter().enumerate() {
+            let path = format!("auth.jwt.keys[{i}]");
+            if !JWT_ALGORITHMS.contains(&key.alg.as_str()) {
+                problems.add(
+                    format!("{path}.alg"),
+                    format!("\"{}\" is not one of {}", key.alg, JWT_ALGORITHMS.join(", ")),
+                );
+                continue;
+            }
+            let sources = [
+                key.secret.is_some(),
+                key.public_key_file.is_some(),
+                key.public_key.is_some(),
+            ];
+            let hmac = key.alg.starts_with("HS");
+            match (hmac, sources) {
+                (true, [true, false, false]) => {
+                    if key
+                        .secret
+                        .as_ref()
+                        .is_some_and(|s| s.len() < MIN_HMAC_SECRET_BYTES)
+                    {
+                        problems.add(
+                            format!("{path}.secret"),
+                            format!("must be at least {MIN_HMAC_SECRET_BYTES} bytes"),
+                        );
+                    }
+                }
+                (true, _) => problems.add(
+                    path.clone(),
+                    format!("{} needs secret (and nothing else)", key.alg),
+                ),
+                (false, [false, true, false] | [false, false, true]) => {}
+                (false, _) => problems.add(
+                    path.clone(),
+                    format!(
+                        "{} needs one of public_key_file or public_key (never a secret)",
+                        key.alg
+                    ),
+                ),
+            }
+            if let Some(kid) = &key.kid {
+                if jwt.keys[..i].iter().any(|k| k.kid.as_ref() == Some(kid)) {
+                    problems.add(format!("{path}.kid"), format!("duplicate kid \"{kid}\""));
+                }
+            }
+        }
+        if let Some(url) = &jwt.jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.add("auth.jwt.jwks_url", "must be an http:// or https:// URL");
+            }
+        }
+        if jwt.jwks_refresh_s == 0 {
+            problems.add("auth.jwt.jwks_refresh_s", "must be greater than 0");
+        }
+        if jwt.cache_entries == 0 {
+            problems.add("auth.jwt.cache_entries", "must be greater than 0");
+        }
+        for (claim, header) in &jwt.claims_to_headers {
+            let path = format!("auth.jwt.claims_to_headers.{claim}");
+            match http::HeaderName::from_bytes(header.as_bytes()) {
+                Err(_) => problems.add(path, format!("\"{header}\" is not a header name")),
+                Ok(name) if RESERVED_UPSTREAM_HEADERS.contains(&name.as_str()) => {
+                    problems.add(path, format!("{name} is set by the gateway itself"))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    if let Some(api) = &auth.api_keys {
+        if http::HeaderName::from_bytes(api.header.as_bytes()).is_err() {
+            problems.add(
+                "auth.api_keys.header",
+                format!("\"{}\" is not a header name", api.header),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, key) in api.keys.iter().enumerate() {
+            let path = format!("auth.api_keys.keys[{i}]");
+            match key.key.strip_prefix("sha256:") {
+                Some(digest) if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    if !seen.insert(digest.to_ascii_lowercase()) {
+                        problems.add(format!("{path}.key"), "duplicate key");
+                    }
+                }
+                _ => problems.add(
+                    format!("{path}.key"),
+                    "must be sha256:<64 hex digits>; `floodgate hash-key KEY` prints it",
+                ),
+            }
+            if let Some(tier) = &key.tier {
+                if tier_id(tiers, tier).is_none() {
+                    problems.add(format!("{path}.tier"), unknown_tier(tiers, tier));
+                }
+            }
+        }
+    }
+}
+
+/// Headers the gateway sets on upstream requests; a claim mapping may not forge them.
+pub const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
+    "x-consumer-id",
+    "x-consumer-tier",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "host",
+    "authorization",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+fn validate_routes(
+    problems: &mut Problems,
+    value: Option<Value>,
+    upstreams: &[Upstream],
+    tiers: &[(String, TierSpec)],
+    auth_configured: bool,
+) -> Vec<Route> {
     let Some(value) = value else {
         problems.add("routes", "required: at least one route");
         return Vec::new();
@@ -457,6 +678,30 @@ fn validate_routes(problems: &mut Problems, value: Option<Value>, upstreams: &[U
                 }
             }
         };
+        let auth = spec.auth.unwrap_or(if auth_configured {
+            AuthPolicy::Required
+        } else {
+            AuthPolicy::None
+        });
+        if auth != AuthPolicy::None && !auth_configured {
+            problems.add(format!("{path}.auth"), "needs a top-level auth section");
+        }
+        let route_tiers = spec.tiers.as_ref().map(|names| {
+            if auth == AuthPolicy::None {
+                problems.add(format!("{path}.tiers"), "needs auth: required or optional");
+            }
+            names
+                .iter()
+                .enumerate()
+                .filter_map(|(j, name)| {
+                    let id = tier_id(tiers, name);
+                    if id.is_none() {
+                        problems.add(format!("{path}.tiers[{j}]"), unknown_tier(tiers, name));
+                    }
+                    id
+                })
+                .collect()
+        });
         out.push(Route {
             name: spec.name,
             path_prefix: spec.path_prefix,
@@ -464,6 +709,8 @@ fn validate_routes(problems: &mut Problems, value: Option<Value>, upstreams: &[U
             methods,
             action,
             max_body_bytes: spec.max_body_bytes,
+            auth,
+            tiers: route_tiers,
         });
     }
     out

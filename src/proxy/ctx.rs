@@ -1,5 +1,6 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
+use crate::auth::Identity;
 use std::net::SocketAddr;
 
 #[derive(Default)]
@@ -19,6 +20,10 @@ pub struct RequestCtx {
     /// Upstream attempts so far; retries re-run `upstream_peer`, which counts here once.
     pub attempts: u32,
     pub body_bytes: u64,
+    /// The authenticated caller; `None` for anonymous callers.
+    pub identity: Option<Identity>,
+    /// Why credentials were refused, for metrics and the access log.
+    pub auth_failure: Option<&'static str>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
 }

@@ -5,13 +5,14 @@
 use super::ctx::RequestCtx;
 use super::head::{self, HeadLimits};
 use super::respond::{self, REQUEST_ID};
-use crate::config::schema::ClientSpec;
-use crate::config::RouteAction;
+use crate::auth::{Authenticator, Failure};
+use crate::config::schema::{AuthPolicy, ClientSpec};
+use crate::config::{Route, RouteAction};
 use crate::routing::{normalize_path, RouteTable};
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderName, HeaderValue};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -28,13 +29,34 @@ pub struct Gateway {
     pools: Vec<Pool>,
     limits: HeadLimits,
     keepalive_timeout_s: u64,
+    auth: Option<Authenticator>,
+    /// Headers only the gateway may set upstream: any client copy is removed.
+    gateway_headers: Vec<HeaderName>,
+    tier_names: Vec<HeaderValue>,
 }
 
 impl Gateway {
-    pub fn new(routes: RouteTable, pools: Vec<Pool>, client: &ClientSpec) -> Self {
+    pub fn new(
+        routes: RouteTable,
+        pools: Vec<Pool>,
+        client: &ClientSpec,
+        auth: Option<Authenticator>,
+        tier_names: &[String],
+    ) -> Self {
+        let mut gateway_headers = vec![CONSUMER_ID, CONSUMER_TIER];
+        if let Some(auth) = &auth {
+            gateway_headers.extend(auth.claim_headers().cloned());
+            gateway_headers.extend(auth.api_key_header().cloned());
+        }
         Gateway {
             routes,
             pools,
+            auth,
+            gateway_headers,
+            tier_names: tier_names
+                .iter()
+                .map(|t| HeaderValue::from_str(t).unwrap_or(HeaderValue::from_static("unknown")))
+                .collect(),
             limits: HeadLimits {
                 max_bytes: client.max_header_bytes,
                 max_headers: client.max_headers,
@@ -50,6 +72,15 @@ impl Gateway {
     pub fn pools(&self) -> &[Pool] {
         &self.pools
     }
+}
+
+const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A new request id: 128 random bits in hex.
@@ -90,7 +121,7 @@ const HOP_BY_HOP: [&str; 7] = [
     "proxy-authorization",
 ];
 
-fn strip_hop_by_hop(req: &mut RequestHeader) {
+fn strip_hop_by_hop(req: &mut RequestHeader, gateway_headers: &[HeaderName]) {
     let upgrade = req.headers.contains_key(header::UPGRADE);
     let named: Vec<String> = req
         .headers
@@ -111,7 +142,30 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
         }
         req.remove_header(name);
     }
-    req.remove_header("x-consumer-id");
+    for name in gateway_headers {
+        req.remove_header(name);
+    }
+}
+
+impl Gateway {
+    /// The route's auth policy applied to the request's credentials; on success the
+    /// caller (if any) is in `ctx.identity`.
+    fn authenticate(&self, session: &Session, route: &Route, ctx: &mut RequestCtx) -> Result<(), Failure> {
+        let Some(auth) = self.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
+            return Ok(());
+        };
+        let identity = auth.authenticate(&session.req_header().headers, unix_now_s())?;
+        match (&identity, route.auth) {
+            (None, AuthPolicy::Required) => return Err(Failure::Missing),
+            (Some(id), _) if route.tiers.as_ref().is_some_and(|t| !t.contains(&id.tier)) => {
+                return Err(Failure::TierForbidden)
+            }
+            (None, _) if route.tiers.is_some() => return Err(Failure::Missing),
+            _ => {}
+        }
+        ctx.identity = identity;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -160,6 +214,15 @@ impl ProxyHttp for Gateway {
         }
         ctx.host = host;
 
+        if let Err(failure) = self.authenticate(session, route, ctx) {
+            ctx.auth_failure = Some(failure.reason());
+            let status = failure.status();
+            let extra = [("www-authenticate", failure.www_authenticate().to_string())];
+            let extra: &[(&'static str, String)] = if status == 401 { &extra } else { &[] };
+            respond::send_error(session, status, &ctx.request_id, extra, false).await?;
+            return Ok(true);
+        }
+
         match &route.action {
             RouteAction::Respond {
                 status,
@@ -183,7 +246,7 @@ impl ProxyHttp for Gateway {
                         return Ok(true);
                     }
                 }
-                strip_hop_by_hop(session.req_header_mut());
+                strip_hop_by_hop(session.req_header_mut(), &self.gateway_headers);
                 Ok(false)
             }
         }
@@ -211,12 +274,17 @@ impl ProxyHttp for Gateway {
         let Some(pool) = route.and_then(|r| r.upstream()).map(|u| &self.pools[u]) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a proxy route");
         };
-        let key = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        let Some(target) = pool.select(key.as_bytes(), &ctx.failed_targets) else {
+        // consistent_hash keeps a consumer (else a client address) on one target.
+        let ip_key = match session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            Some(std::net::IpAddr::V4(ip)) => ip.to_ipv6_mapped().octets(),
+            Some(std::net::IpAddr::V6(ip)) => ip.octets(),
+            None => [0; 16],
+        };
+        let key = ctx
+            .identity
+            .as_ref()
+            .map_or(&ip_key[..], |id| id.consumer.as_bytes());
+        let Some(target) = pool.select(key, &ctx.failed_targets) else {
             if ctx.failed_targets.is_empty() {
                 ctx.retry_after_s = Some(1);
                 return Error::e_explain(
@@ -327,6 +395,15 @@ impl ProxyHttp for Gateway {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(identity) = &ctx.identity {
+            upstream.insert_header(CONSUMER_ID, &*identity.consumer)?;
+            if let Some(tier) = self.tier_names.get(identity.tier) {
+                upstream.insert_header(CONSUMER_TIER, tier.clone())?;
+            }
+            for (name, value) in identity.headers.iter() {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
         Ok(())
     }
 
@@ -403,7 +480,7 @@ mod tests {
         ] {
             req.append_header(k, v).expect("header");
         }
-        strip_hop_by_hop(&mut req);
+        strip_hop_by_hop(&mut req, &[CONSUMER_ID]);
         for gone in ["connection", "x-secret-hop", "keep-alive", "te", "x-consumer-id"] {
             assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
         }

@@ -1,8 +1,9 @@
 //! Everything besides proxying that does network I/O: the admin listener, the
-//! built-in echo upstream and the readiness probe.
+//! built-in echo upstream, the JWKS refresher and the readiness probe.
 
 pub mod admin;
 pub mod echo;
+pub mod jwks;
 pub mod readiness;
 
 use http::Response;

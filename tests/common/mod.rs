@@ -404,6 +404,11 @@ impl Gateway {
     /// Starts the real binary on `body` (the gateway's keys: upstreams, routes, ...);
     /// listeners, admin and Pingora's files are filled in. Waits for `/ready`.
     pub fn start(body: &str) -> Gateway {
+        Gateway::start_logging(body, "info")
+    }
+
+    /// As `start`, with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(body: &str, rust_log: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
@@ -420,7 +425,7 @@ impl Gateway {
         let child = Command::new(BIN)
             .arg("-c")
             .arg(&conf_path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

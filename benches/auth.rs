@@ -1,0 +1,104 @@
+//! JWT verification cost: each algorithm without the cache (a first sight of a
+//! token) and a cache hit (every later request with it).
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use floodgate::auth::jwt::JwtVerifier;
+use floodgate::config::schema::{JwtKeySpec, JwtSpec};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use std::hint::black_box;
+use std::sync::Arc;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+fn key_spec(kid: &str, alg: &str, secret: Option<&str>, public_key: Option<String>) -> JwtKeySpec {
+    JwtKeySpec {
+        kid: Some(kid.into()),
+        alg: alg.into(),
+        secret: secret.map(Into::into),
+        public_key_file: None,
+        public_key,
+    }
+}
+
+fn bench_verify(c: &mut Criterion) {
+    let mut rng = rand::thread_rng();
+    let rsa = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("rsa");
+    let ec = p256::SecretKey::random(&mut rng);
+    let rsa_public = rsa
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("pem");
+    let ec_public = ec.public_key().to_public_key_pem(LineEnding::LF).expect("pem");
+    let spec = JwtSpec {
+        issuer: Some("https://auth.bench".into()),
+        audience: Some("floodgate".into()),
+        leeway_s: 30,
+        consumer_claim: "sub".into(),
+        tier_claim: "tier".into(),
+        keys: vec![
+            key_spec("hs", "HS256", Some(SECRET), None),
+            key_spec("rs", "RS256", None, Some(rsa_public)),
+            key_spec("es", "ES256", None, Some(ec_public)),
+        ],
+        jwks_file: None,
+        jwks_url: None,
+        jwks_refresh_s: 300,
+        jwks_cooldown_s: 30,
+        claims_to_headers: Default::default(),
+        cache_entries: 10_000,
+    };
+    let verifier = JwtVerifier::build(
+        &spec,
+        Arc::from(vec!["free".to_string(), "premium".to_string()]),
+        0,
+    )
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({"sub": "consumer-42", "tier": "premium", "iss": "https://auth.bench",
+                                    "aud": "floodgate", "exp": now + 3600});
+    let rsa_pem = rsa.to_pkcs8_pem(LineEnding::LF).expect("pem");
+    let ec_pem = ec.to_pkcs8_pem(LineEnding::LF).expect("pem");
+    let tokens = [
+        (
+            "HS256",
+            Algorithm::HS256,
+            "hs",
+            EncodingKey::from_secret(SECRET.as_bytes()),
+        ),
+        (
+            "RS256",
+            Algorithm::RS256,
+            "rs",
+            EncodingKey::from_rsa_pem(rsa_pem.as_bytes()).expect("rsa"),
+        ),
+        (
+            "ES256",
+            Algorithm::ES256,
+            "es",
+            EncodingKey::from_ec_pem(ec_pem.as_bytes()).expect("ec"),
+        ),
+    ]
+    .map(|(name, alg, kid, key)| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        (name, encode(&header, &claims, &key).expect("sign"))
+    });
+
+    let mut group = c.benchmark_group("jwt_verify");
+    for (name, token) in &tokens {
+        group.bench_function(format!("{name}_uncached"), |b| {
+            b.iter(|| verifier.verify_uncached(black_box(token), now).expect("valid"))
+        });
+    }
+    for (name, token) in &tokens {
+        verifier.verify(token, now).expect("valid");
+        group.bench_function(format!("{name}_cache_hit"), |b| {
+            b.iter(|| verifier.verify(black_box(token), now).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_verify);
+criterion_main!(benches);

@@ -1,0 +1,623 @@
+//! Authentication through the real gateway: JWT (HS256, RS256, ES256, JWKS file and
+//! URL), API keys, route policies and tiers. Keys are generated here, per run.
+
+mod common;
+use base64::Engine;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+const API_KEY: &str = "acme-api-key-7f3a";
+const ISS: &str = "https://auth.test";
+const AUD: &str = "floodgate";
+
+struct Keys {
+    rsa_private_pem: String,
+    rsa_public_pem: String,
+    rsa_n: String,
+    rsa_e: String,
+    rsa2_private_pem: String,
+    rsa2_n: String,
+    rsa2_e: String,
+    ec_private_pem: String,
+    ec_public_pem: String,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut rng = rand::thread_rng();
+        let rsa = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("rsa key");
+        let rsa2 = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("rsa key");
+        let ec = p256::SecretKey::random(&mut rng);
+        Keys {
+            rsa_private_pem: rsa.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            rsa_public_pem: rsa
+                .to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .expect("pem"),
+            rsa_n: b64(&rsa.n().to_bytes_be()),
+            rsa_e: b64(&rsa.e().to_bytes_be()),
+            rsa2_private_pem: rsa2.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            rsa2_n: b64(&rsa2.n().to_bytes_be()),
+            rsa2_e: b64(&rsa2.e().to_bytes_be()),
+            ec_private_pem: ec.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            ec_public_pem: ec.public_key().to_public_key_pem(LineEnding::LF).expect("pem"),
+        }
+    })
+}
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+/// Standard good claims, with `extra` merged over them (a `null` removes a claim).
+fn claims(extra: Value) -> Value {
+    let mut c = json!({"sub": "alice", "tier": "premium", "iss": ISS, "aud": AUD,
+                       "exp": now() + 600, "email": "alice@example.test"});
+    for (k, v) in extra.as_object().expect("object") {
+        if v.is_null() {
+            c.as_object_mut().expect("object").remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    let key = match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(SECRET.as_bytes()),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(keys().rsa_private_pem.as_bytes()).expect("rsa"),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(keys().ec_private_pem.as_bytes()).expect("ec"),
+        other => panic!("no test key for {other:?}"),
+    };
+    encode(&header, claims, &key).expect("sign")
+}
+
+fn rsa_jwk(kid: &str, n: &str, e: &str) -> Value {
+    json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": n, "e": e})
+}
+
+struct Fixture {
+    upstream: Upstream,
+    gw: Gateway,
+    keys_dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn jwks_path(&self) -> PathBuf {
+        self.keys_dir.path().join("jwks.json")
+    }
+}
+
+fn start(jwks_source: &str, rust_log: &str) -> Fixture {
+    let k = keys();
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let rs_path = keys_dir.path().join("rs256.pub.pem");
+    std::fs::write(&rs_path, &k.rsa_public_pem).expect("write pem");
+    let jwks = json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e)]});
+    std::fs::write(keys_dir.path().join("jwks.json"), jwks.to_string()).expect("write jwks");
+    let jwks_source = jwks_source.replace("{dir}", &keys_dir.path().display().to_string());
+    let ec_pem = k.ec_public_pem.trim_end().replace('\n', "\n          ");
+    let upstream = Upstream::start("backend");
+    let body = format!(
+        r#"
+upstreams:
+  backend: {{ targets: ["{up}"] }}
+auth:
+  jwt:
+    issuer: {ISS}
+    audience: {AUD}
+    leeway_s: 5
+    keys:
+      - {{ kid: hs, alg: HS256, secret: "{SECRET}" }}
+      - {{ kid: rs, alg: RS256, public_key_file: "{rs}" }}
+      - kid: es
+        alg: ES256
+        public_key: |
+          {ec_pem}
+    {jwks_source}
+    claims_to_headers: {{ email: X-User-Email }}
+  api_keys:
+    header: X-API-Key
+    keys:
+      - {{ consumer: acme, key: "{digest}", tier: enterprise }}
+  default_tier: free
+routes:
+  - {{ name: public, path_prefix: /public, upstream: backend, auth: none }}
+  - {{ name: api, path_prefix: /api, upstream: backend, auth: required }}
+  - {{ name: optional, path_prefix: /opt, upstream: backend, auth: optional }}
+  - {{ name: paid, path_prefix: /paid, upstream: backend, tiers: [premium, enterprise] }}
+"#,
+        up = upstream.addr,
+        rs = rs_path.display(),
+        digest = floodgate::auth::api_key::hash_key(API_KEY),
+    );
+    let gw = Gateway::start_logging(&body, rust_log);
+    Fixture {
+        upstream,
+        gw,
+        keys_dir,
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn valid_tokens_of_every_algorithm_identify_the_caller_upstream() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    for (alg, kid) in [
+        (Algorithm::HS256, Some("hs")),
+        (Algorithm::RS256, Some("rs")),
+        (Algorithm::ES256, Some("es")),
+        (Algorithm::RS256, Some("j1")),
+        // Without a kid the key is chosen by algorithm.
+        (Algorithm::ES256, None),
+    ] {
+        let token = sign(alg, kid, &claims(json!({})));
+        let r = get_with(
+            f.gw.addr,
+            "/api/x",
+            &[
+                ("Authorization", &bearer(&token)),
+                ("X-Consumer-Id", "mallory"),
+                ("X-Consumer-Tier", "enterprise"),
+                ("X-User-Email", "forged@example.test"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{alg:?} {kid:?}: {}", r.text());
+        assert_eq!(r.upstream_header("x-consumer-id").as_deref(), Some("alice"));
+        assert_eq!(r.upstream_header("x-consumer-tier").as_deref(), Some("premium"));
+        assert_eq!(
+            r.upstream_header("x-user-email").as_deref(),
+            Some("alice@example.test")
+        );
+    }
+    // No tier claim: the default tier.
+    let token = sign(Algorithm::HS256, Some("hs"), &claims(json!({"tier": null})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]);
+    assert_eq!(r.upstream_header("x-consumer-tier").as_deref(), Some("free"));
+}
+
+#[test]
+fn every_bad_token_is_a_401_that_never_reaches_the_upstream() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let k = keys();
+    let good = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let parts: Vec<&str> = good.split('.').collect();
+    let none_token = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), parts[1]);
+    // The RS256 public key used as an HMAC secret: the classic algorithm confusion.
+    let confused = |kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(str::to_owned);
+        let key = EncodingKey::from_secret(k.rsa_public_pem.as_bytes());
+        encode(&header, &claims(json!({})), &key).expect("sign")
+    };
+    let tampered = {
+        let payload = b64(claims(json!({"sub": "admin"})).to_string().as_bytes());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    let wrong_key = {
+        let key = EncodingKey::from_secret(b"another-secret-another-secret-another-secret");
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("hs".into());
+        encode(&header, &claims(json!({})), &key).expect("sign")
+    };
+    let crit = {
+        let header = b64(br#"{"alg":"HS256","kid":"hs","crit":["exp"]}"#);
+        let signing_input = format!("{header}.{}", parts[1]);
+        use hmac_sign::sign_hs256;
+        format!(
+            "{signing_input}.{}",
+            sign_hs256(SECRET.as_bytes(), signing_input.as_bytes())
+        )
+    };
+    let hs = |extra: Value| sign(Algorithm::HS256, Some("hs"), &claims(extra));
+    let cases: Vec<(&str, String)> = vec![
+        ("alg none", none_token),
+        ("RS256 key as HS256 secret, kid", confused(Some("rs"))),
+        ("RS256 key as HS256 secret, no kid", confused(None)),
+        ("wrong signature", wrong_key),
+        ("tampered payload", tampered),
+        ("expired", hs(json!({"exp": now() - 3600}))),
+        ("nbf in the future", hs(json!({"nbf": now() + 3600}))),
+        ("missing exp", hs(json!({"exp": null}))),
+        ("wrong iss", hs(json!({"iss": "https://evil.test"}))),
+        ("missing iss", hs(json!({"iss": null}))),
+        ("wrong aud", hs(json!({"aud": "someone-else"}))),
+        ("missing aud", hs(json!({"aud": null}))),
+        (
+            "unknown kid",
+            sign(Algorithm::HS256, Some("nope"), &claims(json!({}))),
+        ),
+        ("crit header", crit),
+        ("sub of the wrong type", hs(json!({"sub": 42}))),
+        ("missing sub", hs(json!({"sub": null}))),
+        ("tier of the wrong type", hs(json!({"tier": ["premium"]}))),
+        ("unknown tier", hs(json!({"tier": "platinum"}))),
+        ("exp of the wrong type", hs(json!({"exp": "tomorrow"}))),
+        ("malformed base64", format!("{}.!!!.{}", parts[0], parts[2])),
+        ("two parts", format!("{}.{}", parts[0], parts[1])),
+        ("four parts", format!("{good}.x")),
+        ("not a JWT", "hello".to_string()),
+        (
+            "20 KB token",
+            format!("{}.{}.{}", parts[0], "A".repeat(20 * 1024), parts[2]),
+        ),
+    ];
+    for (name, token) in cases {
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]);
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
+        assert_eq!(r.json()["error"], "unauthorized", "{name}");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer error=\"invalid_token\""),
+            "{name}"
+        );
+    }
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", "Bearer ")]);
+    assert_eq!(r.status, 401, "empty bearer");
+    assert_eq!(f.upstream.hits(), 0, "a bad token reached the upstream");
+    // The good token still works after all that.
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&good))]);
+    assert_eq!(r.status, 200);
+}
+
+/// HS256 by hand, for tokens jsonwebtoken refuses to build (a `crit` header).
+mod hmac_sign {
+    pub fn sign_hs256(key: &[u8], data: &[u8]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(data.iter().copied()).collect();
+        let inner_hash = Sha256::digest(&inner);
+        let outer: Vec<u8> = k
+            .iter()
+            .map(|b| b ^ 0x5c)
+            .chain(inner_hash.iter().copied())
+            .collect();
+        super::b64(&Sha256::digest(&outer))
+    }
+}
+
+#[test]
+fn route_policies_missing_credentials_optional_and_tiers() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let r = get(f.gw.addr, "/api/x");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", "Basic dXNlcjpwYXNz")]);
+    assert_eq!(r.status, 401);
+
+    assert_eq!(get(f.gw.addr, "/public/x").status, 200);
+    let r = get(f.gw.addr, "/opt/x");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-consumer-id"), None);
+    let good = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/opt/x", &[("Authorization", &bearer(&good))]);
+    assert_eq!(r.upstream_header("x-consumer-id").as_deref(), Some("alice"));
+    let expired = sign(
+        Algorithm::HS256,
+        Some("hs"),
+        &claims(json!({"exp": now() - 3600})),
+    );
+    let r = get_with(f.gw.addr, "/opt/x", &[("Authorization", &bearer(&expired))]);
+    assert_eq!(r.status, 401, "optional still refuses bad credentials");
+
+    let free = sign(Algorithm::HS256, Some("hs"), &claims(json!({"tier": "free"})));
+    let r = get_with(f.gw.addr, "/paid/x", &[("Authorization", &bearer(&free))]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "forbidden");
+    let r = get_with(f.gw.addr, "/paid/x", &[("Authorization", &bearer(&good))]);
+    assert_eq!(r.status, 200);
+    assert_eq!(get(f.gw.addr, "/paid/x").status, 401);
+}
+
+#[test]
+fn api_keys_identify_by_digest_and_are_not_forwarded() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let r = get_with(f.gw.addr, "/paid/x", &[("X-API-Key", API_KEY)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id").as_deref(), Some("acme"));
+    assert_eq!(
+        r.upstream_header("x-consumer-tier").as_deref(),
+        Some("enterprise")
+    );
+    assert_eq!(r.upstream_header("x-api-key"), None, "the key went upstream");
+
+    let r = get_with(f.gw.addr, "/api/x", &[("X-API-Key", "not-a-key")]);
+    assert_eq!(r.status, 401);
+    // Two copies, of either credential, are never first-wins.
+    let r = get_with(f.gw.addr, "/api/x", &[("X-API-Key", API_KEY), ("X-API-Key", "x")]);
+    assert_eq!(r.status, 400);
+    let good = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let r = get_with(
+        f.gw.addr,
+        "/api/x",
+        &[("Authorization", &bearer(&good)), ("Authorization", "Bearer x")],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(f.upstream.hits(), 1);
+}
+
+#[test]
+fn no_spelling_of_a_path_reaches_a_required_route_without_credentials() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    for path in [
+        "/public/../api/x",
+        "/public/%2e%2e/api/x",
+        "/public/%2E%2E/api/x",
+        "//api/x",
+        "/%61pi/x",
+        "/./api/x",
+        "/public/./../api/x",
+    ] {
+        let r = get(f.gw.addr, path);
+        assert_eq!(r.status, 401, "{path} got {}", r.status);
+    }
+    assert_eq!(f.upstream.hits(), 0);
+}
+
+#[test]
+fn a_key_added_to_the_jwks_file_is_accepted_after_the_refresh() {
+    let f = start(
+        "jwks_file: \"{dir}/jwks.json\"\n    jwks_refresh_s: 3600\n    jwks_cooldown_s: 1",
+        "info",
+    );
+    let k = keys();
+    let rotated = {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("j2".into());
+        let key = EncodingKey::from_rsa_pem(k.rsa2_private_pem.as_bytes()).expect("rsa");
+        encode(&header, &claims(json!({})), &key).expect("sign")
+    };
+    let auth = bearer(&rotated);
+    assert_eq!(
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &auth)]).status,
+        401
+    );
+    let jwks = json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e), rsa_jwk("j2", &k.rsa2_n, &k.rsa2_e)]});
+    std::fs::write(f.jwks_path(), jwks.to_string()).expect("rotate");
+    // The unknown kid wakes one refresh (the periodic one is an hour away).
+    let accepted = eventually(Duration::from_secs(10), || {
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &auth)]).status == 200
+    });
+    assert!(accepted, "the rotated key was never picked up: {}", f.gw.log());
+    let old = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    assert_eq!(
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&old))]).status,
+        200
+    );
+
+    // A broken file keeps the last good key set.
+    std::fs::write(f.jwks_path(), "{ broken").expect("break");
+    let unknown = sign(Algorithm::HS256, Some("wake-it"), &claims(json!({})));
+    // Each unknown kid may wake a refresh once the cooldown has passed.
+    assert!(eventually(Duration::from_secs(10), || {
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&unknown))]);
+        f.gw.log().contains("keeping the last good key set")
+    }));
+    assert_eq!(
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &auth)]).status,
+        200
+    );
+}
+
+/// A loopback HTTP server serving one JWKS document, counting fetches.
+struct JwksServer {
+    url: String,
+    doc: Arc<Mutex<String>>,
+    fetches: Arc<Mutex<usize>>,
+}
+
+fn jwks_server(doc: Value) -> JwksServer {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let doc = Arc::new(Mutex::new(doc.to_string()));
+    let fetches = Arc::new(Mutex::new(0));
+    let (d, n) = (doc.clone(), fetches.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            *n.lock().expect("count") += 1;
+            let body = d.lock().expect("doc").clone();
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    JwksServer { url, doc, fetches }
+}
+
+#[test]
+fn jwks_url_is_fetched_in_the_background_and_unknown_kids_do_not_cause_a_fetch_storm() {
+    let k = keys();
+    let server = jwks_server(json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e)]}));
+    let f = start(
+        &format!(
+            "jwks_url: \"{}\"\n    jwks_refresh_s: 3600\n    jwks_cooldown_s: 2",
+            server.url
+        ),
+        "info",
+    );
+    let token = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    assert!(eventually(Duration::from_secs(10), || {
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]).status == 200
+    }));
+    let before = *server.fetches.lock().expect("count");
+    // A burst of unknown kids wakes at most one fetch per cooldown.
+    let unknown = sign(Algorithm::RS256, Some("ghost"), &claims(json!({})));
+    for _ in 0..50 {
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&unknown))]);
+        assert_eq!(r.status, 401);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = *server.fetches.lock().expect("count");
+    assert!(
+        after - before <= 1,
+        "{} fetches for 50 unknown kids",
+        after - before
+    );
+
+    // Rotation through the URL.
+    let rotated = {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("j2".into());
+        let key = EncodingKey::from_rsa_pem(k.rsa2_private_pem.as_bytes()).expect("rsa");
+        encode(&header, &claims(json!({})), &key).expect("sign")
+    };
+    *server.doc.lock().expect("doc") =
+        json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e), rsa_jwk("j2", &k.rsa2_n, &k.rsa2_e)]}).to_string();
+    assert!(eventually(Duration::from_secs(15), || {
+        get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&rotated))]).status == 200
+    }));
+}
+
+#[test]
+fn no_token_key_or_secret_appears_in_any_log_line() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "debug");
+    let good = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let expired = sign(
+        Algorithm::HS256,
+        Some("hs"),
+        &claims(json!({"exp": now() - 3600})),
+    );
+    for headers in [
+        vec![("Authorization", bearer(&good))],
+        vec![("Authorization", bearer(&expired))],
+        vec![("X-API-Key", API_KEY.to_string())],
+        vec![("X-API-Key", "wrong-key-value-123".to_string())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        get_with(f.gw.addr, "/api/x", &headers);
+    }
+    let log = f.gw.log();
+    assert!(log.lines().count() > 5, "expected debug logging: {log}");
+    for secret in [
+        SECRET,
+        API_KEY,
+        "wrong-key-value-123",
+        good.split('.').nth(2).unwrap_or_default(),
+        expired.split('.').nth(2).unwrap_or_default(),
+    ] {
+        let line = log.lines().find(|l| l.contains(secret));
+        assert!(line.is_none(), "a secret is in the log: {line:?}");
+    }
+}
+
+#[test]
+fn the_token_tool_mints_tokens_the_gateway_accepts() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "token",
+            "--secret-env",
+            "FG_TEST_SECRET",
+            "--sub",
+            "bob",
+            "--tier",
+            "basic",
+        ])
+        .args(["--aud", AUD, "--iss", ISS, "--kid", "hs", "--ttl", "60"])
+        .env("FG_TEST_SECRET", SECRET)
+        .output()
+        .expect("run token");
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.upstream_header("x-consumer-id").as_deref(), Some("bob"));
+    assert_eq!(r.upstream_header("x-consumer-tier").as_deref(), Some("basic"));
+
+    let out = std::process::Command::new(BIN)
+        .args(["hash-key", "password"])
+        .output()
+        .expect("run hash-key");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+    );
+}
+
+#[test]
+fn bad_auth_configs_fail_naming_the_key() {
+    let base = |auth: &str| {
+        format!(
+            "version: 1\nlisten: [\"127.0.0.1:1\"]\nadmin: {{ listen: \"127.0.0.1:2\" }}\n\
+             upstreams:\n  demo: {{ kind: echo }}\n\
+             routes:\n  - {{ name: a, path_prefix: /, upstream: demo }}\n{auth}"
+        )
+    };
+    let cases = [
+        (
+            "auth:\n  jwt:\n    keys:\n      - { alg: HS256, secret: short }\n",
+            vec!["auth.jwt.keys[0].secret: must be at least 32 bytes"],
+        ),
+        (
+            "auth:\n  jwt:\n    keys:\n      - { alg: RS256, public_key_file: /nonexistent.pem }\n",
+            vec!["auth.jwt.keys[0].public_key_file: cannot read /nonexistent.pem"],
+        ),
+        (
+            "auth:\n  jwt:\n    keys:\n      - { alg: RS256, public_key: not-a-pem }\n",
+            vec!["auth.jwt.keys[0]: not a RS256 public key"],
+        ),
+        (
+            "auth:\n  jwt:\n    keys:\n      - { alg: RS256, secret: \"0123456789abcdef0123456789abcdef\" }\n",
+            vec!["auth.jwt.keys[0]: RS256 needs one of public_key_file or public_key"],
+        ),
+        ("auth:\n  jwt:\n    keys:\n      - { alg: none, secret: x }\n", vec!["auth.jwt.keys[0].alg"]),
+        (
+            "auth:\n  api_keys:\n    keys:\n      - { consumer: a, key: plaintext }\n  default_tier: gold\n",
+            vec!["auth.api_keys.keys[0].key: must be sha256:", "auth.default_tier: no tier named \"gold\""],
+        ),
+        ("auth:\n  jwt:\n    jwks_file: /nonexistent.json\n", vec!["auth.jwt.jwks_file: cannot read"]),
+    ];
+    for (auth, expected) in cases {
+        let (ok, out) = check_config(&base(auth), &[]);
+        assert!(!ok, "accepted: {auth}");
+        for e in expected {
+            assert!(out.contains(e), "expected {e:?} in: {out}");
+        }
+    }
+    // A route asking for auth without an auth section.
+    let text = "version: 1\nlisten: [\"127.0.0.1:1\"]\nadmin: { listen: \"127.0.0.1:2\" }\n\
+                upstreams:\n  demo: { kind: echo }\n\
+                routes:\n  - { name: a, path_prefix: /, upstream: demo, auth: required, tiers: [gold] }\n";
+    let (ok, out) = check_config(text, &[]);
+    assert!(
+        !ok && out.contains("routes[0].auth: needs a top-level auth section"),
+        "{out}"
+    );
+    assert!(
+        out.contains("routes[0].tiers[0]: no tier named \"gold\""),
+        "{out}"
+    );
+}
