@@ -3,13 +3,18 @@
 //! the readiness probe registered as services.
 
 use crate::auth::Authenticator;
-use crate::config::schema::UpstreamKind;
+use crate::config::schema::{RedisSpec, TierSpec, UpstreamKind};
 use crate::config::Config;
 use crate::error::StartupError;
 use crate::proxy::guard::HeaderGuard;
 use crate::proxy::Gateway;
+use crate::ratelimit::global::GlobalWindow;
+use crate::ratelimit::local::BucketParams;
+use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
-use crate::services::{admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe};
+use crate::services::{
+    admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::RedisSync,
+};
 use crate::upstream::Pool;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
@@ -88,13 +93,34 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         ));
     }
     let tier_names: Vec<String> = config.tiers.iter().map(|(n, _)| n.clone()).collect();
-    let gateway = Gateway::new(
-        RouteTable::new(config.routes),
-        pools,
-        &config.client,
-        auth,
-        &tier_names,
-    );
+    let routes = RouteTable::new(config.routes);
+    let limiter = Arc::new(rate_limiter(
+        &config.tiers,
+        config.anonymous,
+        config.trusted_proxies,
+        &routes,
+        config.redis.as_ref(),
+    ));
+    if let Some(redis) = &config.redis {
+        let client = redis::Client::open(redis.url.as_str()).map_err(|e| {
+            StartupError::Invalid(vec![crate::error::ConfigProblem {
+                path: "redis.url".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        server.add_service(background_service(
+            "redis sync",
+            RedisSync {
+                client,
+                interval: Duration::from_millis(redis.sync_interval_ms),
+                key_prefix: redis.key_prefix.clone(),
+                limiter: limiter.clone(),
+                tier_names: tier_names.clone(),
+                instance_id: format!("{:016x}", fastrand::u64(..)),
+            },
+        ));
+    }
+    let gateway = Gateway::new(routes, pools, &config.client, auth, limiter.clone(), &tier_names);
     let limits = gateway.limits();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let guarded = HeaderGuard::new(
@@ -109,7 +135,13 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     server.add_service(proxy_service);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let mut admin = Service::new("floodgate admin".to_string(), Admin::new(ready.clone()));
+    let admin_app = Admin {
+        ready: ready.clone(),
+        token: config.admin_token.clone(),
+        limiter,
+        tier_names,
+    };
+    let mut admin = Service::new("floodgate admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(admin);
     server.add_service(background_service(
@@ -120,6 +152,35 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         },
     ));
     Ok(server)
+}
+
+fn rate_limiter(
+    tiers: &[(String, TierSpec)],
+    anonymous: Option<TierSpec>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    routes: &RouteTable,
+    redis: Option<&RedisSpec>,
+) -> RateLimiter {
+    let bucket = |t: TierSpec| BucketParams {
+        rate: t.rate,
+        burst: t.burst,
+    };
+    // Indexed like the route table, which the proxy's ctx.route refers to.
+    let globals = routes
+        .routes()
+        .iter()
+        .map(|r| {
+            r.global_limit
+                .map(|g| Arc::new(GlobalWindow::new(r.name.clone(), g.rate, g.per_s * 1000)))
+        })
+        .collect();
+    RateLimiter::new(
+        tiers.iter().map(|(n, t)| (n.clone(), bucket(*t))).collect(),
+        anonymous.map(bucket),
+        trusted_proxies,
+        globals,
+        redis.map(|r| r.on_unavailable),
+    )
 }
 
 /// A loopback port for the in-process echo upstream. The socket is released for

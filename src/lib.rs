@@ -4,12 +4,12 @@
 //! conf/floodgate.yaml ─parse→ config::schema ─validate→ Config ─app::build→ Gateway + services
 //!
 //! request → [proxy::guard: header deadline, 431/400 on bad framing]
-//!         → request_filter [route → auth]                        (no I/O)
+//!         → request_filter [route → auth → local bucket → global window] (no I/O)
 //!         → upstream_peer  [select_with(healthy ∧ not yet tried)] (503 when nothing is left)
 //!         → fail_to_connect [retry on another target, bounded by `retries`]
 //!         → logging
 //!
-//! background: health checks (one per upstream LB) · JWKS refresh · echo upstream · admin HTTP · readiness
+//! background: health checks · JWKS refresh · redis sync · echo upstream · admin HTTP · readiness
 //! ```
 #![deny(clippy::unwrap_used)]
 
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod services;
 pub mod upstream;

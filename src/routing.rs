@@ -179,6 +179,8 @@ mod tests {
             max_body_bytes: None,
             auth: crate::config::schema::AuthPolicy::None,
             tiers: None,
+            cost: 1,
+            global_limit: None,
         }
     }
 

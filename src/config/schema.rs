@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct AdminSpec {
     pub listen: String,
+    /// Bearer token for admin writes; absent, writes are refused.
+    pub token: Option<String>,
 }
 
 /// Limits on what a client may send and how long it may take.
@@ -145,6 +147,14 @@ pub struct RouteSpec {
     /// `required` when an `auth` section exists, else `none`.
     pub auth: Option<AuthPolicy>,
     pub tiers: Option<Vec<String>>,
+    /// Tokens a request takes from its caller's bucket.
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+    pub global_limit: Option<GlobalLimitSpec>,
+}
+
+fn default_cost() -> u32 {
+    1
 }
 
 /// The gateway's top-level keys, each deserialized on its own so that one bad
@@ -263,4 +273,51 @@ pub struct ApiKeySpec {
 pub struct TierSpec {
     pub rate: f64,
     pub burst: f64,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalLimitSpec {
+    /// Requests admitted per `per_s` seconds across all instances.
+    pub rate: u64,
+    #[serde(default = "default_per_s")]
+    pub per_s: u64,
+}
+
+fn default_per_s() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpec {
+    pub url: String,
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default = "default_on_unavailable")]
+    pub on_unavailable: OnUnavailable,
+}
+
+fn default_sync_interval_ms() -> u64 {
+    100
+}
+fn default_key_prefix() -> String {
+    "floodgate".into()
+}
+fn default_on_unavailable() -> OnUnavailable {
+    OnUnavailable::LocalShare
+}
+
+/// What to do when Redis cannot be reached (contract 4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Enforce limit ÷ instances last seen alive, on this instance's own counts.
+    LocalShare,
+    /// Drop the global check.
+    Allow,
+    /// Refuse every request of the route.
+    Deny,
 }

@@ -2,8 +2,8 @@
 //! its key path instead of stopping at the first.
 
 use super::schema::{
-    AdminSpec, AuthPolicy, AuthSpec, Balance, ClientSpec, HealthCheckSpec, RouteSpec, TierSpec, TimeoutsSpec,
-    UpstreamKind, UpstreamSpec,
+    AdminSpec, AuthPolicy, AuthSpec, Balance, ClientSpec, GlobalLimitSpec, HealthCheckSpec, RedisSpec,
+    RouteSpec, TierSpec, TimeoutsSpec, UpstreamKind, UpstreamSpec,
 };
 use crate::error::{ConfigProblem, StartupError};
 use http::Method;
@@ -26,6 +26,11 @@ pub struct Config {
     pub auth: Option<AuthSpec>,
     /// Tier names and buckets; a tier's id is its index here.
     pub tiers: Vec<(String, TierSpec)>,
+    /// Bucket for callers without credentials, keyed by client address; none = unlimited.
+    pub anonymous: Option<TierSpec>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub redis: Option<RedisSpec>,
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -67,14 +72,16 @@ pub struct Route {
     pub auth: AuthPolicy,
     /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
     pub tiers: Option<Vec<usize>>,
+    pub cost: u32,
+    pub global_limit: Option<GlobalLimitSpec>,
 }
 
 /// Keys that later features own: rejected with a clear word until they are enforced,
 /// so a config never believes it is protected when it is not.
-const NOT_YET_TOP: &[&str] = &["anonymous", "trusted_proxies", "redis"];
-const NOT_YET_ROUTE: &[&str] = &["cost", "global_limit"];
+const NOT_YET_TOP: &[&str] = &[];
+const NOT_YET_ROUTE: &[&str] = &[];
 const NOT_YET_UPSTREAM: &[&str] = &["breaker"];
-const NOT_YET_ADMIN: &[&str] = &["token"];
+const NOT_YET_ADMIN: &[&str] = &[];
 const NOT_YET_MESSAGE: &str =
     "not supported by this version of floodgate yet; remove it (it would not be enforced)";
 const GATEWAY_TOP: &[&str] = &[
@@ -85,6 +92,9 @@ const GATEWAY_TOP: &[&str] = &[
     "routes",
     "auth",
     "tiers",
+    "anonymous",
+    "trusted_proxies",
+    "redis",
 ];
 
 /// The seed tiers, used when the config names none.
@@ -219,6 +229,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
         }
     };
 
+    let mut admin_token = None;
     let admin_listen = match gateway.remove("admin") {
         None => {
             problems.add("admin", "required: admin: { listen: 127.0.0.1:9091 }");
@@ -226,9 +237,14 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
         }
         Some(v) => {
             problems.reject_not_yet("admin", v.as_mapping(), NOT_YET_ADMIN);
-            strip_keys(v, NOT_YET_ADMIN)
-                .and_then(|v| problems.section::<AdminSpec>("admin", v))
-                .and_then(|a| socket_addr(&mut problems, "admin.listen", &a.listen))
+            let admin = strip_keys(v, NOT_YET_ADMIN).and_then(|v| problems.section::<AdminSpec>("admin", v));
+            if let Some(token) = admin.as_ref().and_then(|a| a.token.as_ref()) {
+                if token.len() < 16 {
+                    problems.add("admin.token", "must be at least 16 characters");
+                }
+            }
+            admin_token = admin.as_ref().and_then(|a| a.token.clone());
+            admin.and_then(|a| socket_addr(&mut problems, "admin.listen", &a.listen))
         }
     };
 
@@ -256,6 +272,48 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     if let Some(auth) = &auth {
         validate_auth(&mut problems, auth, &tiers);
     }
+    let anonymous = gateway
+        .remove("anonymous")
+        .and_then(|v| problems.section::<TierSpec>("anonymous", v));
+    if let Some(a) = &anonymous {
+        check_bucket(&mut problems, "anonymous", a);
+    }
+    let trusted_proxies = gateway
+        .remove("trusted_proxies")
+        .and_then(|v| problems.section::<Vec<String>>("trusted_proxies", v))
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let net = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            if net.is_err() {
+                problems.add(
+                    format!("trusted_proxies[{i}]"),
+                    format!("\"{text}\" is not an address or CIDR"),
+                );
+            }
+            net.ok()
+        })
+        .collect();
+    let redis = gateway
+        .remove("redis")
+        .and_then(|v| problems.section::<RedisSpec>("redis", v));
+    if let Some(r) = &redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://") || r.url.starts_with("unix://"))
+        {
+            problems.add("redis.url", "must be a redis:// URL");
+        } else if let Err(e) = redis::Client::open(r.url.as_str()) {
+            problems.add("redis.url", e.to_string());
+        }
+        if r.sync_interval_ms < 10 || r.sync_interval_ms > 60_000 {
+            problems.add("redis.sync_interval_ms", "must be from 10 to 60000");
+        }
+        if r.key_prefix.is_empty() {
+            problems.add("redis.key_prefix", "must not be empty");
+        }
+    }
     let routes = validate_routes(
         &mut problems,
         gateway.remove("routes"),
@@ -280,6 +338,10 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             routes,
             auth,
             tiers,
+            anonymous,
+            trusted_proxies,
+            redis,
+            admin_token,
         }),
         _ => Err(problems.0),
     }
@@ -439,14 +501,18 @@ fn validate_tiers(problems: &mut Problems, value: Option<Value>) -> Vec<(String,
         );
     }
     for (name, tier) in &map {
-        if !(tier.rate > 0.0 && tier.rate.is_finite()) {
-            problems.add(format!("tiers.{name}.rate"), "must be a number greater than 0");
-        }
-        if !(tier.burst >= 1.0 && tier.burst.is_finite()) {
-            problems.add(format!("tiers.{name}.burst"), "must be at least 1");
-        }
+        check_bucket(problems, &format!("tiers.{name}"), tier);
     }
     map.into_iter().collect()
+}
+
+fn check_bucket(problems: &mut Problems, path: &str, bucket: &TierSpec) {
+    if !(bucket.rate > 0.0 && bucket.rate.is_finite()) {
+        problems.add(format!("{path}.rate"), "must be a number greater than 0");
+    }
+    if !(bucket.burst >= 1.0 && bucket.burst.is_finite()) {
+        problems.add(format!("{path}.burst"), "must be at least 1");
+    }
 }
 
 fn tier_id(tiers: &[(String, TierSpec)], name: &str) -> Option<usize> {
@@ -702,6 +768,17 @@ fn validate_routes(
                 })
                 .collect()
         });
+        if spec.cost == 0 {
+            problems.add(format!("{path}.cost"), "must be at least 1");
+        }
+        if let Some(g) = &spec.global_limit {
+            if g.rate == 0 || g.per_s == 0 {
+                problems.add(
+                    format!("{path}.global_limit"),
+                    "rate and per_s must be at least 1",
+                );
+            }
+        }
         out.push(Route {
             name: spec.name,
             path_prefix: spec.path_prefix,
@@ -711,6 +788,8 @@ fn validate_routes(
             max_body_bytes: spec.max_body_bytes,
             auth,
             tiers: route_tiers,
+            cost: spec.cost,
+            global_limit: spec.global_limit,
         });
     }
     out

@@ -1,6 +1,7 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
 use crate::auth::Identity;
+use crate::ratelimit::Outcome;
 use std::net::SocketAddr;
 
 #[derive(Default)]
@@ -24,6 +25,10 @@ pub struct RequestCtx {
     pub identity: Option<Identity>,
     /// Why credentials were refused, for metrics and the access log.
     pub auth_failure: Option<&'static str>,
+    /// The rate-limit decision, for the response headers.
+    pub limit: Option<Outcome>,
+    /// `local` or `global` when this request was refused with 429.
+    pub limited: Option<&'static str>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
 }

@@ -8,6 +8,7 @@ use super::respond::{self, REQUEST_ID};
 use crate::auth::{Authenticator, Failure};
 use crate::config::schema::{AuthPolicy, ClientSpec};
 use crate::config::{Route, RouteAction};
+use crate::ratelimit::{self, RateLimiter};
 use crate::routing::{normalize_path, RouteTable};
 use crate::upstream::Pool;
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Pooled upstream connections idle longer than this are closed.
@@ -30,6 +32,7 @@ pub struct Gateway {
     limits: HeadLimits,
     keepalive_timeout_s: u64,
     auth: Option<Authenticator>,
+    limiter: Arc<RateLimiter>,
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
     tier_names: Vec<HeaderValue>,
@@ -41,6 +44,7 @@ impl Gateway {
         pools: Vec<Pool>,
         client: &ClientSpec,
         auth: Option<Authenticator>,
+        limiter: Arc<RateLimiter>,
         tier_names: &[String],
     ) -> Self {
         let mut gateway_headers = vec![CONSUMER_ID, CONSUMER_TIER];
@@ -52,6 +56,7 @@ impl Gateway {
             routes,
             pools,
             auth,
+            limiter,
             gateway_headers,
             tier_names: tier_names
                 .iter()
@@ -77,10 +82,10 @@ impl Gateway {
 const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
 
-fn unix_now_s() -> u64 {
+fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A new request id: 128 random bits in hex.
@@ -154,7 +159,12 @@ impl Gateway {
         let Some(auth) = self.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
             return Ok(());
         };
-        let identity = auth.authenticate(&session.req_header().headers, unix_now_s())?;
+        let mut identity = auth.authenticate(&session.req_header().headers, unix_now_ns() / 1_000_000_000)?;
+        if let Some(id) = identity.as_mut() {
+            if let Some(tier) = self.limiter.overrides.get(&id.consumer) {
+                id.tier = tier;
+            }
+        }
         match (&identity, route.auth) {
             (None, AuthPolicy::Required) => return Err(Failure::Missing),
             (Some(id), _) if route.tiers.as_ref().is_some_and(|t| !t.contains(&id.tier)) => {
@@ -223,6 +233,45 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
+        let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let client_ip = ip.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |peer| {
+            let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+            self.limiter
+                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
+        });
+        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
+        let outcome = self.limiter.check(
+            ctx.route.unwrap_or_default(),
+            caller,
+            client_ip,
+            route.cost,
+            unix_now_ns(),
+        );
+        if outcome.local.is_some() || outcome.global.is_some() {
+            ctx.limit = Some(outcome);
+        }
+        if let Some(scope) = outcome.refused {
+            ctx.limited = Some(scope.as_str());
+            let extra = ratelimit::headers::headers(&self.limiter, &outcome);
+            let body = Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id));
+            respond::send(
+                session,
+                429,
+                "application/json",
+                body,
+                &ctx.request_id,
+                &extra,
+                false,
+            )
+            .await?;
+            return Ok(true);
+        }
+        let limit_headers = ctx
+            .limit
+            .as_ref()
+            .map(|o| ratelimit::headers::headers(&self.limiter, o))
+            .unwrap_or_default();
+
         match &route.action {
             RouteAction::Respond {
                 status,
@@ -230,7 +279,16 @@ impl ProxyHttp for Gateway {
                 content_type,
             } => {
                 let body = Bytes::copy_from_slice(body.as_bytes());
-                respond::send(session, *status, content_type, body, &ctx.request_id, &[], false).await?;
+                respond::send(
+                    session,
+                    *status,
+                    content_type,
+                    body,
+                    &ctx.request_id,
+                    &limit_headers,
+                    false,
+                )
+                .await?;
                 Ok(true)
             }
             RouteAction::Proxy { .. } => {
@@ -414,6 +472,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(outcome) = &ctx.limit {
+            for (name, value) in ratelimit::headers::headers(&self.limiter, outcome) {
+                response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 

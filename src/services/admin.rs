@@ -1,42 +1,123 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
-//! once the config is loaded and every proxy listener accepts connections.
+//! once the config is loaded and every proxy listener accepts connections, and
+//! `PUT /admin/consumers/{id}/tier` (bearer `admin.token`) for runtime tier overrides.
 
+use crate::ratelimit::RateLimiter;
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Admin request bodies are tiny; anything larger is refused unread.
+const MAX_BODY_BYTES: usize = 4096;
 
 pub struct Admin {
-    ready: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
+    /// Bearer token for writes; `None` disables them.
+    pub token: Option<String>,
+    pub limiter: Arc<RateLimiter>,
+    pub tier_names: Vec<String>,
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
+    super::json_response(
+        status,
+        serde_json::json!({"error": code, "message": message}).to_string(),
+    )
 }
 
 impl Admin {
-    pub fn new(ready: Arc<AtomicBool>) -> Self {
-        Admin { ready }
+    fn authorized(&self, session: &ServerSession) -> Result<(), Box<Response<Vec<u8>>>> {
+        let Some(token) = &self.token else {
+            return Err(Box::new(error(
+                403,
+                "forbidden",
+                "admin writes are disabled: set admin.token",
+            )));
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Box::new(error(
+                401,
+                "unauthorized",
+                "an admin bearer token is required",
+            )))
+        }
+    }
+
+    async fn set_tier(&self, session: &mut ServerSession, consumer: &str) -> Response<Vec<u8>> {
+        if let Err(denied) = self.authorized(session) {
+            return *denied;
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_BODY_BYTES {
+                        return error(413, "body_too_large", "admin bodies are at most 4 KiB");
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return error(400, "bad_request", "could not read the body"),
+            }
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TierBody {
+            tier: String,
+        }
+        let Ok(TierBody { tier }) = serde_json::from_slice::<TierBody>(&body) else {
+            return error(400, "bad_request", "body must be {\"tier\": \"<name>\"}");
+        };
+        let Some(id) = self.tier_names.iter().position(|t| *t == tier) else {
+            return error(400, "bad_request", &format!("no tier named \"{tier}\""));
+        };
+        self.limiter.overrides.set(consumer, id);
+        log::info!("tier override: consumer {consumer} is now {tier}");
+        super::json_response(
+            200,
+            serde_json::json!({"consumer": consumer, "tier": tier}).to_string(),
+        )
     }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let get = req.method == http::Method::GET || req.method == http::Method::HEAD;
-        match (get, req.uri.path()) {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let get = method == Method::GET || method == Method::HEAD;
+        if let Some(consumer) = path
+            .strip_prefix("/admin/consumers/")
+            .and_then(|rest| rest.strip_suffix("/tier"))
+            .filter(|c| !c.is_empty() && !c.contains('/'))
+        {
+            return if method == Method::PUT {
+                self.set_tier(session, consumer).await
+            } else {
+                error(405, "method_not_allowed", "use PUT")
+            };
+        }
+        match (get, path.as_str()) {
             (true, "/health") => super::json_response(200, r#"{"status":"ok"}"#.into()),
             (true, "/ready") if self.ready.load(Ordering::Acquire) => {
                 super::json_response(200, r#"{"status":"ready"}"#.into())
             }
             (true, "/ready") => super::json_response(503, r#"{"status":"starting"}"#.into()),
-            (false, "/health" | "/ready") => super::json_response(
-                405,
-                r#"{"error":"method_not_allowed","message":"use GET"}"#.into(),
-            ),
-            _ => super::json_response(
-                404,
-                r#"{"error":"no_route","message":"no admin endpoint here"}"#.into(),
-            ),
+            (false, "/health" | "/ready") => error(405, "method_not_allowed", "use GET"),
+            _ => error(404, "no_route", "no admin endpoint here"),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod echo;
 pub mod jwks;
 pub mod readiness;
+pub mod redis_sync;
 
 use http::Response;
 

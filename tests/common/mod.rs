@@ -409,13 +409,27 @@ impl Gateway {
 
     /// As `start`, with `RUST_LOG` set to `rust_log`.
     pub fn start_logging(body: &str, rust_log: &str) -> Gateway {
+        Gateway::launch(body, rust_log, "")
+    }
+
+    /// As `start`, with more keys in the `admin` section (e.g. `token: "..."`).
+    pub fn start_admin(body: &str, admin_keys: &str) -> Gateway {
+        let admin_keys = if admin_keys.is_empty() {
+            String::new()
+        } else {
+            format!(", {admin_keys}")
+        };
+        Gateway::launch(body, "info", &admin_keys)
+    }
+
+    fn launch(body: &str, rust_log: &str, admin_keys: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let n = STARTED.fetch_add(1, Ordering::SeqCst);
         let config = format!(
             "version: 1\nthreads: 1\npid_file: {d}/fg{n}.pid\nupgrade_sock: {d}/fg{n}.sock\n\
              grace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n\
-             listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n{body}",
+             listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{admin_keys} }}\n{body}",
             d = dir.path().display()
         );
         let conf_path = dir.path().join("floodgate.yaml");
@@ -510,4 +524,100 @@ pub fn check_config(text: &str, env: &[(&str, &str)]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout)
     );
     (out.status.success(), text)
+}
+
+// ------------------------------------------------------------------ redis
+
+/// A real `redis-server` on a free loopback port, which tests can kill, restart on
+/// the same port, freeze (SIGSTOP) and thaw.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (make test installs it)");
+        self.child = Some(child);
+        let up = eventually(Duration::from_secs(10), || {
+            redis_cmd(self.addr(), &["PING"]).is_some_and(|r| r.contains("PONG"))
+        });
+        assert!(up, "redis-server did not start on port {}", self.port);
+    }
+
+    /// SIGKILL: the outage a crash causes.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    /// SIGSTOP: connections stay open but nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.thaw();
+        self.kill();
+    }
+}
+
+/// One command over RESP; the reply's raw text, or None if Redis is unreachable.
+pub fn redis_cmd(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(cmd.as_bytes()).ok()?;
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// `n` gateway processes on one config body, e.g. behind one Redis.
+pub fn gateways(body: &str, admin_keys: &str, n: usize) -> Vec<Gateway> {
+    (0..n).map(|_| Gateway::start_admin(body, admin_keys)).collect()
 }
