@@ -122,6 +122,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     }
     let gateway = Gateway::new(routes, pools, &config.client, auth, limiter.clone(), &tier_names);
     let limits = gateway.limits();
+    let pools = gateway.pools();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
     let guarded = HeaderGuard::new(
         proxy,
@@ -140,6 +141,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         token: config.admin_token.clone(),
         limiter,
         tier_names,
+        pools,
     };
     let mut admin = Service::new("floodgate admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());

@@ -5,8 +5,9 @@
 //!
 //! request → [proxy::guard: header deadline, 431/400 on bad framing]
 //!         → request_filter [route → auth → local bucket → global window] (no I/O)
-//!         → upstream_peer  [select_with(healthy ∧ not yet tried)] (503 when nothing is left)
-//!         → fail_to_connect [retry on another target, bounded by `retries`]
+//!         → upstream_peer  [select_with(healthy ∧ breaker allows ∧ not yet tried)] (503 when nothing is left)
+//!         → upstream_response_filter / fail_to_connect / fail_to_proxy [breaker.record once per attempt;
+//!           connect failures retried on another target, bounded by `retries`]
 //!         → logging
 //!
 //! background: health checks · JWKS refresh · redis sync · echo upstream · admin HTTP · readiness

@@ -87,17 +87,6 @@ fn broken_configs_fail_naming_the_key() {
 }
 
 #[test]
-fn keys_of_features_not_built_yet_are_refused_not_ignored() {
-    assert_rejected(
-        &BASE.replace(
-            "targets: [\"127.0.0.1:18000\"] }",
-            "targets: [\"127.0.0.1:18000\"], breaker: { failures: 5 } }",
-        ),
-        &["upstreams.backend.breaker: not supported"],
-    );
-}
-
-#[test]
 fn every_problem_is_reported_at_once() {
     let text = BASE
         .replace("upstream: backend }", "upstream: billing }")

@@ -117,6 +117,36 @@ pub struct UpstreamSpec {
     pub timeouts: TimeoutsSpec,
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// One breaker per target; none when absent.
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// `failures` failures (connect errors, timeouts, 5xx) within `window_s` open a
+/// target's breaker for `open_s`; then `half_open_requests` probes decide.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSpec {
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    #[serde(default = "default_breaker_window_s")]
+    pub window_s: u64,
+    #[serde(default = "default_breaker_open_s")]
+    pub open_s: u64,
+    #[serde(default = "default_one_u32")]
+    pub half_open_requests: u32,
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_window_s() -> u64 {
+    60
+}
+fn default_breaker_open_s() -> u64 {
+    30
+}
+fn default_one_u32() -> u32 {
+    1
 }
 
 fn default_retries() -> u32 {

@@ -2,8 +2,8 @@
 //! its key path instead of stopping at the first.
 
 use super::schema::{
-    AdminSpec, AuthPolicy, AuthSpec, Balance, ClientSpec, GlobalLimitSpec, HealthCheckSpec, RedisSpec,
-    RouteSpec, TierSpec, TimeoutsSpec, UpstreamKind, UpstreamSpec,
+    AdminSpec, AuthPolicy, AuthSpec, Balance, BreakerSpec, ClientSpec, GlobalLimitSpec, HealthCheckSpec,
+    RedisSpec, RouteSpec, TierSpec, TimeoutsSpec, UpstreamKind, UpstreamSpec,
 };
 use crate::error::{ConfigProblem, StartupError};
 use http::Method;
@@ -45,6 +45,7 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub retries: u32,
+    pub breaker: Option<BreakerSpec>,
 }
 
 #[derive(Debug)]
@@ -76,14 +77,6 @@ pub struct Route {
     pub global_limit: Option<GlobalLimitSpec>,
 }
 
-/// Keys that later features own: rejected with a clear word until they are enforced,
-/// so a config never believes it is protected when it is not.
-const NOT_YET_TOP: &[&str] = &[];
-const NOT_YET_ROUTE: &[&str] = &[];
-const NOT_YET_UPSTREAM: &[&str] = &["breaker"];
-const NOT_YET_ADMIN: &[&str] = &[];
-const NOT_YET_MESSAGE: &str =
-    "not supported by this version of floodgate yet; remove it (it would not be enforced)";
 const GATEWAY_TOP: &[&str] = &[
     "listen",
     "admin",
@@ -140,15 +133,6 @@ impl Problems {
             }
         }
     }
-
-    fn reject_not_yet(&mut self, path: &str, map: Option<&Mapping>, keys: &[&str]) {
-        let Some(map) = map else { return };
-        for key in keys {
-            if map.contains_key(*key) {
-                self.add(join(path, key), NOT_YET_MESSAGE);
-            }
-        }
-    }
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -200,8 +184,6 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             gateway.insert(name, value);
         } else if pingora_keys.contains(&name) {
             server_map.insert(Value::String(name), value);
-        } else if NOT_YET_TOP.contains(&name.as_str()) {
-            problems.add(name, NOT_YET_MESSAGE);
         } else {
             problems.add(name, "unknown key");
         }
@@ -236,8 +218,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             None
         }
         Some(v) => {
-            problems.reject_not_yet("admin", v.as_mapping(), NOT_YET_ADMIN);
-            let admin = strip_keys(v, NOT_YET_ADMIN).and_then(|v| problems.section::<AdminSpec>("admin", v));
+            let admin = problems.section::<AdminSpec>("admin", v);
             if let Some(token) = admin.as_ref().and_then(|a| a.token.as_ref()) {
                 if token.len() < 16 {
                     problems.add("admin.token", "must be at least 16 characters");
@@ -355,18 +336,6 @@ fn pingora_server_keys() -> HashSet<String> {
     }
 }
 
-fn strip_keys(value: Value, keys: &[&str]) -> Option<Value> {
-    match value {
-        Value::Mapping(mut m) => {
-            for k in keys {
-                m.remove(*k);
-            }
-            Some(Value::Mapping(m))
-        }
-        other => Some(other),
-    }
-}
-
 fn socket_addr(problems: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
     match text.parse::<SocketAddr>() {
         Ok(a) => Some(a),
@@ -410,10 +379,7 @@ fn validate_upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upst
     let mut out = Vec::new();
     for (name, spec) in map {
         let path = format!("upstreams.{name}");
-        problems.reject_not_yet(&path, spec.as_mapping(), NOT_YET_UPSTREAM);
-        let Some(spec) =
-            strip_keys(spec, NOT_YET_UPSTREAM).and_then(|v| problems.section::<UpstreamSpec>(&path, v))
-        else {
+        let Some(spec) = problems.section::<UpstreamSpec>(&path, spec) else {
             continue;
         };
         let targets: Vec<SocketAddr> = spec
@@ -461,6 +427,14 @@ fn validate_upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upst
         if spec.retries > 10 {
             problems.add(format!("{path}.retries"), "at most 10");
         }
+        if let Some(b) = &spec.breaker {
+            if b.failures == 0 || b.window_s == 0 || b.open_s == 0 || b.half_open_requests == 0 {
+                problems.add(
+                    format!("{path}.breaker"),
+                    "failures, window_s, open_s and half_open_requests must be at least 1",
+                );
+            }
+        }
         out.push(Upstream {
             name,
             kind: spec.kind,
@@ -471,6 +445,7 @@ fn validate_upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upst
             read_timeout: Duration::from_millis(read_ms),
             write_timeout: Duration::from_millis(write_ms),
             retries: spec.retries,
+            breaker: spec.breaker,
         });
     }
     out
@@ -667,10 +642,7 @@ fn validate_routes(
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let path = format!("routes[{i}]");
-        problems.reject_not_yet(&path, item.as_mapping(), NOT_YET_ROUTE);
-        let Some(spec) =
-            strip_keys(item, NOT_YET_ROUTE).and_then(|v| problems.section::<RouteSpec>(&path, v))
-        else {
+        let Some(spec) = problems.section::<RouteSpec>(&path, item) else {
             continue;
         };
         if !names.insert(spec.name.clone()) {

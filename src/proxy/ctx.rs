@@ -2,6 +2,7 @@
 
 use crate::auth::Identity;
 use crate::ratelimit::Outcome;
+use crate::upstream::breaker::Admission;
 use std::net::SocketAddr;
 
 #[derive(Default)]
@@ -18,6 +19,8 @@ pub struct RequestCtx {
     pub target: Option<SocketAddr>,
     /// Targets that failed this request; retries skip them.
     pub failed_targets: Vec<SocketAddr>,
+    /// The current attempt's breaker admission (upstream, target index), until settled.
+    pub breaker: Option<(usize, usize, Admission)>,
     /// Upstream attempts so far; retries re-run `upstream_peer`, which counts here once.
     pub attempts: u32,
     pub body_bytes: u64,

@@ -10,6 +10,7 @@ use crate::config::schema::{AuthPolicy, ClientSpec};
 use crate::config::{Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routing::{normalize_path, RouteTable};
+use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,7 +29,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 pub struct Gateway {
     routes: RouteTable,
-    pools: Vec<Pool>,
+    pools: Arc<Vec<Pool>>,
     limits: HeadLimits,
     keepalive_timeout_s: u64,
     auth: Option<Authenticator>,
@@ -54,7 +55,7 @@ impl Gateway {
         }
         Gateway {
             routes,
-            pools,
+            pools: Arc::new(pools),
             auth,
             limiter,
             gateway_headers,
@@ -74,8 +75,8 @@ impl Gateway {
         self.limits
     }
 
-    pub fn pools(&self) -> &[Pool] {
-        &self.pools
+    pub fn pools(&self) -> Arc<Vec<Pool>> {
+        self.pools.clone()
     }
 }
 
@@ -153,6 +154,14 @@ fn strip_hop_by_hop(req: &mut RequestHeader, gateway_headers: &[HeaderName]) {
 }
 
 impl Gateway {
+    /// Reports the current attempt to its target's breaker, once: `Some(success)`,
+    /// or `None` to hand an unused admission back.
+    fn settle(&self, ctx: &mut RequestCtx, outcome: Option<bool>) {
+        if let Some((upstream, index, admission)) = ctx.breaker.take() {
+            self.pools[upstream].report(index, admission, outcome);
+        }
+    }
+
     /// The route's auth policy applied to the request's credentials; on success the
     /// caller (if any) is in `ctx.identity`.
     fn authenticate(&self, session: &Session, route: &Route, ctx: &mut RequestCtx) -> Result<(), Failure> {
@@ -332,6 +341,9 @@ impl ProxyHttp for Gateway {
         let Some(pool) = route.and_then(|r| r.upstream()).map(|u| &self.pools[u]) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a proxy route");
         };
+        // A retry re-runs this phase: the previous attempt was settled where it failed,
+        // or, when Pingora retries a stale pooled connection, it is neutral.
+        self.settle(ctx, None);
         // consistent_hash keeps a consumer (else a client address) on one target.
         let ip_key = match session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             Some(std::net::IpAddr::V4(ip)) => ip.to_ipv6_mapped().octets(),
@@ -342,20 +354,30 @@ impl ProxyHttp for Gateway {
             .identity
             .as_ref()
             .map_or(&ip_key[..], |id| id.consumer.as_bytes());
-        let Some(target) = pool.select(key, &ctx.failed_targets) else {
-            if ctx.failed_targets.is_empty() {
-                ctx.retry_after_s = Some(1);
+        let target = match pool.select(key, &ctx.failed_targets) {
+            Selection::Target { addr, breaker } => {
+                if let (Some((index, admission)), Some(upstream)) =
+                    (breaker, route.and_then(|r| r.upstream()))
+                {
+                    ctx.breaker = Some((upstream, index, admission));
+                }
+                addr
+            }
+            Selection::Unavailable { retry_after_s } if ctx.failed_targets.is_empty() => {
+                ctx.retry_after_s = Some(retry_after_s);
                 return Error::e_explain(
                     ErrorType::HTTPStatus(503),
                     format!("no healthy target in {}", pool.name),
                 );
             }
-            return Error::e_explain(ErrorType::ConnectRefused, "every target failed").map_err(
-                |mut e: Box<Error>| {
-                    e.esource = ErrorSource::Upstream;
-                    e
-                },
-            );
+            Selection::Unavailable { .. } => {
+                return Error::e_explain(ErrorType::ConnectRefused, "every target failed").map_err(
+                    |mut e: Box<Error>| {
+                        e.esource = ErrorSource::Upstream;
+                        e
+                    },
+                );
+            }
         };
         ctx.target = Some(target);
         ctx.attempts += 1;
@@ -377,6 +399,7 @@ impl ProxyHttp for Gateway {
         if let Some(target) = ctx.target {
             ctx.failed_targets.push(target);
         }
+        self.settle(ctx, Some(false));
         let retries = ctx
             .route
             .and_then(|i| self.routes.routes()[i].upstream())
@@ -465,6 +488,17 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
+        self.settle(ctx, Some(upstream_response.status.as_u16() < 500));
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -480,7 +514,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The client went away before the upstream answered: the target is not to blame.
+        self.settle(ctx, None);
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        // An attempt still open here failed on the upstream's side (a timeout, a reset),
+        // or was abandoned by the client.
+        let upstream_fault = *e.esource() == ErrorSource::Upstream;
+        self.settle(ctx, upstream_fault.then_some(false));
         let status = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout

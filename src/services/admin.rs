@@ -1,8 +1,10 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
 //! once the config is loaded and every proxy listener accepts connections, and
-//! `PUT /admin/consumers/{id}/tier` (bearer `admin.token`) for runtime tier overrides.
+//! `GET /admin/circuit-breakers`, and `PUT /admin/consumers/{id}/tier` (bearer
+//! `admin.token`) for runtime tier overrides.
 
 use crate::ratelimit::RateLimiter;
+use crate::upstream::Pool;
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
@@ -20,6 +22,7 @@ pub struct Admin {
     pub token: Option<String>,
     pub limiter: Arc<RateLimiter>,
     pub tier_names: Vec<String>,
+    pub pools: Arc<Vec<Pool>>,
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
@@ -30,6 +33,35 @@ fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
 }
 
 impl Admin {
+    fn circuit_breakers(&self) -> serde_json::Value {
+        let upstreams: Vec<serde_json::Value> = self
+            .pools
+            .iter()
+            .map(|pool| {
+                let targets: Vec<serde_json::Value> = pool
+                    .status()
+                    .into_iter()
+                    .map(|t| {
+                        let breaker = t.breaker.map(|(state, failures, half_open_in)| {
+                            serde_json::json!({
+                                "state": state.as_str(),
+                                "failures_in_window": failures,
+                                "half_open_in_s": half_open_in.map(|d| d.as_secs_f64()),
+                            })
+                        });
+                        serde_json::json!({
+                            "target": t.addr.to_string(),
+                            "healthy": t.healthy,
+                            "breaker": breaker,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"name": pool.name, "targets": targets})
+            })
+            .collect();
+        serde_json::json!({ "upstreams": upstreams })
+    }
+
     fn authorized(&self, session: &ServerSession) -> Result<(), Box<Response<Vec<u8>>>> {
         let Some(token) = &self.token else {
             return Err(Box::new(error(
@@ -112,6 +144,9 @@ impl ServeHttp for Admin {
         }
         match (get, path.as_str()) {
             (true, "/health") => super::json_response(200, r#"{"status":"ok"}"#.into()),
+            (true, "/admin/circuit-breakers") => {
+                super::json_response(200, self.circuit_breakers().to_string())
+            }
             (true, "/ready") if self.ready.load(Ordering::Acquire) => {
                 super::json_response(200, r#"{"status":"ready"}"#.into())
             }

@@ -1,8 +1,12 @@
 //! One [`Pool`] per configured upstream: a `pingora-load-balancing` LoadBalancer
 //! over targets resolved at load, plus its active health check, which runs as a
-//! background service (`app` registers it). Selection is lock-free: the balancer
-//! keeps its selector and health in `ArcSwap`s.
+//! background service (`app` registers it), and one circuit breaker per target.
+//! Health and breaker meet at selection: a target is a candidate only if it is
+//! healthy and its breaker admits a request. Selection is lock-free while breakers
+//! are closed: the balancer keeps its selector and health in `ArcSwap`s, and a
+//! closed breaker answers with one atomic load.
 
+use super::breaker::{Admission, Breaker, BreakerSettings, BreakerState, SystemClock, Transition};
 use crate::config::schema::{Balance, HealthCheckKind};
 use crate::config::Upstream;
 use futures::FutureExt;
@@ -32,7 +36,27 @@ pub struct Pool {
     pub write_timeout: Duration,
     pub retries: u32,
     pub targets: Vec<SocketAddr>,
+    /// One per target, in `targets` order; empty when the upstream has no breaker.
+    breakers: Vec<Breaker>,
     balancer: Balancer,
+}
+
+/// The outcome of choosing a target for one attempt.
+pub enum Selection {
+    Target {
+        addr: SocketAddr,
+        /// Index into `targets`, and the breaker's admission to report back.
+        breaker: Option<(usize, Admission)>,
+    },
+    /// Every target is unhealthy, open or already tried; retry after this long.
+    Unavailable { retry_after_s: u64 },
+}
+
+/// One target's state, for the admin API and metrics.
+pub struct TargetStatus {
+    pub addr: SocketAddr,
+    pub healthy: bool,
+    pub breaker: Option<(BreakerState, u32, Option<Duration>)>,
 }
 
 /// A background service that runs a pool's health checks.
@@ -56,6 +80,21 @@ impl Pool {
                 (Balancer::ConsistentHash(lb), svc)
             }
         };
+        let breakers = match upstream.breaker {
+            Some(spec) => targets
+                .iter()
+                .map(|_| {
+                    let settings = BreakerSettings {
+                        failures: spec.failures,
+                        window: Duration::from_secs(spec.window_s),
+                        open: Duration::from_secs(spec.open_s),
+                        half_open_requests: spec.half_open_requests,
+                    };
+                    Breaker::new(settings, Arc::new(SystemClock))
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let pool = Pool {
             name: upstream.name.clone(),
             connect_timeout: upstream.connect_timeout,
@@ -63,25 +102,113 @@ impl Pool {
             write_timeout: upstream.write_timeout,
             retries: upstream.retries,
             targets,
+            breakers,
             balancer,
         };
         (pool, service)
     }
 
-    /// The next healthy target not in `exclude` (targets that already failed this request).
-    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Option<SocketAddr> {
-        let accept =
-            |b: &Backend, healthy: bool| healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a));
-        let chosen = match &self.balancer {
-            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            Balancer::ConsistentHash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+    fn breaker_of(&self, addr: &SocketAddr) -> Option<(usize, &Breaker)> {
+        let index = self.targets.iter().position(|t| t == addr)?;
+        self.breakers.get(index).map(|b| (index, b))
+    }
+
+    /// A healthy target whose breaker admits a request and that has not failed this
+    /// request yet (`exclude`). A breaker's half-open probe slots can be taken by a
+    /// concurrent request between the check and the admission; then the next
+    /// candidate is tried.
+    pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Selection {
+        let mut lost_race: Vec<SocketAddr> = Vec::new();
+        for _ in 0..=self.targets.len() {
+            let accept = |b: &Backend, healthy: bool| {
+                healthy
+                    && b.addr.as_inet().is_some_and(|a| {
+                        !exclude.contains(a)
+                            && !lost_race.contains(a)
+                            && self.breaker_of(a).is_none_or(|(_, br)| br.allows())
+                    })
+            };
+            let chosen = match &self.balancer {
+                Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+                Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+                Balancer::ConsistentHash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
+            };
+            let Some(addr) = chosen.and_then(|b| b.addr.as_inet().copied()) else {
+                break;
+            };
+            let Some((index, breaker)) = self.breaker_of(&addr) else {
+                return Selection::Target { addr, breaker: None };
+            };
+            let (admission, transition) = breaker.try_acquire();
+            self.log_transition(addr, transition);
+            match admission {
+                Some(admission) => {
+                    return Selection::Target {
+                        addr,
+                        breaker: Some((index, admission)),
+                    }
+                }
+                None => lost_race.push(addr),
+            }
+        }
+        // The soonest a breaker lets a probe through; health checks are re-run every interval.
+        let soonest = self
+            .breakers
+            .iter()
+            .filter_map(Breaker::time_to_half_open)
+            .min()
+            .map_or(1, |d| d.as_secs_f64().ceil() as u64);
+        Selection::Unavailable {
+            retry_after_s: soonest.max(1),
+        }
+    }
+
+    /// The result of an attempt admitted by `select`: `None` gives the admission back unused.
+    pub fn report(&self, index: usize, admission: Admission, success: Option<bool>) {
+        let Some(breaker) = self.breakers.get(index) else {
+            return;
         };
-        chosen.and_then(|b| b.addr.as_inet().copied())
+        let transition = match success {
+            Some(true) => breaker.record_success(admission),
+            Some(false) => breaker.record_failure(admission),
+            None => {
+                breaker.release(admission);
+                None
+            }
+        };
+        self.log_transition(self.targets[index], transition);
+    }
+
+    fn log_transition(&self, addr: SocketAddr, transition: Option<Transition>) {
+        if let Some(t) = transition {
+            log::warn!(
+                "circuit breaker {}/{addr}: {} -> {}",
+                self.name,
+                t.from.as_str(),
+                t.to.as_str()
+            );
+        }
+    }
+
+    /// Health and breaker state of every target.
+    pub fn status(&self) -> Vec<TargetStatus> {
+        let health = self.health();
+        self.targets
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| TargetStatus {
+                addr: *addr,
+                healthy: health.iter().any(|(a, h)| a == addr && *h),
+                breaker: self
+                    .breakers
+                    .get(i)
+                    .map(|b| (b.state(), b.failures_in_window(), b.time_to_half_open())),
+            })
+            .collect()
     }
 
     /// Health of each target as the last check saw it.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    fn health(&self) -> Vec<(SocketAddr, bool)> {
         fn read<S: BackendSelection + 'static>(lb: &LoadBalancer<S>) -> Vec<(SocketAddr, bool)>
         where
             S::Iter: BackendIter,
