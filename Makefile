@@ -1,22 +1,30 @@
 # Two commands on a fresh Debian machine with the Rust toolchain:
 #   make run    run the gateway on conf/floodgate.yaml
-#   make test   run every test (starts real upstreams and redis-server itself)
+#   make test   run every test (starts real upstreams, redis-server and headless Chromium itself)
 CONFIG ?= conf/floodgate.yaml
-APT_PACKAGES := cmake redis-server wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint deps build
+.PHONY: run test lint build deps test-deps
 
-# Install what Pingora's build and the tests need, only when something is missing.
-deps:
+# Installs the Debian packages named (command:package pairs) whose command is missing.
+define need
 	@missing=""; \
-	command -v cmake >/dev/null || missing="$$missing cmake"; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	for pair in $(1); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+# Pingora's build needs cmake.
+deps:
+	$(call need,cmake:cmake)
+
+# The tests also start redis-server and headless Chromium; benches/load.sh drives wrk.
+test-deps:
+	$(call need,cmake:cmake redis-server:redis-server wrk:wrk chromium:chromium)
 
 build: deps
 	cargo build --release
@@ -24,7 +32,7 @@ build: deps
 run: deps
 	cargo run --release -- -c $(CONFIG)
 
-test: deps
+test: test-deps
 	cargo test --all-targets
 
 lint:

@@ -4,7 +4,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::schema::{RedisSpec, TierSpec, UpstreamKind};
-use crate::config::Config;
+use crate::config::{AccessLogTarget, Config};
 use crate::error::StartupError;
 use crate::proxy::guard::HeaderGuard;
 use crate::proxy::Gateway;
@@ -13,8 +13,10 @@ use crate::ratelimit::local::BucketParams;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
-    admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe,
+    redis_sync::RedisSync,
 };
+use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
@@ -120,7 +122,37 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
             },
         ));
     }
-    let gateway = Gateway::new(routes, pools, &config.client, auth, limiter.clone(), &tier_names);
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        target => {
+            let (tx, rx) = tokio::sync::mpsc::channel(ACCESS_LOG_QUEUE);
+            server.add_service(background_service(
+                "access log",
+                AccessLogWriter {
+                    target: target.clone(),
+                    lines: std::sync::Mutex::new(Some(rx)),
+                },
+            ));
+            Some(tx)
+        }
+    };
+    let telemetry = Arc::new(
+        Telemetry::new(
+            routes.routes().iter().map(|r| r.name.clone()).collect(),
+            config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            access_log,
+        )
+        .map_err(|e| StartupError::Metrics(e.to_string()))?,
+    );
+    let gateway = Gateway::new(
+        routes,
+        pools,
+        &config.client,
+        auth,
+        limiter.clone(),
+        telemetry.clone(),
+        &tier_names,
+    );
     let limits = gateway.limits();
     let pools = gateway.pools();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
@@ -142,6 +174,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         limiter,
         tier_names,
         pools,
+        telemetry,
     };
     let mut admin = Service::new("floodgate admin".to_string(), admin_app);
     admin.add_tcp(&config.admin_listen.to_string());

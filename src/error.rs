@@ -32,6 +32,8 @@ pub enum StartupError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(String),
     #[error("cannot bind the echo upstream on 127.0.0.1: {0}")]
     EchoBind(std::io::Error),
 }

@@ -8,9 +8,10 @@
 //!         → upstream_peer  [select_with(healthy ∧ breaker allows ∧ not yet tried)] (503 when nothing is left)
 //!         → upstream_response_filter / fail_to_connect / fail_to_proxy [breaker.record once per attempt;
 //!           connect failures retried on another target, bounded by `retries`]
-//!         → logging
+//!         → logging        [telemetry::record: metrics, live stats, access-log queue]
 //!
-//! background: health checks · JWKS refresh · redis sync · echo upstream · admin HTTP · readiness
+//! background: health checks · JWKS refresh · redis sync · access-log writer · echo upstream ·
+//!             admin HTTP (metrics, stats, dashboard) · readiness
 //! ```
 #![deny(clippy::unwrap_used)]
 
@@ -22,4 +23,5 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
 pub mod services;
+pub mod telemetry;
 pub mod upstream;

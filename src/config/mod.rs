@@ -4,4 +4,4 @@
 pub mod schema;
 pub mod validate;
 
-pub use validate::{load, parse, Config, Route, RouteAction, Upstream};
+pub use validate::{load, parse, AccessLogTarget, Config, Route, RouteAction, Upstream};

@@ -31,6 +31,15 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub redis: Option<RedisSpec>,
     pub admin_token: Option<String>,
+    pub access_log: AccessLogTarget,
+}
+
+/// Where access-log lines go: `stdout` (default), `off`, or a file path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(std::path::PathBuf),
 }
 
 #[derive(Debug)]
@@ -88,6 +97,7 @@ const GATEWAY_TOP: &[&str] = &[
     "anonymous",
     "trusted_proxies",
     "redis",
+    "access_log",
 ];
 
 /// The seed tiers, used when the config names none.
@@ -295,6 +305,22 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             problems.add("redis.key_prefix", "must not be empty");
         }
     }
+    let access_log = match gateway
+        .remove("access_log")
+        .and_then(|v| problems.section::<String>("access_log", v))
+        .as_deref()
+    {
+        None | Some("stdout") => AccessLogTarget::Stdout,
+        Some("off") => AccessLogTarget::Off,
+        Some(path) if path.starts_with('/') || path.starts_with('.') => AccessLogTarget::File(path.into()),
+        Some(other) => {
+            problems.add(
+                "access_log",
+                format!("\"{other}\": use stdout, off, or a file path starting with / or ."),
+            );
+            AccessLogTarget::Off
+        }
+    };
     let routes = validate_routes(
         &mut problems,
         gateway.remove("routes"),
@@ -323,6 +349,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             trusted_proxies,
             redis,
             admin_token,
+            access_log,
         }),
         _ => Err(problems.0),
     }

@@ -3,10 +3,18 @@
 use crate::auth::Identity;
 use crate::ratelimit::Outcome;
 use crate::upstream::breaker::Admission;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct RequestCtx {
+    /// When the request head was read; `None` until then (and for metrics, "not counted").
+    pub started: Option<Instant>,
+    /// The client address limits and logs use (X-Forwarded-For only from trusted proxies).
+    pub client_ip: Option<IpAddr>,
+    pub upstream_started: Option<Instant>,
+    /// Time until the upstream's response header.
+    pub upstream_elapsed: Option<Duration>,
     /// The caller's sane X-Request-Id or a new one; on every response and sent upstream.
     pub request_id: String,
     /// Index into the route table.

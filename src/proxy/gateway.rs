@@ -10,6 +10,7 @@ use crate::config::schema::{AuthPolicy, ClientSpec};
 use crate::config::{Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routing::{normalize_path, RouteTable};
+use crate::telemetry::{rfc3339, AccessLine, LimitedKey, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
 use async_trait::async_trait;
@@ -34,6 +35,7 @@ pub struct Gateway {
     keepalive_timeout_s: u64,
     auth: Option<Authenticator>,
     limiter: Arc<RateLimiter>,
+    telemetry: Arc<Telemetry>,
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
     tier_names: Vec<HeaderValue>,
@@ -46,6 +48,7 @@ impl Gateway {
         client: &ClientSpec,
         auth: Option<Authenticator>,
         limiter: Arc<RateLimiter>,
+        telemetry: Arc<Telemetry>,
         tier_names: &[String],
     ) -> Self {
         let mut gateway_headers = vec![CONSUMER_ID, CONSUMER_TIER];
@@ -58,6 +61,7 @@ impl Gateway {
             pools: Arc::new(pools),
             auth,
             limiter,
+            telemetry,
             gateway_headers,
             tier_names: tier_names
                 .iter()
@@ -196,6 +200,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.started = Some(std::time::Instant::now());
+        self.telemetry.inflight.inc();
         let id = session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes());
         ctx.request_id = match id {
             Some(v) if sane_request_id(v) => String::from_utf8_lossy(v).into_owned(),
@@ -248,6 +254,7 @@ impl ProxyHttp for Gateway {
             self.limiter
                 .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
         });
+        ctx.client_ip = Some(client_ip);
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let outcome = self.limiter.check(
             ctx.route.unwrap_or_default(),
@@ -380,6 +387,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.target = Some(target);
+        ctx.upstream_started = Some(std::time::Instant::now());
         ctx.attempts += 1;
         let mut peer = HttpPeer::new(target, false, String::new());
         peer.options.connection_timeout = Some(pool.connect_timeout);
@@ -494,6 +502,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
         self.settle(ctx, Some(upstream_response.status.as_u16() < 500));
         Ok(())
@@ -514,9 +523,55 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
+        let Some(started) = ctx.started else { return };
+        self.telemetry.inflight.dec();
+        let duration = started.elapsed();
+        // 499: the client left before any answer (NGINX's convention).
+        let status = session.response_written().map_or(499, |r| r.status.as_u16());
+        let route = ctx.route.map(|i| &self.routes.routes()[i]);
+        let upstream = route.and_then(|r| r.upstream());
+        let now_ms = unix_now_ns() / 1_000_000;
+        let limited_key = ctx.limited.map(|_| match &ctx.identity {
+            Some(id) => LimitedKey::Consumer(id.consumer.clone()),
+            None => LimitedKey::Ip(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
+        });
+        let method = &session.req_header().method;
+        self.telemetry.record(
+            &RequestRecord {
+                route: ctx.route,
+                method,
+                status,
+                duration,
+                upstream,
+                upstream_duration: ctx.upstream_elapsed,
+                limited: ctx.limited,
+                auth_failure: ctx.auth_failure,
+                limited_key,
+            },
+            now_ms / 1000,
+        );
+        if self.telemetry.access_log_enabled() {
+            let req = session.req_header();
+            self.telemetry.log_access(AccessLine {
+                time: rfc3339(now_ms),
+                request_id: std::mem::take(&mut ctx.request_id),
+                route: route.map(|r| r.name.clone()),
+                method: req.method.as_str().to_string(),
+                path: ctx
+                    .normalized_path
+                    .take()
+                    .unwrap_or_else(|| req.uri.path().to_string()),
+                status,
+                latency_ms: duration.as_secs_f64() * 1000.0,
+                upstream: ctx.target.map(|t| t.to_string()),
+                consumer: ctx.identity.as_ref().map(|i| i.consumer.to_string()),
+                limited: ctx.limited,
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            });
+        }
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {

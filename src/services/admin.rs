@@ -1,9 +1,11 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
 //! once the config is loaded and every proxy listener accepts connections, and
-//! `GET /admin/circuit-breakers`, and `PUT /admin/consumers/{id}/tier` (bearer
+//! `GET /metrics` (Prometheus), `GET /admin/stats`, `GET /admin/circuit-breakers`,
+//! the live dashboard at `GET /`, and `PUT /admin/consumers/{id}/tier` (bearer
 //! `admin.token`) for runtime tier overrides.
 
 use crate::ratelimit::RateLimiter;
+use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 use async_trait::async_trait;
 use http::{Method, Response};
@@ -23,6 +25,16 @@ pub struct Admin {
     pub limiter: Arc<RateLimiter>,
     pub tier_names: Vec<String>,
     pub pools: Arc<Vec<Pool>>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// The dashboard: one self-contained page (no CDN) polling the JSON endpoints.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
@@ -33,6 +45,38 @@ fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
 }
 
 impl Admin {
+    /// Gauges that mirror state owned elsewhere are read at scrape time.
+    fn refresh_gauges(&self) {
+        let t = &self.telemetry;
+        for (u, pool) in self.pools.iter().enumerate() {
+            let upstream = t.upstream_name(u);
+            for target in pool.status() {
+                let addr = target.addr.to_string();
+                let labels = [upstream, addr.as_str()];
+                t.upstream_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(target.healthy));
+                if let Some((state, _, _)) = target.breaker {
+                    t.breaker_state.with_label_values(&labels).set(state.gauge());
+                    for (to, count) in ["closed", "half_open", "open"].iter().zip(target.transitions) {
+                        let counter = t
+                            .breaker_transitions
+                            .with_label_values(&[upstream, addr.as_str(), to]);
+                        counter.inc_by(count.saturating_sub(counter.get()));
+                    }
+                }
+            }
+        }
+        let sync = &self.limiter.sync;
+        let errors = sync.errors.load(Ordering::Relaxed);
+        t.redis_sync_errors
+            .inc_by(errors.saturating_sub(t.redis_sync_errors.get()));
+        t.redis_last_sync
+            .set((sync.last_sync_ms.load(Ordering::Relaxed) / 1000) as i64);
+        t.global_limit_degraded
+            .set(i64::from(sync.degraded.load(Ordering::Relaxed)));
+    }
+
     fn circuit_breakers(&self) -> serde_json::Value {
         let upstreams: Vec<serde_json::Value> = self
             .pools
@@ -147,6 +191,25 @@ impl ServeHttp for Admin {
             (true, "/admin/circuit-breakers") => {
                 super::json_response(200, self.circuit_breakers().to_string())
             }
+            (true, "/admin/stats") => {
+                super::json_response(200, self.telemetry.stats(unix_now_s()).to_string())
+            }
+            (true, "/metrics") => {
+                self.refresh_gauges();
+                let body = self.telemetry.render();
+                Response::builder()
+                    .status(200)
+                    .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .header(http::header::CONTENT_LENGTH, body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
+            (true, "/") => Response::builder()
+                .status(200)
+                .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(http::header::CONTENT_LENGTH, DASHBOARD.len())
+                .body(DASHBOARD.as_bytes().to_vec())
+                .unwrap_or_default(),
             (true, "/ready") if self.ready.load(Ordering::Acquire) => {
                 super::json_response(200, r#"{"status":"ready"}"#.into())
             }

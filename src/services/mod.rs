@@ -1,6 +1,7 @@
 //! Everything besides proxying that does network I/O: the admin listener, the
 //! built-in echo upstream, the JWKS refresher and the readiness probe.
 
+pub mod access_log;
 pub mod admin;
 pub mod echo;
 pub mod jwks;

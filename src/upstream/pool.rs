@@ -17,6 +17,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consisten
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ pub struct Pool {
     pub targets: Vec<SocketAddr>,
     /// One per target, in `targets` order; empty when the upstream has no breaker.
     breakers: Vec<Breaker>,
+    /// Transitions per target into each state (indexed by `BreakerState::gauge`), for metrics.
+    transitions: Vec<[AtomicU64; 3]>,
     balancer: Balancer,
 }
 
@@ -57,6 +60,8 @@ pub struct TargetStatus {
     pub addr: SocketAddr,
     pub healthy: bool,
     pub breaker: Option<(BreakerState, u32, Option<Duration>)>,
+    /// Transitions so far into closed, half-open and open.
+    pub transitions: [u64; 3],
 }
 
 /// A background service that runs a pool's health checks.
@@ -95,7 +100,9 @@ impl Pool {
                 .collect(),
             None => Vec::new(),
         };
+        let transitions = breakers.iter().map(|_| Default::default()).collect();
         let pool = Pool {
+            transitions,
             name: upstream.name.clone(),
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
@@ -181,6 +188,9 @@ impl Pool {
 
     fn log_transition(&self, addr: SocketAddr, transition: Option<Transition>) {
         if let Some(t) = transition {
+            if let Some(counts) = self.breaker_of(&addr).and_then(|(i, _)| self.transitions.get(i)) {
+                counts[t.to.gauge() as usize].fetch_add(1, Ordering::Relaxed);
+            }
             log::warn!(
                 "circuit breaker {}/{addr}: {} -> {}",
                 self.name,
@@ -203,6 +213,10 @@ impl Pool {
                     .breakers
                     .get(i)
                     .map(|b| (b.state(), b.failures_in_window(), b.time_to_half_open())),
+                transitions: self
+                    .transitions
+                    .get(i)
+                    .map_or([0; 3], |t| std::array::from_fn(|k| t[k].load(Ordering::Relaxed))),
             })
             .collect()
     }

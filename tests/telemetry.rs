@@ -1,0 +1,279 @@
+//! Metrics, access log, stats and the dashboard, after real traffic through the
+//! real gateway.
+
+mod common;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const SECRET: &str = "telemetry-test-secret-0123456789abcdef";
+
+fn token(sub: &str) -> String {
+    let claims = json!({"sub": sub, "tier": "tiny", "exp": jsonwebtoken::get_current_timestamp() + 600});
+    let t = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign");
+    format!("Bearer {t}")
+}
+
+struct Setup {
+    gw: Gateway,
+    _ok: Upstream,
+    _failing: Upstream,
+    _slow: Upstream,
+}
+
+fn start(extra: &str) -> Setup {
+    let ok = Upstream::start("ok");
+    let failing = Upstream::start("failing");
+    failing.set_mode(Mode::Status(503));
+    let slow = Upstream::start("slow");
+    slow.set_mode(Mode::Slow(Duration::from_millis(60)));
+    let body = format!(
+        r#"
+auth:
+  jwt:
+    keys: [{{ alg: HS256, secret: "{SECRET}" }}]
+  default_tier: tiny
+tiers:
+  tiny: {{ rate: 0.01, burst: 2 }}
+anonymous: {{ rate: 0.01, burst: 3 }}
+upstreams:
+  ok: {{ targets: ["{ok}"] }}
+  failing: {{ targets: ["{failing}"] }}
+  slow: {{ targets: ["{slow}"] }}
+routes:
+  - {{ name: api, path_prefix: /api, upstream: ok }}
+  - {{ name: broken, path_prefix: /broken, upstream: failing, auth: none }}
+  - {{ name: slow, path_prefix: /slow, upstream: slow, auth: none }}
+{extra}"#,
+        ok = ok.addr,
+        failing = failing.addr,
+        slow = slow.addr,
+    );
+    Setup {
+        gw: Gateway::start(&body),
+        _ok: ok,
+        _failing: failing,
+        _slow: slow,
+    }
+}
+
+/// The value of one sample line of the Prometheus text, by its exact labels.
+fn sample(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        (key == name_and_labels).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn counters_and_histograms_carry_bounded_labels_and_the_right_values() {
+    let s = start("access_log: off");
+    let gw = &s.gw;
+    let alice = token("alice-secret-consumer");
+    for _ in 0..2 {
+        assert_eq!(
+            get_with(gw.addr, "/api/x", &[("Authorization", &alice)]).status,
+            200
+        );
+    }
+    assert_eq!(
+        get_with(gw.addr, "/api/x", &[("Authorization", &alice)]).status,
+        429
+    );
+    assert_eq!(get(gw.addr, "/api/x").status, 401);
+    assert_eq!(
+        get_with(gw.addr, "/api/x", &[("Authorization", "Bearer bad.token.x")]).status,
+        401
+    );
+    assert_eq!(get(gw.addr, "/nowhere/unique-path-123").status, 404);
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr, "/broken/x").status, 503);
+    }
+    assert_eq!(get(gw.addr, "/broken/x").status, 429, "anonymous burst of 3");
+    let m = get(gw.admin, "/metrics").text();
+
+    let cases = [
+        (
+            r#"floodgate_requests_total{method="GET",route="api",status="200"}"#,
+            2.0,
+        ),
+        (
+            r#"floodgate_requests_total{method="GET",route="api",status="429"}"#,
+            1.0,
+        ),
+        (
+            r#"floodgate_requests_total{method="GET",route="api",status="401"}"#,
+            2.0,
+        ),
+        (
+            r#"floodgate_requests_total{method="GET",route="none",status="404"}"#,
+            1.0,
+        ),
+        (
+            r#"floodgate_requests_total{method="GET",route="broken",status="503"}"#,
+            3.0,
+        ),
+        (r#"floodgate_ratelimited_total{route="api",scope="local"}"#, 1.0),
+        (
+            r#"floodgate_ratelimited_total{route="broken",scope="local"}"#,
+            1.0,
+        ),
+        (
+            r#"floodgate_auth_failures_total{reason="missing",route="api"}"#,
+            1.0,
+        ),
+        (
+            r#"floodgate_auth_failures_total{reason="malformed",route="api"}"#,
+            1.0,
+        ),
+        (r#"floodgate_request_duration_seconds_count{route="api"}"#, 5.0),
+        (r#"floodgate_upstream_duration_seconds_count{upstream="ok"}"#, 2.0),
+        (
+            r#"floodgate_upstream_duration_seconds_count{upstream="failing"}"#,
+            3.0,
+        ),
+        ("floodgate_inflight_requests", 0.0),
+        ("floodgate_global_limit_degraded", 0.0),
+    ];
+    for (name, want) in cases {
+        assert_eq!(sample(&m, name), Some(want), "{name} in:\n{m}");
+    }
+    let healthy = m
+        .lines()
+        .any(|l| l.starts_with("floodgate_upstream_healthy{") && l.ends_with(" 1"));
+    assert!(healthy);
+    for family in [
+        "floodgate_circuit_breaker_state",
+        "floodgate_redis_sync_errors_total",
+        "floodgate_redis_last_sync_timestamp_seconds",
+    ] {
+        assert!(m.contains(&format!("# TYPE {family}")) || family == "floodgate_circuit_breaker_state");
+    }
+    for private in [
+        "alice-secret-consumer",
+        "unique-path-123",
+        "/api/x",
+        "127.0.0.1\"",
+    ] {
+        assert!(!m.contains(private), "{private} leaked into /metrics");
+    }
+}
+
+#[test]
+fn access_log_lines_are_json_with_the_request_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("access.log");
+    let s = start(&format!("access_log: \"{}\"", path.display()));
+    let mut ids = HashSet::new();
+    for p in ["/api/x", "/nowhere", "/broken/x"] {
+        let r = get(s.gw.addr, p);
+        ids.insert(r.header("x-request-id").expect("request id").to_string());
+    }
+    let alice = token("alice");
+    let r = get_with(s.gw.addr, "/api/x?q=1", &[("Authorization", &alice)]);
+    ids.insert(r.header("x-request-id").expect("request id").to_string());
+    let lines = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(5), || lines().lines().count() >= 4));
+    let parsed: Vec<Value> = lines()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let logged: HashSet<String> = parsed
+        .iter()
+        .filter_map(|v| v["request_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(logged, ids);
+    let ok = parsed.iter().find(|v| v["status"] == 200).expect("the 200");
+    assert_eq!(ok["route"], "api");
+    assert_eq!(ok["consumer"], "alice");
+    assert_eq!(ok["path"], "/api/x");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["client_ip"], "127.0.0.1");
+    assert!(ok["upstream"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("127.0.0.1:")));
+    assert!(ok["latency_ms"].as_f64().is_some_and(|l| l > 0.0));
+    assert!(ok["time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z') && t.len() == 24));
+    let missing = parsed.iter().find(|v| v["status"] == 401).expect("the 401");
+    assert!(missing["consumer"].is_null());
+    let unknown = parsed.iter().find(|v| v["status"] == 404).expect("the 404");
+    assert!(unknown["route"].is_null());
+    // The token never reaches the access log.
+    assert!(!lines().contains(alice.trim_start_matches("Bearer ")));
+}
+
+#[test]
+fn stats_percentiles_follow_the_traffic_and_name_the_top_limited() {
+    let s = start("access_log: off");
+    let statuses: Vec<u16> = (0..20).map(|_| get(s.gw.addr, "/slow/x").status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 17);
+    let stats = get(s.gw.admin, "/admin/stats").json();
+    let slow = stats["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["route"] == "slow"))
+        .cloned()
+        .expect("slow route");
+    assert_eq!(slow["requests"], 20);
+    // 3 answered by the upstream after 60 ms, 17 refused at once: p50 fast, p99 slow.
+    let p50 = slow["latency_ms"]["p50"].as_f64().expect("p50");
+    let p99 = slow["latency_ms"]["p99"].as_f64().expect("p99");
+    assert!(p50 < 50.0, "p50 {p50}");
+    assert!((50.0..=100.0).contains(&p99), "p99 {p99}");
+    let top = &stats["top_limited_ips"][0];
+    assert_eq!(top["key"], "127.0.0.1");
+    assert_eq!(top["limited"], 17);
+    assert!(stats["recent_latency_ms"]["p99"].as_f64().is_some());
+}
+
+#[test]
+fn the_dashboard_renders_live_data_in_headless_chromium() {
+    let s = start("access_log: off");
+    for _ in 0..5 {
+        get(s.gw.addr, "/broken/x");
+    }
+    let page = get(s.gw.admin, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<canvas"));
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "no CDN"
+    );
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok())
+        .expect("chromium must be installed (make test installs it)");
+    let profile = tempfile::tempdir().expect("profile dir");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("http://{}/", s.gw.admin))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-updated="), "the page never loaded data: {dom}");
+    assert!(dom.contains("live · updated"), "{dom}");
+    assert!(
+        dom.contains("<td>broken</td>"),
+        "routes table not rendered: {dom}"
+    );
+    assert!(
+        dom.contains("<td>127.0.0.1</td>"),
+        "top limited addresses not rendered: {dom}"
+    );
+}
