@@ -22,6 +22,7 @@ use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_core::services::ServiceWithDependents;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -53,106 +54,19 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         .unwrap_or(0);
     config.server.max_retries = config.server.max_retries.min(most_retries + 1);
 
-    let mut server = Server::new_with_opt_and_conf(Some(opt), config.server);
+    let server_conf = std::mem::take(&mut config.server);
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
-
-    let mut pools = Vec::with_capacity(config.upstreams.len());
-    for upstream in &config.upstreams {
-        let targets = match upstream.kind {
-            UpstreamKind::Http => upstream.targets.clone(),
-            UpstreamKind::Echo => {
-                let addr = free_loopback_addr()?;
-                let mut echo = Service::new(format!("echo upstream {}", upstream.name), Echo);
-                echo.add_tcp(&addr.to_string());
-                server.add_service(echo);
-                log::info!("upstream {}: built-in echo on {addr}", upstream.name);
-                vec![addr]
-            }
-        };
-        let (pool, health_service) = Pool::build(upstream, targets);
-        if let Some(service) = health_service {
-            server.add_boxed_service(service);
-        }
-        pools.push(pool);
+    let mut services = Vec::new();
+    let Parts {
+        gateway,
+        limiter,
+        telemetry,
+        tier_names,
+    } = assemble(&mut config, &mut services)?;
+    for service in services {
+        server.add_boxed_service(service);
     }
-
-    let auth = config
-        .auth
-        .as_ref()
-        .map(|spec| Authenticator::build(spec, &config.tiers))
-        .transpose()
-        .map_err(StartupError::Invalid)?;
-    if let Some(jwt) = auth
-        .as_ref()
-        .and_then(|a| a.jwt())
-        .filter(|j| j.refresh().is_some())
-    {
-        server.add_service(background_service(
-            "jwks refresh",
-            JwksRefresher {
-                verifier: jwt.clone(),
-            },
-        ));
-    }
-    let tier_names: Vec<String> = config.tiers.iter().map(|(n, _)| n.clone()).collect();
-    let routes = RouteTable::new(config.routes);
-    let limiter = Arc::new(rate_limiter(
-        &config.tiers,
-        config.anonymous,
-        config.trusted_proxies,
-        &routes,
-        config.redis.as_ref(),
-    ));
-    if let Some(redis) = &config.redis {
-        let client = redis::Client::open(redis.url.as_str()).map_err(|e| {
-            StartupError::Invalid(vec![crate::error::ConfigProblem {
-                path: "redis.url".into(),
-                message: e.to_string(),
-            }])
-        })?;
-        server.add_service(background_service(
-            "redis sync",
-            RedisSync {
-                client,
-                interval: Duration::from_millis(redis.sync_interval_ms),
-                key_prefix: redis.key_prefix.clone(),
-                limiter: limiter.clone(),
-                tier_names: tier_names.clone(),
-                instance_id: format!("{:016x}", fastrand::u64(..)),
-            },
-        ));
-    }
-    let access_log = match &config.access_log {
-        AccessLogTarget::Off => None,
-        target => {
-            let (tx, rx) = tokio::sync::mpsc::channel(ACCESS_LOG_QUEUE);
-            server.add_service(background_service(
-                "access log",
-                AccessLogWriter {
-                    target: target.clone(),
-                    lines: std::sync::Mutex::new(Some(rx)),
-                },
-            ));
-            Some(tx)
-        }
-    };
-    let telemetry = Arc::new(
-        Telemetry::new(
-            routes.routes().iter().map(|r| r.name.clone()).collect(),
-            config.upstreams.iter().map(|u| u.name.clone()).collect(),
-            access_log,
-        )
-        .map_err(|e| StartupError::Metrics(e.to_string()))?,
-    );
-    let gateway = Gateway::new(
-        routes,
-        pools,
-        &config.client,
-        auth,
-        limiter.clone(),
-        telemetry.clone(),
-        &tier_names,
-    );
     let limits = gateway.limits();
     let pools = gateway.pools();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
@@ -187,6 +101,122 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         },
     ));
     Ok(server)
+}
+
+/// The proxy and what the admin listener reads, without a Pingora server: the
+/// background services they need are handed out in `services`.
+pub struct Parts {
+    pub gateway: Gateway,
+    pub limiter: Arc<RateLimiter>,
+    pub telemetry: Arc<Telemetry>,
+    pub tier_names: Vec<String>,
+}
+
+pub fn assemble(
+    config: &mut Config,
+    services: &mut Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<Parts, StartupError> {
+    let mut pools = Vec::with_capacity(config.upstreams.len());
+    for upstream in &config.upstreams {
+        let targets = match upstream.kind {
+            UpstreamKind::Http => upstream.targets.clone(),
+            UpstreamKind::Echo => {
+                let addr = free_loopback_addr()?;
+                let mut echo = Service::new(format!("echo upstream {}", upstream.name), Echo);
+                echo.add_tcp(&addr.to_string());
+                services.push(Box::new(echo));
+                log::info!("upstream {}: built-in echo on {addr}", upstream.name);
+                vec![addr]
+            }
+        };
+        let (pool, health_service) = Pool::build(upstream, targets);
+        services.extend(health_service);
+        pools.push(pool);
+    }
+
+    let auth = config
+        .auth
+        .as_ref()
+        .map(|spec| Authenticator::build(spec, &config.tiers))
+        .transpose()
+        .map_err(StartupError::Invalid)?;
+    if let Some(jwt) = auth
+        .as_ref()
+        .and_then(|a| a.jwt())
+        .filter(|j| j.refresh().is_some())
+    {
+        services.push(Box::new(background_service(
+            "jwks refresh",
+            JwksRefresher {
+                verifier: jwt.clone(),
+            },
+        )));
+    }
+    let tier_names: Vec<String> = config.tiers.iter().map(|(n, _)| n.clone()).collect();
+    let routes = RouteTable::new(std::mem::take(&mut config.routes));
+    let limiter = Arc::new(rate_limiter(
+        &config.tiers,
+        config.anonymous,
+        std::mem::take(&mut config.trusted_proxies),
+        &routes,
+        config.redis.as_ref(),
+    ));
+    if let Some(redis) = &config.redis {
+        let client = redis::Client::open(redis.url.as_str()).map_err(|e| {
+            StartupError::Invalid(vec![crate::error::ConfigProblem {
+                path: "redis.url".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        services.push(Box::new(background_service(
+            "redis sync",
+            RedisSync {
+                client,
+                interval: Duration::from_millis(redis.sync_interval_ms),
+                key_prefix: redis.key_prefix.clone(),
+                limiter: limiter.clone(),
+                tier_names: tier_names.clone(),
+                instance_id: format!("{:016x}", fastrand::u64(..)),
+            },
+        )));
+    }
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        target => {
+            let (tx, rx) = tokio::sync::mpsc::channel(ACCESS_LOG_QUEUE);
+            services.push(Box::new(background_service(
+                "access log",
+                AccessLogWriter {
+                    target: target.clone(),
+                    lines: std::sync::Mutex::new(Some(rx)),
+                },
+            )));
+            Some(tx)
+        }
+    };
+    let telemetry = Arc::new(
+        Telemetry::new(
+            routes.routes().iter().map(|r| r.name.clone()).collect(),
+            config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            access_log,
+        )
+        .map_err(|e| StartupError::Metrics(e.to_string()))?,
+    );
+    let gateway = Gateway::new(
+        routes,
+        pools,
+        &config.client,
+        auth,
+        limiter.clone(),
+        telemetry.clone(),
+        &tier_names,
+    );
+    Ok(Parts {
+        gateway,
+        limiter,
+        telemetry,
+        tier_names,
+    })
 }
 
 fn rate_limiter(

@@ -25,8 +25,9 @@ impl RouteTable {
     }
 
     /// `host` is lower-case without port.
-    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| {
+    /// The matching route and its index in `routes()`.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<(usize, &Route)> {
+        self.routes.iter().enumerate().find(|(_, r)| {
             path.starts_with(r.path_prefix.as_str())
                 && r.host.as_deref().is_none_or(|h| Some(h) == host)
                 && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
@@ -193,7 +194,7 @@ mod tests {
             route("api-example", "/api/", Some("example.test"), None),
             route("api-post", "/api/", None, Some(vec![Method::POST])),
         ]);
-        let find = |host, method, path| table.find(host, &method, path).map(|r| r.name.as_str());
+        let find = |host, method, path| table.find(host, &method, path).map(|(_, r)| r.name.as_str());
         assert_eq!(find(None, Method::GET, "/api/reports/1"), Some("reports"));
         assert_eq!(find(None, Method::GET, "/api/users"), Some("api"));
         assert_eq!(find(None, Method::POST, "/api/users"), Some("api-post"));

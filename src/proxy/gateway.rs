@@ -21,6 +21,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,7 +158,124 @@ fn strip_hop_by_hop(req: &mut RequestHeader, gateway_headers: &[HeaderName]) {
     }
 }
 
+/// What `request_filter` must do with a request, decided without any I/O.
+pub enum Verdict<'a> {
+    Proxy,
+    /// A gateway-made answer.
+    Answer {
+        status: u16,
+        content_type: &'a str,
+        body: Bytes,
+        extra: Vec<(&'static str, String)>,
+        /// Close the connection after it (the body was not read, or framing is not trusted).
+        close: bool,
+    },
+}
+
+impl Verdict<'_> {
+    fn error(status: u16, request_id: &str, extra: Vec<(&'static str, String)>, close: bool) -> Self {
+        Verdict::Answer {
+            status,
+            content_type: "application/json",
+            body: respond::error_body(status, request_id),
+            extra,
+            close,
+        }
+    }
+}
+
 impl Gateway {
+    /// Route → auth → local bucket → global window → body limit: everything
+    /// `request_filter` decides, as a pure function of the request head, the peer
+    /// address and the time, so it can be tested and measured without a connection.
+    pub fn decide(
+        &self,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        ctx: &mut RequestCtx,
+        now_ns: u64,
+    ) -> Verdict<'_> {
+        let Some(path) = normalize_path(req.uri.path()) else {
+            return Verdict::error(400, &ctx.request_id, Vec::new(), true);
+        };
+        let host = request_host(req).map(str::to_ascii_lowercase);
+        let Some((index, route)) = self.routes.find(host.as_deref(), &req.method, &path) else {
+            return Verdict::error(404, &ctx.request_id, Vec::new(), false);
+        };
+        ctx.route = Some(index);
+        if let Cow::Owned(p) = path {
+            ctx.normalized_path = Some(p);
+        }
+        ctx.host = host;
+
+        if let Err(failure) = self.authenticate(req, route, ctx, now_ns) {
+            ctx.auth_failure = Some(failure.reason());
+            let status = failure.status();
+            let extra = if status == 401 {
+                vec![("www-authenticate", failure.www_authenticate().to_string())]
+            } else {
+                Vec::new()
+            };
+            return Verdict::error(status, &ctx.request_id, extra, false);
+        }
+
+        let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+            let forwarded = req.headers.get_all("x-forwarded-for");
+            self.limiter
+                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
+        });
+        ctx.client_ip = Some(client_ip);
+        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
+        let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
+        if outcome.local.is_some() || outcome.global.is_some() {
+            ctx.limit = Some(outcome);
+        }
+        if let Some(scope) = outcome.refused {
+            ctx.limited = Some(scope.as_str());
+            return Verdict::Answer {
+                status: 429,
+                content_type: "application/json",
+                body: Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id)),
+                extra: ratelimit::headers::headers(&self.limiter, &outcome),
+                close: false,
+            };
+        }
+
+        match &route.action {
+            RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            } => Verdict::Answer {
+                status: *status,
+                content_type: content_type.as_str(),
+                body: Bytes::copy_from_slice(body.as_bytes()),
+                extra: ctx
+                    .limit
+                    .as_ref()
+                    .map(|o| ratelimit::headers::headers(&self.limiter, o))
+                    .unwrap_or_default(),
+                close: false,
+            },
+            RouteAction::Proxy { .. } => {
+                let declared = route.max_body_bytes.and_then(|_| {
+                    req.headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                });
+                if route
+                    .max_body_bytes
+                    .zip(declared)
+                    .is_some_and(|(limit, n)| n > limit)
+                {
+                    return Verdict::error(413, &ctx.request_id, Vec::new(), true);
+                }
+                Verdict::Proxy
+            }
+        }
+    }
+
     /// Reports the current attempt to its target's breaker, once: `Some(success)`,
     /// or `None` to hand an unused admission back.
     fn settle(&self, ctx: &mut RequestCtx, outcome: Option<bool>) {
@@ -168,11 +286,17 @@ impl Gateway {
 
     /// The route's auth policy applied to the request's credentials; on success the
     /// caller (if any) is in `ctx.identity`.
-    fn authenticate(&self, session: &Session, route: &Route, ctx: &mut RequestCtx) -> Result<(), Failure> {
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        ctx: &mut RequestCtx,
+        now_ns: u64,
+    ) -> Result<(), Failure> {
         let Some(auth) = self.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
             return Ok(());
         };
-        let mut identity = auth.authenticate(&session.req_header().headers, unix_now_ns() / 1_000_000_000)?;
+        let mut identity = auth.authenticate(&req.headers, now_ns / 1_000_000_000)?;
         if let Some(id) = identity.as_mut() {
             if let Some(tier) = self.limiter.overrides.get(&id.consumer) {
                 id.tier = tier;
@@ -219,109 +343,30 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let req = session.req_header();
-        let Some(path) = normalize_path(req.uri.path()) else {
-            respond::send_error(session, 400, &ctx.request_id, &[], true).await?;
-            return Ok(true);
-        };
-        let host = request_host(req).map(str::to_ascii_lowercase);
-        let Some((index, route)) = self
-            .routes
-            .find(host.as_deref(), &req.method, &path)
-            .map(|r| (self.routes.routes().iter().position(|x| std::ptr::eq(x, r)), r))
-        else {
-            respond::send_error(session, 404, &ctx.request_id, &[], false).await?;
-            return Ok(true);
-        };
-        ctx.route = index;
-        if let Cow::Owned(p) = path {
-            ctx.normalized_path = Some(p);
-        }
-        ctx.host = host;
-
-        if let Err(failure) = self.authenticate(session, route, ctx) {
-            ctx.auth_failure = Some(failure.reason());
-            let status = failure.status();
-            let extra = [("www-authenticate", failure.www_authenticate().to_string())];
-            let extra: &[(&'static str, String)] = if status == 401 { &extra } else { &[] };
-            respond::send_error(session, status, &ctx.request_id, extra, false).await?;
-            return Ok(true);
-        }
-
-        let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let client_ip = ip.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |peer| {
-            let forwarded = session.req_header().headers.get_all("x-forwarded-for");
-            self.limiter
-                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
-        });
-        ctx.client_ip = Some(client_ip);
-        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
-        let outcome = self.limiter.check(
-            ctx.route.unwrap_or_default(),
-            caller,
-            client_ip,
-            route.cost,
-            unix_now_ns(),
-        );
-        if outcome.local.is_some() || outcome.global.is_some() {
-            ctx.limit = Some(outcome);
-        }
-        if let Some(scope) = outcome.refused {
-            ctx.limited = Some(scope.as_str());
-            let extra = ratelimit::headers::headers(&self.limiter, &outcome);
-            let body = Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id));
-            respond::send(
-                session,
-                429,
-                "application/json",
-                body,
-                &ctx.request_id,
-                &extra,
-                false,
-            )
-            .await?;
-            return Ok(true);
-        }
-        let limit_headers = ctx
-            .limit
-            .as_ref()
-            .map(|o| ratelimit::headers::headers(&self.limiter, o))
-            .unwrap_or_default();
-
-        match &route.action {
-            RouteAction::Respond {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        match self.decide(session.req_header(), peer, ctx, unix_now_ns()) {
+            Verdict::Proxy => {
+                strip_hop_by_hop(session.req_header_mut(), &self.gateway_headers);
+                Ok(false)
+            }
+            Verdict::Answer {
                 status,
-                body,
                 content_type,
+                body,
+                extra,
+                close,
             } => {
-                let body = Bytes::copy_from_slice(body.as_bytes());
                 respond::send(
                     session,
-                    *status,
+                    status,
                     content_type,
                     body,
                     &ctx.request_id,
-                    &limit_headers,
-                    false,
+                    &extra,
+                    close,
                 )
                 .await?;
                 Ok(true)
-            }
-            RouteAction::Proxy { .. } => {
-                if let Some(limit) = route.max_body_bytes {
-                    let declared = session
-                        .req_header()
-                        .headers
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if declared.is_some_and(|n| n > limit) {
-                        respond::send_error(session, 413, &ctx.request_id, &[], true).await?;
-                        return Ok(true);
-                    }
-                }
-                strip_hop_by_hop(session.req_header_mut(), &self.gateway_headers);
-                Ok(false)
             }
         }
     }
