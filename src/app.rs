@@ -28,6 +28,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Drain window when the config sets no `graceful_shutdown_timeout_seconds` (Pingora's
+/// own default grace period, 300 s, outlasts any systemd stop timeout).
+const DEFAULT_DRAIN_S: u64 = 10;
+
 /// What `-t` checks beyond the file itself: key files load and every algorithm self-tests.
 pub fn check(config: &Config) -> Result<(), StartupError> {
     if let Some(spec) = &config.auth {
@@ -53,6 +57,14 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         .max()
         .unwrap_or(0);
     config.server.max_retries = config.server.max_retries.min(most_retries + 1);
+    // Pingora drains requests in flight only during its grace period, then cancels what is
+    // left (tokio's shutdown_timeout bounds blocking threads, not tasks). The drain window
+    // operators set is graceful_shutdown_timeout_seconds, so the grace period covers it.
+    let drain = config
+        .server
+        .graceful_shutdown_timeout_seconds
+        .unwrap_or(DEFAULT_DRAIN_S);
+    config.server.grace_period_seconds = Some(config.server.grace_period_seconds.unwrap_or(0).max(drain));
 
     let server_conf = std::mem::take(&mut config.server);
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
