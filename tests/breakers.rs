@@ -47,6 +47,16 @@ fn opens_after_n_failures_then_answers_503_without_touching_the_upstream() {
         assert!((1..=2).contains(&retry), "Retry-After {retry}");
     }
     assert_eq!(up.hits(), hits, "an open breaker let requests through");
+    let metrics = get(gw.admin, "/metrics").text();
+    let labels = format!("target=\"{}\",upstream=\"backend\"", up.addr);
+    assert!(
+        metrics.contains(&format!("floodgate_circuit_breaker_state{{{labels}}} 2")),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "floodgate_circuit_breaker_transitions_total{{target=\"{}\",to=\"open\",upstream=\"backend\"}} 1",
+        up.addr
+    )));
     assert_eq!(
         gw.log().matches("closed -> open").count(),
         1,
