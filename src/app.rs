@@ -195,7 +195,7 @@ pub fn assemble(
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         target => {
-            let (tx, rx) = tokio::sync::mpsc::channel(ACCESS_LOG_QUEUE);
+            let (tx, rx) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE);
             services.push(Box::new(background_service(
                 "access log",
                 AccessLogWriter {

@@ -15,9 +15,9 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Latency buckets (seconds) shared by the histograms and the live stats ring.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -50,20 +50,35 @@ pub enum LimitedKey {
     Ip(IpAddr),
 }
 
-/// One access-log line (contract section 8).
+/// One access-log line (contract section 8), borrowed from the request's state and
+/// serialized straight into the one buffer that is queued.
 #[derive(Serialize)]
-pub struct AccessLine {
-    pub time: String,
-    pub request_id: String,
-    pub route: Option<String>,
-    pub method: String,
-    pub path: String,
+pub struct AccessLine<'a> {
+    #[serde(rename = "time", serialize_with = "as_rfc3339")]
+    pub time_ms: u64,
+    pub request_id: &'a str,
+    pub route: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
     pub status: u16,
     pub latency_ms: f64,
-    pub upstream: Option<String>,
-    pub consumer: Option<String>,
+    #[serde(serialize_with = "display_opt")]
+    pub upstream: Option<std::net::SocketAddr>,
+    pub consumer: Option<&'a str>,
     pub limited: Option<&'static str>,
-    pub client_ip: Option<String>,
+    #[serde(serialize_with = "display_opt")]
+    pub client_ip: Option<IpAddr>,
+}
+
+fn as_rfc3339<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Rfc3339(*ms))
+}
+
+fn display_opt<T: std::fmt::Display, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 /// Per-second counts for the last minute, without locks: each slot remembers which
@@ -190,7 +205,7 @@ pub struct Telemetry {
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
     access_log_dropped: IntCounter,
-    access_log: Option<mpsc::Sender<AccessLine>>,
+    access_log: Option<SyncSender<Vec<u8>>>,
     ring: Ring,
     top_consumers: Mutex<TopLimited>,
     top_ips: Mutex<TopLimited>,
@@ -217,7 +232,7 @@ impl Telemetry {
     pub fn new(
         route_names: Vec<String>,
         upstream_names: Vec<String>,
-        access_log: Option<mpsc::Sender<AccessLine>>,
+        access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let buckets = LATENCY_BUCKETS.to_vec();
@@ -381,10 +396,14 @@ impl Telemetry {
     }
 
     /// Queue an access-log line; never waits.
-    pub fn log_access(&self, line: AccessLine) {
+    pub fn log_access(&self, line: &AccessLine<'_>) {
         if let Some(tx) = &self.access_log {
-            if tx.try_send(line).is_err() {
-                self.access_log_dropped.inc();
+            let mut buf = Vec::with_capacity(320);
+            if serde_json::to_writer(&mut buf, line).is_ok() {
+                buf.push(b'\n');
+                if tx.try_send(buf).is_err() {
+                    self.access_log_dropped.inc();
+                }
             }
         }
     }
@@ -489,26 +508,32 @@ impl Telemetry {
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T10:49:30.123Z`.
-pub fn rfc3339(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        unix_ms % 1000
-    )
+pub struct Rfc3339(pub u64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unix_ms = self.0;
+        let secs = unix_ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60,
+            unix_ms % 1000
+        )
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -597,9 +622,9 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_430_970_123), "2026-11-23T10:49:30.123Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Rfc3339(1_795_430_970_123).to_string(), "2026-11-23T10:49:30.123Z");
+        assert_eq!(Rfc3339(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::config::schema::{AuthPolicy, ClientSpec};
 use crate::config::{Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routing::{normalize_path, RouteTable};
-use crate::telemetry::{rfc3339, AccessLine, LimitedKey, RequestRecord, Telemetry};
+use crate::telemetry::{AccessLine, LimitedKey, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
 use async_trait::async_trait;
@@ -600,21 +600,18 @@ impl ProxyHttp for Gateway {
         );
         if self.telemetry.access_log_enabled() {
             let req = session.req_header();
-            self.telemetry.log_access(AccessLine {
-                time: rfc3339(now_ms),
-                request_id: std::mem::take(&mut ctx.request_id),
-                route: route.map(|r| r.name.clone()),
-                method: req.method.as_str().to_string(),
-                path: ctx
-                    .normalized_path
-                    .take()
-                    .unwrap_or_else(|| req.uri.path().to_string()),
+            self.telemetry.log_access(&AccessLine {
+                time_ms: now_ms,
+                request_id: &ctx.request_id,
+                route: route.map(|r| r.name.as_str()),
+                method: req.method.as_str(),
+                path: ctx.normalized_path.as_deref().unwrap_or(req.uri.path()),
                 status,
                 latency_ms: duration.as_secs_f64() * 1000.0,
-                upstream: ctx.target.map(|t| t.to_string()),
-                consumer: ctx.identity.as_ref().map(|i| i.consumer.to_string()),
+                upstream: ctx.target,
+                consumer: ctx.identity.as_ref().map(|i| &*i.consumer),
                 limited: ctx.limited,
-                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                client_ip: ctx.client_ip,
             });
         }
     }

@@ -1,78 +1,77 @@
-//! Writes access-log lines, one JSON object per line, off the request path: the
-//! proxy queues them in a bounded channel (`Telemetry::log_access`) and this task
-//! drains it in batches, flushing whenever the queue runs empty.
+//! Writes access-log lines off the request path. The proxy serializes each line
+//! into one buffer and queues it (`Telemetry::log_access`, never waiting); a plain
+//! OS thread drains the queue into a buffered file or stdout and flushes at least
+//! every 100 ms. The thread is started by this background service, i.e. after
+//! Pingora has daemonized (threads do not survive the fork).
 
 use crate::config::AccessLogTarget;
-use crate::telemetry::AccessLine;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use std::io::Write;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Mutex;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 pub struct AccessLogWriter {
     pub target: AccessLogTarget,
-    pub lines: Mutex<Option<mpsc::Receiver<AccessLine>>>,
+    pub lines: Mutex<Option<Receiver<Vec<u8>>>>,
 }
 
-async fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin>> {
+fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match target {
-        AccessLogTarget::File(path) => Box::new(
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .await?,
-        ),
-        _ => Box::new(tokio::io::stdout()),
+        AccessLogTarget::File(path) => {
+            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
+        }
+        _ => Box::new(std::io::stdout()),
     })
+}
+
+fn drain(lines: Receiver<Vec<u8>>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut flushed = Instant::now();
+    loop {
+        let done = match lines.recv_timeout(FLUSH_EVERY) {
+            Ok(line) => {
+                if let Err(e) = out.write_all(&line) {
+                    log::warn!("access log write failed: {e}");
+                }
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if done || flushed.elapsed() >= FLUSH_EVERY {
+            if let Err(e) = out.flush() {
+                log::warn!("access log flush failed: {e}");
+            }
+            flushed = Instant::now();
+        }
+        if done {
+            return;
+        }
+    }
 }
 
 #[async_trait]
 impl BackgroundService for AccessLogWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(mut lines) = self.lines.lock().ok().and_then(|mut r| r.take()) else {
+        let Some(lines) = self.lines.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let mut out = match open(&self.target).await {
-            Ok(w) => BufWriter::with_capacity(64 * 1024, w),
-            Err(e) => {
-                log::error!("access log {:?}: {e}; access logging is off", self.target);
-                return;
-            }
-        };
-        let mut buf = Vec::with_capacity(512);
-        loop {
-            let line = tokio::select! {
-                line = lines.recv() => line,
-                _ = shutdown.changed() => None,
-            };
-            let Some(line) = line else { break };
-            let mut next = Some(line);
-            // Drain what is queued, then flush once.
-            while let Some(line) = next {
-                buf.clear();
-                if serde_json::to_writer(&mut buf, &line).is_ok() {
-                    buf.push(b'\n');
-                    if let Err(e) = out.write_all(&buf).await {
-                        log::warn!("access log write failed: {e}");
-                    }
+        match open(&self.target) {
+            Ok(out) => {
+                let spawned = std::thread::Builder::new()
+                    .name("access-log".into())
+                    .spawn(move || drain(lines, out));
+                if let Err(e) = spawned {
+                    log::error!("cannot start the access-log writer: {e}");
                 }
-                next = lines.try_recv().ok();
             }
-            if let Err(e) = out.flush().await {
-                log::warn!("access log flush failed: {e}");
-            }
+            Err(e) => log::error!("access log {:?}: {e}; access logging is off", self.target),
         }
-        // Shutting down: write what is still queued.
-        while let Ok(line) = lines.try_recv() {
-            buf.clear();
-            if serde_json::to_writer(&mut buf, &line).is_ok() {
-                buf.push(b'\n');
-                let _ = out.write_all(&buf).await;
-            }
-        }
-        let _ = out.flush().await;
+        let _ = shutdown.changed().await;
     }
 }
