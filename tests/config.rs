@@ -48,6 +48,10 @@ fn assert_rejected(text: &str, expected: &[&str]) {
 fn broken_configs_fail_naming_the_key() {
     assert_rejected(&format!("{BASE}colour: blue\n"), &["colour: unknown key"]);
     assert_rejected(
+        &format!("{BASE}daemon_wait_for_ready: true\n"),
+        &["daemon_wait_for_ready: not supported"],
+    );
+    assert_rejected(
         &BASE.replace("upstream: backend }", "upstream: backend, strip_prefx: true }"),
         &["routes[0]", "strip_prefx"],
     );

@@ -200,6 +200,11 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     }
 
     let server: Option<ServerConf> = problems.section("", Value::Mapping(server_map));
+    if server.as_ref().is_some_and(|s| s.daemon_wait_for_ready) {
+        // The starting process would wait for a readiness signal floodgate never sends
+        // (it bootstraps before daemonizing) and exit 1 while the daemon runs on.
+        problems.add("daemon_wait_for_ready", "not supported: leave it out or false");
+    }
 
     let listen = match gateway.remove("listen") {
         None => {
