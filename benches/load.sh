@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# floodgate against NGINX as a plain reverse proxy, on loopback, same origin, same load.
+#
+#   benches/load.sh                       # SCENARIO=plain, 3 alternating rounds of 10 s
+#   SCENARIO=jwt DURATION=5 ROUNDS=1 benches/load.sh
+#
+# Environment (all optional):
+#   SCENARIO   plain              floodgate proxies with auth: none
+#              jwt                every request carries an HS256 bearer token that floodgate
+#                                 verifies (NGINX gets the same header and ignores it)
+#              jwt+limit+metrics  jwt plus tier rate limits and the metrics endpoint (hook: needs
+#                                 features under construction; fails at `floodgate -t` until then)
+#              redis              jwt+limit with the global limit shared through redis (hook, ditto)
+#   DURATION   seconds per measured run (10)     CONNS    wrk connections (50)
+#   THREADS    wrk threads (1)                   ROUNDS   alternation rounds, medians shown (3)
+#   WARMUP     seconds of warm-up per target (2, 0 = none)
+#   ACCESS_LOG floodgate's access_log (off, as NGINX's is here; stdout or a file path to include
+#              the cost of the JSON access log)
+#   FLOODGATE_BIN  use this binary instead of building target/release/floodgate
+#   OUT        where configs, logs and raw wrk output go (a new temp dir)
+#
+# Layout (needs 2 CPUs): each proxy under test pinned to CPU 0 with one worker (floodgate
+# `threads: 1`, NGINX `worker_processes 1`); wrk and the origin (an NGINX answering a fixed
+# 200 "ok\n") on CPU 1. The proxies are driven alternately, floodgate then NGINX, ROUNDS times.
+# CPU cost is the proxy process's utime+stime from /proc/PID/stat around each run (NGINX: master
+# and worker), per 1M requests. That figure is the stable one; p99 moves between runs.
+# Modelled on shared/bench/run.sh, which also compares HAProxy and a bare Pingora.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+SCENARIO=${SCENARIO:-plain}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-2}
+ACCESS_LOG=${ACCESS_LOG:-off}
+PROXY_CPU=0
+LOAD_CPU=1
+ORIGIN_PORT=${ORIGIN_PORT:-18110}
+NGINX_PORT=${NGINX_PORT:-18111}
+FG_PORT=${FG_PORT:-18112}
+FG_ADMIN_PORT=${FG_ADMIN_PORT:-18113}
+REDIS_PORT=${REDIS_PORT:-18114}
+
+die() { echo "load.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%T)] $*" >&2; }
+
+case $SCENARIO in plain | jwt | jwt+limit+metrics | redis) ;; *) die "unknown SCENARIO '$SCENARIO'" ;; esac
+for v in DURATION CONNS THREADS ROUNDS WARMUP; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number"
+done
+((DURATION > 0 && CONNS > 0 && THREADS > 0 && ROUNDS > 0)) || die "DURATION, CONNS, THREADS, ROUNDS must be > 0"
+(($(nproc) >= 2)) || die "needs at least 2 CPUs (proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU)"
+
+# ---------------------------------------------------------------- tools
+SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+missing=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+command -v ss >/dev/null || missing+=(iproute2)
+[[ $SCENARIO == redis ]] && ! command -v redis-server >/dev/null && missing+=(redis-server)
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ -n ${FLOODGATE_BIN:-} ]]; then
+  BIN=$FLOODGATE_BIN
+else
+  log "cargo build --release"
+  (cd "$ROOT" && cargo build --release --bin floodgate) >&2
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/floodgate
+fi
+[[ -x $BIN ]] || die "no floodgate binary at $BIN"
+
+OUT=${OUT:-$(mktemp -d /tmp/floodgate-load.XXXXXX)}
+mkdir -p "$OUT/origin/tmp" "$OUT/nginx/tmp" "$OUT/raw"
+
+# ---------------------------------------------------------------- processes (owned by PID)
+declare -a OWNED=()
+DRIVER_PID=""
+cleanup() {
+  local rc=$? i pid
+  trap - EXIT INT TERM
+  [[ -n $DRIVER_PID ]] && kill "$DRIVER_PID" 2>/dev/null || true
+  for ((i = ${#OWNED[@]} - 1; i >= 0; i--)); do
+    pid=${OWNED[i]}
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+listening() { [[ -n $(ss -ltnH "sport = :$1" 2>/dev/null) ]]; }
+
+# start NAME PORT CPU CMD... : start in the background pinned to CPU, wait for PORT; sets STARTED
+start() {
+  local name=$1 port=$2 cpu=$3 pid; shift 3
+  listening "$port" && die "port $port is taken (move it with ORIGIN_PORT, NGINX_PORT, FG_PORT, FG_ADMIN_PORT or REDIS_PORT)"
+  taskset -c "$cpu" "$@" >"$OUT/$name.log" 2>&1 </dev/null &
+  pid=$!
+  OWNED+=("$pid")
+  for _ in $(seq 100); do
+    listening "$port" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$OUT/$name.log" >&2; die "$name exited during start-up"; }
+    sleep 0.1
+  done
+  listening "$port" || die "$name is not listening on :$port after 10 s"
+  STARTED=$pid
+  log "$name pid=$pid on 127.0.0.1:$port, CPU $cpu"
+}
+
+# ---------------------------------------------------------------- origin and NGINX proxy
+cat >"$OUT/origin/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 100000000;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+EOF
+cat >"$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_timeout 120s;
+    keepalive_requests 100000000;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+start origin "$ORIGIN_PORT" "$LOAD_CPU" "$NGINX" -p "$OUT/origin/" -e error.log -c "$OUT/origin/nginx.conf"
+start nginx "$NGINX_PORT" "$PROXY_CPU" "$NGINX" -p "$OUT/nginx/" -e error.log -c "$OUT/nginx/nginx.conf"
+NGINX_PID=$STARTED
+
+# ---------------------------------------------------------------- floodgate, per scenario
+export FG_BENCH_SECRET=${FG_BENCH_SECRET:-floodgate-bench-secret-0123456789abcdef}
+HEADERS=()
+ROUTE_AUTH=none
+AUTH_YAML=""
+EXTRA_YAML=""
+ROUTE_EXTRA=""
+# Authenticated scenarios use one tier, "bench", whose token bucket never runs dry (a build
+# that enforces tier limits still checks it: that check is part of the authenticated path).
+jwt_setup() {
+  AUTH_YAML="auth:
+  jwt:
+    keys:
+      - { kid: bench, alg: HS256, secret: \"\${FG_BENCH_SECRET}\" }
+  default_tier: bench
+tiers:
+  bench: { rate: 1000000000, burst: 1000000000 }"
+  ROUTE_AUTH=required
+  local token
+  token=$("$BIN" token --secret-env FG_BENCH_SECRET --sub bench --tier bench --kid bench --ttl 86400)
+  HEADERS=(-H "Authorization: Bearer $token")
+}
+case $SCENARIO in
+  plain) ;;
+  jwt) jwt_setup ;;
+  jwt+limit+metrics)
+    # HOOK: jwt, plus a route-wide limit far above what one core can serve (the cost of the
+    # check is what is measured) and /metrics scraped every second during the run. Adjust the
+    # keys to the final schema as the features land; `floodgate -t` below names what this build
+    # does not accept.
+    jwt_setup
+    ROUTE_EXTRA=", global_limit: { rate: 1000000000, per_s: 1 }"
+    ;;
+  redis)
+    # HOOK: as jwt+limit+metrics, with the global limit shared through a local redis-server.
+    jwt_setup
+    start redis "$REDIS_PORT" "$LOAD_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+      --save "" --appendonly no
+    EXTRA_YAML="redis: { url: \"redis://127.0.0.1:$REDIS_PORT/0\" }"
+    ROUTE_EXTRA=", global_limit: { rate: 1000000000, per_s: 1 }"
+    ;;
+esac
+
+cat >"$OUT/floodgate.yaml" <<EOF
+# written by benches/load.sh, SCENARIO=$SCENARIO
+version: 1
+threads: 1
+pid_file: $OUT/floodgate.pid
+upgrade_sock: $OUT/floodgate-upgrade.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+listen: ["127.0.0.1:$FG_PORT"]
+admin: { listen: "127.0.0.1:$FG_ADMIN_PORT" }
+client: { keepalive_timeout_s: 120 }
+access_log: $ACCESS_LOG
+$AUTH_YAML
+$EXTRA_YAML
+upstreams:
+  origin: { targets: ["127.0.0.1:$ORIGIN_PORT"] }
+routes:
+  - { name: bench, path_prefix: /, upstream: origin, auth: $ROUTE_AUTH$ROUTE_EXTRA }
+EOF
+"$BIN" -t -c "$OUT/floodgate.yaml" >&2 ||
+  die "SCENARIO=$SCENARIO: this floodgate does not accept the config above ($OUT/floodgate.yaml)"
+start floodgate "$FG_PORT" "$PROXY_CPU" env RUST_LOG=warn "$BIN" -c "$OUT/floodgate.yaml"
+FG_PID=$STARTED
+
+if [[ $SCENARIO == jwt+limit+metrics || $SCENARIO == redis ]]; then
+  # HOOK: a Prometheus-like scraper (1 s period) on the load CPU while floodgate is driven.
+  curl -sf -o /dev/null "http://127.0.0.1:$FG_ADMIN_PORT/metrics" ||
+    die "SCENARIO=$SCENARIO: no /metrics on the admin listener of this floodgate"
+  taskset -c "$LOAD_CPU" bash -c "while :; do curl -s -o /dev/null http://127.0.0.1:$FG_ADMIN_PORT/metrics; sleep 1; done" \
+    >/dev/null 2>&1 </dev/null &
+  OWNED+=("$!")
+fi
+
+# A request through each proxy must work before anything is measured.
+for port in "$NGINX_PORT" "$FG_PORT"; do
+  body=$(curl -sf "${HEADERS[@]}" "http://127.0.0.1:$port/bench") || die "no 200 through :$port"
+  [[ $body == ok ]] || die "unexpected answer through :$port: $body"
+done
+
+# ---------------------------------------------------------------- measurement
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # utime+stime of PIDs and their children (NGINX workers are the master's children)
+  local total=0 p kids k
+  for p in "$@"; do
+    kids=$(cat /proc/"$p"/task/*/children 2>/dev/null || true)
+    for k in $p $kids; do
+      [[ -r /proc/$k/stat ]] || continue
+      total=$((total + $(sed 's/^.*) //' /proc/"$k"/stat | awk '{ print $12 + $13 }')))
+    done
+  done
+  echo "$total"
+}
+ms() { # wrk latency (123.45us, 1.20ms, 2.00s) -> milliseconds
+  awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /ms$/) v += 0;
+                         else if (t ~ /m$/) v *= 60000; else if (t ~ /s$/) v *= 1000; printf "%.3f", v }'
+}
+drive() { # drive PORT SECONDS OUTFILE ; wrk on the load CPU, in the background so traps stay live
+  local port=$1 secs=$2 out=$3 rc=0
+  timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
+    wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${HEADERS[@]}" "http://127.0.0.1:$port/bench" \
+    >"$out" 2>&1 &
+  DRIVER_PID=$!
+  wait "$DRIVER_PID" || rc=$?
+  DRIVER_PID=""
+  return "$rc"
+}
+
+RESULTS=$OUT/results.tsv
+printf 'target\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_s\tcpu_s_per_1M\n' >"$RESULTS"
+declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT)
+declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID)
+
+FAILED_RUNS=0
+if ((WARMUP > 0)); then
+  for t in floodgate nginx; do
+    log "warm-up $t ${WARMUP}s"
+    drive "${PORT_OF[$t]}" "$WARMUP" "$OUT/raw/warmup-$t.txt" || log "warm-up of $t failed"
+  done
+fi
+for ((r = 1; r <= ROUNDS; r++)); do
+  for t in floodgate nginx; do
+    kill -0 "${PID_OF[$t]}" 2>/dev/null || die "$t (pid ${PID_OF[$t]}) died"
+    raw=$OUT/raw/$t-r$r.txt
+    c0=$(cpu_ticks "${PID_OF[$t]}")
+    drive "${PORT_OF[$t]}" "$DURATION" "$raw" || log "wrk exited non-zero for $t round $r"
+    c1=$(cpu_ticks "${PID_OF[$t]}")
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$raw")
+    p50=$(ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
+    p99=$(ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
+    reqs=$(awk '/requests in/ { print $1 }' "$raw")
+    errs=$(awk '/Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+                /Non-2xx or 3xx responses:/ { e += $NF } END { print e + 0 }' "$raw")
+    [[ -n $rps && -n $reqs ]] || die "could not read wrk output $raw"
+    cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
+    per=$(awk -v c="$cpu" -v n="$reqs" 'BEGIN { printf "%.2f", n ? c / n * 1e6 : 0 }')
+    printf '%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$r" "$rps" "$p50" "$p99" "$reqs" "$errs" "$cpu" "$per" >>"$RESULTS"
+    log "round $r $t: ${rps} req/s, p50 ${p50} ms, p99 ${p99} ms, $reqs requests, $errs errors, ${cpu} CPU s"
+    if ((errs * 1000 > reqs)); then
+      log "WARNING: $t answered $errs of $reqs requests with errors or non-2xx (see $raw)"
+      FAILED_RUNS=$((FAILED_RUNS + 1))
+    fi
+  done
+done
+
+# ---------------------------------------------------------------- table (medians over rounds)
+{
+  echo
+  echo "SCENARIO=$SCENARIO  ACCESS_LOG=$ACCESS_LOG  wrk -t$THREADS -c$CONNS -d${DURATION}s  rounds=$ROUNDS  (medians)  proxies on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU"
+  echo "$(nproc) CPUs: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+  awk -F'\t' '
+    function median(s,   a, n, i, j, t) {
+      n = split(s, a, " ")
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NR > 1 { for (k = 3; k <= 9; k++) v[$1, k] = v[$1, k] " " $k; seen[$1] = 1 }
+    END {
+      printf "| %-9s | %10s | %8s | %8s | %8s | %15s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req"
+      printf "|-----------|------------|----------|----------|----------|-----------------|\n"
+      for (t in seen) for (k = 3; k <= 9; k++) m[t, k] = median(v[t, k])
+      split("floodgate nginx", order, " ")
+      for (i = 1; i <= 2; i++) { t = order[i]
+        printf "| %-9s | %10.0f | %8.3f | %8.3f | %8d | %15.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9] }
+      printf "| %-9s | %10.2f | %8.2f | %8.2f | %8s | %15.2f |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
+        m["floodgate", 4] / m["nginx", 4], m["floodgate", 5] / m["nginx", 5], "", m["floodgate", 9] / m["nginx", 9]
+      print "ratio = floodgate / nginx (req/s: higher is better for floodgate; latency and CPU: lower is)"
+    }' "$RESULTS"
+  echo "raw results: $OUT"
+} | tee "$OUT/summary.txt"
+if ((FAILED_RUNS)); then
+  echo "load.sh: $FAILED_RUNS run(s) had more than 0.1% failed requests: the figures above do not measure proxying" >&2
+  exit 3
+fi
