@@ -24,12 +24,14 @@ impl RouteTable {
         RouteTable { routes }
     }
 
-    /// `host` is lower-case without port.
+    /// `host` is without port, in any case (route hosts are stored lower-case).
     /// The matching route and its index in `routes()`.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<(usize, &Route)> {
         self.routes.iter().enumerate().find(|(_, r)| {
             path.starts_with(r.path_prefix.as_str())
-                && r.host.as_deref().is_none_or(|h| Some(h) == host)
+                && r.host
+                    .as_deref()
+                    .is_none_or(|h| host.is_some_and(|host| h.eq_ignore_ascii_case(host)))
                 && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
         })
     }

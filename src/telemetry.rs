@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Latency buckets (seconds) shared by the histograms and the live stats ring.
@@ -71,7 +71,7 @@ pub struct AccessLine<'a> {
 }
 
 fn as_rfc3339<S: serde::Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&Rfc3339(*ms))
+    s.collect_str(&rfc3339(*ms))
 }
 
 fn display_opt<T: std::fmt::Display, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -190,7 +190,7 @@ pub struct Telemetry {
     registry: Registry,
     route_names: Vec<String>,
     upstream_names: Vec<String>,
-    requests: IntCounterVec,
+    requests: RequestCounters,
     route_duration: Vec<Histogram>,
     /// For requests that matched no route.
     unrouted_duration: Histogram,
@@ -211,20 +211,65 @@ pub struct Telemetry {
     top_ips: Mutex<TopLimited>,
 }
 
-fn method_label(method: &http::Method) -> &'static str {
-    use http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
+/// Method labels; anything else is counted as `OTHER`, so the label stays bounded.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "OTHER",
+];
+/// Statuses 100..=599 get a slot in a route's counter table.
+const STATUSES: usize = 500;
+
+fn method_index(method: &http::Method) -> usize {
+    METHODS[..METHODS.len() - 1]
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(METHODS.len() - 1)
+}
+
+/// One route × method's counters, indexed by status − 100.
+type StatusTable = Box<[OnceLock<IntCounter>]>;
+
+/// `floodgate_requests_total`'s children, each resolved through the vector (a
+/// lock and a hash of the labels) the first time it is seen and read lock-free after.
+/// A route × method table of statuses is allocated on first use.
+struct RequestCounters {
+    vec: IntCounterVec,
+    /// (route slot × METHODS + method) → status − 100 → counter.
+    tables: Box<[OnceLock<StatusTable>]>,
+}
+
+impl RequestCounters {
+    fn new(vec: IntCounterVec, route_slots: usize) -> Self {
+        RequestCounters {
+            vec,
+            tables: (0..route_slots * METHODS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
     }
+
+    fn inc(&self, route_slot: usize, route: &str, method: usize, status: u16) {
+        let code = http::StatusCode::from_u16(status).ok();
+        let label = code.as_ref().map_or("000", http::StatusCode::as_str);
+        let resolve = || self.vec.with_label_values(&[route, METHODS[method], label]);
+        let slot = usize::from(status).checked_sub(100).filter(|s| *s < STATUSES);
+        let table = self.tables.get(route_slot * METHODS.len() + method);
+        match (table, slot) {
+            (Some(table), Some(slot)) => {
+                let table = table.get_or_init(|| (0..STATUSES).map(|_| OnceLock::new()).collect());
+                table[slot].get_or_init(resolve).inc();
+            }
+            _ => resolve().inc(),
+        }
+    }
+}
+
+/// Registers `metric` and hands it back.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 impl Telemetry {
@@ -236,85 +281,111 @@ impl Telemetry {
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let buckets = LATENCY_BUCKETS.to_vec();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "floodgate_requests_total",
-                "Requests answered, by route, method and status",
-            ),
-            &["route", "method", "status"],
+        let requests = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "floodgate_requests_total",
+                    "Requests answered, by route, method and status",
+                ),
+                &["route", "method", "status"],
+            )?,
         )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "floodgate_request_duration_seconds",
-                "Time from request to last byte, by route",
-            )
-            .buckets(buckets.clone()),
-            &["route"],
+        let request_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "floodgate_request_duration_seconds",
+                    "Time from request to last byte, by route",
+                )
+                .buckets(buckets.clone()),
+                &["route"],
+            )?,
         )?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "floodgate_upstream_duration_seconds",
-                "Time until the upstream's response header",
-            )
-            .buckets(buckets),
-            &["upstream"],
+        let upstream_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "floodgate_upstream_duration_seconds",
+                    "Time until the upstream's response header",
+                )
+                .buckets(buckets),
+                &["upstream"],
+            )?,
         )?;
-        let ratelimited = IntCounterVec::new(
-            Opts::new("floodgate_ratelimited_total", "Requests refused with 429"),
-            &["route", "scope"],
+        let ratelimited = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("floodgate_ratelimited_total", "Requests refused with 429"),
+                &["route", "scope"],
+            )?,
         )?;
-        let auth_failures = IntCounterVec::new(
-            Opts::new(
-                "floodgate_auth_failures_total",
-                "Requests refused by authentication",
-            ),
-            &["route", "reason"],
+        let auth_failures = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "floodgate_auth_failures_total",
+                    "Requests refused by authentication",
+                ),
+                &["route", "reason"],
+            )?,
         )?;
-        let inflight = IntGauge::new("floodgate_inflight_requests", "Requests in progress")?;
-        let breaker_state = IntGaugeVec::new(
-            Opts::new("floodgate_circuit_breaker_state", "0 closed, 1 half-open, 2 open"),
-            &["upstream", "target"],
+        let inflight = registered(
+            &registry,
+            IntGauge::new("floodgate_inflight_requests", "Requests in progress")?,
         )?;
-        let breaker_transitions = IntCounterVec::new(
-            Opts::new(
-                "floodgate_circuit_breaker_transitions_total",
-                "Breaker state changes, by new state",
-            ),
-            &["upstream", "target", "to"],
+        let breaker_state = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("floodgate_circuit_breaker_state", "0 closed, 1 half-open, 2 open"),
+                &["upstream", "target"],
+            )?,
         )?;
-        let upstream_healthy = IntGaugeVec::new(
-            Opts::new(
-                "floodgate_upstream_healthy",
-                "1 when the target passes its health check",
-            ),
-            &["upstream", "target"],
+        let breaker_transitions = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "floodgate_circuit_breaker_transitions_total",
+                    "Breaker state changes, by new state",
+                ),
+                &["upstream", "target", "to"],
+            )?,
         )?;
-        let redis_sync_errors = IntCounter::new("floodgate_redis_sync_errors_total", "Failed Redis syncs")?;
-        let redis_last_sync = IntGauge::new(
-            "floodgate_redis_last_sync_timestamp_seconds",
-            "Unix time of the last good Redis sync",
+        let upstream_healthy = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "floodgate_upstream_healthy",
+                    "1 when the target passes its health check",
+                ),
+                &["upstream", "target"],
+            )?,
         )?;
-        let global_limit_degraded = IntGauge::new(
-            "floodgate_global_limit_degraded",
-            "1 while Redis is unreachable and global limits run degraded",
+        let redis_sync_errors = registered(
+            &registry,
+            IntCounter::new("floodgate_redis_sync_errors_total", "Failed Redis syncs")?,
         )?;
-        let access_log_dropped = IntCounter::new(
-            "floodgate_access_log_dropped_total",
-            "Access-log lines dropped because the writer fell behind",
+        let redis_last_sync = registered(
+            &registry,
+            IntGauge::new(
+                "floodgate_redis_last_sync_timestamp_seconds",
+                "Unix time of the last good Redis sync",
+            )?,
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        registry.register(Box::new(ratelimited.clone()))?;
-        registry.register(Box::new(auth_failures.clone()))?;
-        registry.register(Box::new(inflight.clone()))?;
-        registry.register(Box::new(breaker_state.clone()))?;
-        registry.register(Box::new(breaker_transitions.clone()))?;
-        registry.register(Box::new(upstream_healthy.clone()))?;
-        registry.register(Box::new(redis_sync_errors.clone()))?;
-        registry.register(Box::new(redis_last_sync.clone()))?;
-        registry.register(Box::new(global_limit_degraded.clone()))?;
-        registry.register(Box::new(access_log_dropped.clone()))?;
+        let global_limit_degraded = registered(
+            &registry,
+            IntGauge::new(
+                "floodgate_global_limit_degraded",
+                "1 while Redis is unreachable and global limits run degraded",
+            )?,
+        )?;
+        let access_log_dropped = registered(
+            &registry,
+            IntCounter::new(
+                "floodgate_access_log_dropped_total",
+                "Access-log lines dropped because the writer fell behind",
+            )?,
+        )?;
         // Histograms resolved once per route and upstream: no label lookup per request.
         let route_duration = route_names
             .iter()
@@ -325,6 +396,7 @@ impl Telemetry {
             .iter()
             .map(|u| upstream_duration.with_label_values(&[u.as_str()]))
             .collect();
+        let requests = RequestCounters::new(requests, route_names.len() + 1);
         Ok(Telemetry {
             registry,
             route_names,
@@ -366,11 +438,10 @@ impl Telemetry {
 
     pub fn record(&self, r: &RequestRecord<'_>, now_s: u64) {
         let route = self.route_name(r.route);
-        let mut status_buf = itoa_status(r.status);
-        let status = status_text(&mut status_buf);
+        // Routes take slots 0..n; requests that matched none take slot n.
+        let route_slot = r.route.unwrap_or(self.route_names.len());
         self.requests
-            .with_label_values(&[route, method_label(r.method), status])
-            .inc();
+            .inc(route_slot, route, method_index(r.method), r.status);
         let hist = r
             .route
             .and_then(|i| self.route_duration.get(i))
@@ -508,49 +579,12 @@ impl Telemetry {
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-23T10:49:30.123Z`.
-pub struct Rfc3339(pub u64);
-
-impl std::fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unix_ms = self.0;
-        let secs = unix_ms / 1000;
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days as i64 + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60,
-            unix_ms % 1000
-        )
-    }
+pub fn rfc3339(unix_ms: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(unix_ms))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn itoa_status(status: u16) -> [u8; 3] {
-    let s = status.min(999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
-}
-
-fn status_text(buf: &mut [u8; 3]) -> &str {
-    std::str::from_utf8(buf).unwrap_or("000")
 }
 
 /// p50/p90/p95/p99 in ms from cumulative bucket counts, interpolated linearly
@@ -621,17 +655,26 @@ mod tests {
     }
 
     #[test]
-    fn timestamps() {
-        assert_eq!(Rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Rfc3339(1_795_430_970_123).to_string(), "2026-11-23T10:49:30.123Z");
-        assert_eq!(Rfc3339(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+    fn status_labels() {
+        let vec = IntCounterVec::new(Opts::new("t", "t"), &["route", "method", "status"]).expect("vec");
+        let counters = RequestCounters::new(vec.clone(), 1);
+        counters.inc(0, "r", 0, 429);
+        counters.inc(0, "r", 0, 429);
+        counters.inc(0, "r", 1, 200);
+        counters.inc(0, "r", 0, 42);
+        assert_eq!(vec.with_label_values(&["r", "GET", "429"]).get(), 2);
+        assert_eq!(vec.with_label_values(&["r", "POST", "200"]).get(), 1);
+        assert_eq!(vec.with_label_values(&["r", "GET", "000"]).get(), 1);
+        assert_eq!(
+            method_index(&http::Method::from_bytes(b"BREW").expect("method")),
+            9
+        );
     }
 
     #[test]
-    fn status_labels() {
-        let mut b = itoa_status(429);
-        assert_eq!(status_text(&mut b), "429");
-        let mut b = itoa_status(200);
-        assert_eq!(status_text(&mut b), "200");
+    fn timestamps() {
+        assert_eq!(rfc3339(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_430_970_123).to_string(), "2026-11-23T10:49:30.123Z");
+        assert_eq!(rfc3339(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
     }
 }

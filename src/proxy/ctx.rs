@@ -21,8 +21,6 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     /// The normalized path when it differs from what the client sent.
     pub normalized_path: Option<String>,
-    /// The Host the client asked for, forwarded as X-Forwarded-Host.
-    pub host: Option<String>,
     /// The target of the current attempt.
     pub target: Option<SocketAddr>,
     /// Targets that failed this request; retries skip them.
@@ -38,8 +36,13 @@ pub struct RequestCtx {
     pub auth_failure: Option<&'static str>,
     /// The rate-limit decision, for the response headers.
     pub limit: Option<Outcome>,
-    /// `local` or `global` when this request was refused with 429.
-    pub limited: Option<&'static str>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
+}
+
+impl RequestCtx {
+    /// `local` or `global` when this request was refused with 429.
+    pub fn limited(&self) -> Option<&'static str> {
+        self.limit.and_then(|o| o.refused).map(|s| s.as_str())
+    }
 }

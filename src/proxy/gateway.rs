@@ -6,6 +6,7 @@ use super::ctx::RequestCtx;
 use super::head::{self, HeadLimits};
 use super::respond::{self, REQUEST_ID};
 use crate::auth::{Authenticator, Failure};
+use crate::clock::unix_now;
 use crate::config::schema::{AuthPolicy, ClientSpec};
 use crate::config::{Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
@@ -87,12 +88,6 @@ impl Gateway {
 
 const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
-
-fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 /// A new request id: 128 random bits in hex.
 pub fn new_request_id() -> String {
@@ -198,15 +193,13 @@ impl Gateway {
         let Some(path) = normalize_path(req.uri.path()) else {
             return Verdict::error(400, &ctx.request_id, Vec::new(), true);
         };
-        let host = request_host(req).map(str::to_ascii_lowercase);
-        let Some((index, route)) = self.routes.find(host.as_deref(), &req.method, &path) else {
+        let Some((index, route)) = self.routes.find(request_host(req), &req.method, &path) else {
             return Verdict::error(404, &ctx.request_id, Vec::new(), false);
         };
         ctx.route = Some(index);
         if let Cow::Owned(p) = path {
             ctx.normalized_path = Some(p);
         }
-        ctx.host = host;
 
         if let Err(failure) = self.authenticate(req, route, ctx, now_ns) {
             ctx.auth_failure = Some(failure.reason());
@@ -230,8 +223,7 @@ impl Gateway {
         if outcome.local.is_some() || outcome.global.is_some() {
             ctx.limit = Some(outcome);
         }
-        if let Some(scope) = outcome.refused {
-            ctx.limited = Some(scope.as_str());
+        if outcome.refused.is_some() {
             return Verdict::Answer {
                 status: 429,
                 content_type: "application/json",
@@ -344,7 +336,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        match self.decide(session.req_header(), peer, ctx, unix_now_ns()) {
+        match self.decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64) {
             Verdict::Proxy => {
                 strip_hop_by_hop(session.req_header_mut(), &self.gateway_headers);
                 Ok(false)
@@ -578,8 +570,9 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(499, |r| r.status.as_u16());
         let route = ctx.route.map(|i| &self.routes.routes()[i]);
         let upstream = route.and_then(|r| r.upstream());
-        let now_ms = unix_now_ns() / 1_000_000;
-        let limited_key = ctx.limited.map(|_| match &ctx.identity {
+        let now_ms = unix_now().as_millis() as u64;
+        let limited = ctx.limited();
+        let limited_key = limited.map(|_| match &ctx.identity {
             Some(id) => LimitedKey::Consumer(id.consumer.clone()),
             None => LimitedKey::Ip(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
         });
@@ -592,7 +585,7 @@ impl ProxyHttp for Gateway {
                 duration,
                 upstream,
                 upstream_duration: ctx.upstream_elapsed,
-                limited: ctx.limited,
+                limited,
                 auth_failure: ctx.auth_failure,
                 limited_key,
             },
@@ -610,7 +603,7 @@ impl ProxyHttp for Gateway {
                 latency_ms: duration.as_secs_f64() * 1000.0,
                 upstream: ctx.target,
                 consumer: ctx.identity.as_ref().map(|i| &*i.consumer),
-                limited: ctx.limited,
+                limited,
                 client_ip: ctx.client_ip,
             });
         }

@@ -31,12 +31,6 @@ pub struct Admin {
 /// The dashboard: one self-contained page (no CDN) polling the JSON endpoints.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-fn unix_now_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
     super::json_response(
         status,
@@ -191,9 +185,12 @@ impl ServeHttp for Admin {
             (true, "/admin/circuit-breakers") => {
                 super::json_response(200, self.circuit_breakers().to_string())
             }
-            (true, "/admin/stats") => {
-                super::json_response(200, self.telemetry.stats(unix_now_s()).to_string())
-            }
+            (true, "/admin/stats") => super::json_response(
+                200,
+                self.telemetry
+                    .stats(crate::clock::unix_now().as_secs())
+                    .to_string(),
+            ),
             (true, "/metrics") => {
                 self.refresh_gauges();
                 let body = self.telemetry.render();

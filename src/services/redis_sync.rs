@@ -32,12 +32,6 @@ pub struct RedisSync {
     pub instance_id: String,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl RedisSync {
     fn window_key(&self, window: &GlobalWindow, index: u64) -> String {
         format!("{}:gl:{}:{}", self.key_prefix, window.route, index)
@@ -59,7 +53,7 @@ impl RedisSync {
     }
 
     async fn sync_once(&self, conn: &mut ConnectionManager, round: u64) -> redis::RedisResult<()> {
-        let now_ms = unix_ms();
+        let now_ms = crate::clock::unix_now().as_millis() as u64;
         let windows: Vec<&Arc<GlobalWindow>> = self.limiter.globals().collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
         let overrides = self.limiter.overrides.take_unpushed();
