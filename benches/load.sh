@@ -121,7 +121,9 @@ start() {
 }
 
 # ---------------------------------------------------------------- origin and NGINX proxy
-cat >"$OUT/origin/nginx.conf" <<EOF
+# One worker, no logs, long keep-alive: the part both NGINX configs share.
+nginx_conf_head() {
+  cat <<'EOF'
 worker_processes 1;
 daemon off;
 pid nginx.pid;
@@ -133,24 +135,17 @@ http {
     keepalive_requests 100000000;
     client_body_temp_path tmp/body;
     proxy_temp_path tmp/proxy;
+EOF
+}
+{ nginx_conf_head; cat <<EOF
     server {
         listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
 EOF
-cat >"$OUT/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid nginx.pid;
-error_log error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 120s;
-    keepalive_requests 100000000;
-    client_body_temp_path tmp/body;
-    proxy_temp_path tmp/proxy;
+} >"$OUT/origin/nginx.conf"
+{ nginx_conf_head; cat <<EOF
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
         keepalive 64;
@@ -166,6 +161,7 @@ http {
     }
 }
 EOF
+} >"$OUT/nginx/nginx.conf"
 start origin "$ORIGIN_PORT" "$LOAD_CPU" "$NGINX" -p "$OUT/origin/" -e error.log -c "$OUT/origin/nginx.conf"
 start nginx "$NGINX_PORT" "$PROXY_CPU" "$NGINX" -p "$OUT/nginx/" -e error.log -c "$OUT/nginx/nginx.conf"
 NGINX_PID=$STARTED

@@ -187,19 +187,6 @@ fn alive(pid: u32) -> bool {
     !matches!(state, Some('Z' | 'X') | None)
 }
 
-fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
 // ------------------------------------------------------------------ clients that never panic
 
 /// One request on a fresh connection (`Connection: close`); every problem is an error.
@@ -459,7 +446,7 @@ impl Drop for Load {
 }
 
 fn wait_ready(setup: &Setup, proc: &mut Proc) {
-    let ready = wait_until(Duration::from_secs(30), || {
+    let ready = eventually(Duration::from_secs(30), || {
         proc.exited().is_some() || try_get(setup.admin, "/ready").is_ok_and(|r| r.status == 200)
     });
     assert!(
@@ -471,7 +458,7 @@ fn wait_ready(setup: &Setup, proc: &mut Proc) {
 
 /// The `-u` process is waiting for the sockets once it has bound the upgrade socket.
 fn wait_for_upgrade_socket(setup: &Setup, next: &mut Proc) {
-    let bound = wait_until(Duration::from_secs(20), || {
+    let bound = eventually(Duration::from_secs(20), || {
         setup.sock.exists() || next.exited().is_some()
     });
     assert!(
@@ -501,7 +488,7 @@ fn graceful_upgrades_under_load_fail_no_request() {
 
     let load = Load::start(setup.addr, setup.admin, 2, 2);
     assert!(
-        wait_until(Duration::from_secs(10), || load.ok() > 50 && load.admin_ok() > 5),
+        eventually(Duration::from_secs(10), || load.ok() > 50 && load.admin_ok() > 5),
         "load did not start"
     );
     let mut pids = vec![current.pid()];
@@ -538,7 +525,7 @@ fn graceful_upgrades_under_load_fail_no_request() {
     }
     // A last stretch on the final process, then stop the clients.
     let ok_before = load.ok();
-    assert!(wait_until(Duration::from_secs(10), || load.ok() > ok_before + 50));
+    assert!(eventually(Duration::from_secs(10), || load.ok() > ok_before + 50));
     let (reused, retries) = (
         load.c.reused.load(Ordering::SeqCst),
         load.c.retries.load(Ordering::SeqCst),
@@ -592,18 +579,18 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
     let addr = setup.addr;
     let in_flight = thread::spawn(move || try_get(addr, "/slow"));
     assert!(
-        wait_until(Duration::from_secs(5), || upstream.hits() == hits + 1),
+        eventually(Duration::from_secs(5), || upstream.hits() == hits + 1),
         "the slow request never reached the upstream"
     );
 
     let sent = Instant::now();
     signal(gw.pid(), "TERM");
     assert!(
-        wait_until(Duration::from_secs(1), || TcpStream::connect(setup.addr).is_err()),
+        eventually(Duration::from_secs(1), || TcpStream::connect(setup.addr).is_err()),
         "the proxy listener still accepts 1 s after SIGTERM"
     );
     assert!(
-        wait_until(Duration::from_secs(1), || TcpStream::connect(setup.admin)
+        eventually(Duration::from_secs(1), || TcpStream::connect(setup.admin)
             .is_err()),
         "the admin listener still accepts 1 s after SIGTERM"
     );
@@ -646,7 +633,7 @@ fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
     upstream.set_mode(Mode::Slow(Duration::from_millis(1000)));
     let addr = setup.addr;
     let in_flight = thread::spawn(move || try_get(addr, "/slow"));
-    assert!(wait_until(Duration::from_secs(5), || upstream.hits() == 1));
+    assert!(eventually(Duration::from_secs(5), || upstream.hits() == 1));
     signal(gw.pid(), "TERM");
     let resp = in_flight.join().expect("client thread");
     assert_eq!(resp.map(|r| r.status), Ok(200));
@@ -845,20 +832,20 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
     run_unit("ExecStart", &setup, None).expect("ExecStart");
     // Like systemd with Type=forking: the main PID is what PIDFile names once the starter exited.
     assert!(
-        wait_until(Duration::from_secs(10), || setup.pid_from_file().is_some()),
+        eventually(Duration::from_secs(10), || setup.pid_from_file().is_some()),
         "no PID file: {}",
         setup.log()
     );
     let mut main_pid = setup.pid_from_file().expect("main pid");
     daemons.0.push(main_pid);
-    assert!(wait_until(Duration::from_secs(30), || try_get(
+    assert!(eventually(Duration::from_secs(30), || try_get(
         setup.admin,
         "/ready"
     )
     .is_ok_and(|r| r.status == 200)));
 
     let load = Load::start(setup.addr, setup.admin, 1, 1);
-    assert!(wait_until(Duration::from_secs(10), || load.ok() > 20));
+    assert!(eventually(Duration::from_secs(10), || load.ok() > 20));
     for i in 1..=3 {
         load.c.phase.store(i, Ordering::SeqCst);
         let ok_before = load.ok();
@@ -872,7 +859,7 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
         assert_ne!(new_pid, main_pid, "reload {i} left the old PID in PIDFile");
         let drained = CLOSE_TIMEOUT + Duration::from_secs(setup.grace + setup.drain + 15);
         assert!(
-            wait_until(drained, || !alive(main_pid)),
+            eventually(drained, || !alive(main_pid)),
             "reload {i}: the old process {main_pid} is still running"
         );
         assert!(load.ok() > ok_before + 20, "reload {i}: the load stalled");
@@ -888,7 +875,7 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
     assert_eq!(setup.pid_from_file(), Some(main_pid));
     assert!(alive(main_pid));
     let ok_before = load.ok();
-    assert!(wait_until(Duration::from_secs(10), || load.ok() > ok_before + 20));
+    assert!(eventually(Duration::from_secs(10), || load.ok() > ok_before + 20));
     std::fs::write(&setup.conf, good).expect("restore config");
 
     let (ok, failures) = load.finish();
@@ -903,7 +890,7 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
     // systemctl stop: SIGTERM to the main PID.
     signal(main_pid, "TERM");
     assert!(
-        wait_until(Duration::from_secs(setup.grace + setup.drain + 5), || !alive(
+        eventually(Duration::from_secs(setup.grace + setup.drain + 5), || !alive(
             main_pid
         )),
         "still running after SIGTERM"
