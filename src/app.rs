@@ -43,7 +43,8 @@ pub fn check(config: &Config) -> Result<(), StartupError> {
 pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
     // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
-    if !opt.upgrade {
+    let upgrading = opt.upgrade;
+    if !upgrading {
         for addr in config.listen.iter().chain(std::iter::once(&config.admin_listen)) {
             TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr: *addr, source })?;
         }
@@ -93,7 +94,10 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     }
     server.add_service(proxy_service);
 
-    let ready = Arc::new(AtomicBool::new(false));
+    // An upgrade inherits listening sockets that the kernel already accepts on, and the
+    // admin socket is shared with the old process during the hand-over: this process is
+    // ready from its first answer, or a probe landing on it would see a spurious 503.
+    let ready = Arc::new(AtomicBool::new(upgrading));
     let admin_app = Admin {
         ready: ready.clone(),
         token: config.admin_token.clone(),
