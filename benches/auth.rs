@@ -3,23 +3,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::auth::jwt::JwtVerifier;
-use floodgate::config::schema::{JwtKeySpec, JwtSpec};
+use floodgate::config::Jwt;
+use floodgate::vocab::verify_key;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use std::hint::black_box;
 use std::sync::Arc;
 
 const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
-
-fn key_spec(kid: &str, alg: &str, secret: Option<&str>, public_key: Option<String>) -> JwtKeySpec {
-    JwtKeySpec {
-        kid: Some(kid.into()),
-        alg: alg.into(),
-        secret: secret.map(Into::into),
-        public_key_file: None,
-        public_key,
-    }
-}
 
 fn bench_verify(c: &mut Criterion) {
     let mut rng = rand::thread_rng();
@@ -30,30 +21,26 @@ fn bench_verify(c: &mut Criterion) {
         .to_public_key_pem(LineEnding::LF)
         .expect("pem");
     let ec_public = ec.public_key().to_public_key_pem(LineEnding::LF).expect("pem");
-    let spec = JwtSpec {
+    let config = Jwt {
         issuer: Some("https://auth.bench".into()),
         audience: Some("floodgate".into()),
         leeway_s: 30,
         consumer_claim: "sub".into(),
         tier_claim: "tier".into(),
         keys: vec![
-            key_spec("hs", "HS256", Some(SECRET), None),
-            key_spec("rs", "RS256", None, Some(rsa_public)),
-            key_spec("es", "ES256", None, Some(ec_public)),
+            verify_key::from_secret(Some("hs".into()), Algorithm::HS256, SECRET).expect("hs"),
+            verify_key::from_pem(Some("rs".into()), Algorithm::RS256, rsa_public.as_bytes()).expect("rs"),
+            verify_key::from_pem(Some("es".into()), Algorithm::ES256, ec_public.as_bytes()).expect("es"),
         ],
-        jwks_file: None,
-        jwks_url: None,
-        jwks_refresh_s: 300,
-        jwks_cooldown_s: 30,
-        claims_to_headers: Default::default(),
+        jwks: None,
+        claims_to_headers: Vec::new(),
         cache_entries: 10_000,
     };
-    let verifier = JwtVerifier::build(
-        &spec,
+    let verifier = JwtVerifier::new(
+        config,
         Arc::from(vec!["free".to_string(), "premium".to_string()]),
         0,
-    )
-    .unwrap_or_else(|p| panic!("{p:?}"));
+    );
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({"sub": "consumer-42", "tier": "premium", "iss": "https://auth.bench",
                                     "aud": "floodgate", "exp": now + 3600});

@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
             let mut ctx = RequestCtx::default();
             black_box(matches!(
                 open.decide(black_box(&plain), Some(peer), &mut ctx, now_ns),
-                floodgate::proxy::gateway::Verdict::Proxy
+                floodgate::proxy::decide::Verdict::Proxy
             ))
         })
     });
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
             now_ns += 1000;
             let mut ctx = RequestCtx::default();
             let verdict = secured.decide(black_box(&with_jwt), Some(peer), &mut ctx, now_ns);
-            assert!(matches!(verdict, floodgate::proxy::gateway::Verdict::Proxy));
+            assert!(matches!(verdict, floodgate::proxy::decide::Verdict::Proxy));
         })
     });
     let global = request("/api/things", Some(&token));
@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
             now_ns += 1000;
             let mut ctx = RequestCtx::default();
             let verdict = secured.decide(black_box(&global), Some(peer), &mut ctx, now_ns);
-            assert!(matches!(verdict, floodgate::proxy::gateway::Verdict::Proxy));
+            assert!(matches!(verdict, floodgate::proxy::decide::Verdict::Proxy));
         })
     });
     group.finish();

@@ -3,15 +3,17 @@
 //! from two threads at once; the global window check; memory for 1M keys.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use floodgate::ratelimit::global::GlobalWindow;
-use floodgate::ratelimit::local::{BucketParams, LimitKey, LocalLimiter};
+use floodgate::config::Bucket;
+use floodgate::ratelimit::global::{ClusterView, GlobalWindow};
+use floodgate::ratelimit::local::LocalLimiter;
+use floodgate::vocab::limit_key::LimitKey;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PARAMS: BucketParams = BucketParams {
+const PARAMS: Bucket = Bucket {
     rate: 1e9,
     burst: 1e9,
 };
@@ -135,7 +137,7 @@ fn bench_global(c: &mut Criterion) {
     c.bench_function("global_window_check", |b| {
         b.iter(|| {
             now += 1;
-            black_box(window.try_take(1, now, 1, true, 3))
+            black_box(window.try_take(1, now, ClusterView::Synced { instances: 3 }))
         })
     });
 }

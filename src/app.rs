@@ -2,14 +2,14 @@
 //! with the proxy, its health checks, the echo upstream, the admin listener and
 //! the readiness probe registered as services.
 
+use crate::auth::jwt::JwksRefresh;
 use crate::auth::Authenticator;
-use crate::config::schema::{RedisSpec, TierSpec, UpstreamKind};
-use crate::config::{AccessLogTarget, Config};
+use crate::config::{AccessLogTarget, Config, UpstreamKind};
 use crate::error::StartupError;
+use crate::proxy::decide::Decider;
 use crate::proxy::guard::HeaderGuard;
 use crate::proxy::Gateway;
 use crate::ratelimit::global::GlobalWindow;
-use crate::ratelimit::local::BucketParams;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
@@ -18,6 +18,7 @@ use crate::services::{
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
+use crate::vocab::identity::TierOverrides;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -26,26 +27,17 @@ use pingora_core::services::ServiceWithDependents;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Drain window when the config sets no `graceful_shutdown_timeout_seconds` (Pingora's
 /// own default grace period, 300 s, outlasts any systemd stop timeout).
 const DEFAULT_DRAIN_S: u64 = 10;
-
-/// What `-t` checks beyond the file itself: key files load and every algorithm self-tests.
-pub fn check(config: &Config) -> Result<(), StartupError> {
-    if let Some(spec) = &config.auth {
-        Authenticator::build(spec, &config.tiers).map_err(StartupError::Invalid)?;
-    }
-    Ok(())
-}
 
 pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
     // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
     let upgrading = opt.upgrade;
     if !upgrading {
-        for addr in config.listen.iter().chain(std::iter::once(&config.admin_listen)) {
+        for addr in config.listen.iter().chain(std::iter::once(&config.admin.listen)) {
             TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr: *addr, source })?;
         }
     }
@@ -75,19 +67,16 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         gateway,
         limiter,
         telemetry,
-        tier_names,
+        pools,
+        overrides,
+        jwks,
     } = assemble(&mut config, &mut services)?;
     for service in services {
         server.add_boxed_service(service);
     }
     let limits = gateway.limits();
-    let pools = gateway.pools();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
-    let guarded = HeaderGuard::new(
-        proxy,
-        limits,
-        Duration::from_millis(config.client.header_timeout_ms),
-    );
+    let guarded = HeaderGuard::new(proxy, limits, config.client.header_timeout);
     let mut proxy_service = Service::new("floodgate proxy".to_string(), guarded);
     for addr in &config.listen {
         proxy_service.add_tcp(&addr.to_string());
@@ -100,34 +89,40 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     let ready = Arc::new(AtomicBool::new(upgrading));
     let admin_app = Admin {
         ready: ready.clone(),
-        token: config.admin_token.clone(),
+        token: config.admin.token.take(),
         limiter,
-        tier_names,
+        overrides,
+        tier_names: config.tier_names(),
         pools,
         telemetry,
     };
     let mut admin = Service::new("floodgate admin".to_string(), admin_app);
-    admin.add_tcp(&config.admin_listen.to_string());
+    admin.add_tcp(&config.admin.listen.to_string());
     server.add_service(admin);
     server.add_service(background_service(
         "readiness",
         ReadinessProbe {
             listeners: config.listen.clone(),
             ready,
+            jwks,
         },
     ));
     Ok(server)
 }
 
-/// The proxy and what the admin listener reads, without a Pingora server: the
-/// background services they need are handed out in `services`.
+/// The proxy and what the admin listener and readiness read, without a Pingora
+/// server: the background services they need are handed out in `services`.
 pub struct Parts {
     pub gateway: Gateway,
     pub limiter: Arc<RateLimiter>,
     pub telemetry: Arc<Telemetry>,
-    pub tier_names: Vec<String>,
+    pub pools: Arc<Vec<Pool>>,
+    pub overrides: Arc<TierOverrides>,
+    /// The JWKS refresh `/ready` waits for, when a JWKS is configured.
+    pub jwks: Option<Arc<JwksRefresh>>,
 }
 
+/// Builds the proxy from the config, taking what it consumes out of `config`.
 pub fn assemble(
     config: &mut Config,
     services: &mut Vec<Box<dyn ServiceWithDependents>>,
@@ -150,47 +145,51 @@ pub fn assemble(
         pools.push(pool);
     }
 
-    let auth = config
-        .auth
-        .as_ref()
-        .map(|spec| Authenticator::build(spec, &config.tiers))
-        .transpose()
-        .map_err(StartupError::Invalid)?;
-    if let Some(jwt) = auth
+    let tier_names = config.tier_names();
+    let auth = config.auth.take().map(|a| Authenticator::new(a, &tier_names));
+    let jwks = auth
         .as_ref()
         .and_then(|a| a.jwt())
-        .filter(|j| j.refresh().is_some())
-    {
+        .and_then(|jwt| jwt.refresh().map(|r| (jwt.clone(), r.clone())));
+    if let Some((verifier, _)) = &jwks {
         services.push(Box::new(background_service(
             "jwks refresh",
             JwksRefresher {
-                verifier: jwt.clone(),
+                verifier: verifier.clone(),
             },
         )));
     }
-    let tier_names: Vec<String> = config.tiers.iter().map(|(n, _)| n.clone()).collect();
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    let limiter = Arc::new(rate_limiter(
-        &config.tiers,
+    // Indexed like the route table, which the proxy's ctx.route refers to.
+    let globals = routes
+        .routes()
+        .iter()
+        .map(|r| {
+            r.global_limit.map(|g| {
+                Arc::new(GlobalWindow::new(
+                    r.name.clone(),
+                    g.rate,
+                    g.per.as_millis() as u64,
+                ))
+            })
+        })
+        .collect();
+    let limiter = Arc::new(RateLimiter::new(
+        config.tiers.clone(),
         config.anonymous,
-        std::mem::take(&mut config.trusted_proxies),
-        &routes,
-        config.redis.as_ref(),
+        globals,
+        config.redis.as_ref().map(|r| r.on_unavailable),
     ));
-    if let Some(redis) = &config.redis {
-        let client = redis::Client::open(redis.url.as_str()).map_err(|e| {
-            StartupError::Invalid(vec![crate::error::ConfigProblem {
-                path: "redis.url".into(),
-                message: e.to_string(),
-            }])
-        })?;
+    let overrides = Arc::new(TierOverrides::default());
+    if let Some(redis) = config.redis.take() {
         services.push(Box::new(background_service(
             "redis sync",
             RedisSync {
-                client,
-                interval: Duration::from_millis(redis.sync_interval_ms),
-                key_prefix: redis.key_prefix.clone(),
+                client: redis.client,
+                interval: redis.sync_interval,
+                key_prefix: redis.key_prefix,
                 limiter: limiter.clone(),
+                overrides: overrides.clone(),
                 tier_names: tier_names.clone(),
                 instance_id: format!("{:016x}", fastrand::u64(..)),
             },
@@ -218,12 +217,18 @@ pub fn assemble(
         )
         .map_err(|e| StartupError::Metrics(e.to_string()))?,
     );
-    let gateway = Gateway::new(
+    let pools = Arc::new(pools);
+    let decider = Decider {
         routes,
-        pools,
-        &config.client,
         auth,
-        limiter.clone(),
+        limiter: limiter.clone(),
+        trusted_proxies: std::mem::take(&mut config.trusted_proxies),
+        overrides: overrides.clone(),
+    };
+    let gateway = Gateway::new(
+        decider,
+        pools.clone(),
+        &config.client,
         telemetry.clone(),
         &tier_names,
     );
@@ -231,37 +236,10 @@ pub fn assemble(
         gateway,
         limiter,
         telemetry,
-        tier_names,
+        pools,
+        overrides,
+        jwks: jwks.map(|(_, refresh)| refresh),
     })
-}
-
-fn rate_limiter(
-    tiers: &[(String, TierSpec)],
-    anonymous: Option<TierSpec>,
-    trusted_proxies: Vec<ipnet::IpNet>,
-    routes: &RouteTable,
-    redis: Option<&RedisSpec>,
-) -> RateLimiter {
-    let bucket = |t: TierSpec| BucketParams {
-        rate: t.rate,
-        burst: t.burst,
-    };
-    // Indexed like the route table, which the proxy's ctx.route refers to.
-    let globals = routes
-        .routes()
-        .iter()
-        .map(|r| {
-            r.global_limit
-                .map(|g| Arc::new(GlobalWindow::new(r.name.clone(), g.rate, g.per_s * 1000)))
-        })
-        .collect();
-    RateLimiter::new(
-        tiers.iter().map(|(n, t)| (n.clone(), bucket(*t))).collect(),
-        anonymous.map(bucket),
-        trusted_proxies,
-        globals,
-        redis.map(|r| r.on_unavailable),
-    )
 }
 
 /// A loopback port for the in-process echo upstream. The socket is released for

@@ -1,7 +1,7 @@
 //! floodgate: an API gateway on Cloudflare's Pingora.
 //!
 //! ```text
-//! conf/floodgate.yaml ─parse→ config::schema ─validate→ Config ─app::build→ Gateway + services
+//! conf/floodgate.yaml ─config::load→ Config (validated, keys loaded) ─app::build→ Gateway + services
 //!
 //! request → [proxy::guard: header deadline, 431/400 on bad framing]
 //!         → request_filter [route → auth → local bucket → global window] (no I/O)
@@ -17,7 +17,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod clock;
 pub mod config;
 pub mod error;
 pub mod proxy;
@@ -26,3 +25,4 @@ pub mod routing;
 pub mod services;
 pub mod telemetry;
 pub mod upstream;
+pub mod vocab;

@@ -134,8 +134,7 @@ fn main() -> ExitCode {
         return run_tool(tool);
     }
 
-    let config = match floodgate::config::load(&cli.conf).and_then(|c| floodgate::app::check(&c).map(|()| c))
-    {
+    let config = match floodgate::config::load(&cli.conf) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{}: invalid config:", cli.conf);

@@ -7,6 +7,7 @@
 //! a writer task through a bounded channel: a full channel drops the line and
 //! counts it, and never holds up a request.
 
+use crate::vocab::limit_key::LimitKey;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Latency buckets (seconds) shared by the histograms and the live stats ring.
@@ -42,15 +43,10 @@ pub struct RequestRecord<'a> {
     pub limited: Option<&'static str>,
     pub auth_failure: Option<&'static str>,
     /// Who got limited, for the top lists: a consumer id or a client address.
-    pub limited_key: Option<LimitedKey>,
+    pub limited_key: Option<LimitKey>,
 }
 
-pub enum LimitedKey {
-    Consumer(Arc<str>),
-    Ip(IpAddr),
-}
-
-/// One access-log line (contract section 8), borrowed from the request's state and
+/// One access-log line, borrowed from the request's state and
 /// serialized straight into the one buffer that is queued.
 #[derive(Serialize)]
 pub struct AccessLine<'a> {
@@ -460,8 +456,8 @@ impl Telemetry {
         }
         self.ring.record(now_s, r.status, r.duration);
         match &r.limited_key {
-            Some(LimitedKey::Consumer(c)) => lock(&self.top_consumers).add(c.to_string(), now_s),
-            Some(LimitedKey::Ip(ip)) => lock(&self.top_ips).add(ip.to_string(), now_s),
+            Some(LimitKey::Consumer(c)) => lock(&self.top_consumers).add(c.to_string(), now_s),
+            Some(LimitKey::Ip(ip)) => lock(&self.top_ips).add(ip.to_string(), now_s),
             None => {}
         }
     }

@@ -1,8 +1,8 @@
 //! API keys: the config holds only `sha256:` digests, so a leaked config file
 //! leaks no key. A presented key is hashed and its digest compared in constant time.
 
-use super::{Failure, Identity, TierId};
-use crate::config::schema::ApiKeysSpec;
+use super::Failure;
+use crate::vocab::identity::Identity;
 use http::HeaderName;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -36,32 +36,20 @@ fn prefix(digest: &[u8; 32]) -> u64 {
 }
 
 impl ApiKeys {
-    /// Expects a validated spec (digests already checked for shape, tiers known).
-    pub fn build(spec: &ApiKeysSpec, tiers: &[String], default_tier: TierId) -> Self {
+    pub fn new(config: crate::config::ApiKeys) -> Self {
         let mut by_prefix: HashMap<u64, Vec<Entry>> = HashMap::new();
-        for key in &spec.keys {
-            let mut digest = [0u8; 32];
-            let hex_digest = key.key.strip_prefix("sha256:").unwrap_or_default();
-            if hex::decode_to_slice(hex_digest, &mut digest).is_err() {
-                continue;
-            }
-            let tier = key
-                .tier
-                .as_ref()
-                .and_then(|t| tiers.iter().position(|n| n == t))
-                .unwrap_or(default_tier);
-            by_prefix.entry(prefix(&digest)).or_default().push(Entry {
-                digest,
+        for key in config.keys {
+            by_prefix.entry(prefix(&key.digest)).or_default().push(Entry {
+                digest: key.digest,
                 identity: Identity {
-                    consumer: Arc::from(key.consumer.as_str()),
-                    tier,
+                    consumer: Arc::from(key.consumer),
+                    tier: key.tier,
                     headers: Arc::from([]),
                 },
             });
         }
         ApiKeys {
-            header: HeaderName::from_bytes(spec.header.as_bytes())
-                .unwrap_or(HeaderName::from_static("x-api-key")),
+            header: config.header,
             by_prefix,
         }
     }
@@ -86,27 +74,22 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::ApiKeySpec;
+    use crate::config::ApiKey;
+
+    fn key(consumer: &str, secret: &str, tier: usize) -> ApiKey {
+        ApiKey {
+            consumer: consumer.into(),
+            digest: Sha256::digest(secret.as_bytes()).into(),
+            tier,
+        }
+    }
 
     #[test]
     fn keys_verify_by_digest_only() {
-        let spec = ApiKeysSpec {
-            header: "x-api-key".into(),
-            keys: vec![
-                ApiKeySpec {
-                    consumer: "acme".into(),
-                    key: hash_key("acme-secret"),
-                    tier: Some("premium".into()),
-                },
-                ApiKeySpec {
-                    consumer: "plain".into(),
-                    key: hash_key("plain-secret"),
-                    tier: None,
-                },
-            ],
-        };
-        let tiers = ["free".to_string(), "premium".to_string()];
-        let keys = ApiKeys::build(&spec, &tiers, 0);
+        let keys = ApiKeys::new(crate::config::ApiKeys {
+            header: HeaderName::from_static("x-api-key"),
+            keys: vec![key("acme", "acme-secret", 1), key("plain", "plain-secret", 0)],
+        });
         let acme = keys.verify(b"acme-secret").expect("acme");
         assert_eq!((&*acme.consumer, acme.tier), ("acme", 1));
         assert_eq!(keys.verify(b"plain-secret").expect("plain").tier, 0);

@@ -6,10 +6,10 @@
 //! are refused, oversized tokens are refused before any decoding, and claims of
 //! the wrong JSON type are a 401 rather than a default.
 
-use super::keys::{self, VerifyKey};
-use super::{Failure, Identity, TierId};
-use crate::config::schema::JwtSpec;
-use crate::error::ConfigProblem;
+use super::Failure;
+use crate::config::{JwksSource, Jwt};
+use crate::vocab::identity::{Identity, TierId};
+use crate::vocab::verify_key::VerifyKey;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
@@ -17,9 +17,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,11 +48,6 @@ struct Cached {
     generation: u64,
 }
 
-pub enum JwksSource {
-    File(PathBuf),
-    Url(String),
-}
-
 /// What the background refresher needs: where the JWKS lives, how often to read it,
 /// and a wake-up for unknown `kid`s that is single-flight and rate-limited.
 pub struct JwksRefresh {
@@ -62,9 +56,42 @@ pub struct JwksRefresh {
     cooldown_s: u64,
     last_wake_s: AtomicU64,
     pub wake: tokio::sync::Notify,
+    /// Whether a JWKS has been installed since start-up (a file's is, at once).
+    loaded: AtomicBool,
+    /// Sent once the first read of the source has been tried, good or bad: `/ready`
+    /// waits for it (bounded), so a fresh instance does not refuse the JWKS's tokens.
+    first_attempt: tokio::sync::watch::Sender<bool>,
 }
 
 impl JwksRefresh {
+    fn new(source: JwksSource, interval: Duration, cooldown_s: u64, loaded: bool) -> Self {
+        JwksRefresh {
+            source,
+            interval,
+            cooldown_s,
+            last_wake_s: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            loaded: AtomicBool::new(loaded),
+            first_attempt: tokio::sync::watch::Sender::new(loaded),
+        }
+    }
+
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The refresher reports its first attempt, whatever came of it.
+    pub fn first_attempt_done(&self) {
+        self.first_attempt.send_replace(true);
+    }
+
+    /// Waits until the first attempt is done; at once when it already is.
+    pub async fn first_attempt(&self) {
+        let mut rx = self.first_attempt.subscribe();
+        // The sender lives in `self`, so the wait can only end by the value turning true.
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
     /// Called on the request path: at most one wake per cooldown, whatever the traffic.
     fn request(&self, now_s: u64) {
         let last = self.last_wake_s.load(Ordering::Relaxed);
@@ -102,12 +129,9 @@ struct TokenHeader {
 }
 
 impl JwtVerifier {
-    pub fn build(
-        spec: &JwtSpec,
-        tier_names: Arc<[String]>,
-        default_tier: TierId,
-    ) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
+    /// The config's keys are in force from the first request; a JWKS file's keys
+    /// too, a JWKS URL's from its first good fetch.
+    pub fn new(config: Jwt, tier_names: Arc<[String]>, default_tier: TierId) -> Self {
         let mut verifier = JwtVerifier {
             keys: ArcSwap::from_pointee(KeySet {
                 generation: 0,
@@ -115,77 +139,37 @@ impl JwtVerifier {
                 all: Vec::new(),
             }),
             config_keys: Vec::new(),
-            leeway_s: spec.leeway_s,
-            issuer: spec.issuer.clone(),
-            audience: spec.audience.clone(),
-            consumer_claim: spec.consumer_claim.clone(),
-            tier_claim: spec.tier_claim.clone(),
+            leeway_s: config.leeway_s,
+            issuer: config.issuer,
+            audience: config.audience,
+            consumer_claim: config.consumer_claim,
+            tier_claim: config.tier_claim,
             tier_names,
             default_tier,
-            claim_headers: spec
-                .claims_to_headers
-                .iter()
-                .filter_map(|(claim, header)| {
-                    HeaderName::from_bytes(header.as_bytes())
-                        .ok()
-                        .map(|h| (claim.clone(), h))
-                })
-                .collect(),
-            cache: quick_cache::sync::Cache::new(spec.cache_entries),
+            claim_headers: config.claims_to_headers,
+            cache: quick_cache::sync::Cache::new(config.cache_entries),
             refresh: None,
         };
-        for (i, key) in spec.keys.iter().enumerate() {
-            match keys::from_spec(key, &format!("auth.jwt.keys[{i}]")) {
-                Ok(key) => verifier.config_keys.push(Arc::new(verifier.with_validation(key))),
-                Err(p) => problems.push(p),
+        verifier.config_keys = config
+            .keys
+            .into_iter()
+            .map(|key| Arc::new(verifier.with_validation(key)))
+            .collect();
+        let initial = match config.jwks {
+            Some(jwks) => {
+                let loaded = matches!(jwks.source, JwksSource::File(_));
+                verifier.refresh = Some(Arc::new(JwksRefresh::new(
+                    jwks.source,
+                    jwks.refresh,
+                    jwks.cooldown.as_secs(),
+                    loaded,
+                )));
+                jwks.initial
             }
-        }
-        let source = match (&spec.jwks_file, &spec.jwks_url) {
-            (Some(_), Some(_)) => {
-                problems.push(ConfigProblem {
-                    path: "auth.jwt".into(),
-                    message: "jwks_file and jwks_url: choose one".into(),
-                });
-                None
-            }
-            (Some(file), None) => {
-                match std::fs::read(file)
-                    .map_err(|e| format!("cannot read {file}: {e}"))
-                    .and_then(|text| keys::from_jwks(&text))
-                {
-                    Ok((jwks, skipped)) => {
-                        for s in skipped {
-                            log::warn!("{file}: skipped key {s}");
-                        }
-                        verifier.install(jwks);
-                    }
-                    Err(message) => problems.push(ConfigProblem {
-                        path: "auth.jwt.jwks_file".into(),
-                        message,
-                    }),
-                }
-                Some(JwksSource::File(PathBuf::from(file)))
-            }
-            (None, Some(url)) => Some(JwksSource::Url(url.clone())),
-            (None, None) => None,
+            None => Vec::new(),
         };
-        if source.is_none() {
-            verifier.install(Vec::new());
-        }
-        verifier.refresh = source.map(|source| {
-            Arc::new(JwksRefresh {
-                source,
-                interval: Duration::from_secs(spec.jwks_refresh_s),
-                cooldown_s: spec.jwks_cooldown_s,
-                last_wake_s: AtomicU64::new(0),
-                wake: tokio::sync::Notify::new(),
-            })
-        });
-        if problems.is_empty() {
-            Ok(verifier)
-        } else {
-            Err(problems)
-        }
+        verifier.set_keys(initial);
+        verifier
     }
 
     fn with_validation(&self, verify: VerifyKey) -> Key {
@@ -209,9 +193,17 @@ impl JwtVerifier {
         Key { verify, validation }
     }
 
-    /// Replaces the JWKS part of the key set; the config's keys stay. Cached tokens
-    /// are verified again after any change, so a removed key stops working at once.
+    /// Replaces the JWKS part of the key set with a freshly read JWKS.
     pub fn install(&self, jwks: Vec<VerifyKey>) {
+        self.set_keys(jwks);
+        if let Some(refresh) = &self.refresh {
+            refresh.loaded.store(true, Ordering::Release);
+        }
+    }
+
+    /// The config's keys plus `jwks`. Cached tokens are verified again after any
+    /// change, so a removed key stops working at once.
+    fn set_keys(&self, jwks: Vec<VerifyKey>) {
         let generation = self.keys.load().generation + 1;
         let mut all: Vec<Arc<Key>> = self.config_keys.clone();
         all.extend(jwks.into_iter().map(|k| Arc::new(self.with_validation(k))));
@@ -397,42 +389,32 @@ fn map_error(kind: &ErrorKind) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::JwtKeySpec;
+    use crate::vocab::verify_key;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
     const SECRET: &str = "unit-test-secret-0123456789abcdef-xyz";
 
-    fn spec() -> JwtSpec {
-        JwtSpec {
+    fn config(jwks: Option<crate::config::Jwks>) -> Jwt {
+        Jwt {
             issuer: None,
             audience: None,
             leeway_s: 0,
             consumer_claim: "sub".into(),
             tier_claim: "tier".into(),
-            keys: vec![JwtKeySpec {
-                kid: Some("hs".into()),
-                alg: "HS256".into(),
-                secret: Some(SECRET.into()),
-                public_key_file: None,
-                public_key: None,
-            }],
-            jwks_file: None,
-            jwks_url: None,
-            jwks_refresh_s: 300,
-            jwks_cooldown_s: 30,
-            claims_to_headers: Default::default(),
+            keys: vec![verify_key::from_secret(Some("hs".into()), Algorithm::HS256, SECRET).expect("key")],
+            jwks,
+            claims_to_headers: Vec::new(),
             cache_entries: 100,
         }
     }
 
     fn verifier() -> JwtVerifier {
-        JwtVerifier::build(
-            &spec(),
+        JwtVerifier::new(
+            config(None),
             Arc::from(vec!["free".to_string(), "gold".to_string()]),
             0,
         )
-        .unwrap_or_else(|p| panic!("{p:?}"))
     }
 
     fn token(kid: &str, secret: &str, claims: serde_json::Value) -> String {
@@ -450,6 +432,7 @@ mod tests {
         let v = verifier();
         let t = token("hs", SECRET, json!({"sub": "a", "exp": now() + 2}));
         assert!(v.verify(&t, now()).is_ok());
+        // jsonwebtoken reads the system clock for `exp`: real time has to pass.
         std::thread::sleep(Duration::from_secs(3));
         assert_eq!(v.verify(&t, now()).err(), Some(Failure::Expired));
     }
@@ -460,7 +443,7 @@ mod tests {
         let jwk_secret = "jwks-secret-jwks-secret-jwks-secret-0123";
         let jwks = json!({"keys": [{"kty": "oct", "kid": "j", "alg": "HS256",
             "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jwk_secret)}]});
-        let (keys, _) = keys::from_jwks(jwks.to_string().as_bytes()).expect("jwks");
+        let (keys, _) = verify_key::from_jwks(jwks.to_string().as_bytes()).expect("jwks");
         v.install(keys);
         let t = token("j", jwk_secret, json!({"sub": "a", "exp": now() + 600}));
         assert!(v.verify(&t, now()).is_ok());
@@ -505,14 +488,34 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kids_wake_the_refresher_once_per_cooldown() {
-        let refresh = JwksRefresh {
-            source: JwksSource::Url("http://127.0.0.1:1/".into()),
-            interval: Duration::from_secs(300),
-            cooldown_s: 30,
-            last_wake_s: AtomicU64::new(0),
-            wake: tokio::sync::Notify::new(),
+    fn inline_keys_work_before_the_first_jwks_fetch() {
+        let jwks = crate::config::Jwks {
+            source: JwksSource::Url("http://127.0.0.1:1/jwks".into()),
+            initial: Vec::new(),
+            refresh: Duration::from_secs(300),
+            cooldown: Duration::from_secs(30),
         };
+        let v = JwtVerifier::new(config(Some(jwks)), Arc::from(vec!["free".to_string()]), 0);
+        let t = token("hs", SECRET, json!({"sub": "a", "exp": now() + 60}));
+        assert!(v.verify(&t, now()).is_ok());
+        let refresh = v.refresh().expect("refresh");
+        assert!(!refresh.loaded());
+        v.install(Vec::new());
+        assert!(refresh.loaded());
+        assert!(
+            v.verify(&t, now()).is_ok(),
+            "the inline key stays after a JWKS is installed"
+        );
+    }
+
+    #[test]
+    fn unknown_kids_wake_the_refresher_once_per_cooldown() {
+        let refresh = JwksRefresh::new(
+            JwksSource::Url("http://127.0.0.1:1/".into()),
+            Duration::from_secs(300),
+            30,
+            false,
+        );
         let woke = |r: &JwksRefresh| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_time()

@@ -5,25 +5,12 @@
 
 pub mod api_key;
 pub mod jwt;
-pub mod keys;
 
-use crate::config::schema::{AuthSpec, TierSpec};
-use crate::error::ConfigProblem;
+use crate::config::Auth;
+use crate::vocab::identity::Identity;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
-
-/// A tier's index in the config's tier list.
-pub type TierId = usize;
-
-/// An authenticated caller.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub consumer: Arc<str>,
-    pub tier: TierId,
-    /// `claims_to_headers` values for the upstream.
-    pub headers: Arc<[(HeaderName, HeaderValue)]>,
-}
 
 /// Why credentials were refused. `reason()` goes to metrics and logs; nothing
 /// here ever holds the token or key itself.
@@ -101,32 +88,15 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Loads every key file, and self-tests each configured algorithm once so a
-    /// broken crypto backend fails start-up rather than the first request.
-    pub fn build(spec: &AuthSpec, tiers: &[(String, TierSpec)]) -> Result<Self, Vec<ConfigProblem>> {
-        let tier_names: Arc<[String]> = tiers.iter().map(|(n, _)| n.clone()).collect();
-        let default_tier = tier_names
-            .iter()
-            .position(|t| *t == spec.default_tier)
-            .ok_or_else(|| {
-                vec![ConfigProblem {
-                    path: "auth.default_tier".into(),
-                    message: format!("no tier named \"{}\"", spec.default_tier),
-                }]
-            })?;
-        let jwt = match &spec.jwt {
-            Some(jwt) => Some(Arc::new(jwt::JwtVerifier::build(
-                jwt,
-                tier_names.clone(),
-                default_tier,
-            )?)),
-            None => None,
-        };
-        let api_keys = spec
-            .api_keys
-            .as_ref()
-            .map(|k| api_key::ApiKeys::build(k, &tier_names, default_tier));
-        Ok(Authenticator { jwt, api_keys })
+    /// Takes keys already loaded and self-tested by the config.
+    pub fn new(config: Auth, tier_names: &[String]) -> Self {
+        let tier_names: Arc<[String]> = tier_names.into();
+        Authenticator {
+            jwt: config
+                .jwt
+                .map(|jwt| Arc::new(jwt::JwtVerifier::new(jwt, tier_names, config.default_tier))),
+            api_keys: config.api_keys.map(api_key::ApiKeys::new),
+        }
     }
 
     pub fn jwt(&self) -> Option<&Arc<jwt::JwtVerifier>> {

@@ -1,8 +1,8 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
-use crate::auth::Identity;
 use crate::ratelimit::Outcome;
-use crate::upstream::breaker::Admission;
+use crate::upstream::pool::BreakerTicket;
+use crate::vocab::identity::Identity;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,8 @@ pub struct RequestCtx {
     pub target: Option<SocketAddr>,
     /// Targets that failed this request; retries skip them.
     pub failed_targets: Vec<SocketAddr>,
-    /// The current attempt's breaker admission (upstream, target index), until settled.
-    pub breaker: Option<(usize, usize, Admission)>,
+    /// The current attempt's breaker admission, until settled.
+    pub pending: Option<PendingAttempt>,
     /// Upstream attempts so far; retries re-run `upstream_peer`, which counts here once.
     pub attempts: u32,
     pub body_bytes: u64,
@@ -38,6 +38,14 @@ pub struct RequestCtx {
     pub limit: Option<Outcome>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
+}
+
+/// An upstream attempt its target's breaker admitted and has not heard back about.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingAttempt {
+    /// Index into the gateway's pools.
+    pub upstream: usize,
+    pub ticket: BreakerTicket,
 }
 
 impl RequestCtx {

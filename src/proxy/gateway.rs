@@ -1,74 +1,54 @@
 //! `impl ProxyHttp`: the phases in the order Pingora calls them. Each phase
-//! sequences pure decisions (routing, head checks, target selection) and turns
-//! their outcomes into answers.
+//! sequences calls (the decision, target selection, the upstream head rewrite)
+//! and turns their outcomes into answers.
 
-use super::ctx::RequestCtx;
+use super::ctx::{PendingAttempt, RequestCtx};
+use super::decide::{Decider, Verdict};
+use super::forward::Forwarding;
 use super::head::{self, HeadLimits};
 use super::respond::{self, REQUEST_ID};
-use crate::auth::{Authenticator, Failure};
-use crate::clock::unix_now;
-use crate::config::schema::{AuthPolicy, ClientSpec};
-use crate::config::{Route, RouteAction};
-use crate::ratelimit::{self, RateLimiter};
-use crate::routing::{normalize_path, RouteTable};
-use crate::telemetry::{AccessLine, LimitedKey, RequestRecord, Telemetry};
+use crate::config::{ClientLimits, RouteAction};
+use crate::ratelimit;
+use crate::telemetry::{AccessLine, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
+use crate::vocab::clock::unix_now;
+use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue};
+use http::header;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Pooled upstream connections idle longer than this are closed.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
-const MAX_REQUEST_ID_LEN: usize = 128;
 
 pub struct Gateway {
-    routes: RouteTable,
+    decider: Decider,
+    forwarding: Forwarding,
     pools: Arc<Vec<Pool>>,
     limits: HeadLimits,
     keepalive_timeout_s: u64,
-    auth: Option<Authenticator>,
-    limiter: Arc<RateLimiter>,
     telemetry: Arc<Telemetry>,
-    /// Headers only the gateway may set upstream: any client copy is removed.
-    gateway_headers: Vec<HeaderName>,
-    tier_names: Vec<HeaderValue>,
 }
 
 impl Gateway {
     pub fn new(
-        routes: RouteTable,
-        pools: Vec<Pool>,
-        client: &ClientSpec,
-        auth: Option<Authenticator>,
-        limiter: Arc<RateLimiter>,
+        decider: Decider,
+        pools: Arc<Vec<Pool>>,
+        client: &ClientLimits,
         telemetry: Arc<Telemetry>,
         tier_names: &[String],
     ) -> Self {
-        let mut gateway_headers = vec![CONSUMER_ID, CONSUMER_TIER];
-        if let Some(auth) = &auth {
-            gateway_headers.extend(auth.claim_headers().cloned());
-            gateway_headers.extend(auth.api_key_header().cloned());
-        }
         Gateway {
-            routes,
-            pools: Arc::new(pools),
-            auth,
-            limiter,
+            forwarding: Forwarding::new(decider.auth.as_ref(), tier_names),
+            decider,
+            pools,
             telemetry,
-            gateway_headers,
-            tier_names: tier_names
-                .iter()
-                .map(|t| HeaderValue::from_str(t).unwrap_or(HeaderValue::from_static("unknown")))
-                .collect(),
             limits: HeadLimits {
                 max_bytes: client.max_header_bytes,
                 max_headers: client.max_headers,
@@ -81,229 +61,27 @@ impl Gateway {
         self.limits
     }
 
-    pub fn pools(&self) -> Arc<Vec<Pool>> {
-        self.pools.clone()
-    }
-}
-
-const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
-
-/// A new request id: 128 random bits in hex.
-pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
-}
-
-/// A caller's id is kept only if it is short and plain, so it is safe in logs and headers.
-fn sane_request_id(value: &[u8]) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_REQUEST_ID_LEN
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    let raw = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
-    // Strip a port, keeping IPv6 literals whole.
-    Some(match raw.rfind(':') {
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
-        _ => raw,
-    })
-}
-
-/// Headers that describe one hop and must not be forwarded.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-];
-
-fn strip_hop_by_hop(req: &mut RequestHeader, gateway_headers: &[HeaderName]) {
-    let upgrade = req.headers.contains_key(header::UPGRADE);
-    let named: Vec<String> = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "upgrade")
-        .collect();
-    for name in named {
-        req.remove_header(name.as_str());
-    }
-    for name in HOP_BY_HOP {
-        // A protocol upgrade (WebSocket) needs Connection and Upgrade to reach the upstream.
-        if upgrade && (name == "connection" || name == "upgrade") {
-            continue;
-        }
-        req.remove_header(name);
-    }
-    for name in gateway_headers {
-        req.remove_header(name);
-    }
-}
-
-/// What `request_filter` must do with a request, decided without any I/O.
-pub enum Verdict<'a> {
-    Proxy,
-    /// A gateway-made answer.
-    Answer {
-        status: u16,
-        content_type: &'a str,
-        body: Bytes,
-        extra: Vec<(&'static str, String)>,
-        /// Close the connection after it (the body was not read, or framing is not trusted).
-        close: bool,
-    },
-}
-
-impl Verdict<'_> {
-    fn error(status: u16, request_id: &str, extra: Vec<(&'static str, String)>, close: bool) -> Self {
-        Verdict::Answer {
-            status,
-            content_type: "application/json",
-            body: respond::error_body(status, request_id),
-            extra,
-            close,
-        }
-    }
-}
-
-impl Gateway {
-    /// Route → auth → local bucket → global window → body limit: everything
-    /// `request_filter` decides, as a pure function of the request head, the peer
-    /// address and the time, so it can be tested and measured without a connection.
+    /// What `request_filter` decides, for benchmarks and tests without a session.
     pub fn decide(
         &self,
         req: &RequestHeader,
-        peer: Option<IpAddr>,
+        peer: Option<std::net::IpAddr>,
         ctx: &mut RequestCtx,
         now_ns: u64,
     ) -> Verdict<'_> {
-        let Some(path) = normalize_path(req.uri.path()) else {
-            return Verdict::error(400, &ctx.request_id, Vec::new(), true);
-        };
-        let Some((index, route)) = self.routes.find(request_host(req), &req.method, &path) else {
-            return Verdict::error(404, &ctx.request_id, Vec::new(), false);
-        };
-        ctx.route = Some(index);
-        if let Cow::Owned(p) = path {
-            ctx.normalized_path = Some(p);
-        }
+        self.decider.decide(req, peer, ctx, now_ns)
+    }
 
-        if let Err(failure) = self.authenticate(req, route, ctx, now_ns) {
-            ctx.auth_failure = Some(failure.reason());
-            let status = failure.status();
-            let extra = if status == 401 {
-                vec![("www-authenticate", failure.www_authenticate().to_string())]
-            } else {
-                Vec::new()
-            };
-            return Verdict::error(status, &ctx.request_id, extra, false);
-        }
-
-        let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
-            let forwarded = req.headers.get_all("x-forwarded-for");
-            self.limiter
-                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
-        });
-        ctx.client_ip = Some(client_ip);
-        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
-        let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
-        if outcome.local.is_some() || outcome.global.is_some() {
-            ctx.limit = Some(outcome);
-        }
-        if outcome.refused.is_some() {
-            return Verdict::Answer {
-                status: 429,
-                content_type: "application/json",
-                body: Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id)),
-                extra: ratelimit::headers::headers(&self.limiter, &outcome),
-                close: false,
-            };
-        }
-
-        match &route.action {
-            RouteAction::Respond {
-                status,
-                body,
-                content_type,
-            } => Verdict::Answer {
-                status: *status,
-                content_type: content_type.as_str(),
-                body: Bytes::copy_from_slice(body.as_bytes()),
-                extra: ctx
-                    .limit
-                    .as_ref()
-                    .map(|o| ratelimit::headers::headers(&self.limiter, o))
-                    .unwrap_or_default(),
-                close: false,
-            },
-            RouteAction::Proxy { .. } => {
-                let declared = route.max_body_bytes.and_then(|_| {
-                    req.headers
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                });
-                if route
-                    .max_body_bytes
-                    .zip(declared)
-                    .is_some_and(|(limit, n)| n > limit)
-                {
-                    return Verdict::error(413, &ctx.request_id, Vec::new(), true);
-                }
-                Verdict::Proxy
-            }
-        }
+    fn route(&self, ctx: &RequestCtx) -> Option<&crate::config::Route> {
+        ctx.route.map(|i| &self.decider.routes.routes()[i])
     }
 
     /// Reports the current attempt to its target's breaker, once: `Some(success)`,
     /// or `None` to hand an unused admission back.
     fn settle(&self, ctx: &mut RequestCtx, outcome: Option<bool>) {
-        if let Some((upstream, index, admission)) = ctx.breaker.take() {
-            self.pools[upstream].report(index, admission, outcome);
+        if let Some(pending) = ctx.pending.take() {
+            self.pools[pending.upstream].report(pending.ticket, outcome);
         }
-    }
-
-    /// The route's auth policy applied to the request's credentials; on success the
-    /// caller (if any) is in `ctx.identity`.
-    fn authenticate(
-        &self,
-        req: &RequestHeader,
-        route: &Route,
-        ctx: &mut RequestCtx,
-        now_ns: u64,
-    ) -> Result<(), Failure> {
-        let Some(auth) = self.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
-            return Ok(());
-        };
-        let mut identity = auth.authenticate(&req.headers, now_ns / 1_000_000_000)?;
-        if let Some(id) = identity.as_mut() {
-            if let Some(tier) = self.limiter.overrides.get(&id.consumer) {
-                id.tier = tier;
-            }
-        }
-        match (&identity, route.auth) {
-            (None, AuthPolicy::Required) => return Err(Failure::Missing),
-            (Some(id), _) if route.tiers.as_ref().is_some_and(|t| !t.contains(&id.tier)) => {
-                return Err(Failure::TierForbidden)
-            }
-            (None, _) if route.tiers.is_some() => return Err(Failure::Missing),
-            _ => {}
-        }
-        ctx.identity = identity;
-        Ok(())
     }
 }
 
@@ -318,11 +96,8 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
         self.telemetry.inflight.inc();
-        let id = session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes());
-        ctx.request_id = match id {
-            Some(v) if sane_request_id(v) => String::from_utf8_lossy(v).into_owned(),
-            _ => new_request_id(),
-        };
+        ctx.request_id =
+            respond::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
         session.set_keepalive(Some(self.keepalive_timeout_s));
         // Later requests on a kept-alive connection never pass the guard: check them here.
         if let Some(h1) = session.as_downstream().as_http1() {
@@ -336,9 +111,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        match self.decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64) {
+        match self
+            .decider
+            .decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64)
+        {
             Verdict::Proxy => {
-                strip_hop_by_hop(session.req_header_mut(), &self.gateway_headers);
+                self.forwarding.strip_client_headers(session.req_header_mut());
                 Ok(false)
             }
             Verdict::Answer {
@@ -370,7 +148,7 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let limit = ctx.route.and_then(|i| self.routes.routes()[i].max_body_bytes);
+        let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > limit {
@@ -381,10 +159,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let route = ctx.route.map(|i| &self.routes.routes()[i]);
-        let Some(pool) = route.and_then(|r| r.upstream()).map(|u| &self.pools[u]) else {
+        let Some(upstream) = self.route(ctx).and_then(|r| r.upstream()) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a proxy route");
         };
+        let pool = &self.pools[upstream];
         // A retry re-runs this phase: the previous attempt was settled where it failed,
         // or, when Pingora retries a stale pooled connection, it is neutral.
         self.settle(ctx, None);
@@ -399,12 +177,8 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .map_or(&ip_key[..], |id| id.consumer.as_bytes());
         let target = match pool.select(key, &ctx.failed_targets) {
-            Selection::Target { addr, breaker } => {
-                if let (Some((index, admission)), Some(upstream)) =
-                    (breaker, route.and_then(|r| r.upstream()))
-                {
-                    ctx.breaker = Some((upstream, index, admission));
-                }
+            Selection::Target { addr, ticket } => {
+                ctx.pending = ticket.map(|ticket| PendingAttempt { upstream, ticket });
                 addr
             }
             Selection::Unavailable { retry_after_s } if ctx.failed_targets.is_empty() => {
@@ -445,9 +219,9 @@ impl ProxyHttp for Gateway {
             ctx.failed_targets.push(target);
         }
         self.settle(ctx, Some(false));
-        let retries = ctx
-            .route
-            .and_then(|i| self.routes.routes()[i].upstream())
+        let retries = self
+            .route(ctx)
+            .and_then(|r| r.upstream())
             .map_or(0, |u| self.pools[u].retries);
         e.set_retry(ctx.attempts <= retries);
         e
@@ -478,59 +252,16 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let route = ctx.route.map(|i| &self.routes.routes()[i]);
+        let route = self.route(ctx);
         let strip = match route.map(|r| &r.action) {
             Some(RouteAction::Proxy {
                 strip_prefix: true, ..
             }) => route.map(|r| r.path_prefix.as_str()),
             _ => None,
         };
-        if ctx.normalized_path.is_some() || strip.is_some() {
-            let path = ctx.normalized_path.as_deref().unwrap_or(upstream.uri.path());
-            let stripped = strip
-                .and_then(|p| path.strip_prefix(p.trim_end_matches('/')))
-                .unwrap_or(path);
-            let mut uri = String::with_capacity(stripped.len() + 32);
-            if !stripped.starts_with('/') {
-                uri.push('/');
-            }
-            uri.push_str(stripped);
-            if let Some(q) = upstream.uri.query() {
-                uri.push('?');
-                uri.push_str(q);
-            }
-            let uri = http::Uri::try_from(uri)
-                .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
-            upstream.set_uri(uri);
-        }
-
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        if let Some(ip) = client_ip {
-            let forwarded = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = session.req_header().headers.get(header::HOST).cloned() {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(identity) = &ctx.identity {
-            upstream.insert_header(CONSUMER_ID, &*identity.consumer)?;
-            if let Some(tier) = self.tier_names.get(identity.tier) {
-                upstream.insert_header(CONSUMER_TIER, tier.clone())?;
-            }
-            for (name, value) in identity.headers.iter() {
-                upstream.insert_header(name.clone(), value.clone())?;
-            }
-        }
-        Ok(())
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let host = session.req_header().headers.get(header::HOST).cloned();
+        self.forwarding.rewrite(upstream, ctx, strip, peer, host)
     }
 
     async fn upstream_response_filter(
@@ -553,7 +284,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(outcome) = &ctx.limit {
-            for (name, value) in ratelimit::headers::headers(&self.limiter, outcome) {
+            for (name, value) in ratelimit::headers::headers(&self.decider.limiter, outcome) {
                 response.insert_header(name, value)?;
             }
         }
@@ -568,13 +299,13 @@ impl ProxyHttp for Gateway {
         let duration = started.elapsed();
         // 499: the client left before any answer (NGINX's convention).
         let status = session.response_written().map_or(499, |r| r.status.as_u16());
-        let route = ctx.route.map(|i| &self.routes.routes()[i]);
+        let route = self.route(ctx);
         let upstream = route.and_then(|r| r.upstream());
         let now_ms = unix_now().as_millis() as u64;
         let limited = ctx.limited();
         let limited_key = limited.map(|_| match &ctx.identity {
-            Some(id) => LimitedKey::Consumer(id.consumer.clone()),
-            None => LimitedKey::Ip(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
+            Some(id) => LimitKey::Consumer(id.consumer.clone()),
+            None => LimitKey::Ip(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
         });
         let method = &session.req_header().method;
         self.telemetry.record(
@@ -633,7 +364,7 @@ impl ProxyHttp for Gateway {
         // Nothing can be written once the response has started or the client is gone.
         if status > 0 && session.response_written().is_none() {
             if ctx.request_id.is_empty() {
-                ctx.request_id = new_request_id();
+                ctx.request_id = respond::new_request_id();
             }
             let retry_after = ctx.retry_after_s.map(|s| [("retry-after", s.to_string())]);
             let extra: &[(&'static str, String)] = retry_after.as_ref().map_or(&[], |r| r.as_slice());
@@ -645,53 +376,5 @@ impl ProxyHttp for Gateway {
             error_code: status,
             can_reuse_downstream: false,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids() {
-        assert!(sane_request_id(b"abc-123_x.y:z"));
-        assert!(!sane_request_id(b""));
-        assert!(!sane_request_id(b"has space"));
-        assert!(!sane_request_id(&[b'a'; 129]));
-        let id = new_request_id();
-        assert_eq!(id.len(), 32);
-        assert!(sane_request_id(id.as_bytes()));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (k, v) in [
-            ("connection", "keep-alive, x-secret-hop"),
-            ("x-secret-hop", "1"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("x-consumer-id", "spoofed"),
-            ("traceparent", "00-abc-def-01"),
-        ] {
-            req.append_header(k, v).expect("header");
-        }
-        strip_hop_by_hop(&mut req, &[CONSUMER_ID]);
-        for gone in ["connection", "x-secret-hop", "keep-alive", "te", "x-consumer-id"] {
-            assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
-        }
-        assert!(req.headers.contains_key("traceparent"));
-    }
-
-    #[test]
-    fn host_without_port() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        req.insert_header("host", "Example.test:8080").expect("host");
-        assert_eq!(
-            request_host(&req),
-            Some("Example.test:8080").map(|_| "Example.test")
-        );
-        req.insert_header("host", "[::1]").expect("host");
-        assert_eq!(request_host(&req), Some("[::1]"));
     }
 }

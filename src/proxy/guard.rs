@@ -90,7 +90,7 @@ impl<A> HeaderGuard<A> {
 }
 
 async fn write_error(stream: &mut Stream, status: u16) -> std::io::Result<()> {
-    let request_id = super::gateway::new_request_id();
+    let request_id = super::respond::new_request_id();
     let body = respond::error_body(status, &request_id);
     let reason = http::StatusCode::from_u16(status)
         .ok()

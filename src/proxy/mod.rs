@@ -1,6 +1,8 @@
 //! The data path: the only module that touches Pingora's `Session`.
 
 pub mod ctx;
+pub mod decide;
+pub mod forward;
 pub mod gateway;
 pub mod guard;
 pub mod head;

@@ -1,13 +1,37 @@
-//! Gateway-made answers: the JSON error body of the contract (section 3) and
-//! static `respond` routes.
+//! Gateway-made answers (the JSON error body `{"error", "message",
+//! "request_id"}` and static `respond` routes) and the request id every
+//! response carries.
 
 use bytes::Bytes;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 pub const REQUEST_ID: &str = "x-request-id";
+const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The contract's error code for a status this gateway answers by itself.
+/// A new request id: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// The caller's X-Request-Id if it is short and plain (safe in logs and headers),
+/// else a new one.
+pub fn request_id(sent: Option<&[u8]>) -> String {
+    match sent {
+        Some(v) if sane_request_id(v) => String::from_utf8_lossy(v).into_owned(),
+        _ => new_request_id(),
+    }
+}
+
+fn sane_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// The error code for a status this gateway answers by itself.
 pub fn error_code(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
@@ -99,4 +123,20 @@ pub async fn send_error(
         close,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(Some(b"abc-123_x.y:z")), "abc-123_x.y:z");
+        for bad in [&b""[..], b"has space", &[b'a'; 129]] {
+            let id = request_id(Some(bad));
+            assert_eq!(id.len(), 32, "{bad:?} was kept");
+            assert!(sane_request_id(id.as_bytes()));
+        }
+        assert_eq!(request_id(None).len(), 32);
+    }
 }

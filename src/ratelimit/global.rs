@@ -17,6 +17,28 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// What this instance knows of the rest of the cluster when it decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterView {
+    /// No Redis: the whole limit, this instance's own counts.
+    Alone,
+    /// Synced: the others' counts as of the last sync, and this instance's own
+    /// admissions since then counted once per live instance.
+    Synced { instances: u64 },
+    /// Redis unreachable (`local_share`): the limit ÷ instances last seen, on this
+    /// instance's own counts only.
+    LocalShare { instances: u64 },
+}
+
+impl ClusterView {
+    fn instances(self) -> u64 {
+        match self {
+            ClusterView::Alone => 1,
+            ClusterView::Synced { instances } | ClusterView::LocalShare { instances } => instances.max(1),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalDecision {
     pub allowed: bool,
@@ -97,31 +119,24 @@ impl GlobalWindow {
         now_ms / self.window_ms
     }
 
-    /// The hot-path decision. `share` divides the limit (instances, in `local_share`
-    /// mode during an outage); `others_known` is false when the others' counts are
-    /// stale and only this instance's own counts can be trusted.
-    /// `instances` is how many instances share the window (1 without Redis).
-    pub fn try_take(
-        &self,
-        cost: u64,
-        now_ms: u64,
-        share: u64,
-        others_known: bool,
-        instances: u64,
-    ) -> GlobalDecision {
+    /// The hot-path decision, from what `view` says this instance can know.
+    pub fn try_take(&self, cost: u64, now_ms: u64, view: ClusterView) -> GlobalDecision {
         let window = self.window_of(now_ms);
         let elapsed = (now_ms % self.window_ms) as f64 / self.window_ms as f64;
-        let limit = (self.limit / share.max(1)).max(1);
         let mut c = self.lock();
         c.roll(window);
-        let (prev, cur) = if others_known {
-            let unseen = c.mine_cur.saturating_sub(c.pushed_cur);
-            (
-                c.mine_prev + c.others_prev,
-                c.others_cur + c.pushed_cur + unseen * instances.max(1),
-            )
-        } else {
-            (c.mine_prev, c.mine_cur)
+        let (limit, prev, cur) = match view {
+            ClusterView::LocalShare { instances } => {
+                ((self.limit / instances.max(1)).max(1), c.mine_prev, c.mine_cur)
+            }
+            ClusterView::Alone | ClusterView::Synced { .. } => {
+                let unseen = c.mine_cur.saturating_sub(c.pushed_cur);
+                (
+                    self.limit,
+                    c.mine_prev + c.others_prev,
+                    c.others_cur + c.pushed_cur + unseen * view.instances(),
+                )
+            }
         };
         let estimate = prev as f64 * (1.0 - elapsed) + cur as f64;
         let allowed = estimate + cost as f64 <= limit as f64;
@@ -184,10 +199,10 @@ mod tests {
     fn a_single_instance_window_admits_the_limit() {
         let g = GlobalWindow::new("r".into(), 10, 1000);
         let admitted = (0..20)
-            .filter(|_| g.try_take(1, 5_000, 1, true, 1).allowed)
+            .filter(|_| g.try_take(1, 5_000, ClusterView::Alone).allowed)
             .count();
         assert_eq!(admitted, 10);
-        let d = g.try_take(1, 5_999, 1, true, 1);
+        let d = g.try_take(1, 5_999, ClusterView::Alone);
         assert!(!d.allowed);
         assert_eq!(d.reset_s, 1);
     }
@@ -196,13 +211,13 @@ mod tests {
     fn the_previous_window_weighs_by_its_overlap_so_a_boundary_allows_no_double_burst() {
         let g = GlobalWindow::new("r".into(), 10, 1000);
         for _ in 0..10 {
-            assert!(g.try_take(1, 5_900, 1, true, 1).allowed);
+            assert!(g.try_take(1, 5_900, ClusterView::Alone).allowed);
         }
         // Just after the boundary the previous window still counts almost fully.
-        assert!(!g.try_take(1, 6_050, 1, true, 1).allowed);
+        assert!(!g.try_take(1, 6_050, ClusterView::Alone).allowed);
         // Halfway through, half of it has slid out: 5 more fit.
         let admitted = (0..10)
-            .filter(|_| g.try_take(1, 6_500, 1, true, 1).allowed)
+            .filter(|_| g.try_take(1, 6_500, ClusterView::Alone).allowed)
             .count();
         assert_eq!(admitted, 5);
     }
@@ -212,14 +227,14 @@ mod tests {
         let g = GlobalWindow::new("r".into(), 100, 1000);
         let now = 10_000;
         for _ in 0..10 {
-            g.try_take(1, now, 1, true, 1);
+            g.try_take(1, now, ClusterView::Alone);
         }
         let drained = g.drain();
         assert_eq!(drained.deltas, vec![(10, 10)]);
         // Redis says the cluster has 95 in this window: 85 from the others.
         g.install(&drained, 10, 95, 0);
         let admitted = (0..20)
-            .filter(|_| g.try_take(1, now + 1, 1, true, 1).allowed)
+            .filter(|_| g.try_take(1, now + 1, ClusterView::Alone).allowed)
             .count();
         assert_eq!(admitted, 5);
     }
@@ -230,13 +245,19 @@ mod tests {
         // Three instances, fresh window: this one may spend a third of the room
         // before the next sync tells it what the others did.
         let admitted = (0..30)
-            .filter(|_| g.try_take(1, 10_000, 1, true, 3).allowed)
+            .filter(|_| {
+                g.try_take(1, 10_000, ClusterView::Synced { instances: 3 })
+                    .allowed
+            })
             .count();
         assert_eq!(admitted, 10);
         let drained = g.drain();
         g.install(&drained, 10, 10, 0); // the others admitted nothing meanwhile
         let admitted = (0..30)
-            .filter(|_| g.try_take(1, 10_001, 1, true, 3).allowed)
+            .filter(|_| {
+                g.try_take(1, 10_001, ClusterView::Synced { instances: 3 })
+                    .allowed
+            })
             .count();
         assert_eq!(admitted, 7, "a third of the 20 left, rounded up by the first one");
     }
@@ -245,11 +266,11 @@ mod tests {
     fn counts_from_a_failed_sync_are_kept_and_pushed_later() {
         let g = GlobalWindow::new("r".into(), 100, 1000);
         for _ in 0..7 {
-            g.try_take(1, 10_000, 1, true, 1);
+            g.try_take(1, 10_000, ClusterView::Alone);
         }
         let drained = g.drain();
         g.restore(drained);
-        g.try_take(1, 10_100, 1, true, 1);
+        g.try_take(1, 10_100, ClusterView::Alone);
         assert_eq!(g.drain().deltas, vec![(10, 8)]);
     }
 
@@ -259,7 +280,10 @@ mod tests {
         let drained = g.drain();
         g.install(&drained, 10, 80, 0); // others had 80
         let admitted = (0..100)
-            .filter(|_| g.try_take(1, 10_000, 3, false, 3).allowed)
+            .filter(|_| {
+                g.try_take(1, 10_000, ClusterView::LocalShare { instances: 3 })
+                    .allowed
+            })
             .count();
         assert_eq!(admitted, 30);
     }

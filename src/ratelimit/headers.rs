@@ -12,16 +12,17 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
     let mut policy = String::with_capacity(64);
     let mut state = String::with_capacity(64);
     let mut legacy = None;
-    if let Some((p, params, d)) = &outcome.local {
-        let name = limiter.policy_name(*p);
+    if let Some(local) = &outcome.local {
+        let name = limiter.policy_name(local.policy);
+        let (bucket, d) = (local.bucket, local.decision);
         let _ = write!(
             policy,
             "\"{name}\";q={};w={}",
-            params.burst as u64,
-            params.window_s()
+            bucket.burst as u64,
+            bucket.window_s()
         );
         let _ = write!(state, "\"{name}\";r={};t={}", d.remaining, d.full_in_s);
-        legacy = Some((params.burst as u64, d.remaining, d.full_in_s));
+        legacy = Some((bucket.burst as u64, d.remaining, d.full_in_s));
     }
     if let Some(g) = &outcome.global {
         let sep = if policy.is_empty() { "" } else { ", " };
@@ -49,7 +50,7 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
     out
 }
 
-/// The 429 body: the contract's error fields plus `scope` and `retry_after_s`.
+/// The 429 body: the gateway's JSON error fields plus `scope` and `retry_after_s`.
 pub fn refused_body(outcome: &Outcome, request_id: &str) -> String {
     serde_json::json!({
         "error": "rate_limited",
@@ -64,40 +65,38 @@ pub fn refused_body(outcome: &Outcome, request_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::global::GlobalDecision;
-    use super::super::local::{BucketParams, Decision};
-    use super::super::{Policy, Scope};
+    use super::super::local::Decision;
+    use super::super::{LocalOutcome, Policy, Scope};
     use super::*;
+    use crate::config::{Bucket, Tier};
 
     #[test]
     fn draft_11_syntax_for_a_bucket_and_a_window() {
+        let premium = Bucket {
+            rate: 20.0,
+            burst: 200.0,
+        };
         let limiter = RateLimiter::new(
-            vec![(
-                "premium".into(),
-                BucketParams {
-                    rate: 20.0,
-                    burst: 200.0,
-                },
-            )],
+            vec![Tier {
+                name: "premium".into(),
+                bucket: premium,
+            }],
             None,
-            Vec::new(),
             Vec::new(),
             None,
         );
         let outcome = Outcome {
             refused: None,
-            local: Some((
-                Policy::Tier(0),
-                BucketParams {
-                    rate: 20.0,
-                    burst: 200.0,
-                },
-                Decision {
+            local: Some(LocalOutcome {
+                policy: Policy::Tier(0),
+                bucket: premium,
+                decision: Decision {
                     allowed: true,
                     remaining: 37,
                     full_in_s: 9,
                     retry_after_s: 0,
                 },
-            )),
+            }),
             global: Some(GlobalDecision {
                 allowed: true,
                 limit: 1000,

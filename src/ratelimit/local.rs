@@ -5,34 +5,13 @@
 //! that have refilled to full (they would be recreated identical), then, under a
 //! flood of distinct keys, arbitrary ones.
 
+use crate::config::Bucket;
+pub use crate::vocab::limit_key::LimitKey;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const SHARDS: usize = 64;
-
-/// Whose bucket: an authenticated consumer, or an anonymous client address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum LimitKey {
-    Consumer(Arc<str>),
-    Ip(IpAddr),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BucketParams {
-    /// Tokens per second.
-    pub rate: f64,
-    /// Bucket size.
-    pub burst: f64,
-}
-
-impl BucketParams {
-    /// Seconds for an empty bucket to fill: the `w` of RateLimit-Policy.
-    pub fn window_s(&self) -> u64 {
-        (self.burst / self.rate).ceil() as u64
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -45,7 +24,8 @@ pub struct Decision {
     pub retry_after_s: u64,
 }
 
-struct Bucket {
+/// One key's bucket as it stands.
+struct TokenState {
     key: LimitKey,
     /// The key's hash: picks the shard and places it in the shard's table, computed once.
     hash: u64,
@@ -55,7 +35,7 @@ struct Bucket {
 }
 
 pub struct LocalLimiter {
-    shards: Box<[Mutex<HashTable<Bucket>>]>,
+    shards: Box<[Mutex<HashTable<TokenState>>]>,
     max_per_shard: usize,
     /// Seeded per process, so callers cannot aim their keys at one shard.
     hasher: foldhash::fast::RandomState,
@@ -80,7 +60,7 @@ impl LocalLimiter {
     }
 
     /// Refill, then take `cost` tokens if they are there.
-    pub fn take(&self, key: &LimitKey, params: BucketParams, cost: f64, now_ns: u64) -> Decision {
+    pub fn take(&self, key: &LimitKey, params: Bucket, cost: f64, now_ns: u64) -> Decision {
         let hash = self.hasher.hash_one(key);
         // Middle bits pick the shard: the table itself uses the low bits (slot) and
         // the top seven (tag), which must keep varying within a shard.
@@ -94,7 +74,7 @@ impl LocalLimiter {
             None => table
                 .insert_unique(
                     hash,
-                    Bucket {
+                    TokenState {
                         key: key.clone(),
                         hash,
                         tokens: params.burst,
@@ -127,7 +107,7 @@ impl LocalLimiter {
     }
 }
 
-fn evict(table: &mut HashTable<Bucket>, now_ns: u64, max: usize) {
+fn evict(table: &mut HashTable<TokenState>, now_ns: u64, max: usize) {
     table.retain(|b| b.full_at_ns > now_ns);
     if table.len() >= max {
         // Still full of active keys: a flood. Forget an eighth; they restart full.
@@ -142,9 +122,11 @@ fn evict(table: &mut HashTable<Bucket>, now_ns: u64, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+    use std::sync::Arc;
 
     const S: u64 = 1_000_000_000;
-    const FREE: BucketParams = BucketParams {
+    const FREE: Bucket = Bucket {
         rate: 1.0,
         burst: 10.0,
     };
@@ -203,7 +185,7 @@ mod tests {
     #[test]
     fn concurrent_takes_never_exceed_the_burst() {
         let limiter = Arc::new(LocalLimiter::new(1000));
-        let params = BucketParams {
+        let params = Bucket {
             rate: 0.001,
             burst: 50.0,
         };
@@ -241,7 +223,7 @@ mod tests {
         }
         // 50 s later every one-off bucket is full again: room is made from those,
         // and a consumer that emptied its slow bucket keeps it.
-        let slow = BucketParams {
+        let slow = Bucket {
             rate: 0.001,
             burst: 10.0,
         };

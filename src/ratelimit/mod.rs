@@ -6,16 +6,14 @@ pub mod global;
 pub mod headers;
 pub mod local;
 
-use crate::auth::TierId;
-use crate::config::schema::OnUnavailable;
-use arc_swap::ArcSwap;
-use global::{GlobalDecision, GlobalWindow};
-use ipnet::IpNet;
-use local::{BucketParams, Decision, LimitKey, LocalLimiter};
-use std::collections::HashMap;
+use crate::config::{Bucket, OnUnavailable, Tier};
+use crate::vocab::identity::TierId;
+use crate::vocab::limit_key::LimitKey;
+use global::{ClusterView, GlobalDecision, GlobalWindow};
+use local::{Decision, LocalLimiter};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Buckets kept at most (consumers and anonymous addresses together).
 const MAX_BUCKETS: usize = 1 << 20;
@@ -42,11 +40,19 @@ impl Scope {
     }
 }
 
+/// The caller's bucket decision and the policy it was made under.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalOutcome {
+    pub policy: Policy,
+    pub bucket: Bucket,
+    pub decision: Decision,
+}
+
 /// Everything the response headers need.
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome {
     pub refused: Option<Scope>,
-    pub local: Option<(Policy, BucketParams, Decision)>,
+    pub local: Option<LocalOutcome>,
     pub global: Option<GlobalDecision>,
     pub retry_after_s: u64,
 }
@@ -61,69 +67,21 @@ pub struct SyncState {
     pub errors: AtomicU64,
 }
 
-/// Runtime tier overrides (`PUT /admin/consumers/{id}/tier`), read-mostly.
-#[derive(Default)]
-pub struct TierOverrides {
-    map: ArcSwap<HashMap<Arc<str>, TierId>>,
-    /// Set here but not yet written to Redis.
-    unpushed: Mutex<Vec<(String, TierId)>>,
-}
-
-impl TierOverrides {
-    pub fn get(&self, consumer: &str) -> Option<TierId> {
-        self.map.load().get(consumer).copied()
-    }
-
-    pub fn set(&self, consumer: &str, tier: TierId) {
-        self.map.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(Arc::from(consumer), tier);
-            m
-        });
-        self.unpushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((consumer.to_string(), tier));
-    }
-
-    pub fn take_unpushed(&self) -> Vec<(String, TierId)> {
-        std::mem::take(&mut *self.unpushed.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn restore_unpushed(&self, items: Vec<(String, TierId)>) {
-        let mut unpushed = self.unpushed.lock().unwrap_or_else(|e| e.into_inner());
-        let newer = std::mem::replace(&mut *unpushed, items);
-        unpushed.extend(newer);
-    }
-
-    /// Adopt the cluster's overrides (what Redis holds), keeping any not yet pushed.
-    pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>) {
-        let mut merged = from_redis;
-        for (consumer, tier) in self.unpushed.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            merged.insert(Arc::from(consumer.as_str()), *tier);
-        }
-        self.map.store(Arc::new(merged));
-    }
-}
-
 pub struct RateLimiter {
     local: LocalLimiter,
-    tiers: Vec<(String, BucketParams)>,
-    anonymous: Option<BucketParams>,
-    trusted_proxies: Vec<IpNet>,
+    tiers: Vec<Tier>,
+    anonymous: Option<Bucket>,
     /// Indexed like the route table; `None` for routes without a global limit.
     globals: Vec<Option<Arc<GlobalWindow>>>,
     /// `None` in single-instance mode (no Redis).
     on_unavailable: Option<OnUnavailable>,
     pub sync: Arc<SyncState>,
-    pub overrides: Arc<TierOverrides>,
 }
 
 impl RateLimiter {
     pub fn new(
-        tiers: Vec<(String, BucketParams)>,
-        anonymous: Option<BucketParams>,
-        trusted_proxies: Vec<IpNet>,
+        tiers: Vec<Tier>,
+        anonymous: Option<Bucket>,
         globals: Vec<Option<Arc<GlobalWindow>>>,
         on_unavailable: Option<OnUnavailable>,
     ) -> Self {
@@ -131,16 +89,14 @@ impl RateLimiter {
             local: LocalLimiter::new(MAX_BUCKETS),
             tiers,
             anonymous,
-            trusted_proxies,
             globals,
             on_unavailable,
             sync: Arc::new(SyncState::default()),
-            overrides: Arc::new(TierOverrides::default()),
         }
     }
 
     pub fn tier_name(&self, tier: TierId) -> &str {
-        self.tiers.get(tier).map_or("unknown", |(n, _)| n.as_str())
+        self.tiers.get(tier).map_or("unknown", |t| t.name.as_str())
     }
 
     pub fn policy_name(&self, policy: Policy) -> &str {
@@ -154,32 +110,6 @@ impl RateLimiter {
         self.globals.iter().flatten()
     }
 
-    /// The client address to key an anonymous caller by: the peer, unless the peer
-    /// is a trusted proxy, in which case the right-most untrusted X-Forwarded-For hop.
-    pub fn client_ip<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let hops: Vec<IpAddr> = forwarded_for
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse().ok())
-            .collect();
-        hops.iter()
-            .rev()
-            .find(|ip| !self.is_trusted(**ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer)
-    }
-
-    fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.trusted_proxies.iter().any(|net| net.contains(&ip))
-    }
-
     /// Local bucket, then the route's global window. A request refused by its
     /// bucket takes nothing from the window.
     pub fn check(
@@ -190,48 +120,32 @@ impl RateLimiter {
         cost: u32,
         now_ns: u64,
     ) -> Outcome {
-        let (key, policy, params) = match caller {
+        let (key, policy, bucket) = match caller {
             Some((consumer, tier)) => (
                 LimitKey::Consumer(consumer.clone()),
                 Policy::Tier(tier),
-                self.tiers.get(tier).map(|(_, p)| *p),
+                self.tiers.get(tier).map(|t| t.bucket),
             ),
             None => (LimitKey::Ip(client_ip), Policy::Anonymous, self.anonymous),
         };
-        let local = params.map(|p| (policy, p, self.local.take(&key, p, f64::from(cost), now_ns)));
-        if let Some((_, _, d)) = local.filter(|(_, _, d)| !d.allowed) {
+        let local = bucket.map(|bucket| LocalOutcome {
+            policy,
+            bucket,
+            decision: self.local.take(&key, bucket, f64::from(cost), now_ns),
+        });
+        if let Some(refused) = local.filter(|l| !l.decision.allowed) {
             return Outcome {
                 refused: Some(Scope::Local),
                 local,
                 global: None,
-                retry_after_s: d.retry_after_s,
+                retry_after_s: refused.decision.retry_after_s,
             };
         }
         let global = self
             .globals
             .get(route)
             .and_then(Option::as_ref)
-            .and_then(|window| {
-                let now_ms = now_ns / 1_000_000;
-                let degraded = self.sync.degraded.load(Ordering::Relaxed);
-                let instances = self.sync.instances.load(Ordering::Relaxed).max(1);
-                let cost = u64::from(cost);
-                match (self.on_unavailable, degraded) {
-                    (None, _) => Some(window.try_take(cost, now_ms, 1, true, 1)),
-                    (Some(_), false) => Some(window.try_take(cost, now_ms, 1, true, instances)),
-                    (Some(OnUnavailable::Allow), true) => None,
-                    (Some(OnUnavailable::Deny), true) => Some(GlobalDecision {
-                        allowed: false,
-                        limit: window.limit,
-                        remaining: 0,
-                        reset_s: 1,
-                        window_s: window.window_ms.div_ceil(1000),
-                    }),
-                    (Some(OnUnavailable::LocalShare), true) => {
-                        Some(window.try_take(cost, now_ms, instances, false, 1))
-                    }
-                }
-            });
+            .and_then(|window| self.check_global(window, u64::from(cost), now_ns / 1_000_000));
         let refused = global.filter(|g| !g.allowed).map(|_| Scope::Global);
         Outcome {
             refused,
@@ -240,58 +154,56 @@ impl RateLimiter {
             retry_after_s: global.filter(|g| !g.allowed).map_or(0, |g| g.reset_s.max(1)),
         }
     }
+
+    /// The route's window as this instance sees the cluster now; `None` when an
+    /// outage policy drops the check.
+    fn check_global(&self, window: &GlobalWindow, cost: u64, now_ms: u64) -> Option<GlobalDecision> {
+        let degraded = self.sync.degraded.load(Ordering::Relaxed);
+        let instances = self.sync.instances.load(Ordering::Relaxed).max(1);
+        let view = match (self.on_unavailable, degraded) {
+            (None, _) => ClusterView::Alone,
+            (Some(_), false) => ClusterView::Synced { instances },
+            (Some(OnUnavailable::LocalShare), true) => ClusterView::LocalShare { instances },
+            (Some(OnUnavailable::Allow), true) => return None,
+            (Some(OnUnavailable::Deny), true) => {
+                return Some(GlobalDecision {
+                    allowed: false,
+                    limit: window.limit,
+                    remaining: 0,
+                    reset_s: 1,
+                    window_s: window.window_ms.div_ceil(1000),
+                })
+            }
+        };
+        Some(window.try_take(cost, now_ms, view))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn limiter(trusted: &[&str]) -> RateLimiter {
+    fn limiter() -> RateLimiter {
         RateLimiter::new(
-            vec![(
-                "free".into(),
-                BucketParams {
+            vec![Tier {
+                name: "free".into(),
+                bucket: Bucket {
                     rate: 1.0,
                     burst: 2.0,
                 },
-            )],
-            Some(BucketParams {
+            }],
+            Some(Bucket {
                 rate: 1.0,
                 burst: 1.0,
             }),
-            trusted.iter().map(|t| t.parse().expect("cidr")).collect(),
             vec![Some(Arc::new(GlobalWindow::new("r".into(), 3, 1000))), None],
             None,
         )
     }
 
     #[test]
-    fn forwarded_for_is_believed_only_from_trusted_peers() {
-        let l = limiter(&["10.0.0.0/8", "127.0.0.1/32"]);
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        // An untrusted peer's header is ignored: it cannot pick its own key.
-        assert_eq!(
-            l.client_ip(ip("203.0.113.9"), ["1.2.3.4"].into_iter()),
-            ip("203.0.113.9")
-        );
-        // From a trusted proxy: the right-most untrusted hop.
-        assert_eq!(
-            l.client_ip(ip("10.0.0.5"), ["6.6.6.6, 198.51.100.7, 10.0.0.9"].into_iter()),
-            ip("198.51.100.7")
-        );
-        assert_eq!(
-            l.client_ip(ip("127.0.0.1"), ["10.1.1.1"].into_iter()),
-            ip("10.1.1.1")
-        );
-        assert_eq!(
-            l.client_ip(ip("::ffff:127.0.0.1"), std::iter::empty()),
-            ip("::ffff:127.0.0.1")
-        );
-    }
-
-    #[test]
     fn a_locally_refused_request_takes_nothing_from_the_global_window() {
-        let l = limiter(&[]);
+        let l = limiter();
         let alice: Arc<str> = Arc::from("alice");
         let ip: IpAddr = [192, 0, 2, 1].into();
         assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());

@@ -7,6 +7,7 @@
 use crate::ratelimit::RateLimiter;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
+use crate::vocab::identity::TierOverrides;
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
@@ -23,6 +24,7 @@ pub struct Admin {
     /// Bearer token for writes; `None` disables them.
     pub token: Option<String>,
     pub limiter: Arc<RateLimiter>,
+    pub overrides: Arc<TierOverrides>,
     pub tier_names: Vec<String>,
     pub pools: Arc<Vec<Pool>>,
     pub telemetry: Arc<Telemetry>,
@@ -50,8 +52,10 @@ impl Admin {
                 t.upstream_healthy
                     .with_label_values(&labels)
                     .set(i64::from(target.healthy));
-                if let Some((state, _, _)) = target.breaker {
-                    t.breaker_state.with_label_values(&labels).set(state.gauge());
+                if let Some(breaker) = target.breaker {
+                    t.breaker_state
+                        .with_label_values(&labels)
+                        .set(breaker.state.gauge());
                     for (to, count) in ["closed", "half_open", "open"].iter().zip(target.transitions) {
                         let counter = t
                             .breaker_transitions
@@ -80,11 +84,11 @@ impl Admin {
                     .status()
                     .into_iter()
                     .map(|t| {
-                        let breaker = t.breaker.map(|(state, failures, half_open_in)| {
+                        let breaker = t.breaker.map(|b| {
                             serde_json::json!({
-                                "state": state.as_str(),
-                                "failures_in_window": failures,
-                                "half_open_in_s": half_open_in.map(|d| d.as_secs_f64()),
+                                "state": b.state.as_str(),
+                                "failures_in_window": b.failures_in_window,
+                                "half_open_in_s": b.half_open_in.map(|d| d.as_secs_f64()),
                             })
                         });
                         serde_json::json!({
@@ -154,7 +158,7 @@ impl Admin {
         let Some(id) = self.tier_names.iter().position(|t| *t == tier) else {
             return error(400, "bad_request", &format!("no tier named \"{tier}\""));
         };
-        self.limiter.overrides.set(consumer, id);
+        self.overrides.set(consumer, id);
         log::info!("tier override: consumer {consumer} is now {tier}");
         super::json_response(
             200,
@@ -188,7 +192,7 @@ impl ServeHttp for Admin {
             (true, "/admin/stats") => super::json_response(
                 200,
                 self.telemetry
-                    .stats(crate::clock::unix_now().as_secs())
+                    .stats(crate::vocab::clock::unix_now().as_secs())
                     .to_string(),
             ),
             (true, "/metrics") => {

@@ -2,8 +2,9 @@
 //! a timer, and when a request met an unknown `kid` (woken at most once per
 //! cooldown, single-flight). A failed read keeps the last good key set.
 
-use crate::auth::jwt::{JwksSource, JwtVerifier};
-use crate::auth::keys;
+use crate::auth::jwt::JwtVerifier;
+use crate::config::JwksSource;
+use crate::vocab::verify_key;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 /// A JWKS document bigger than this is refused (it would be a misconfiguration or an attack).
 const MAX_JWKS_BYTES: u64 = 1024 * 1024;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one read of a JWKS URL may take; `/ready` waits at most this long for the first.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct JwksRefresher {
     pub verifier: Arc<JwtVerifier>,
@@ -72,7 +74,7 @@ impl BackgroundService for JwksRefresher {
                 if last_good.as_ref() == Some(&text) {
                     return Ok(None);
                 }
-                keys::from_jwks(&text).map(|parsed| Some((text, parsed)))
+                verify_key::from_jwks(&text).map(|parsed| Some((text, parsed)))
             });
             match outcome {
                 Ok(None) => failing = false,
@@ -93,6 +95,7 @@ impl BackgroundService for JwksRefresher {
                     failing = true;
                 }
             }
+            refresh.first_attempt_done();
         }
     }
 }

@@ -1,6 +1,11 @@
-//! Flips `/ready` once every proxy listener accepts a TCP connection: proof that
-//! the listeners are really up, not merely configured.
+//! Flips `/ready` once every proxy listener accepts a TCP connection (proof that
+//! the listeners are really up, not merely configured) and the first read of a
+//! JWKS URL has been tried, for at most the fetch timeout: a fresh instance behind
+//! a load balancer should not refuse tokens its peers accept, nor wait for ever on
+//! an identity provider that is down (the config's own keys work meanwhile).
 
+use super::jwks::FETCH_TIMEOUT;
+use crate::auth::jwt::JwksRefresh;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -12,6 +17,7 @@ use std::time::Duration;
 pub struct ReadinessProbe {
     pub listeners: Vec<SocketAddr>,
     pub ready: Arc<AtomicBool>,
+    pub jwks: Option<Arc<JwksRefresh>>,
 }
 
 /// A wildcard listen address is probed on loopback.
@@ -39,6 +45,17 @@ impl BackgroundService for ReadinessProbe {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
+            }
+        }
+        if let Some(jwks) = &self.jwks {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::timeout(FETCH_TIMEOUT, jwks.first_attempt()) => {}
+            }
+            if !jwks.loaded() {
+                log::warn!(
+                    "ready without the JWKS: it is not loaded yet; the config's own keys are in force"
+                );
             }
         }
         self.ready.store(true, Ordering::Release);

@@ -1,5 +1,5 @@
 //! Background sync of the global windows and tier overrides with Redis. Every
-//! `sync_interval_ms`, one pipeline: push this instance's counts (INCRBY + EXPIRE
+//! `redis.sync_interval_ms`, one pipeline: push this instance's counts (INCRBY + EXPIRE
 //! per window key), read the cluster totals, heartbeat into the instance set and
 //! count the live instances, write pending tier overrides. Requests never wait on
 //! any of it; they read what the last good sync installed.
@@ -10,6 +10,8 @@
 
 use crate::ratelimit::global::{Drained, GlobalWindow};
 use crate::ratelimit::RateLimiter;
+use crate::vocab::clock::unix_now;
+use crate::vocab::identity::TierOverrides;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -28,6 +30,7 @@ pub struct RedisSync {
     pub interval: Duration,
     pub key_prefix: String,
     pub limiter: Arc<RateLimiter>,
+    pub overrides: Arc<TierOverrides>,
     pub tier_names: Vec<String>,
     pub instance_id: String,
 }
@@ -53,10 +56,10 @@ impl RedisSync {
     }
 
     async fn sync_once(&self, conn: &mut ConnectionManager, round: u64) -> redis::RedisResult<()> {
-        let now_ms = crate::clock::unix_now().as_millis() as u64;
+        let now_ms = unix_now().as_millis() as u64;
         let windows: Vec<&Arc<GlobalWindow>> = self.limiter.globals().collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
-        let overrides = self.limiter.overrides.take_unpushed();
+        let overrides = self.overrides.take_unpushed();
         let instances_key = format!("{}:instances", self.key_prefix);
         let tiers_key = format!("{}:tiers", self.key_prefix);
         let heartbeat_ttl_ms = (self.interval.as_millis() as u64 * 10).max(3000);
@@ -128,7 +131,7 @@ impl RedisSync {
                         Some((Arc::from(consumer.as_str()), id))
                     })
                     .collect();
-                self.limiter.overrides.replace(resolved);
+                self.overrides.replace(resolved);
             }
         }
         let state = &self.limiter.sync;
@@ -146,7 +149,7 @@ impl RedisSync {
         for (window, drained) in windows.iter().zip(drained) {
             window.restore(drained);
         }
-        self.limiter.overrides.restore_unpushed(overrides);
+        self.overrides.restore_unpushed(overrides);
     }
 
     fn failed(&self, what: &str, e: &redis::RedisError) {

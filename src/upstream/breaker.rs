@@ -22,6 +22,7 @@
 //! - The failure window is a count of failures in the last `window`, not a streak or a ratio, so
 //!   successes while CLOSED carry no information and cost nothing.
 
+pub use crate::config::BreakerSettings;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,18 +41,6 @@ impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// Failures within `window` that open the breaker.
-    pub failures: u32,
-    /// How far back failures count.
-    pub window: Duration,
-    /// How long OPEN refuses everything before probes are let through.
-    pub open: Duration,
-    /// Probe requests admitted at once while HALF_OPEN.
-    pub half_open_requests: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,9 +6,8 @@
 //! are closed: the balancer keeps its selector and health in `ArcSwap`s, and a
 //! closed breaker answers with one atomic load.
 
-use super::breaker::{Admission, Breaker, BreakerSettings, BreakerState, SystemClock, Transition};
-use crate::config::schema::{Balance, HealthCheckKind};
-use crate::config::Upstream;
+use super::breaker::{Admission, Breaker, BreakerState, SystemClock, Transition};
+use crate::config::{Balance, HealthCheckKind, Upstream};
 use futures::FutureExt;
 use pingora_core::services::background::GenBackgroundService;
 use pingora_load_balancing::discovery::Static;
@@ -44,22 +43,39 @@ pub struct Pool {
     balancer: Balancer,
 }
 
+/// A breaker's admission of one attempt, to be reported back exactly once.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerTicket {
+    /// Index into `targets`.
+    pub target: usize,
+    pub admission: Admission,
+}
+
 /// The outcome of choosing a target for one attempt.
 pub enum Selection {
     Target {
         addr: SocketAddr,
-        /// Index into `targets`, and the breaker's admission to report back.
-        breaker: Option<(usize, Admission)>,
+        /// `None` when the upstream has no breakers.
+        ticket: Option<BreakerTicket>,
     },
     /// Every target is unhealthy, open or already tried; retry after this long.
     Unavailable { retry_after_s: u64 },
+}
+
+/// A target's breaker as the admin API shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct BreakerStatus {
+    pub state: BreakerState,
+    pub failures_in_window: u32,
+    /// Time left until an open breaker lets probes through.
+    pub half_open_in: Option<Duration>,
 }
 
 /// One target's state, for the admin API and metrics.
 pub struct TargetStatus {
     pub addr: SocketAddr,
     pub healthy: bool,
-    pub breaker: Option<(BreakerState, u32, Option<Duration>)>,
+    pub breaker: Option<BreakerStatus>,
     /// Transitions so far into closed, half-open and open.
     pub transitions: [u64; 3],
 }
@@ -86,17 +102,9 @@ impl Pool {
             }
         };
         let breakers = match upstream.breaker {
-            Some(spec) => targets
+            Some(settings) => targets
                 .iter()
-                .map(|_| {
-                    let settings = BreakerSettings {
-                        failures: spec.failures,
-                        window: Duration::from_secs(spec.window_s),
-                        open: Duration::from_secs(spec.open_s),
-                        half_open_requests: spec.half_open_requests,
-                    };
-                    Breaker::new(settings, Arc::new(SystemClock))
-                })
+                .map(|_| Breaker::new(settings, Arc::new(SystemClock)))
                 .collect(),
             None => Vec::new(),
         };
@@ -144,7 +152,7 @@ impl Pool {
                 break;
             };
             let Some((index, breaker)) = self.breaker_of(&addr) else {
-                return Selection::Target { addr, breaker: None };
+                return Selection::Target { addr, ticket: None };
             };
             let (admission, transition) = breaker.try_acquire();
             self.log_transition(addr, transition);
@@ -152,7 +160,10 @@ impl Pool {
                 Some(admission) => {
                     return Selection::Target {
                         addr,
-                        breaker: Some((index, admission)),
+                        ticket: Some(BreakerTicket {
+                            target: index,
+                            admission,
+                        }),
                     }
                 }
                 None => lost_race.push(addr),
@@ -171,19 +182,19 @@ impl Pool {
     }
 
     /// The result of an attempt admitted by `select`: `None` gives the admission back unused.
-    pub fn report(&self, index: usize, admission: Admission, success: Option<bool>) {
-        let Some(breaker) = self.breakers.get(index) else {
+    pub fn report(&self, ticket: BreakerTicket, success: Option<bool>) {
+        let Some(breaker) = self.breakers.get(ticket.target) else {
             return;
         };
         let transition = match success {
-            Some(true) => breaker.record_success(admission),
-            Some(false) => breaker.record_failure(admission),
+            Some(true) => breaker.record_success(ticket.admission),
+            Some(false) => breaker.record_failure(ticket.admission),
             None => {
-                breaker.release(admission);
+                breaker.release(ticket.admission);
                 None
             }
         };
-        self.log_transition(self.targets[index], transition);
+        self.log_transition(self.targets[ticket.target], transition);
     }
 
     fn log_transition(&self, addr: SocketAddr, transition: Option<Transition>) {
@@ -209,10 +220,11 @@ impl Pool {
             .map(|(i, addr)| TargetStatus {
                 addr: *addr,
                 healthy: health.iter().any(|(a, h)| a == addr && *h),
-                breaker: self
-                    .breakers
-                    .get(i)
-                    .map(|b| (b.state(), b.failures_in_window(), b.time_to_half_open())),
+                breaker: self.breakers.get(i).map(|b| BreakerStatus {
+                    state: b.state(),
+                    failures_in_window: b.failures_in_window(),
+                    half_open_in: b.time_to_half_open(),
+                }),
                 transitions: self
                     .transitions
                     .get(i)
@@ -275,9 +287,7 @@ where
                 check.consecutive_failure = hc.consecutive_failure;
                 check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
                 check.peer_template.options.read_timeout = Some(upstream.read_timeout);
-                check.req.set_uri(
-                    http::Uri::try_from(hc.path.as_str()).unwrap_or_else(|_| http::Uri::from_static("/")),
-                );
+                check.req.set_uri(hc.path.clone());
                 backends.set_health_check(Box::new(check));
             }
         }
@@ -289,7 +299,7 @@ where
         log::error!("upstream {}: initial target update failed: {e}", upstream.name);
     }
     if let Some(hc) = &upstream.health_check {
-        lb.health_check_frequency = Some(Duration::from_millis(hc.interval_ms));
+        lb.health_check_frequency = Some(hc.interval);
     }
     let lb = Arc::new(lb);
     let service = upstream.health_check.as_ref().map(|_| {

@@ -1,13 +1,18 @@
-//! Verification keys from the config (inline secrets, PEM files) and from JWKS
-//! documents. Every key carries the one algorithm it verifies: the algorithm comes
-//! from the config or the JWK, never from a token, so an RSA public key can never
-//! be used as an HMAC secret and an `oct` key never verifies an asymmetric token.
+//! JWT verification keys, from a secret, a PEM public key or a JWKS document.
+//! Every key carries the one algorithm it verifies: the algorithm comes from the
+//! config or the JWK, never from a token, so an RSA public key can never be used
+//! as an HMAC secret and an `oct` key never verifies an asymmetric token. Every
+//! key is self-tested once, when it is made.
 
-use crate::config::schema::JwtKeySpec;
-use crate::error::ConfigProblem;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use std::str::FromStr;
+
+/// JWT algorithms floodgate verifies.
+pub const ALGORITHMS: &[&str] = &[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+    "EdDSA",
+];
 
 pub struct VerifyKey {
     pub kid: Option<String>,
@@ -15,47 +20,38 @@ pub struct VerifyKey {
     pub key: DecodingKey,
 }
 
-fn problem(path: &str, message: impl Into<String>) -> ConfigProblem {
-    ConfigProblem {
-        path: path.into(),
-        message: message.into(),
-    }
+/// The algorithm named `name`, if floodgate verifies it.
+pub fn algorithm(name: &str) -> Option<Algorithm> {
+    ALGORITHMS
+        .contains(&name)
+        .then(|| Algorithm::from_str(name).ok())
+        .flatten()
 }
 
-/// A key from `auth.jwt.keys[i]` (shape already validated).
-pub fn from_spec(spec: &JwtKeySpec, path: &str) -> Result<VerifyKey, ConfigProblem> {
-    let alg =
-        Algorithm::from_str(&spec.alg).map_err(|_| problem(&format!("{path}.alg"), "unknown algorithm"))?;
-    let pem = match (&spec.public_key_file, &spec.public_key) {
-        (Some(file), _) => Some(std::fs::read(file).map_err(|e| {
-            problem(
-                &format!("{path}.public_key_file"),
-                format!("cannot read {file}: {e}"),
-            )
-        })?),
-        (None, Some(inline)) => Some(inline.as_bytes().to_vec()),
-        (None, None) => None,
+/// An HMAC key from its shared secret.
+pub fn from_secret(kid: Option<String>, alg: Algorithm, secret: &str) -> Result<VerifyKey, String> {
+    let key = VerifyKey {
+        kid,
+        alg,
+        key: DecodingKey::from_secret(secret.as_bytes()),
     };
-    let key = match (alg, pem, &spec.secret) {
-        (Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512, _, Some(secret)) => {
-            DecodingKey::from_secret(secret.as_bytes())
-        }
-        (_, Some(pem), _) => {
-            let parsed = match alg {
-                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(&pem),
-                Algorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-                _ => DecodingKey::from_rsa_pem(&pem),
-            };
-            parsed.map_err(|e| problem(path, format!("not a {} public key in PEM form: {e}", spec.alg)))?
-        }
-        _ => return Err(problem(path, format!("{} needs key material", spec.alg))),
+    self_test(&key, Some(secret))?;
+    Ok(key)
+}
+
+/// A public key in PEM form, for an RSA, EC or EdDSA algorithm.
+pub fn from_pem(kid: Option<String>, alg: Algorithm, pem: &[u8]) -> Result<VerifyKey, String> {
+    let parsed = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        _ => DecodingKey::from_rsa_pem(pem),
     };
     let key = VerifyKey {
-        kid: spec.kid.clone(),
+        kid,
         alg,
-        key,
+        key: parsed.map_err(|e| format!("not a {alg:?} public key in PEM form: {e}"))?,
     };
-    self_test(&key, spec.secret.as_deref()).map_err(|e| problem(path, e))?;
+    self_test(&key, None)?;
     Ok(key)
 }
 

@@ -1,0 +1,275 @@
+//! The validated configuration: runtime-ready values (socket addresses,
+//! durations, tier ids, key digests, parsed and self-tested keys, header names)
+//! that components take as they are. Nothing here can be invalid; constructors
+//! that take these values cannot fail on config content.
+//!
+//! The small enums below are plain runtime values; they derive `Deserialize` only
+//! so that the serde mirror (`schema`) can name them without a copy.
+
+use crate::vocab::client_addr::TrustedProxies;
+use crate::vocab::identity::TierId;
+use crate::vocab::verify_key::VerifyKey;
+use http::{HeaderName, Method};
+use pingora_core::server::configuration::ServerConf;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole validated configuration: Pingora's server keys and the gateway's.
+pub struct Config {
+    pub server: ServerConf,
+    pub listen: Vec<SocketAddr>,
+    pub admin: Admin,
+    pub client: ClientLimits,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub auth: Option<Auth>,
+    /// Tier names and buckets; a tier's id is its index here.
+    pub tiers: Vec<Tier>,
+    /// Bucket for callers without credentials, keyed by client address; none = unlimited.
+    pub anonymous: Option<Bucket>,
+    pub trusted_proxies: TrustedProxies,
+    pub redis: Option<Redis>,
+    pub access_log: AccessLogTarget,
+}
+
+impl Config {
+    pub fn tier_names(&self) -> Vec<String> {
+        self.tiers.iter().map(|t| t.name.clone()).collect()
+    }
+}
+
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Bearer token for admin writes; absent, writes are refused.
+    pub token: Option<String>,
+}
+
+/// Limits on what a client may send and how long it may take.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientLimits {
+    /// Total time allowed for a new connection to deliver its first request head.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open (Pingora counts seconds).
+    pub keepalive_timeout_s: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+/// Where access-log lines go: `stdout` (default), `off`, or a file path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// A token bucket: `rate` tokens per second, `burst` tokens at most.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub rate: f64,
+    pub burst: f64,
+}
+
+impl Bucket {
+    /// Seconds for an empty bucket to fill: the `w` of RateLimit-Policy.
+    pub fn window_s(&self) -> u64 {
+        (self.burst / self.rate).ceil() as u64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tier {
+    pub name: String,
+    pub bucket: Bucket,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    #[default]
+    Http,
+    /// Served in-process on a loopback port.
+    Echo,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    ConsistentHash,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub kind: HealthCheckKind,
+    pub path: http::Uri,
+    /// Host header of the probe; the target's address when absent.
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub consecutive_success: usize,
+    pub consecutive_failure: usize,
+}
+
+/// `failures` failures (connect errors, timeouts, 5xx) within `window` open a
+/// target's breaker for `open`; then `half_open_requests` probes decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSettings {
+    pub failures: u32,
+    pub window: Duration,
+    pub open: Duration,
+    pub half_open_requests: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub kind: UpstreamKind,
+    /// Resolved once here: the request path never does DNS.
+    pub targets: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub health_check: Option<HealthCheck>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub retries: u32,
+    pub breaker: Option<BreakerSettings>,
+}
+
+/// Whether a route wants to know its caller.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthPolicy {
+    /// Credentials needed: 401 without them.
+    Required,
+    /// Callers who present credentials are identified (bad ones are still a 401);
+    /// the rest pass as anonymous.
+    Optional,
+    /// Credentials are not looked at.
+    None,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Proxy {
+        upstream: usize,
+        strip_prefix: bool,
+    },
+    Respond {
+        status: u16,
+        body: String,
+        content_type: String,
+    },
+}
+
+/// Requests admitted per `per` across all instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalLimit {
+    pub rate: u64,
+    pub per: Duration,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path_prefix: String,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    pub action: RouteAction,
+    pub max_body_bytes: Option<u64>,
+    pub auth: AuthPolicy,
+    /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
+    pub tiers: Option<Vec<TierId>>,
+    pub cost: u32,
+    pub global_limit: Option<GlobalLimit>,
+}
+
+impl Route {
+    pub fn upstream(&self) -> Option<usize> {
+        match self.action {
+            RouteAction::Proxy { upstream, .. } => Some(upstream),
+            RouteAction::Respond { .. } => None,
+        }
+    }
+}
+
+pub struct Auth {
+    pub jwt: Option<Jwt>,
+    pub api_keys: Option<ApiKeys>,
+    /// The tier of a consumer whose token or key names none.
+    pub default_tier: TierId,
+}
+
+pub struct Jwt {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_s: u64,
+    pub consumer_claim: String,
+    pub tier_claim: String,
+    /// The config's own keys, loaded and self-tested.
+    pub keys: Vec<VerifyKey>,
+    pub jwks: Option<Jwks>,
+    /// Claim → upstream header, never one the gateway sets itself.
+    pub claims_to_headers: Vec<(String, HeaderName)>,
+    /// Verified tokens kept so a hot token is not verified again.
+    pub cache_entries: usize,
+}
+
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+pub struct Jwks {
+    pub source: JwksSource,
+    /// A file's keys as read at load (a URL's come with the first fetch).
+    pub initial: Vec<VerifyKey>,
+    /// How often the source is read again.
+    pub refresh: Duration,
+    /// Least time between two refreshes woken by an unknown `kid`.
+    pub cooldown: Duration,
+}
+
+pub struct ApiKeys {
+    pub header: HeaderName,
+    pub keys: Vec<ApiKey>,
+}
+
+pub struct ApiKey {
+    pub consumer: String,
+    /// SHA-256 of the key; the key itself is never in the config.
+    pub digest: [u8; 32],
+    pub tier: TierId,
+}
+
+/// What to do with limits shared through Redis while Redis cannot be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Enforce limit ÷ instances last seen alive, on this instance's own counts.
+    LocalShare,
+    /// Drop the global check.
+    Allow,
+    /// Refuse every request of the route.
+    Deny,
+}
+
+pub struct Redis {
+    /// The parsed URL; connections are made by the background sync only.
+    pub client: redis::Client,
+    pub sync_interval: Duration,
+    pub key_prefix: String,
+    pub on_unavailable: OnUnavailable,
+}

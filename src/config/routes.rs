@@ -1,0 +1,210 @@
+//! `routes`: what each path prefix (with an optional host and methods) does,
+//! who may call it and what it costs.
+
+use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
+use super::problems::Problems;
+use super::schema::RouteSpec;
+use super::tiers::tier_id;
+use crate::vocab::path::normalize_path;
+use http::Method;
+use serde_yaml::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// What the route validator reads from the sections before it.
+pub(super) struct Known<'a> {
+    pub(super) upstreams: &'a [Upstream],
+    pub(super) tiers: &'a [Tier],
+    pub(super) auth_configured: bool,
+}
+
+pub(super) fn routes(problems: &mut Problems, value: Option<Value>, known: &Known<'_>) -> Vec<Route> {
+    let Some(value) = value else {
+        problems.add("routes", "required: at least one route");
+        return Vec::new();
+    };
+    let Some(items): Option<Vec<Value>> = problems.section("routes", value) else {
+        return Vec::new();
+    };
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let Some(spec) = problems.section::<RouteSpec>(&path, item) else {
+            continue;
+        };
+        if !names.insert(spec.name.clone()) {
+            problems.add(
+                format!("{path}.name"),
+                format!("duplicate route name \"{}\"", spec.name),
+            );
+        }
+        if let Some(route) = route(problems, &path, spec, known) {
+            out.push(route);
+        }
+    }
+    out
+}
+
+fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>) -> Option<Route> {
+    if !spec.path_prefix.starts_with('/') {
+        problems.add(format!("{path}.path_prefix"), "must start with /");
+    } else if normalize_path(&spec.path_prefix).as_deref() != Some(spec.path_prefix.as_str()) {
+        problems.add(
+            format!("{path}.path_prefix"),
+            "must be in normalized form (no //, /./, /../ or percent-encoded unreserved characters)",
+        );
+    }
+    let methods = spec.methods.as_ref().map(|list| {
+        list.iter()
+            .enumerate()
+            .filter_map(
+                |(j, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        problems.add(
+                            format!("{path}.methods[{j}]"),
+                            format!("\"{m}\" is not an HTTP method"),
+                        );
+                        None
+                    }
+                },
+            )
+            .collect()
+    });
+    let action = action(problems, path, &spec, known.upstreams)?;
+    let auth = spec.auth.unwrap_or(if known.auth_configured {
+        AuthPolicy::Required
+    } else {
+        AuthPolicy::None
+    });
+    if auth != AuthPolicy::None && !known.auth_configured {
+        problems.add(format!("{path}.auth"), "needs a top-level auth section");
+    }
+    let tiers = spec.tiers.as_ref().map(|names| {
+        if auth == AuthPolicy::None {
+            problems.add(format!("{path}.tiers"), "needs auth: required or optional");
+        }
+        names
+            .iter()
+            .enumerate()
+            .filter_map(|(j, name)| tier_id(problems, known.tiers, &format!("{path}.tiers[{j}]"), name))
+            .collect()
+    });
+    if spec.cost == 0 {
+        problems.add(format!("{path}.cost"), "must be at least 1");
+    }
+    let global_limit = spec.global_limit.map(|g| {
+        if g.rate == 0 || g.per_s == 0 {
+            problems.add(
+                format!("{path}.global_limit"),
+                "rate and per_s must be at least 1",
+            );
+        }
+        GlobalLimit {
+            rate: g.rate,
+            per: Duration::from_secs(g.per_s),
+        }
+    });
+    Some(Route {
+        name: spec.name,
+        path_prefix: spec.path_prefix,
+        host: spec.host.map(|h| h.to_ascii_lowercase()),
+        methods,
+        action,
+        max_body_bytes: spec.max_body_bytes,
+        auth,
+        tiers,
+        cost: spec.cost,
+        global_limit,
+    })
+}
+
+fn action(
+    problems: &mut Problems,
+    path: &str,
+    spec: &RouteSpec,
+    upstreams: &[Upstream],
+) -> Option<RouteAction> {
+    match (&spec.upstream, &spec.respond) {
+        (Some(_), Some(_)) => {
+            problems.add(path, "has both upstream and respond; choose one");
+            None
+        }
+        (None, None) => {
+            problems.add(path, "needs an upstream or a respond");
+            None
+        }
+        (Some(name), None) => match upstreams.iter().position(|u| &u.name == name) {
+            Some(upstream) => Some(RouteAction::Proxy {
+                upstream,
+                strip_prefix: spec.strip_prefix,
+            }),
+            None => {
+                problems.add(
+                    format!("{path}.upstream"),
+                    format!("no upstream named \"{name}\""),
+                );
+                None
+            }
+        },
+        (None, Some(r)) => {
+            if !(100..=599).contains(&r.status) {
+                problems.add(
+                    format!("{path}.respond.status"),
+                    "must be an HTTP status from 100 to 599",
+                );
+            }
+            Some(RouteAction::Respond {
+                status: r.status,
+                body: r.body.clone(),
+                content_type: r
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::problems_of;
+
+    const HEAD: &str = "listen: [\"127.0.0.1:8080\"]\nadmin: { listen: \"127.0.0.1:9091\" }\n\
+                        upstreams: { b: { targets: [\"127.0.0.1:9000\"] } }\n";
+
+    #[test]
+    fn every_route_problem_names_its_key() {
+        let problems = problems_of(&format!(
+            "{HEAD}routes:\n\
+             - {{ name: a, path_prefix: api, upstream: nope }}\n\
+             - {{ name: a, path_prefix: /x//y, respond: {{ status: 99 }}, methods: [GET, \"B@D\"] }}\n\
+             - {{ name: c, path_prefix: /c, upstream: b, respond: {{ status: 200 }} }}\n\
+             - {{ name: d, path_prefix: /d, upstream: b, tiers: [gold], cost: 0, global_limit: {{ rate: 0 }} }}\n\
+             - {{ name: e, path_prefix: /e, upstream: b, auth: required }}\n"
+        ));
+        assert_eq!(
+            problems,
+            vec![
+                "routes[0].path_prefix: must start with /",
+                "routes[0].upstream: no upstream named \"nope\"",
+                "routes[1].name: duplicate route name \"a\"",
+                "routes[1].path_prefix: must be in normalized form (no //, /./, /../ or percent-encoded unreserved characters)",
+                "routes[1].methods[1]: \"B@D\" is not an HTTP method",
+                "routes[1].respond.status: must be an HTTP status from 100 to 599",
+                "routes[2]: has both upstream and respond; choose one",
+                "routes[3].tiers: needs auth: required or optional",
+                "routes[3].tiers[0]: no tier named \"gold\" (tiers: free, basic, premium, enterprise)",
+                "routes[3].cost: must be at least 1",
+                "routes[3].global_limit: rate and per_s must be at least 1",
+                "routes[4].auth: needs a top-level auth section",
+            ]
+        );
+    }
+
+    #[test]
+    fn routes_are_required() {
+        assert_eq!(problems_of(HEAD), vec!["routes: required: at least one route"]);
+    }
+}

@@ -1,0 +1,195 @@
+//! `upstreams`: targets (resolved once, here), balancing, health checks,
+//! timeouts, retries and circuit breakers.
+
+use super::model::{BreakerSettings, HealthCheck, Upstream, UpstreamKind};
+use super::problems::Problems;
+use super::schema::{TimeoutsSpec, UpstreamSpec};
+use serde_yaml::Value;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// More retries than this only multiply the load on a failing upstream.
+const MAX_RETRIES: u32 = 10;
+
+pub(super) fn upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Upstream> {
+    let Some(value) = value else { return Vec::new() };
+    let Some(map): Option<BTreeMap<String, Value>> = problems.section("upstreams", value) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter_map(|(name, spec)| {
+            let path = format!("upstreams.{name}");
+            let spec = problems.section::<UpstreamSpec>(&path, spec)?;
+            Some(upstream(problems, &path, name, spec))
+        })
+        .collect()
+}
+
+fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpec) -> Upstream {
+    let targets = spec
+        .targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| resolve_target(problems, &format!("{path}.targets[{i}]"), t))
+        .collect();
+    match spec.kind {
+        UpstreamKind::Http if spec.targets.is_empty() => problems.add(
+            format!("{path}.targets"),
+            "needs at least one host:port target (or kind: echo)",
+        ),
+        UpstreamKind::Echo if !spec.targets.is_empty() || spec.health_check.is_some() => problems.add(
+            path,
+            "kind: echo is served in-process and takes no targets or health_check",
+        ),
+        _ => {}
+    }
+    let health_check = spec.health_check.map(|hc| {
+        if hc.interval_ms == 0 {
+            problems.add(
+                format!("{path}.health_check.interval_ms"),
+                "must be greater than 0",
+            );
+        }
+        let uri = match http::Uri::try_from(hc.path.as_str()) {
+            Ok(uri) if hc.path.starts_with('/') => uri,
+            _ => {
+                problems.add(
+                    format!("{path}.health_check.path"),
+                    "must be a path starting with /",
+                );
+                http::Uri::from_static("/")
+            }
+        };
+        HealthCheck {
+            kind: hc.kind,
+            path: uri,
+            host: hc.host,
+            interval: Duration::from_millis(hc.interval_ms),
+            consecutive_success: hc.consecutive_success,
+            consecutive_failure: hc.consecutive_failure,
+        }
+    });
+    let TimeoutsSpec {
+        connect_ms,
+        read_ms,
+        write_ms,
+    } = spec.timeouts;
+    for (key, v) in [
+        ("connect_ms", connect_ms),
+        ("read_ms", read_ms),
+        ("write_ms", write_ms),
+    ] {
+        if v == 0 {
+            problems.add(format!("{path}.timeouts.{key}"), "must be greater than 0");
+        }
+    }
+    if spec.retries > MAX_RETRIES {
+        problems.add(format!("{path}.retries"), format!("at most {MAX_RETRIES}"));
+    }
+    let breaker = spec.breaker.map(|b| {
+        if b.failures == 0 || b.window_s == 0 || b.open_s == 0 || b.half_open_requests == 0 {
+            problems.add(
+                format!("{path}.breaker"),
+                "failures, window_s, open_s and half_open_requests must be at least 1",
+            );
+        }
+        BreakerSettings {
+            failures: b.failures,
+            window: Duration::from_secs(b.window_s),
+            open: Duration::from_secs(b.open_s),
+            half_open_requests: b.half_open_requests,
+        }
+    });
+    Upstream {
+        name,
+        kind: spec.kind,
+        targets,
+        balance: spec.balance,
+        health_check,
+        connect_timeout: Duration::from_millis(connect_ms),
+        read_timeout: Duration::from_millis(read_ms),
+        write_timeout: Duration::from_millis(write_ms),
+        retries: spec.retries,
+        breaker,
+    }
+}
+
+/// Resolve a target once, at load; a name that does not resolve is a config error,
+/// never a panic inside `HttpPeer::new` at request time.
+fn resolve_target(problems: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    if !text.contains(':') {
+        problems.add(path, format!("\"{text}\" needs a port (host:port)"));
+        return None;
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => {
+            let first = addrs.next();
+            if first.is_none() {
+                problems.add(path, format!("\"{text}\" resolves to no address"));
+            }
+            first
+        }
+        Err(e) => {
+            problems.add(path, format!("cannot resolve \"{text}\": {e}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> (Vec<Upstream>, Vec<String>) {
+        let mut problems = Problems::default();
+        let ups = upstreams(&mut problems, Some(serde_yaml::from_str(yaml).expect("yaml")));
+        (ups, problems.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_valid_upstream_becomes_runtime_values() {
+        let (ups, problems) = parse(
+            "b:\n  targets: [\"127.0.0.1:9000\", \"localhost:9001\"]\n  \
+             health_check: { kind: http, interval_ms: 250 }\n  \
+             breaker: { failures: 3, open_s: 2 }\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let b = &ups[0];
+        assert_eq!(b.targets.len(), 2);
+        assert_eq!(b.read_timeout, Duration::from_secs(5));
+        assert_eq!(
+            b.health_check.as_ref().map(|h| h.interval),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            b.breaker.map(|s| (s.failures, s.open)),
+            Some((3, Duration::from_secs(2)))
+        );
+    }
+
+    #[test]
+    fn every_problem_names_its_key() {
+        let (_, problems) = parse(
+            "a: { targets: [\"nohost\"], timeouts: { read_ms: 0 }, retries: 11 }\n\
+             e: { kind: echo, targets: [\"127.0.0.1:1\"] }\n\
+             h: { targets: [] , health_check: { kind: tcp, path: x, interval_ms: 0 }, breaker: { failures: 0 } }\n",
+        );
+        assert_eq!(
+            problems,
+            vec![
+                "upstreams.a.targets[0]: \"nohost\" needs a port (host:port)",
+                "upstreams.a.timeouts.read_ms: must be greater than 0",
+                "upstreams.a.retries: at most 10",
+                "upstreams.e: kind: echo is served in-process and takes no targets or health_check",
+                "upstreams.h.targets: needs at least one host:port target (or kind: echo)",
+                "upstreams.h.health_check.interval_ms: must be greater than 0",
+                "upstreams.h.health_check.path: must be a path starting with /",
+                "upstreams.h.breaker: failures, window_s, open_s and half_open_requests must be at least 1",
+            ]
+        );
+    }
+}

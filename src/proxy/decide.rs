@@ -1,0 +1,199 @@
+//! What `request_filter` decides, without any I/O: route → auth → local bucket
+//! → global window → declared body size. A pure function of the request head, the
+//! peer address and the time, so it is unit-tested and benchmarked without a
+//! connection.
+
+use super::ctx::RequestCtx;
+use super::respond;
+use crate::auth::{Authenticator, Failure};
+use crate::config::{AuthPolicy, Route, RouteAction};
+use crate::ratelimit::{self, RateLimiter};
+use crate::routing::RouteTable;
+use crate::vocab::client_addr::TrustedProxies;
+use crate::vocab::identity::TierOverrides;
+use crate::vocab::path::normalize_path;
+use bytes::Bytes;
+use http::header;
+use pingora_http::RequestHeader;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What `request_filter` must do with a request.
+pub enum Verdict<'a> {
+    Proxy,
+    /// A gateway-made answer.
+    Answer {
+        status: u16,
+        content_type: &'a str,
+        body: Bytes,
+        extra: Vec<(&'static str, String)>,
+        /// Close the connection after it (the body was not read, or framing is not trusted).
+        close: bool,
+    },
+}
+
+impl Verdict<'_> {
+    fn error(status: u16, request_id: &str, extra: Vec<(&'static str, String)>, close: bool) -> Self {
+        Verdict::Answer {
+            status,
+            content_type: "application/json",
+            body: respond::error_body(status, request_id),
+            extra,
+            close,
+        }
+    }
+}
+
+/// The parts of the gateway a decision reads.
+pub struct Decider {
+    pub routes: RouteTable,
+    pub auth: Option<Authenticator>,
+    pub limiter: Arc<RateLimiter>,
+    pub trusted_proxies: TrustedProxies,
+    pub overrides: Arc<TierOverrides>,
+}
+
+impl Decider {
+    pub fn decide(
+        &self,
+        req: &RequestHeader,
+        peer: Option<IpAddr>,
+        ctx: &mut RequestCtx,
+        now_ns: u64,
+    ) -> Verdict<'_> {
+        let Some(path) = normalize_path(req.uri.path()) else {
+            return Verdict::error(400, &ctx.request_id, Vec::new(), true);
+        };
+        let Some((index, route)) = self.routes.find(request_host(req), &req.method, &path) else {
+            return Verdict::error(404, &ctx.request_id, Vec::new(), false);
+        };
+        ctx.route = Some(index);
+        if let Cow::Owned(p) = path {
+            ctx.normalized_path = Some(p);
+        }
+
+        if let Err(failure) = self.authenticate(req, route, ctx, now_ns) {
+            ctx.auth_failure = Some(failure.reason());
+            let status = failure.status();
+            let extra = if status == 401 {
+                vec![("www-authenticate", failure.www_authenticate().to_string())]
+            } else {
+                Vec::new()
+            };
+            return Verdict::error(status, &ctx.request_id, extra, false);
+        }
+
+        let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+            let forwarded = req.headers.get_all("x-forwarded-for");
+            self.trusted_proxies
+                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
+        });
+        ctx.client_ip = Some(client_ip);
+        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
+        let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
+        if outcome.local.is_some() || outcome.global.is_some() {
+            ctx.limit = Some(outcome);
+        }
+        if outcome.refused.is_some() {
+            return Verdict::Answer {
+                status: 429,
+                content_type: "application/json",
+                body: Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id)),
+                extra: ratelimit::headers::headers(&self.limiter, &outcome),
+                close: false,
+            };
+        }
+
+        match &route.action {
+            RouteAction::Respond {
+                status,
+                body,
+                content_type,
+            } => Verdict::Answer {
+                status: *status,
+                content_type: content_type.as_str(),
+                body: Bytes::copy_from_slice(body.as_bytes()),
+                extra: ctx
+                    .limit
+                    .as_ref()
+                    .map(|o| ratelimit::headers::headers(&self.limiter, o))
+                    .unwrap_or_default(),
+                close: false,
+            },
+            RouteAction::Proxy { .. } if declared_body_too_large(req, route) => {
+                Verdict::error(413, &ctx.request_id, Vec::new(), true)
+            }
+            RouteAction::Proxy { .. } => Verdict::Proxy,
+        }
+    }
+
+    /// The route's auth policy applied to the request's credentials; on success the
+    /// caller (if any) is in `ctx.identity`, with its runtime tier override applied.
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        route: &Route,
+        ctx: &mut RequestCtx,
+        now_ns: u64,
+    ) -> Result<(), Failure> {
+        let Some(auth) = self.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
+            return Ok(());
+        };
+        let mut identity = auth.authenticate(&req.headers, now_ns / 1_000_000_000)?;
+        if let Some(id) = identity.as_mut() {
+            if let Some(tier) = self.overrides.get(&id.consumer) {
+                id.tier = tier;
+            }
+        }
+        match (&identity, route.auth) {
+            (None, AuthPolicy::Required) => return Err(Failure::Missing),
+            (Some(id), _) if route.tiers.as_ref().is_some_and(|t| !t.contains(&id.tier)) => {
+                return Err(Failure::TierForbidden)
+            }
+            (None, _) if route.tiers.is_some() => return Err(Failure::Missing),
+            _ => {}
+        }
+        ctx.identity = identity;
+        Ok(())
+    }
+}
+
+/// A declared Content-Length over the route's limit is refused before the body is read.
+fn declared_body_too_large(req: &RequestHeader, route: &Route) -> bool {
+    let Some(limit) = route.max_body_bytes else {
+        return false;
+    };
+    req.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+}
+
+/// The request's host without its port (IPv6 literals kept whole).
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    let raw = req
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    Some(match raw.rfind(':') {
+        Some(i) if !raw[i..].contains(']') => &raw[..i],
+        _ => raw,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_without_port() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        req.insert_header("host", "Example.test:8080").expect("host");
+        assert_eq!(request_host(&req), Some("Example.test"));
+        req.insert_header("host", "[::1]").expect("host");
+        assert_eq!(request_host(&req), Some("[::1]"));
+    }
+}

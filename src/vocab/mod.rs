@@ -1,0 +1,11 @@
+//! Shared words of the data path that every component may use: path
+//! normalization, the caller's identity and tier, the client address, the key of
+//! whoever is limited, verification keys and the clock. Nothing here imports a
+//! component or the config.
+
+pub mod client_addr;
+pub mod clock;
+pub mod identity;
+pub mod limit_key;
+pub mod path;
+pub mod verify_key;
