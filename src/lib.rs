@@ -26,3 +26,6 @@ pub mod services;
 pub mod telemetry;
 pub mod upstream;
 pub mod vocab;
+
+#[cfg(test)]
+mod import_direction;

@@ -13,6 +13,12 @@ const MAX_ECHOED_BODY: usize = 64 * 1024;
 
 pub struct Echo;
 
+/// The echo's answer to a body it could not read; the message is escaped as JSON,
+/// whatever the error says.
+fn bad_request_body(message: &str) -> String {
+    serde_json::json!({"error": "bad_request", "message": message}).to_string()
+}
+
 #[async_trait]
 impl ServeHttp for Echo {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -26,12 +32,7 @@ impl ServeHttp for Echo {
                     body.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return super::json_response(
-                        400,
-                        format!("{{\"error\":\"bad_request\",\"message\":\"{e}\"}}"),
-                    )
-                }
+                Err(e) => return super::json_response(400, bad_request_body(&e.to_string())),
             }
         }
         let req = session.req_header();
@@ -52,5 +53,18 @@ impl ServeHttp for Echo {
             "body": String::from_utf8_lossy(&body),
         });
         super::json_response(200, answer.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_message_is_escaped_into_valid_json() {
+        let message = "bad chunk \"size\"\r\n\\ end";
+        let body: Value = serde_json::from_str(&bad_request_body(message)).expect("valid JSON");
+        assert_eq!(body["error"], "bad_request");
+        assert_eq!(body["message"], message);
     }
 }
