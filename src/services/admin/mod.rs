@@ -4,6 +4,8 @@
 //! the live dashboard at `GET /`, and `PUT /admin/consumers/{id}/tier` (bearer
 //! `admin.token`) for runtime tier overrides.
 
+mod stats;
+
 use crate::ratelimit::RateLimiter;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
@@ -31,7 +33,7 @@ pub struct Admin {
 }
 
 /// The dashboard: one self-contained page (no CDN) polling the JSON endpoints.
-const DASHBOARD: &str = include_str!("dashboard.html");
+const DASHBOARD: &str = include_str!("../dashboard.html");
 
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
     super::json_response(
@@ -191,9 +193,7 @@ impl ServeHttp for Admin {
             }
             (true, "/admin/stats") => super::json_response(
                 200,
-                self.telemetry
-                    .stats(crate::vocab::clock::unix_now().as_secs())
-                    .to_string(),
+                stats::stats(&self.telemetry, crate::vocab::clock::unix_now().as_secs()).to_string(),
             ),
             (true, "/metrics") => {
                 self.refresh_gauges();

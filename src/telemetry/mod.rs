@@ -1,0 +1,130 @@
+//! What the gateway records about its traffic. Each request is recorded once, in
+//! the proxy's `logging` phase (which also runs for the gateway's own
+//! 401/403/429s): Prometheus series (`metrics`), live per-second counts and top
+//! limited callers (`live`), and a queued JSON access-log line (`access_log`).
+//! The admin service reads all three: `/metrics`, and `/admin/stats` through the
+//! read-only accessors below.
+//!
+//! Labels are bounded: route names, methods (unknown ones as `OTHER`), statuses,
+//! upstream names and targets from the config, scopes and reasons from fixed sets.
+//! Never a raw path, a consumer or a client address.
+
+mod access_log;
+mod live;
+mod metrics;
+
+pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE};
+pub use live::SecondCounts;
+pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
+
+use crate::vocab::limit_key::LimitKey;
+use access_log::AccessLog;
+use live::Live;
+use metrics::{Metrics, StateMetrics};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+/// One finished request, as the `logging` phase saw it.
+pub struct RequestRecord<'a> {
+    pub route: Option<usize>,
+    pub method: &'a http::Method,
+    pub status: u16,
+    pub duration: Duration,
+    pub upstream: Option<usize>,
+    pub upstream_duration: Option<Duration>,
+    pub limited: Option<&'static str>,
+    pub auth_failure: Option<&'static str>,
+    /// Who got limited, for the top lists: a consumer id or a client address.
+    pub limited_key: Option<LimitKey>,
+}
+
+pub struct Telemetry {
+    metrics: Metrics,
+    live: Live,
+    access_log: AccessLog,
+    /// Kept by the proxy.
+    pub inflight: IntGauge,
+    // Copied from the pools and the Redis sync by the admin service when scraped.
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub redis_sync_errors: IntCounter,
+    pub redis_last_sync: IntGauge,
+    pub global_limit_degraded: IntGauge,
+}
+
+impl Telemetry {
+    /// `route_names` in route-table order, `upstream_names` in pool order.
+    pub fn new(
+        route_names: Vec<String>,
+        upstream_names: Vec<String>,
+        access_log: Option<SyncSender<Vec<u8>>>,
+    ) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let StateMetrics {
+            inflight,
+            breaker_state,
+            breaker_transitions,
+            upstream_healthy,
+            redis_sync_errors,
+            redis_last_sync,
+            global_limit_degraded,
+        } = StateMetrics::new(&registry)?;
+        Ok(Telemetry {
+            access_log: AccessLog::new(access_log, &registry)?,
+            metrics: Metrics::new(registry, route_names, upstream_names)?,
+            live: Live::new(),
+            inflight,
+            breaker_state,
+            breaker_transitions,
+            upstream_healthy,
+            redis_sync_errors,
+            redis_last_sync,
+            global_limit_degraded,
+        })
+    }
+
+    pub fn record(&self, r: &RequestRecord<'_>, now_s: u64) {
+        self.metrics.record(r);
+        self.live.record(r, now_s);
+    }
+
+    pub fn access_log_enabled(&self) -> bool {
+        self.access_log.enabled()
+    }
+
+    /// Queue an access-log line; never waits.
+    pub fn log_access(&self, line: &AccessLine<'_>) {
+        self.access_log.send(line);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        self.metrics.render()
+    }
+
+    pub fn upstream_name(&self, upstream: usize) -> &str {
+        self.metrics.upstream_name(upstream)
+    }
+
+    /// Every configured route's totals and latency histogram, in route-table order.
+    pub fn routes(&self) -> Vec<RouteTotals<'_>> {
+        self.metrics.routes()
+    }
+
+    /// Second `s`'s live counts, while it is within the last minute or so.
+    pub fn second(&self, s: u64) -> Option<SecondCounts> {
+        self.live.second(s)
+    }
+
+    /// The `n` consumers limited most over the current and the previous five-minute period.
+    pub fn top_limited_consumers(&self, n: usize) -> Vec<(String, u64)> {
+        self.live.top_consumers(n)
+    }
+
+    /// The `n` client addresses limited most over the current and the previous five-minute period.
+    pub fn top_limited_ips(&self, n: usize) -> Vec<(String, u64)> {
+        self.live.top_ips(n)
+    }
+}
