@@ -55,6 +55,8 @@ mod tests {
                 content_type: String::new(),
             },
             max_body_bytes: None,
+            allow_ambiguous_paths: false,
+            allow_underscore_headers: false,
             auth: AuthPolicy::None,
             tiers: None,
             cost: 1,

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// HMAC secrets shorter than the hash output are guessable (RFC 7518 3.2).
 const MIN_HMAC_SECRET_BYTES: usize = 32;
 
+/// Header names with `_` are dropped from requests (CGI and WSGI read `-` and `_` alike).
+const UNDERSCORE_HEADER: &str = "a header name with _ would be dropped from requests; use -";
+
 /// Headers the gateway sets on upstream requests; a claim mapping may not forge them.
 const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
     "x-consumer-id",
@@ -25,6 +28,8 @@ const RESERVED_UPSTREAM_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-request-id",
+    "x-real-ip",
+    "forwarded",
     "host",
     "authorization",
     "content-length",
@@ -102,6 +107,7 @@ fn jwt(problems: &mut Problems, spec: JwtSpec) -> Jwt {
             Ok(name) if RESERVED_UPSTREAM_HEADERS.contains(&name.as_str()) => {
                 problems.add(path, format!("{name} is set by the gateway itself"))
             }
+            Ok(name) if name.as_str().contains('_') => problems.add(path, UNDERSCORE_HEADER),
             Ok(name) => claims_to_headers.push((claim, name)),
         }
     }
@@ -193,13 +199,20 @@ fn jwks_file(problems: &mut Problems, file: &PathBuf) -> Vec<VerifyKey> {
 }
 
 fn api_keys(problems: &mut Problems, spec: ApiKeysSpec, tiers: &[Tier], default_tier: TierId) -> ApiKeys {
-    let header = HeaderName::from_bytes(spec.header.as_bytes()).unwrap_or_else(|_| {
-        problems.add(
-            "auth.api_keys.header",
-            format!("\"{}\" is not a header name", spec.header),
-        );
-        HeaderName::from_static("x-api-key")
-    });
+    let header = match HeaderName::from_bytes(spec.header.as_bytes()) {
+        Ok(name) if name.as_str().contains('_') => {
+            problems.add("auth.api_keys.header", UNDERSCORE_HEADER);
+            name
+        }
+        Ok(name) => name,
+        Err(_) => {
+            problems.add(
+                "auth.api_keys.header",
+                format!("\"{}\" is not a header name", spec.header),
+            );
+            HeaderName::from_static("x-api-key")
+        }
+    };
     let mut seen = HashSet::new();
     let mut keys = Vec::new();
     for (i, key) in spec.keys.into_iter().enumerate() {

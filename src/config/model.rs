@@ -189,6 +189,10 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub action: RouteAction,
     pub max_body_bytes: Option<u64>,
+    /// Paths upstreams may decode differently are forwarded as routed, not refused.
+    pub allow_ambiguous_paths: bool,
+    /// Header names with `_` are forwarded, not dropped.
+    pub allow_underscore_headers: bool,
     pub auth: AuthPolicy,
     /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
     pub tiers: Option<Vec<TierId>>,

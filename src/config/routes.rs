@@ -113,6 +113,8 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         methods,
         action,
         max_body_bytes: spec.max_body_bytes,
+        allow_ambiguous_paths: spec.allow_ambiguous_paths,
+        allow_underscore_headers: spec.allow_underscore_headers,
         auth,
         tiers,
         cost: spec.cost,

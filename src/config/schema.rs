@@ -152,6 +152,13 @@ pub(super) struct RouteSpec {
     #[serde(default)]
     pub(super) strip_prefix: bool,
     pub(super) max_body_bytes: Option<u64>,
+    /// Forward paths upstreams may decode differently (`%2F`, `%5C`, `\`, `;`, `%00`)
+    /// instead of refusing them.
+    #[serde(default)]
+    pub(super) allow_ambiguous_paths: bool,
+    /// Forward header names with `_` instead of dropping them.
+    #[serde(default)]
+    pub(super) allow_underscore_headers: bool,
     /// `required` when an `auth` section exists, else `none`.
     pub(super) auth: Option<AuthPolicy>,
     pub(super) tiers: Option<Vec<String>>,

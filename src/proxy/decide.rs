@@ -4,6 +4,7 @@
 //! connection.
 
 use super::ctx::RequestCtx;
+use super::host::request_host;
 use super::respond;
 use crate::auth::{Authenticator, Failure};
 use crate::config::{AuthPolicy, Route, RouteAction};
@@ -11,7 +12,7 @@ use crate::ratelimit::{self, RateLimiter};
 use crate::routing::RouteTable;
 use crate::vocab::client_addr::TrustedProxies;
 use crate::vocab::identity::TierOverrides;
-use crate::vocab::path::normalize_path;
+use crate::vocab::path::{is_ambiguous, normalize_path};
 use bytes::Bytes;
 use http::header;
 use pingora_http::RequestHeader;
@@ -62,12 +63,17 @@ impl Decider {
         ctx: &mut RequestCtx,
         now_ns: u64,
     ) -> Verdict<'_> {
-        let Some(path) = normalize_path(req.uri.path()) else {
+        let (Some(path), Ok(host)) = (normalize_path(req.uri.path()), request_host(req)) else {
             return Verdict::error(400, &ctx.request_id, Vec::new(), true);
         };
-        let Some((index, route)) = self.routes.find(request_host(req), &req.method, &path) else {
+        let Some((index, route)) = self.routes.find(host, &req.method, &path) else {
             return Verdict::error(404, &ctx.request_id, Vec::new(), false);
         };
+        // What the upstream receives must be what was routed and authorised.
+        if !route.allow_ambiguous_paths && is_ambiguous(req.uri.path()) {
+            ctx.route = Some(index);
+            return Verdict::error(400, &ctx.request_id, Vec::new(), false);
+        }
         ctx.route = Some(index);
         if let Cow::Owned(p) = path {
             ctx.normalized_path = Some(p);
@@ -169,31 +175,4 @@ fn declared_body_too_large(req: &RequestHeader, route: &Route) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > limit)
-}
-
-/// The request's host without its port (IPv6 literals kept whole).
-pub fn request_host(req: &RequestHeader) -> Option<&str> {
-    let raw = req
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
-    Some(match raw.rfind(':') {
-        Some(i) if !raw[i..].contains(']') => &raw[..i],
-        _ => raw,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_without_port() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        req.insert_header("host", "Example.test:8080").expect("host");
-        assert_eq!(request_host(&req), Some("Example.test"));
-        req.insert_header("host", "[::1]").expect("host");
-        assert_eq!(request_host(&req), Some("[::1]"));
-    }
 }

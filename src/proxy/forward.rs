@@ -25,6 +25,13 @@ const HOP_BY_HOP: [&str; 7] = [
     "proxy-authorization",
 ];
 
+/// Client-sent forwarding headers the gateway replaces with what it resolved:
+/// an upstream must never read a client's claim about its own address.
+const CLIENT_FORWARDING: [&str; 2] = ["forwarded", "x-real-ip"];
+
+/// Headers a `Connection` header may not remove: the request's framing and target.
+const NOT_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
 pub struct Forwarding {
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
@@ -47,9 +54,11 @@ impl Forwarding {
         }
     }
 
-    /// Removes hop-by-hop headers, those a `Connection` header names, and any
-    /// client copy of a header the gateway sets.
-    pub fn strip_client_headers(&self, req: &mut RequestHeader) {
+    /// Removes hop-by-hop headers, those a `Connection` header names, any client
+    /// copy of a header the gateway sets and, unless the route keeps them, header
+    /// names with `_` (CGI and WSGI upstreams read `X_Consumer_Id` as
+    /// `X-Consumer-Id`).
+    pub fn strip_client_headers(&self, req: &mut RequestHeader, keep_underscores: bool) {
         let upgrade = req.headers.contains_key(header::UPGRADE);
         let named: Vec<String> = req
             .headers
@@ -58,7 +67,7 @@ impl Forwarding {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "upgrade")
+            .filter(|t| !t.is_empty() && t != "upgrade" && !NOT_HOP_BY_HOP.contains(&t.as_str()))
             .collect();
         for name in named {
             req.remove_header(name.as_str());
@@ -70,13 +79,28 @@ impl Forwarding {
             }
             req.remove_header(name);
         }
+        for name in CLIENT_FORWARDING {
+            req.remove_header(name);
+        }
         for name in &self.gateway_headers {
             req.remove_header(name);
+        }
+        if !keep_underscores {
+            let underscored: Vec<HeaderName> = req
+                .headers
+                .keys()
+                .filter(|name| name.as_str().contains('_'))
+                .cloned()
+                .collect();
+            for name in underscored {
+                req.remove_header(&name);
+            }
         }
     }
 
     /// The upstream request head of one attempt. `strip` is the route prefix to
-    /// remove from the path; `host` is the client's Host header.
+    /// remove from the path; `peer` is the connection's address; `host` is the
+    /// client's (validated) Host header.
     pub fn rewrite(
         &self,
         upstream: &mut RequestHeader,
@@ -115,6 +139,9 @@ impl Forwarding {
             };
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
+        if let Some(client) = ctx.client_ip {
+            upstream.insert_header("x-real-ip", client.to_string())?;
+        }
         upstream.insert_header("x-forwarded-proto", "http")?;
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
@@ -146,14 +173,47 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
             ("x-consumer-id", "spoofed"),
+            ("x_consumer_id", "admin"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
             ("traceparent", "00-abc-def-01"),
         ] {
             req.append_header(k, v).expect("header");
         }
-        Forwarding::new(None, &[]).strip_client_headers(&mut req);
-        for gone in ["connection", "x-secret-hop", "keep-alive", "te", "x-consumer-id"] {
+        let forwarding = Forwarding::new(None, &[]);
+        let mut kept = req.clone();
+        forwarding.strip_client_headers(&mut req, false);
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "x-consumer-id",
+            "x_consumer_id",
+            "forwarded",
+            "x-real-ip",
+        ] {
             assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
         }
         assert!(req.headers.contains_key("traceparent"));
+        forwarding.strip_client_headers(&mut kept, true);
+        assert!(kept.headers.contains_key("x_consumer_id"));
+    }
+
+    #[test]
+    fn a_connection_header_cannot_remove_the_host_or_the_framing() {
+        let mut req = RequestHeader::build("POST", b"/", None).expect("request");
+        for (k, v) in [
+            ("host", "example.test"),
+            ("content-length", "3"),
+            ("connection", "Host, Content-Length, x-hop"),
+            ("x-hop", "1"),
+        ] {
+            req.append_header(k, v).expect("header");
+        }
+        Forwarding::new(None, &[]).strip_client_headers(&mut req, false);
+        assert!(req.headers.contains_key("host"));
+        assert!(req.headers.contains_key("content-length"));
+        assert!(!req.headers.contains_key("x-hop"));
     }
 }

@@ -116,7 +116,9 @@ impl ProxyHttp for Gateway {
             .decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64)
         {
             Verdict::Proxy => {
-                self.forwarding.strip_client_headers(session.req_header_mut());
+                let keep_underscores = self.route(ctx).is_some_and(|r| r.allow_underscore_headers);
+                self.forwarding
+                    .strip_client_headers(session.req_header_mut(), keep_underscores);
                 Ok(false)
             }
             Verdict::Answer {
@@ -266,11 +268,22 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
+        // A switch of protocols nobody asked for would hand the client raw upstream bytes.
+        let upgrade_asked = session.req_header().headers.contains_key(header::UPGRADE);
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
+            self.settle(ctx, Some(false));
+            return Error::e_explain(ErrorType::HTTPStatus(502), "101 without an Upgrade request").map_err(
+                |mut e: Box<Error>| {
+                    e.esource = ErrorSource::Upstream;
+                    e
+                },
+            );
+        }
         // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
         self.settle(ctx, Some(upstream_response.status.as_u16() < 500));
         Ok(())

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod gateway;
 pub mod guard;
 pub mod head;
+pub mod host;
 pub mod respond;
 
 pub use gateway::Gateway;

@@ -4,6 +4,31 @@
 
 use std::borrow::Cow;
 
+/// A path spelling that upstreams decode differently from the gateway: an encoded
+/// `/` or `\`, a raw `\`, a `;` path parameter (raw or encoded), or an encoded NUL.
+/// Routing sees `/pub/..%2Fapi` as one segment under `/pub/`; an upstream that
+/// decodes `%2F` first serves `/api`.
+pub fn is_ambiguous(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b';')) {
+        return false;
+    }
+    bytes.iter().enumerate().any(|(i, b)| match b {
+        b'\\' | b';' => true,
+        b'%' => matches!(
+            (
+                bytes.get(i + 1).map(u8::to_ascii_uppercase),
+                bytes.get(i + 2).map(u8::to_ascii_uppercase)
+            ),
+            (Some(b'2'), Some(b'F'))
+                | (Some(b'5'), Some(b'C'))
+                | (Some(b'3'), Some(b'B'))
+                | (Some(b'0'), Some(b'0'))
+        ),
+        _ => false,
+    })
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -99,6 +124,24 @@ mod tests {
 
     fn norm(p: &str) -> Option<String> {
         normalize_path(p).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn ambiguous_spellings() {
+        for p in [
+            "/pub/..%2Fapi/secret.txt",
+            "/pub/%2e%2e%2fapi",
+            "/pub/..%5capi",
+            "/pub/..\\api",
+            "/docs/private;x=1/x",
+            "/docs/private%3Bx=1",
+            "/a%00b",
+        ] {
+            assert!(is_ambiguous(p), "{p}");
+        }
+        for p in ["/api/users", "/a%20b", "/%61pi", "/x/../y", "/q%2"] {
+            assert!(!is_ambiguous(p), "{p}");
+        }
     }
 
     #[test]
