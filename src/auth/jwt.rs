@@ -6,6 +6,7 @@
 //! are refused, oversized tokens are refused before any decoding, and claims of
 //! the wrong JSON type are a 401 rather than a default.
 
+use super::strict_json::has_duplicate_keys;
 use super::Failure;
 use crate::config::{JwksSource, Jwt};
 use crate::vocab::identity::{Identity, TierId};
@@ -274,9 +275,12 @@ impl JwtVerifier {
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(Failure::Malformed);
         }
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| Failure::Malformed)?;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.decode(header).map_err(|_| Failure::Malformed)?;
+        let payload = b64.decode(payload).map_err(|_| Failure::Malformed)?;
+        if has_duplicate_keys(&header) || has_duplicate_keys(&payload) {
+            return Err(Failure::DuplicateKey);
+        }
         let fields: Map<String, Value> = serde_json::from_slice(&header).map_err(|_| Failure::Malformed)?;
         // RFC 7515 4.1.11: extensions we do not understand must make the token invalid.
         if fields.contains_key("crit") {
@@ -313,7 +317,7 @@ impl JwtVerifier {
         let mut failure = Failure::BadSignature;
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.verify.key, &key.validation) {
-                Ok(data) => return self.identity(&data.claims),
+                Ok(data) => return self.identity(&data.claims, now_s),
                 Err(e) => {
                     failure = map_error(e.kind());
                     // Only a bad signature means another key might fit.
@@ -326,13 +330,30 @@ impl JwtVerifier {
         Err(failure)
     }
 
-    fn identity(&self, claims: &Map<String, Value>) -> Result<(Identity, u64), Failure> {
+    fn identity(&self, claims: &Map<String, Value>, now_s: u64) -> Result<(Identity, u64), Failure> {
         let exp = claims
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(Failure::MissingExp)?;
+        match claims.get("iat") {
+            None => {}
+            Some(iat) => match iat.as_f64() {
+                Some(iat) if iat <= (now_s + self.leeway_s) as f64 => {}
+                Some(_) => return Err(Failure::IssuedInFuture),
+                None => return Err(Failure::BadClaims),
+            },
+        }
+        // jsonwebtoken also accepts an array holding the issuer; RFC 7519 says a string.
+        if self.issuer.is_some() && !matches!(claims.get("iss"), Some(Value::String(_))) {
+            return Err(Failure::WrongIssuer);
+        }
         let consumer = match claims.get(&self.consumer_claim) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_CONSUMER_BYTES => s.as_str(),
+            // The consumer id becomes X-Consumer-Id: no control characters.
+            Some(Value::String(s))
+                if !s.is_empty() && s.len() <= MAX_CONSUMER_BYTES && !s.chars().any(char::is_control) =>
+            {
+                s.as_str()
+            }
             _ => return Err(Failure::BadClaims),
         };
         let tier = match claims.get(&self.tier_claim) {
@@ -485,6 +506,80 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    /// A token signed over exactly these JSON texts (duplicate keys included).
+    fn raw_token(header: &str, claims: &str) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let message = format!("{}.{}", b64.encode(header), b64.encode(claims));
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("sign");
+        format!("{message}.{signature}")
+    }
+
+    #[test]
+    fn lenient_tokens_are_refused() {
+        let v = verifier();
+        let exp = now() + 60;
+        let header = r#"{"alg":"HS256","kid":"hs"}"#;
+        let ok = raw_token(header, &format!(r#"{{"sub":"a","exp":{exp}}}"#));
+        assert!(v.verify(&ok, now()).is_ok());
+        for (token, failure) in [
+            (
+                raw_token(
+                    header,
+                    &format!(r#"{{"sub":"a","tier":"free","tier":"gold","exp":{exp}}}"#),
+                ),
+                Failure::DuplicateKey,
+            ),
+            (
+                raw_token(
+                    r#"{"alg":"HS256","kid":"hs","kid":"hs"}"#,
+                    &format!(r#"{{"sub":"a","exp":{exp}}}"#),
+                ),
+                Failure::DuplicateKey,
+            ),
+            (
+                raw_token(
+                    header,
+                    &format!(r#"{{"sub":"a","exp":{exp},"iat":{}}}"#, now() + 3600),
+                ),
+                Failure::IssuedInFuture,
+            ),
+            (
+                raw_token(
+                    header,
+                    &format!(r#"{{"sub":"a\r\nx-consumer-id: admin","exp":{exp}}}"#),
+                ),
+                Failure::BadClaims,
+            ),
+            (
+                raw_token(header, &format!(r#"{{"sub":"a\u0000","exp":{exp}}}"#)),
+                Failure::BadClaims,
+            ),
+        ] {
+            assert_eq!(v.verify(&token, now()).err(), Some(failure), "{token}");
+        }
+    }
+
+    #[test]
+    fn an_issuer_must_be_a_string() {
+        let mut config = config(None);
+        config.issuer = Some("https://idp".into());
+        let v = JwtVerifier::new(config, Arc::from(vec!["free".to_string()]), 0);
+        let exp = now() + 60;
+        let as_string = token(
+            "hs",
+            SECRET,
+            json!({"sub": "a", "exp": exp, "iss": "https://idp"}),
+        );
+        assert!(v.verify(&as_string, now()).is_ok());
+        let as_array = token(
+            "hs",
+            SECRET,
+            json!({"sub": "a", "exp": exp, "iss": ["https://idp"]}),
+        );
+        assert_eq!(v.verify(&as_array, now()).err(), Some(Failure::WrongIssuer));
     }
 
     #[test]

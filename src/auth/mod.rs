@@ -5,6 +5,7 @@
 
 pub mod api_key;
 pub mod jwt;
+mod strict_json;
 
 use crate::config::Auth;
 use crate::vocab::identity::Identity;
@@ -30,6 +31,10 @@ pub enum Failure {
     BadSignature,
     Expired,
     NotYetValid,
+    /// `iat` later than now plus the leeway: a token from the future.
+    IssuedInFuture,
+    /// A key appears twice in the token's header or claims.
+    DuplicateKey,
     MissingExp,
     WrongIssuer,
     WrongAudience,
@@ -55,6 +60,8 @@ impl Failure {
             Failure::BadSignature => "bad_signature",
             Failure::Expired => "expired",
             Failure::NotYetValid => "not_yet_valid",
+            Failure::IssuedInFuture => "issued_in_future",
+            Failure::DuplicateKey => "duplicate_key",
             Failure::MissingExp => "missing_exp",
             Failure::WrongIssuer => "wrong_issuer",
             Failure::WrongAudience => "wrong_audience",
