@@ -5,20 +5,23 @@
 use crate::auth::jwt::JwksRefresh;
 use crate::auth::Authenticator;
 use crate::config::{AccessLogTarget, Config, UpstreamKind};
+use crate::connection::guard::HeaderGuard;
+use crate::connection::limits::ConnectionLimits;
+use crate::connection::stream::Deadlines;
 use crate::error::StartupError;
 use crate::proxy::decide::Decider;
-use crate::proxy::guard::HeaderGuard;
 use crate::proxy::Gateway;
 use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe,
-    redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, drain::Drain, echo::Echo, jwks::JwksRefresher,
+    readiness::ReadinessProbe, redis_sync::RedisSync,
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
 use crate::vocab::identity::TierOverrides;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
@@ -31,6 +34,15 @@ use std::sync::Arc;
 /// Drain window when the config sets no `graceful_shutdown_timeout_seconds` (Pingora's
 /// own default grace period, 300 s, outlasts any systemd stop timeout).
 const DEFAULT_DRAIN_S: u64 = 10;
+/// Pingora reads each connection through a 64 KiB buffer from its accept, the
+/// bulk of what an idle connection costs; a request head rarely needs 4 KiB, and
+/// bodies stream through the smaller buffer with more, smaller reads.
+const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024),
+    write: None,
+};
+/// Scrapers, probes and an operator: never many.
+const ADMIN_MAX_CONNECTIONS: usize = 1024;
 
 pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
@@ -63,6 +75,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
     let mut services = Vec::new();
+    let phases = server.watch_execution_phase();
     let Parts {
         gateway,
         limiter,
@@ -70,16 +83,33 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         pools,
         overrides,
         jwks,
+        draining,
     } = assemble(&mut config, &mut services)?;
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            phases: std::sync::Mutex::new(Some(phases)),
+            draining,
+            inflight: telemetry.inflight.clone(),
+        },
+    ));
     for service in services {
         server.add_boxed_service(service);
     }
     let limits = gateway.limits();
     let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
-    let guarded = HeaderGuard::new(proxy, limits, config.client.header_timeout);
+    let deadlines = Deadlines {
+        header: config.client.header_timeout,
+        send: config.client.send_timeout,
+    };
+    let connections = ConnectionLimits::new(
+        config.client.max_connections,
+        config.client.max_connections_per_ip,
+    );
+    let guarded = HeaderGuard::new(proxy, limits, deadlines, connections);
     let mut proxy_service = Service::new("floodgate proxy".to_string(), guarded);
     for addr in &config.listen {
-        proxy_service.add_tcp(&addr.to_string());
+        proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_BUFFERS));
     }
     server.add_service(proxy_service);
 
@@ -96,7 +126,15 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         pools,
         telemetry,
     };
-    let mut admin = Service::new("floodgate admin".to_string(), admin_app);
+    // The admin listener gets the proxy's header deadline and head checks, and a
+    // small connection cap of its own: it must stay reachable when the proxy is full.
+    let admin_guard = HeaderGuard::new(
+        admin_app,
+        limits,
+        deadlines,
+        ConnectionLimits::new(ADMIN_MAX_CONNECTIONS, None),
+    );
+    let mut admin = Service::new("floodgate admin".to_string(), admin_guard);
     admin.add_tcp(&config.admin.listen.to_string());
     server.add_service(admin);
     server.add_service(background_service(
@@ -120,6 +158,8 @@ pub struct Parts {
     pub overrides: Arc<TierOverrides>,
     /// The JWKS refresh `/ready` waits for, when a JWKS is configured.
     pub jwks: Option<Arc<JwksRefresh>>,
+    /// Set when a graceful upgrade or stop starts.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Builds the proxy from the config, taking what it consumes out of `config`.
@@ -218,6 +258,7 @@ pub fn assemble(
         .map_err(|e| StartupError::Metrics(e.to_string()))?,
     );
     let pools = Arc::new(pools);
+    let draining = Arc::new(AtomicBool::new(false));
     let decider = Decider {
         routes,
         auth,
@@ -231,6 +272,7 @@ pub fn assemble(
         &config.client,
         telemetry.clone(),
         &tier_names,
+        draining.clone(),
     );
     Ok(Parts {
         gateway,
@@ -239,6 +281,7 @@ pub fn assemble(
         pools,
         overrides,
         jwks: jwks.map(|(_, refresh)| refresh),
+        draining,
     })
 }
 

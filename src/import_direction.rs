@@ -1,6 +1,6 @@
 //! Guards the shape of the crate: imports point one way, `main → app →
-//! {proxy, services} → {routing, auth, ratelimit, upstream, telemetry} → config →
-//! vocab → error`. A module may import any layer below its own, never one above,
+//! {proxy, services} → {routing, auth, ratelimit, upstream, telemetry, connection}
+//! → config → vocab → error`. A module may import any layer below its own, never one above,
 //! and never a sibling of its own layer (components do not import each other).
 //! Every `crate::` path outside `#[cfg(test)]` code counts, in `use` lines and
 //! inline alike (`floodgate::` in the binary's `main.rs`).
@@ -11,7 +11,14 @@ const LAYERS: &[&[&str]] = &[
     &["error"],
     &["vocab"],
     &["config"],
-    &["routing", "auth", "ratelimit", "upstream", "telemetry"],
+    &[
+        "routing",
+        "auth",
+        "ratelimit",
+        "upstream",
+        "telemetry",
+        "connection",
+    ],
     &["proxy", "services"],
     &["app"],
     &["main"],

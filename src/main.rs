@@ -127,6 +127,22 @@ fn init_logging() {
     }
 }
 
+/// The process an upgrade takes sockets from must be alive, or `-u` would wait for
+/// sockets nobody sends and fail seconds later with a bare EAGAIN.
+fn running_instance(pid_file: &str) -> Result<u32, String> {
+    let text = std::fs::read_to_string(pid_file).map_err(|e| format!("{pid_file}: {e}"))?;
+    let pid: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{pid_file} holds no process id"))?;
+    let alive = pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if alive {
+        Ok(pid)
+    } else {
+        Err(format!("process {pid} named in {pid_file} is not running"))
+    }
+}
+
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
@@ -149,6 +165,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    if cli.upgrade {
+        if let Err(why) = running_instance(&config.server.pid_file) {
+            eprintln!("floodgate -u: no running floodgate to take over: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,

@@ -70,6 +70,18 @@ pub(super) fn client(problems: &mut Problems, value: Option<Value>) -> Option<Cl
     if spec.header_timeout_ms == 0 {
         problems.add("client.header_timeout_ms", "must be greater than 0");
     }
+    if spec.send_timeout_ms == 0 {
+        problems.add("client.send_timeout_ms", "must be greater than 0");
+    }
+    if spec.max_connections == 0 {
+        problems.add("client.max_connections", "must be greater than 0");
+    }
+    if spec.max_connections_per_ip == Some(0) {
+        problems.add(
+            "client.max_connections_per_ip",
+            "must be greater than 0 (or left out)",
+        );
+    }
     if spec.max_headers == 0 || spec.max_header_bytes < 1024 {
         problems.add(
             "client",
@@ -81,6 +93,9 @@ pub(super) fn client(problems: &mut Problems, value: Option<Value>) -> Option<Cl
         keepalive_timeout_s: spec.keepalive_timeout_s,
         max_header_bytes: spec.max_header_bytes,
         max_headers: spec.max_headers,
+        send_timeout: Duration::from_millis(spec.send_timeout_ms),
+        max_connections: spec.max_connections,
+        max_connections_per_ip: spec.max_connections_per_ip,
     })
 }
 

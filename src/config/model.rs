@@ -49,12 +49,17 @@ pub struct Admin {
 /// Limits on what a client may send and how long it may take.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientLimits {
-    /// Total time allowed for a new connection to deliver its first request head.
+    /// Time allowed for a request head to arrive whole, from its first byte (from
+    /// the accept, for a connection's first head).
     pub header_timeout: Duration,
     /// How long an idle keep-alive connection is kept open (Pingora counts seconds).
     pub keepalive_timeout_s: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// A write to a client that makes no progress for this long ends the connection.
+    pub send_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// Where access-log lines go: `stdout` (default), `off`, or a file path.

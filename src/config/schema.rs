@@ -24,6 +24,11 @@ pub(super) struct ClientSpec {
     pub(super) keepalive_timeout_s: u64,
     pub(super) max_header_bytes: usize,
     pub(super) max_headers: usize,
+    /// A write to a client that makes no progress for this long ends the connection.
+    pub(super) send_timeout_ms: u64,
+    pub(super) max_connections: usize,
+    /// Off by default: behind one load balancer or NAT, one address is many clients.
+    pub(super) max_connections_per_ip: Option<u32>,
 }
 
 impl Default for ClientSpec {
@@ -33,6 +38,9 @@ impl Default for ClientSpec {
             keepalive_timeout_s: 60,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            send_timeout_ms: 60_000,
+            max_connections: 100_000,
+            max_connections_per_ip: None,
         }
     }
 }

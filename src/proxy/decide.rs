@@ -5,12 +5,12 @@
 
 use super::ctx::RequestCtx;
 use super::host::request_host;
-use super::respond;
 use crate::auth::{Authenticator, Failure};
 use crate::config::{AuthPolicy, Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routing::RouteTable;
 use crate::vocab::client_addr::TrustedProxies;
+use crate::vocab::error_body::error_body;
 use crate::vocab::identity::TierOverrides;
 use crate::vocab::path::{is_ambiguous, normalize_path};
 use bytes::Bytes;
@@ -39,7 +39,7 @@ impl Verdict<'_> {
         Verdict::Answer {
             status,
             content_type: "application/json",
-            body: respond::error_body(status, request_id),
+            body: error_body(status, request_id),
             extra,
             close,
         }

@@ -4,8 +4,8 @@
 //! caller's identity added.
 
 use super::ctx::RequestCtx;
-use super::respond::REQUEST_ID;
 use crate::auth::Authenticator;
+use crate::vocab::error_body::REQUEST_ID;
 use http::{header, HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;

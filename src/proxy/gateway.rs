@@ -5,14 +5,16 @@
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
 use super::forward::Forwarding;
-use super::head::{self, HeadLimits};
-use super::respond::{self, REQUEST_ID};
+use super::respond;
 use crate::config::{ClientLimits, RouteAction};
+use crate::connection::head::{self, HeadLimits};
+use crate::connection::stream;
 use crate::ratelimit;
 use crate::telemetry::{AccessLine, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
 use crate::vocab::clock::unix_now;
+use crate::vocab::error_body::{self, REQUEST_ID};
 use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,6 +23,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub struct Gateway {
     limits: HeadLimits,
     keepalive_timeout_s: u64,
     telemetry: Arc<Telemetry>,
+    /// Set from a graceful upgrade or stop on: answers close their connection.
+    draining: Arc<AtomicBool>,
 }
 
 impl Gateway {
@@ -43,6 +48,7 @@ impl Gateway {
         client: &ClientLimits,
         telemetry: Arc<Telemetry>,
         tier_names: &[String],
+        draining: Arc<AtomicBool>,
     ) -> Self {
         Gateway {
             forwarding: Forwarding::new(decider.auth.as_ref(), tier_names),
@@ -54,7 +60,13 @@ impl Gateway {
                 max_headers: client.max_headers,
             },
             keepalive_timeout_s: client.keepalive_timeout_s,
+            draining,
         }
+    }
+
+    /// Keep-alive for this response: off while draining, so the client reconnects.
+    fn keepalive(&self) -> Option<u64> {
+        (!self.draining.load(Ordering::Relaxed)).then_some(self.keepalive_timeout_s)
     }
 
     pub fn limits(&self) -> HeadLimits {
@@ -95,10 +107,11 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
+        stream::head_received();
         self.telemetry.inflight.inc();
         ctx.request_id =
-            respond::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
-        session.set_keepalive(Some(self.keepalive_timeout_s));
+            error_body::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        session.set_keepalive(self.keepalive());
         // Later requests on a kept-alive connection never pass the guard: check them here.
         if let Some(h1) = session.as_downstream().as_http1() {
             if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {
@@ -291,11 +304,14 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if self.keepalive().is_none() {
+            session.set_keepalive(None);
+        }
         if let Some(outcome) = &ctx.limit {
             for (name, value) in ratelimit::headers::headers(&self.decider.limiter, outcome) {
                 response.insert_header(name, value)?;
@@ -305,6 +321,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        stream::request_done();
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
         let Some(started) = ctx.started else { return };
@@ -377,7 +394,7 @@ impl ProxyHttp for Gateway {
         // Nothing can be written once the response has started or the client is gone.
         if status > 0 && session.response_written().is_none() {
             if ctx.request_id.is_empty() {
-                ctx.request_id = respond::new_request_id();
+                ctx.request_id = error_body::new_request_id();
             }
             let retry_after = ctx.retry_after_s.map(|s| [("retry-after", s.to_string())]);
             let extra: &[(&'static str, String)] = retry_after.as_ref().map_or(&[], |r| r.as_slice());

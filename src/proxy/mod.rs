@@ -4,8 +4,6 @@ pub mod ctx;
 pub mod decide;
 pub mod forward;
 pub mod gateway;
-pub mod guard;
-pub mod head;
 pub mod host;
 pub mod respond;
 

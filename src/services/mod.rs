@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod drain;
 pub mod echo;
 pub mod jwks;
 pub mod readiness;

@@ -5,6 +5,7 @@
 
 pub mod client_addr;
 pub mod clock;
+pub mod error_body;
 pub mod identity;
 pub mod limit_key;
 pub mod path;

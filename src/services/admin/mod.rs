@@ -6,6 +6,7 @@
 
 mod stats;
 
+use crate::connection::stream;
 use crate::ratelimit::RateLimiter;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
@@ -172,6 +173,16 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The connection's header deadline rests while a request is being answered.
+        stream::head_received();
+        let answer = self.answer(session).await;
+        stream::request_done();
+        answer
+    }
+}
+
+impl Admin {
+    async fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let get = method == Method::GET || method == Method::HEAD;

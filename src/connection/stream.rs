@@ -1,0 +1,276 @@
+//! Every client connection is wrapped in a [`GuardedStream`]: the one place the
+//! gateway's own deadlines live, whatever the protocol above it.
+//!
+//! - **Header deadline.** A request head must arrive whole within
+//!   `client.header_timeout_ms` of its first byte (of the accept, for the first
+//!   head of a connection). Pingora's read timeout restarts on every read, so a
+//!   client trickling a byte at a time could otherwise hold a connection for ever
+//!   (slowloris), on its first request or any later one.
+//! - **Send deadline.** A write that makes no progress for `client.send_timeout_ms`
+//!   (a client that stopped reading its response) ends the connection, as NGINX's
+//!   `send_timeout` does.
+//!
+//! The proxy tells the stream where a request stands through [`HeadClock`],
+//! reached from the phases as a task-local of the connection's task: the head
+//! was parsed (no deadline while the request runs), the request is done (the next
+//! byte read starts a new head).
+
+use bytes::{Buf, Bytes};
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+const BETWEEN_REQUESTS: u8 = 0;
+const IN_HEAD: u8 = 1;
+const IN_REQUEST: u8 = 2;
+
+tokio::task_local! {
+    static CONNECTION: Arc<HeadClock>;
+}
+
+/// Where the connection's current request stands.
+#[derive(Debug)]
+pub struct HeadClock(AtomicU8);
+
+impl HeadClock {
+    /// A new connection: its first head is due from now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(HeadClock(AtomicU8::new(IN_HEAD)))
+    }
+
+    /// Runs a connection's processing with its clock reachable from the phases.
+    pub async fn scope<F: Future>(self: Arc<Self>, f: F) -> F::Output {
+        CONNECTION.scope(self, f).await
+    }
+}
+
+/// The request head has been parsed: no header deadline while the request runs.
+pub fn head_received() {
+    let _ = CONNECTION.try_with(|c| c.0.store(IN_REQUEST, Ordering::Relaxed));
+}
+
+/// The request is done: the next byte read starts the next head.
+pub fn request_done() {
+    let _ = CONNECTION.try_with(|c| c.0.store(BETWEEN_REQUESTS, Ordering::Relaxed));
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub header: Duration,
+    pub send: Duration,
+}
+
+/// A client connection under the gateway's deadlines, with bytes the guard
+/// already read put back in front.
+pub struct GuardedStream {
+    inner: Stream,
+    rewound: Bytes,
+    clock: Arc<HeadClock>,
+    deadlines: Deadlines,
+    head_due: Option<Instant>,
+    head_timer: Pin<Box<Sleep>>,
+    send_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, what.to_string())
+}
+
+impl GuardedStream {
+    pub fn new(inner: Stream, clock: Arc<HeadClock>, deadlines: Deadlines) -> Self {
+        let due = Instant::now() + deadlines.header;
+        GuardedStream {
+            inner,
+            rewound: Bytes::new(),
+            clock,
+            deadlines,
+            head_due: Some(due),
+            head_timer: Box::pin(tokio::time::sleep_until(due)),
+            send_timer: None,
+        }
+    }
+
+    /// Puts bytes back to be read again before anything new.
+    pub fn rewind(&mut self, bytes: Bytes) {
+        self.rewound = bytes;
+    }
+
+    fn arm_head(&mut self, due: Instant) {
+        self.head_due = Some(due);
+        self.head_timer.as_mut().reset(due);
+    }
+
+    /// Runs `op` on the inner stream's write side under the send deadline.
+    fn write_with_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match op(Pin::new(&mut self.inner), cx) {
+            Poll::Ready(result) => {
+                self.send_timer = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let send = self.deadlines.send;
+                let timer = self
+                    .send_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(timed_out("the client stopped reading"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !this.rewound.is_empty() {
+            let n = this.rewound.len().min(buf.remaining());
+            buf.put_slice(&this.rewound[..n]);
+            this.rewound.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let state = this.clock.0.load(Ordering::Relaxed);
+        if state == IN_REQUEST {
+            this.head_due = None;
+        }
+        if let Some(due) = this.head_due.filter(|_| state == IN_HEAD) {
+            if Instant::now() >= due {
+                return Poll::Ready(Err(timed_out("the request head did not arrive in time")));
+            }
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) if state == BETWEEN_REQUESTS && buf.filled().len() > before => {
+                this.clock.0.store(IN_HEAD, Ordering::Relaxed);
+                this.arm_head(Instant::now() + this.deadlines.header);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if state == IN_HEAD && this.head_due.is_some() => {
+                match this.head_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(timed_out("the request head did not arrive in time"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .write_with_deadline(cx, |inner, cx| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut()
+            .write_with_deadline(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut()
+            .write_with_deadline(cx, |inner, cx| inner.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait::async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.rewound.len() >= buf.len() {
+            buf.copy_from_slice(&self.rewound[..buf.len()]);
+            return Ok(true);
+        }
+        if !self.rewound.is_empty() {
+            // Part of the peek is in our hands and part still in the socket: not supported.
+            return Ok(false);
+        }
+        self.inner.try_peek(buf).await
+    }
+}
