@@ -120,6 +120,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     let admin_app = Admin {
         ready: ready.clone(),
         token: config.admin.token.take(),
+        public_stats: config.admin.public_stats,
         limiter,
         overrides,
         tier_names: config.tier_names(),

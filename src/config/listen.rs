@@ -59,6 +59,7 @@ pub(super) fn admin(problems: &mut Problems, value: Option<Value>) -> Option<Adm
     Some(Admin {
         listen: socket_addr(problems, "admin.listen", &spec.listen)?,
         token: spec.token,
+        public_stats: spec.public_stats,
     })
 }
 

@@ -44,6 +44,8 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token for admin writes; absent, writes are refused.
     pub token: Option<String>,
+    /// `/admin/stats` and `/admin/circuit-breakers` readable without the token.
+    pub public_stats: bool,
 }
 
 /// Limits on what a client may send and how long it may take.

@@ -12,6 +12,9 @@ pub(super) struct AdminSpec {
     pub(super) listen: String,
     /// Bearer token for admin writes; absent, writes are refused.
     pub(super) token: Option<String>,
+    /// Stats and breakers (consumers, client addresses, targets) without the token.
+    #[serde(default)]
+    pub(super) public_stats: bool,
 }
 
 /// Limits on what a client may send and how long it may take.

@@ -1,9 +1,12 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
 //! once the config is loaded and every proxy listener accepts connections, and
 //! `GET /metrics` (Prometheus), `GET /admin/stats`, `GET /admin/circuit-breakers`,
-//! the live dashboard at `GET /`, and `PUT /admin/consumers/{id}/tier` (bearer
-//! `admin.token`) for runtime tier overrides.
+//! the live dashboard at `GET /`, and `PUT /admin/consumers/{id}/tier` for runtime
+//! tier overrides. Writes need the bearer `admin.token`; so do the stats and the
+//! breakers, which name consumers, client addresses and targets, unless
+//! `admin.public_stats` publishes them. `/metrics` holds none of those.
 
+mod consumer_id;
 mod stats;
 
 use crate::connection::stream;
@@ -26,6 +29,8 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// Bearer token for writes; `None` disables them.
     pub token: Option<String>,
+    /// Stats and breakers readable without the token.
+    pub public_stats: bool,
     pub limiter: Arc<RateLimiter>,
     pub overrides: Arc<TierOverrides>,
     pub tier_names: Vec<String>,
@@ -112,13 +117,23 @@ impl Admin {
             return Err(Box::new(error(
                 403,
                 "forbidden",
-                "admin writes are disabled: set admin.token",
+                "disabled: set admin.token (and admin.public_stats for public stats)",
             )));
         };
-        let presented = session
+        let mut values = session
             .req_header()
             .headers
-            .get(http::header::AUTHORIZATION)
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        let (first, second) = (values.next(), values.next());
+        if second.is_some() {
+            return Err(Box::new(error(
+                400,
+                "bad_request",
+                "two Authorization headers: send one",
+            )));
+        }
+        let presented = first
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
@@ -186,16 +201,41 @@ impl Admin {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let get = method == Method::GET || method == Method::HEAD;
-        if let Some(consumer) = path
+        let headers = &session.req_header().headers;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let has_body =
+            declared.is_some_and(|n| n > 0) || headers.contains_key(http::header::TRANSFER_ENCODING);
+        if has_body && method != Method::PUT {
+            // A body nobody reads is never waited for: answer, then close.
+            session.set_keepalive(None);
+        }
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            session.set_keepalive(None);
+            return error(413, "body_too_large", "admin bodies are at most 4 KiB");
+        }
+        if let Some(segment) = path
             .strip_prefix("/admin/consumers/")
             .and_then(|rest| rest.strip_suffix("/tier"))
-            .filter(|c| !c.is_empty() && !c.contains('/'))
+            .filter(|c| !c.contains('/'))
         {
+            let consumer = match consumer_id::consumer_id(segment) {
+                Ok(id) => id,
+                Err(why) => return error(400, "bad_request", why),
+            };
             return if method == Method::PUT {
-                self.set_tier(session, consumer).await
+                self.set_tier(session, &consumer).await
             } else {
                 error(405, "method_not_allowed", "use PUT")
             };
+        }
+        let private = matches!(path.as_str(), "/admin/stats" | "/admin/circuit-breakers");
+        if get && private && !self.public_stats {
+            if let Err(denied) = self.authorized(session) {
+                return *denied;
+            }
         }
         match (get, path.as_str()) {
             (true, "/health") => super::json_response(200, r#"{"status":"ok"}"#.into()),
