@@ -1,7 +1,6 @@
 //! The admin listener: liveness, readiness, and start-up failures that must be loud.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::TcpListener;
 use std::process::Command;
 

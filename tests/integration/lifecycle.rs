@@ -13,8 +13,7 @@
 //!   period to `graceful_shutdown_timeout_seconds` so that the drain window operators set holds
 //!   (src/app.rs; checked by the last SIGTERM test).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,9 +1,8 @@
 //! Authentication through the real gateway: JWT (HS256, RS256, ES256, JWKS file and
 //! URL), API keys, route policies and tiers. Keys are generated here, per run.
 
-mod common;
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;

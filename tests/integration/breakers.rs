@@ -1,7 +1,6 @@
 //! Circuit breakers through the real gateway against real failing upstreams.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! anonymous address, the 429 and its headers, and the global window shared
 //! through a real redis-server that tests kill, restart and freeze.
 
-mod common;
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

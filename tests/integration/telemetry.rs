@@ -1,8 +1,7 @@
 //! Metrics, access log, stats and the dashboard, after real traffic through the
 //! real gateway.
 
-mod common;
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::collections::HashSet;
