@@ -14,460 +14,12 @@
 //!   (src/app.rs; checked by the last SIGTERM test).
 
 use crate::common::*;
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Pingora's fixed pause between handing the sockets over and closing them in the old process.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-// ------------------------------------------------------------------ processes and files
-
-/// One gateway's files, in a temp dir: config, pid file, upgrade socket, log.
-struct Setup {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-    sock: PathBuf,
-    pid_file: PathBuf,
-    log: PathBuf,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    /// `grace_period_seconds`, `graceful_shutdown_timeout_seconds`.
-    grace: u64,
-    drain: u64,
-}
-
-impl Setup {
-    /// A gateway proxying everything to `upstream`.
-    fn new(upstream: &Upstream, grace: u64, drain: u64) -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Setup {
-            conf: dir.path().join("floodgate.yaml"),
-            sock: dir.path().join("upgrade.sock"),
-            pid_file: dir.path().join("floodgate.pid"),
-            log: dir.path().join("floodgate.log"),
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            admin: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            dir,
-            grace,
-            drain,
-        };
-        s.write_config(&format!(
-            "upstreams:\n  app: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: app }}\n",
-            upstream.addr
-        ));
-        s
-    }
-
-    /// Writes the config file: Pingora's keys and listeners filled in, then `body`.
-    fn write_config(&self, body: &str) {
-        let text = format!(
-            "version: 1\nthreads: 2\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: {}\n\
-             graceful_shutdown_timeout_seconds: {}\nlisten: [\"{}\"]\nadmin: {{ listen: \"{}\" }}\n\
-             access_log: {}\n{body}",
-            self.pid_file.display(),
-            self.sock.display(),
-            self.grace,
-            self.drain,
-            self.addr,
-            self.admin,
-            // Its own file: the process log, printed on failures, stays readable.
-            self.dir.path().join("access.log").display(),
-        );
-        std::fs::write(&self.conf, text).expect("write config");
-    }
-
-    fn log_file(&self) -> std::fs::File {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `floodgate <args> -c CONF` in the foreground, its output appended to the log.
-    fn spawn(&self, args: &[&str]) -> Proc {
-        let child = Command::new(BIN)
-            .args(args)
-            .arg("-c")
-            .arg(&self.conf)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(self.log_file())
-            .stderr(self.log_file())
-            .spawn()
-            .expect("spawn floodgate");
-        Proc(child)
-    }
-
-    /// The live process the pid file names, if any.
-    fn pid_from_file(&self) -> Option<u32> {
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some(pid)
-    }
-}
-
-/// A floodgate child process, killed if still running when dropped.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.0.try_wait().expect("try_wait")
-    }
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Daemonized processes are nobody's children here: remembered, and killed at the end.
-#[derive(Default)]
-struct Daemons(Vec<u32>);
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if alive(pid) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-/// Sends a signal the way an operator or systemd does.
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{sig} {pid} failed");
-}
-
-/// Running, and not a zombie (a daemon's exit is reaped by whoever adopted it, maybe never).
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X') | None)
-}
-
-// ------------------------------------------------------------------ clients that never panic
-
-/// One request on a fresh connection (`Connection: close`); every problem is an error.
-fn try_get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = Vec::new();
-    let read = s.read_to_end(&mut out);
-    match parse_response(&out) {
-        Some((resp, _)) => Ok(resp),
-        None => Err(format!(
-            "no complete response ({read:?}): {:?}",
-            String::from_utf8_lossy(&out)
-        )),
-    }
-}
-
-fn get_ok(addr: SocketAddr, path: &str) -> Result<Resp, String> {
-    let resp = try_get(addr, path)?;
-    if resp.status == 200 {
-        Ok(resp)
-    } else {
-        Err(format!("status {}: {}", resp.status, resp.text()))
-    }
-}
-
-enum Attempt {
-    Answered(Resp),
-    /// The connection failed before a single byte of the answer arrived.
-    NoAnswer(String),
-    /// A refused connect, or a connection that broke in the middle of an answer.
-    Broken(String),
-}
-
-/// A client that keeps one connection alive across requests and retries like real HTTP clients
-/// (Go's net/http, curl, browsers): a server may close an idle kept-alive connection at any
-/// moment (here: the old process at the end of an upgrade), racing a request being written. So
-/// an idempotent request whose *reused* connection fails before any byte of the answer arrived
-/// is sent once more, on a new connection. A refused connect, a new connection that fails, an
-/// answer cut in the middle, a failed retry or a status other than 200 are failures.
-struct KeepAliveClient {
-    addr: SocketAddr,
-    conn: Option<TcpStream>,
-    buf: Vec<u8>,
-    answered_on_conn: usize,
-}
-
-impl KeepAliveClient {
-    fn new(addr: SocketAddr) -> Self {
-        KeepAliveClient {
-            addr,
-            conn: None,
-            buf: Vec::new(),
-            answered_on_conn: 0,
-        }
-    }
-
-    fn attempt(&mut self, path: &str) -> Attempt {
-        if self.conn.is_none() {
-            match TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)) {
-                Ok(s) => {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                    self.conn = Some(s);
-                    self.buf.clear();
-                    self.answered_on_conn = 0;
-                }
-                Err(e) => return Attempt::Broken(format!("connect: {e}")),
-            }
-        }
-        let s = self.conn.as_mut().expect("connection");
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        if let Err(e) = s.write_all(req.as_bytes()) {
-            return Attempt::NoAnswer(format!("write: {e}"));
-        }
-        let mut chunk = [0u8; 16384];
-        loop {
-            if let Some((resp, used)) = parse_response(&self.buf) {
-                self.buf.drain(..used);
-                self.answered_on_conn += 1;
-                if resp
-                    .header("connection")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-                {
-                    self.conn = None;
-                }
-                return Attempt::Answered(resp);
-            }
-            let problem = match s.read(&mut chunk) {
-                Ok(0) => "closed".to_string(),
-                Err(e) => format!("read: {e}"),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    continue;
-                }
-            };
-            return if self.buf.is_empty() {
-                Attempt::NoAnswer(problem)
-            } else {
-                Attempt::Broken(format!(
-                    "{problem} in the middle of an answer: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                ))
-            };
-        }
-    }
-
-    /// Ok((response, whether it took a retry)).
-    fn get(&mut self, path: &str) -> Result<(Resp, bool), String> {
-        let reused = self.conn.is_some() && self.answered_on_conn > 0;
-        let (resp, retried) = match self.attempt(path) {
-            Attempt::Answered(r) => (r, false),
-            Attempt::NoAnswer(first) if reused => {
-                self.conn = None;
-                match self.attempt(path) {
-                    Attempt::Answered(r) => (r, true),
-                    Attempt::NoAnswer(e) | Attempt::Broken(e) => {
-                        self.conn = None;
-                        return Err(format!("retry on a new connection: {e} (first try: {first})"));
-                    }
-                }
-            }
-            Attempt::NoAnswer(e) | Attempt::Broken(e) => {
-                self.conn = None;
-                return Err(e);
-            }
-        };
-        if resp.status != 200 {
-            return Err(format!("status {}: {}", resp.status, resp.text()));
-        }
-        Ok((resp, retried))
-    }
-}
-
-// ------------------------------------------------------------------ continuous load
-
-#[derive(Default)]
-struct Counters {
-    /// Proxied requests answered 200 (each reached the upstream exactly once).
-    ok: AtomicUsize,
-    /// Of those, answered on a kept-alive connection that had answered before.
-    reused: AtomicUsize,
-    /// Keep-alive requests sent again after their idle connection was closed under them.
-    retries: AtomicUsize,
-    admin_ok: AtomicUsize,
-    /// Which upgrade or reload is under way, for the failure messages.
-    phase: AtomicUsize,
-    failures: Mutex<Vec<String>>,
-}
-
-impl Counters {
-    fn fail(&self, who: &str, e: String) {
-        let phase = self.phase.load(Ordering::SeqCst);
-        self.failures
-            .lock()
-            .expect("failures")
-            .push(format!("[{who}, phase {phase}] {e}"));
-    }
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    c: Arc<Counters>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Load {
-    /// `fresh` threads opening a connection per request, `kept` threads each on one kept-alive
-    /// connection, and one thread asking the admin listener for /health and /ready.
-    fn start(addr: SocketAddr, admin: SocketAddr, fresh: usize, kept: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let c = Arc::new(Counters::default());
-        let mut threads = Vec::new();
-        for n in 0..fresh {
-            let (stop, c) = (stop.clone(), c.clone());
-            threads.push(thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    match get_ok(addr, &format!("/fresh/{n}")) {
-                        Ok(_) => c.ok.fetch_add(1, Ordering::SeqCst),
-                        Err(e) => {
-                            c.fail("fresh", e);
-                            0
-                        }
-                    };
-                    // Paced: every fresh connection leaves a TIME_WAIT socket behind.
-                    thread::sleep(Duration::from_millis(3));
-                }
-            }));
-        }
-        for n in 0..kept {
-            let (stop, c) = (stop.clone(), c.clone());
-            threads.push(thread::spawn(move || {
-                let mut client = KeepAliveClient::new(addr);
-                while !stop.load(Ordering::SeqCst) {
-                    let reused = client.conn.is_some() && client.answered_on_conn > 0;
-                    match client.get(&format!("/kept/{n}")) {
-                        Ok((_, retried)) => {
-                            c.ok.fetch_add(1, Ordering::SeqCst);
-                            if retried {
-                                c.retries.fetch_add(1, Ordering::SeqCst);
-                            } else if reused {
-                                c.reused.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        Err(e) => c.fail("keep-alive", e),
-                    }
-                    thread::sleep(Duration::from_millis(1));
-                }
-            }));
-        }
-        {
-            let (stop, c) = (stop.clone(), c.clone());
-            threads.push(thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    for path in ["/health", "/ready"] {
-                        match get_ok(admin, path) {
-                            Ok(_) => c.admin_ok.fetch_add(1, Ordering::SeqCst),
-                            Err(e) => {
-                                c.fail(&format!("admin {path}"), e);
-                                0
-                            }
-                        };
-                    }
-                    thread::sleep(Duration::from_millis(10));
-                }
-            }));
-        }
-        Load { stop, c, threads }
-    }
-
-    fn ok(&self) -> usize {
-        self.c.ok.load(Ordering::SeqCst)
-    }
-
-    fn admin_ok(&self) -> usize {
-        self.c.admin_ok.load(Ordering::SeqCst)
-    }
-
-    /// Stops the clients; (requests answered, failure messages).
-    fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("load thread panicked");
-        }
-        let failures = std::mem::take(&mut *self.c.failures.lock().expect("failures"));
-        (self.ok(), failures)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn wait_ready(setup: &Setup, proc: &mut Proc) {
-    let ready = eventually(Duration::from_secs(30), || {
-        proc.exited().is_some() || try_get(setup.admin, "/ready").is_ok_and(|r| r.status == 200)
-    });
-    assert!(
-        ready && proc.exited().is_none(),
-        "floodgate not ready: {}",
-        setup.log()
-    );
-}
-
-/// The `-u` process is waiting for the sockets once it has bound the upgrade socket.
-fn wait_for_upgrade_socket(setup: &Setup, next: &mut Proc) {
-    let bound = eventually(Duration::from_secs(20), || {
-        setup.sock.exists() || next.exited().is_some()
-    });
-    assert!(
-        bound && next.exited().is_none(),
-        "the -u process never waited on {}: {:?}\n{}",
-        setup.sock.display(),
-        next.exited(),
-        setup.log()
-    );
-}
 
 // ------------------------------------------------------------------ (a) graceful upgrade
 
@@ -481,9 +33,8 @@ fn graceful_upgrades_under_load_fail_no_request() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let upstream = Upstream::start("app");
-    let setup = Setup::new(&upstream, 1, 1);
-    let mut current = setup.spawn(&[]);
-    wait_ready(&setup, &mut current);
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut current = setup.start();
 
     let load = Load::start(setup.addr, setup.admin, 2, 2);
     assert!(
@@ -494,10 +45,10 @@ fn graceful_upgrades_under_load_fail_no_request() {
     for i in 1..=upgrades {
         load.c.phase.store(i, Ordering::SeqCst);
         let mut next = setup.spawn(&["-u"]);
-        wait_for_upgrade_socket(&setup, &mut next);
+        setup.wait_for_upgrade_socket(&mut next);
         let (ok_before, admin_before) = (load.ok(), load.admin_ok());
         signal(current.pid(), "QUIT");
-        let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.grace + setup.drain + 15);
+        let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
         let status = current
             .wait_exit(limit)
             .unwrap_or_else(|| panic!("upgrade {i}: the old process did not exit: {}", setup.log()));
@@ -548,7 +99,7 @@ fn graceful_upgrades_under_load_fail_no_request() {
     pids.dedup();
     assert_eq!(pids.len(), upgrades + 1, "every upgrade must start a new process");
     thread::sleep(Duration::from_millis(500)); // the access-log writer flushes in the background
-    let logged = std::fs::read_to_string(setup.dir.path().join("access.log"))
+    let logged = std::fs::read_to_string(setup.access_log())
         .map(|t| t.lines().count())
         .unwrap_or(0);
     eprintln!(
@@ -566,9 +117,8 @@ fn graceful_upgrades_under_load_fail_no_request() {
 #[test]
 fn sigterm_drains_the_request_in_flight_and_exits_zero() {
     let upstream = Upstream::start("slow");
-    let setup = Setup::new(&upstream, 3, 2);
-    let mut gw = setup.spawn(&[]);
-    wait_ready(&setup, &mut gw);
+    let mut setup = Setup::proxying(upstream.addr, 3, 2);
+    let mut gw = setup.start();
 
     let mut idle = KeepAliveClient::new(setup.addr);
     idle.get("/before")
@@ -593,7 +143,7 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
             .is_err()),
         "the admin listener still accepts 1 s after SIGTERM"
     );
-    let conn = idle.conn.as_mut().expect("kept-alive connection");
+    let conn = idle.connection().expect("kept-alive connection");
     conn.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let mut rest = Vec::new();
@@ -612,7 +162,7 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
         .unwrap_or_else(|e| panic!("the request in flight was cut: {e}\n{}", setup.log()));
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["upstream"], "slow");
-    let limit = Duration::from_secs(setup.grace + setup.drain + 3);
+    let limit = Duration::from_secs(setup.opts.grace + setup.opts.drain + 3);
     let status = gw
         .wait_exit(limit.saturating_sub(sent.elapsed()))
         .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM: {}", setup.log()));
@@ -626,9 +176,8 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
 #[test]
 fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
     let upstream = Upstream::start("slow");
-    let setup = Setup::new(&upstream, 0, 5);
-    let mut gw = setup.spawn(&[]);
-    wait_ready(&setup, &mut gw);
+    let mut setup = Setup::proxying(upstream.addr, 0, 5);
+    let mut gw = setup.start();
     upstream.set_mode(Mode::Slow(Duration::from_millis(1000)));
     let addr = setup.addr;
     let in_flight = thread::spawn(move || try_get(addr, "/slow"));
@@ -650,9 +199,8 @@ fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
 #[test]
 fn a_broken_config_leaves_the_old_process_serving() {
     let upstream = Upstream::start("app");
-    let setup = Setup::new(&upstream, 1, 1);
-    let mut old = setup.spawn(&[]);
-    wait_ready(&setup, &mut old);
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut old = setup.start();
     let good = std::fs::read_to_string(&setup.conf).expect("config");
 
     let broken = good
@@ -691,7 +239,7 @@ fn a_broken_config_leaves_the_old_process_serving() {
     // Fixed: the same old process hands over as if nothing had happened.
     std::fs::write(&setup.conf, &good).expect("restore config");
     let mut next = setup.spawn(&["-u"]);
-    wait_for_upgrade_socket(&setup, &mut next);
+    setup.wait_for_upgrade_socket(&mut next);
     signal(old.pid(), "QUIT");
     let status = old
         .wait_exit(CLOSE_TIMEOUT + Duration::from_secs(15))
@@ -702,82 +250,6 @@ fn a_broken_config_leaves_the_old_process_serving() {
 }
 
 // ------------------------------------------------------------------ (d) the systemd unit
-
-const UNIT: &str = "systemd/floodgate.service";
-
-/// The values of `key=` in the unit file, continuation lines joined as systemd does.
-fn unit_values(key: &str) -> Vec<String> {
-    let text = std::fs::read_to_string(UNIT).expect("unit file");
-    let (mut lines, mut current) = (Vec::new(), String::new());
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if current.is_empty() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => {
-                current.push_str(part);
-                current.push(' ');
-            }
-            None => {
-                current.push_str(line);
-                lines.push(std::mem::take(&mut current));
-            }
-        }
-    }
-    let prefix = format!("{key}=");
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A unit command line made to run here: the setup's binary, config and runtime dir, systemd's
-/// `$$` unescaped, `/bin/sh -c '...'` split off.
-fn runnable(cmd: &str, setup: &Setup) -> Vec<String> {
-    let dir = format!("{}/", setup.dir.path().display());
-    let cmd = cmd
-        .replace("/usr/local/bin/floodgate", BIN)
-        .replace("/etc/floodgate/floodgate.yaml", &setup.conf.display().to_string())
-        .replace("/run/floodgate/upgrade.sock", &setup.sock.display().to_string())
-        .replace(
-            "/run/floodgate/floodgate.pid",
-            &setup.pid_file.display().to_string(),
-        )
-        .replace("/run/floodgate/", &dir)
-        .replace("$$", "$");
-    match cmd
-        .strip_prefix("/bin/sh -c '")
-        .and_then(|c| c.trim_end().strip_suffix('\''))
-    {
-        Some(script) => vec!["/bin/sh".into(), "-c".into(), script.into()],
-        None => cmd.split_whitespace().map(str::to_owned).collect(),
-    }
-}
-
-/// Runs every `key=` line of the unit in order, as systemd does: stop at the first failure.
-fn run_unit(key: &str, setup: &Setup, main_pid: Option<u32>) -> Result<(), String> {
-    let lines = unit_values(key);
-    assert!(!lines.is_empty(), "no {key}= in {UNIT}");
-    for line in lines {
-        let argv = runnable(&line, setup);
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(setup.log_file())
-            .stderr(setup.log_file());
-        if let Some(pid) = main_pid {
-            cmd.env("MAINPID", pid.to_string());
-        }
-        let status = cmd.status().expect("run unit command");
-        if !status.success() {
-            return Err(format!("{key}={line}\nexited with {status}"));
-        }
-    }
-    Ok(())
-}
 
 /// The paths, and the stop timeout, of the unit agree with conf/systemd.yaml, and that config
 /// passes -t.
@@ -825,7 +297,7 @@ fn the_systemd_unit_and_its_config_agree() {
 #[test]
 fn the_systemd_reload_recipe_hands_over_without_failures() {
     let upstream = Upstream::start("app");
-    let setup = Setup::new(&upstream, 1, 1);
+    let setup = Setup::proxying(upstream.addr, 1, 1);
     let mut daemons = Daemons::default();
     run_unit("ExecStartPre", &setup, None).expect("ExecStartPre");
     run_unit("ExecStart", &setup, None).expect("ExecStart");
@@ -856,7 +328,7 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
             .expect("PIDFile names a live process after reload");
         daemons.0.push(new_pid);
         assert_ne!(new_pid, main_pid, "reload {i} left the old PID in PIDFile");
-        let drained = CLOSE_TIMEOUT + Duration::from_secs(setup.grace + setup.drain + 15);
+        let drained = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
         assert!(
             eventually(drained, || !alive(main_pid)),
             "reload {i}: the old process {main_pid} is still running"
@@ -889,9 +361,10 @@ fn the_systemd_reload_recipe_hands_over_without_failures() {
     // systemctl stop: SIGTERM to the main PID.
     signal(main_pid, "TERM");
     assert!(
-        eventually(Duration::from_secs(setup.grace + setup.drain + 5), || !alive(
-            main_pid
-        )),
+        eventually(
+            Duration::from_secs(setup.opts.grace + setup.opts.drain + 5),
+            || !alive(main_pid)
+        ),
         "still running after SIGTERM"
     );
 }

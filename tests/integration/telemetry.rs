@@ -20,14 +20,14 @@ fn token(sub: &str) -> String {
     format!("Bearer {t}")
 }
 
-struct Setup {
+struct Fixture {
     gw: Gateway,
     _ok: Upstream,
     _failing: Upstream,
     _slow: Upstream,
 }
 
-fn start(extra: &str) -> Setup {
+fn start(extra: &str) -> Fixture {
     let ok = Upstream::start("ok");
     let failing = Upstream::start("failing");
     failing.set_mode(Mode::Status(503));
@@ -55,7 +55,7 @@ routes:
         failing = failing.addr,
         slow = slow.addr,
     );
-    Setup {
+    Fixture {
         gw: Gateway::start(&body),
         _ok: ok,
         _failing: failing,
