@@ -98,10 +98,14 @@ fn graceful_upgrades_under_load_fail_no_request() {
     pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), upgrades + 1, "every upgrade must start a new process");
-    thread::sleep(Duration::from_millis(500)); // the access-log writer flushes in the background
-    let logged = std::fs::read_to_string(setup.access_log())
-        .map(|t| t.lines().count())
-        .unwrap_or(0);
+    let lines = || {
+        std::fs::read_to_string(setup.access_log())
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // The access-log writer flushes in the background: wait for every line it has to write.
+    eventually(Duration::from_secs(10), || lines() >= ok);
+    let logged = lines();
     eprintln!(
         "{upgrades} upgrades: {ok} requests answered, {reused} on reused connections, {retries} retried, \
          {logged} access-log lines"

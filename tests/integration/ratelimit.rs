@@ -142,6 +142,7 @@ fn refill_cost_and_what_takes_no_tokens() {
     );
     // Refill: 2/s, burst 2.
     let quick = token("q", "quick");
+    let first_taken = Instant::now();
     for _ in 0..2 {
         assert_eq!(
             get_with(gw.addr, "/api/x", &[("Authorization", &quick)]).status,
@@ -150,10 +151,26 @@ fn refill_cost_and_what_takes_no_tokens() {
     }
     let r = get_with(gw.addr, "/api/x", &[("Authorization", &quick)]);
     assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
-    thread::sleep(Duration::from_millis(1100));
-    assert_eq!(
-        get_with(gw.addr, "/api/x", &[("Authorization", &quick)]).status,
-        200
+    let refused = Instant::now();
+    // A refused request takes nothing, so asking again and again does not delay the refill.
+    let (mut sent, mut answered) = (refused, refused);
+    let refilled = eventually(Duration::from_secs(5), || {
+        sent = Instant::now();
+        let status = get_with(gw.addr, "/api/x", &[("Authorization", &quick)]).status;
+        answered = Instant::now();
+        status == 200
+    });
+    assert!(refilled, "no token came back");
+    // The bucket refills at 2/s from the first take on (it was full until then), so a whole
+    // token exists again half a second after it: not before (the passing request was answered
+    // after its token existed), and by the second Retry-After promised (with 0.1 s to spare,
+    // as a client sleeping 1.1 s would see it).
+    let early = answered - first_taken;
+    assert!(early >= Duration::from_millis(500), "refilled after {early:?}");
+    let late = sent - refused;
+    assert!(
+        late <= Duration::from_millis(1100),
+        "still refused {late:?} after the 429"
     );
 
     // A retried upstream attempt takes its tokens once: 3 requests, some retried, all pass.
@@ -298,6 +315,7 @@ fn three_instances_sharing_redis_hold_the_global_limit_within_ten_percent() {
             })
         })
         .collect();
+    // Not a wait: the load runs for six whole windows, and what is measured is its admissions.
     thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::SeqCst);
     for c in clients {
@@ -331,6 +349,7 @@ fn drive(
         while !st.load(Ordering::SeqCst) {
             let status = get(addr, "/open/x").status;
             s.lock().expect("statuses").push(status);
+            // Pacing, not waiting: steady traffic, not as much as the loop could send.
             thread::sleep(Duration::from_millis(5));
         }
     });
@@ -350,7 +369,11 @@ fn redis_killed_mid_run_requests_flow_and_sync_resumes_with_the_counts_taken_mea
     assert!(eventually(Duration::from_secs(10), || gw
         .log()
         .contains("redis sync failing")));
-    thread::sleep(Duration::from_millis(500));
+    // Requests taken during the outage: counts the sync has to push once Redis is back.
+    let during = statuses.lock().expect("statuses").len() + 20;
+    assert!(eventually(Duration::from_secs(10), || {
+        statuses.lock().expect("statuses").len() >= during
+    }));
     redis.restart(); // same port, empty
     assert!(eventually(Duration::from_secs(15), || gw
         .log()

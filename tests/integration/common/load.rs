@@ -56,7 +56,7 @@ impl Load {
                             0
                         }
                     };
-                    // Paced: every fresh connection leaves a TIME_WAIT socket behind.
+                    // Pacing, not waiting: every fresh connection leaves a TIME_WAIT socket behind.
                     thread::sleep(Duration::from_millis(3));
                 }
             }));
@@ -78,6 +78,7 @@ impl Load {
                         }
                         Err(e) => c.fail("keep-alive", e),
                     }
+                    // Pacing, not waiting: leaves the gateway time for the other clients.
                     thread::sleep(Duration::from_millis(1));
                 }
             }));
@@ -95,6 +96,7 @@ impl Load {
                             }
                         };
                     }
+                    // Pacing, not waiting: probes at the rate of an eager load balancer.
                     thread::sleep(Duration::from_millis(10));
                 }
             }));

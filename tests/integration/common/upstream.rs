@@ -205,7 +205,7 @@ fn answer(
         Mode::Echo => 200,
         Mode::Status(s) => s,
         Mode::Slow(d) => {
-            thread::sleep(d);
+            thread::sleep(d); // Not a wait: answering late is what this mode is for.
             200
         }
     };
