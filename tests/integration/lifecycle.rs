@@ -301,10 +301,9 @@ fn the_systemd_unit_and_its_config_agree() {
 #[test]
 fn the_systemd_reload_recipe_hands_over_without_failures() {
     let upstream = Upstream::start("app");
-    let setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
     let mut daemons = Daemons::default();
-    run_unit("ExecStartPre", &setup, None).expect("ExecStartPre");
-    run_unit("ExecStart", &setup, None).expect("ExecStart");
+    start_unit(&mut setup);
     // Like systemd with Type=forking: the main PID is what PIDFile names once the starter exited.
     assert!(
         eventually(Duration::from_secs(10), || setup.pid_from_file().is_some()),

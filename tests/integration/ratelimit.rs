@@ -135,10 +135,10 @@ fn two_hundred_concurrent_requests_of_one_consumer_with_burst_50_admit_exactly_5
 fn refill_cost_and_what_takes_no_tokens() {
     let up = Upstream::start("u");
     // The second target is dead: every other request is retried on the live one.
-    let dead = free_port();
+    let dead = closed_port();
     let gw = start(
         "anonymous: { rate: 0.01, burst: 3 }",
-        &format!("\"{}\", \"127.0.0.1:{dead}\"", up.addr),
+        &format!("\"{}\", \"{}\"", up.addr, dead.addr),
     );
     // Refill: 2/s, burst 2.
     let quick = token("q", "quick");
@@ -427,7 +427,8 @@ fn a_frozen_redis_holds_up_no_request() {
 #[test]
 fn deny_and_allow_modes_when_redis_is_unreachable() {
     let up = Upstream::start("u");
-    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let closed = closed_port();
+    let nowhere = format!("redis://{}/0", closed.addr);
     let deny = Gateway::start(&global_config(&up, &nowhere, 1000, "deny"));
     assert!(eventually(Duration::from_secs(10), || deny
         .log()

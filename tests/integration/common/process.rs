@@ -3,7 +3,7 @@
 //! operators and systemd do to processes (signals, pid files, daemons). Every gateway a test
 //! starts goes through `Setup::start`; `Gateway` (gateway.rs) wraps it for everyday use.
 
-use super::ports::free_port;
+use super::ports::{free_port, on_free_ports};
 use super::{eventually, try_get};
 use std::fs::OpenOptions;
 use std::net::SocketAddr;
@@ -95,7 +95,7 @@ impl Setup {
     }
 
     /// New free ports for both listeners, and the config written with them.
-    fn pick_ports(&mut self) {
+    pub(super) fn pick_ports(&mut self) {
         self.addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let o = &self.opts;
@@ -143,6 +143,17 @@ impl Setup {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where the log ends now: what a process started next prints comes after it.
+    pub(super) fn log_end(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// The log from `from` (a `log_end`) on.
+    pub(super) fn log_since(&self, from: u64) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(log.get(from as usize..).unwrap_or_default()).into_owned()
+    }
+
     /// `floodgate <args> -c CONF` in the foreground, its output appended to the log.
     pub fn spawn(&self, args: &[&str]) -> Proc {
         let child = Command::new(BIN)
@@ -158,18 +169,32 @@ impl Setup {
         Proc(child)
     }
 
-    /// `floodgate -c CONF`, ready (its `/ready` answers 200) when this returns.
+    /// `floodgate -c CONF`, ready (its `/ready` answers 200) when this returns. If it failed
+    /// because another process took one of its ports first, it is started again on fresh ones.
     pub fn start(&mut self) -> Proc {
-        let mut proc = self.spawn(&[]);
+        let mut first = true;
+        on_free_ports("floodgate", || {
+            if !std::mem::take(&mut first) {
+                self.pick_ports();
+            }
+            let from = self.log_end();
+            let mut proc = self.spawn(&[]);
+            self.wait_ready(&mut proc)
+                .map(|()| proc)
+                .map_err(|()| self.log_since(from))
+        })
+    }
+
+    /// Waits for `/ready` on the admin listener; Err if the process exited first.
+    fn wait_ready(&self, proc: &mut Proc) -> Result<(), ()> {
         let ready = eventually(Duration::from_secs(30), || {
             proc.exited().is_some() || try_get(self.admin, "/ready").is_ok_and(|r| r.status == 200)
         });
-        assert!(
-            ready && proc.exited().is_none(),
-            "floodgate not ready: {}",
-            self.log()
-        );
-        proc
+        if proc.exited().is_some() {
+            return Err(());
+        }
+        assert!(ready, "floodgate not ready: {}", self.log());
+        Ok(())
     }
 
     /// The `-u` process is waiting for the sockets once it has bound the upgrade socket.

@@ -1,7 +1,7 @@
 //! A real `redis-server` child, and one-off commands to it over RESP.
 
 use super::eventually;
-use super::ports::free_port;
+use super::ports::{free_port, on_free_ports, on_the_same_port};
 use super::process::signal;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,11 +19,15 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            port: 0,
             child: None,
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        r.restart();
+        let child = on_free_ports("redis-server", || {
+            r.port = free_port();
+            r.spawn()
+        });
+        r.child = Some(child);
         r
     }
 
@@ -35,21 +39,44 @@ impl Redis {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// Back on the same port, empty (the gateway under test is configured with it).
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        let child = on_the_same_port("redis-server", || self.spawn());
+        self.child = Some(child);
+    }
+
+    /// Starts redis-server on `self.port` and waits until it answers; Err(its output) if it
+    /// exited first.
+    fn spawn(&self) -> Result<Child, String> {
+        let log_path = self.dir.path().join("redis.log");
+        let log = std::fs::File::create(&log_path).expect("redis log");
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
             .spawn()
             .expect("redis-server must be installed (make test installs it)");
-        self.child = Some(child);
+        // Ours, not any server on this port: CONFIG GET dir names our temp dir.
+        let dir = std::fs::canonicalize(self.dir.path()).expect("redis dir");
+        let dir = format!("{}\r\n", dir.display());
+        let mut exited = false;
         let up = eventually(Duration::from_secs(10), || {
-            redis_cmd(self.addr(), &["PING"]).is_some_and(|r| r.contains("PONG"))
+            exited = child.try_wait().expect("try_wait").is_some();
+            exited || redis_cmd(self.addr(), &["CONFIG", "GET", "dir"]).is_some_and(|r| r.contains(&dir))
         });
-        assert!(up, "redis-server did not start on port {}", self.port);
+        if exited {
+            return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
+        if !up {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server did not start on port {}", self.port);
+        }
+        Ok(child)
     }
 
     /// SIGKILL: the outage a crash causes.

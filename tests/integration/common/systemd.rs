@@ -1,6 +1,7 @@
 //! systemd/floodgate.service as systemd runs it: its `key=` lines read as systemd reads them,
 //! and its commands run as written, with the paths moved to a test's `Setup`.
 
+use super::ports::on_free_ports;
 use super::process::{Setup, BIN};
 use std::process::{Command, Stdio};
 
@@ -78,4 +79,19 @@ pub fn run_unit(key: &str, setup: &Setup, main_pid: Option<u32>) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// ExecStartPre and ExecStart, as systemd runs them when the service starts. If ExecStart
+/// failed because another process took one of the setup's ports first, the setup gets fresh
+/// ones and the service is started again.
+pub fn start_unit(setup: &mut Setup) {
+    let mut first = true;
+    on_free_ports("the unit's ExecStart", || {
+        if !std::mem::take(&mut first) {
+            setup.pick_ports();
+        }
+        run_unit("ExecStartPre", setup, None).expect("ExecStartPre");
+        let from = setup.log_end();
+        run_unit("ExecStart", setup, None).map_err(|e| format!("{e}\n{}", setup.log_since(from)))
+    });
 }

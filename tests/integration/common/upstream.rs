@@ -1,6 +1,7 @@
-//! Test upstream servers: real HTTP/1.1 servers in this process, on loopback.
+//! Test upstream servers: real HTTP/1.1 servers in this process, on loopback listeners they
+//! bind themselves (port 0) and keep, so no other process can take their port first.
 
-use super::ports::free_port;
+use super::ports;
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -32,9 +33,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("upstream bind");
+        let addr = listener.local_addr().expect("upstream addr");
+        ports::claim(addr.port());
         let mut u = Upstream {
             name: name.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            addr,
             hits: Arc::new(AtomicUsize::new(0)),
             mode: Arc::new(Mutex::new(Mode::Echo)),
             healthy: Arc::new(AtomicBool::new(true)),
@@ -42,7 +46,7 @@ impl Upstream {
             conns: Arc::new(Mutex::new(Vec::new())),
             accept: None,
         };
-        u.listen();
+        u.serve(listener);
         u
     }
 
@@ -54,8 +58,7 @@ impl Upstream {
         self.hits.load(Ordering::SeqCst)
     }
 
-    fn listen(&mut self) {
-        let listener = TcpListener::bind(self.addr).expect("upstream bind");
+    fn serve(&mut self, listener: TcpListener) {
         self.stop.store(false, Ordering::SeqCst);
         let state = ServerState {
             name: self.name.clone(),
@@ -91,8 +94,13 @@ impl Upstream {
         }
     }
 
+    /// Back on the same port: the gateway under test is configured with it.
     pub fn restart(&mut self) {
-        self.listen();
+        let addr = self.addr;
+        let listener = ports::on_the_same_port("upstream", || {
+            TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))
+        });
+        self.serve(listener);
     }
 }
 
