@@ -1,5 +1,5 @@
-//! Process lifecycle (CONTRACT.md section 9): graceful upgrade (a new process started with
-//! `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests; SIGTERM
+//! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
+//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests; SIGTERM
 //! draining a request in flight; a broken config never touching the running process; and the
 //! start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
 //!
@@ -173,8 +173,8 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{}", setup.log());
 }
 
-/// CONTRACT.md section 9: requests in flight finish within graceful_shutdown_timeout_seconds,
-/// even with grace_period_seconds: 0. Pingora alone drains only during its grace period and
+/// The drain window operators set is graceful_shutdown_timeout_seconds: requests in flight
+/// finish within it, even with grace_period_seconds: 0. Pingora alone drains only during its grace period and
 /// cancels every task after it, so without floodgate raising the grace period to the drain
 /// timeout this request is cut at once (an empty reply).
 #[test]

@@ -57,8 +57,10 @@ fn start(extra: &str, upstream: &str) -> Gateway {
     Gateway::start_admin(&config(extra, upstream), &admin_token())
 }
 
+/// The burst, then a 429 with a JSON body naming the scope and when to retry, Retry-After, and the
+/// rate-limit headers (RateLimit-Policy, RateLimit, X-RateLimit-Limit/-Remaining) on every answer.
 #[test]
-fn burst_then_429_with_the_headers_of_the_contract() {
+fn burst_then_429_with_its_rate_limit_headers() {
     let up = Upstream::start("u");
     let gw = start("", &format!("\"{}\"", up.addr));
     let free = token("alice", "free");
