@@ -1,7 +1,6 @@
 //! Routing, forwarded headers and bodies through the real gateway to a real upstream.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn gateway(up: &Upstream) -> Gateway {
     Gateway::start(&format!(

@@ -1,8 +1,7 @@
 //! Metrics, access log, stats and the dashboard, after real traffic through the
 //! real gateway.
 
-mod common;
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -21,14 +20,14 @@ fn token(sub: &str) -> String {
     format!("Bearer {t}")
 }
 
-struct Setup {
+struct Fixture {
     gw: Gateway,
     _ok: Upstream,
     _failing: Upstream,
     _slow: Upstream,
 }
 
-fn start(extra: &str) -> Setup {
+fn start(extra: &str) -> Fixture {
     let ok = Upstream::start("ok");
     let failing = Upstream::start("failing");
     failing.set_mode(Mode::Status(503));
@@ -56,7 +55,7 @@ routes:
         failing = failing.addr,
         slow = slow.addr,
     );
-    Setup {
+    Fixture {
         gw: Gateway::start(&body),
         _ok: ok,
         _failing: failing,

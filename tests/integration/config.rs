@@ -1,7 +1,6 @@
 //! `floodgate -t`: every shipped config passes; broken ones fail, naming the key.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const BASE: &str = r#"
 version: 1

@@ -2,8 +2,7 @@
 //! closed where its framing cannot be trusted, nothing reaching the upstream, and
 //! the gateway serving normally afterwards.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

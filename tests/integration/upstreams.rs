@@ -1,7 +1,6 @@
 //! Balancing, health checks, retries and upstream failures through the real gateway.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 fn gateway_for(targets: &[&Upstream], extra: &str) -> Gateway {

@@ -1,7 +1,6 @@
 //! The admin listener: liveness, readiness, and start-up failures that must be loud.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::net::TcpListener;
 use std::process::Command;
 
@@ -25,6 +24,7 @@ fn health_and_ready() {
 fn a_taken_proxy_port_fails_start_up_at_once_naming_it() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
+    // Never bound: start-up checks the proxy listeners first and stops at the taken one.
     let admin_port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("c.yaml");

@@ -1,7 +1,6 @@
 //! Circuit breakers through the real gateway against real failing upstreams.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -96,7 +95,8 @@ fn four_xx_answers_do_not_open_it() {
 #[test]
 fn a_dead_target_is_routed_around_with_no_client_visible_error_and_its_breaker_opens() {
     let good = Upstream::start("good");
-    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let closed = closed_port();
+    let dead = closed.addr;
     let gw = Gateway::start(&config(
         &format!("\"{}\", \"{dead}\"", good.addr),
         "{ failures: 2, window_s: 60, open_s: 30 }",

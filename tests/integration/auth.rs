@@ -1,9 +1,8 @@
 //! Authentication through the real gateway: JWT (HS256, RS256, ES256, JWKS file and
 //! URL), API keys, route policies and tiers. Keys are generated here, per run.
 
-mod common;
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -460,6 +459,8 @@ fn jwks_url_is_fetched_in_the_background_and_unknown_kids_do_not_cause_a_fetch_s
         let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&unknown))]);
         assert_eq!(r.status, 401);
     }
+    // Not a wait for something to happen: what is checked is that nothing more happens, so a
+    // fetch storm (if any) is given half a second to show.
     std::thread::sleep(Duration::from_millis(500));
     let after = *server.fetches.lock().expect("count");
     assert!(

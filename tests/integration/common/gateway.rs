@@ -1,0 +1,89 @@
+//! The gateway under test as most tests use it: the real binary started on a config body with
+//! everything else filled in, ready before the test goes on, killed at the end. Also several
+//! at once on one body, and `floodgate -t` on a config text.
+
+use super::process::{Options, Proc, Setup, BIN};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    // Before `setup`: the process is killed before its files go.
+    _proc: Proc,
+    setup: Setup,
+}
+
+impl Gateway {
+    /// Starts the real binary on `body` (the gateway's keys: upstreams, routes, ...);
+    /// listeners, admin and Pingora's files are filled in. Waits for `/ready`.
+    pub fn start(body: &str) -> Gateway {
+        Gateway::launch(body, Options::default())
+    }
+
+    /// As `start`, with `RUST_LOG` set to `rust_log`.
+    pub fn start_logging(body: &str, rust_log: &str) -> Gateway {
+        let rust_log = rust_log.into();
+        Gateway::launch(
+            body,
+            Options {
+                rust_log,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// As `start`, with more keys in the `admin` section (e.g. `token: "..."`).
+    pub fn start_admin(body: &str, admin_keys: &str) -> Gateway {
+        let admin_keys = admin_keys.into();
+        Gateway::launch(
+            body,
+            Options {
+                admin_keys,
+                ..Options::default()
+            },
+        )
+    }
+
+    fn launch(body: &str, opts: Options) -> Gateway {
+        let mut setup = Setup::new(body, opts);
+        let proc = setup.start();
+        Gateway {
+            addr: setup.addr,
+            admin: setup.admin,
+            _proc: proc,
+            setup,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.setup.log()
+    }
+}
+
+/// `n` gateway processes on one config body, e.g. behind one Redis.
+pub fn gateways(body: &str, admin_keys: &str, n: usize) -> Vec<Gateway> {
+    (0..n).map(|_| Gateway::start_admin(body, admin_keys)).collect()
+}
+
+/// `floodgate -t -c FILE` on the given text: (exit success, stderr + stdout).
+pub fn check_config(text: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .env_remove("FLOODGATE_TEST_UNSET")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run -t");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    (out.status.success(), text)
+}

@@ -1,0 +1,38 @@
+//! Test harness: the real `floodgate` binary, real upstream HTTP servers, redis-server and
+//! raw HTTP/1.1 clients, all on loopback. One idea per file; everything is re-exported here.
+
+mod client;
+mod gateway;
+mod load;
+mod ports;
+mod process;
+mod redis;
+mod systemd;
+mod upstream;
+
+pub use self::redis::*;
+pub use client::*;
+pub use gateway::*;
+pub use load::*;
+pub use ports::*;
+pub use process::*;
+pub use systemd::*;
+pub use upstream::*;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms for up to `limit`; for waiting on background work
+/// (health checks), never for asserting speed.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,373 @@
+//! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
+//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests; SIGTERM
+//! draining a request in flight; a broken config never touching the running process; and the
+//! start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
+//!
+//! Timings that follow from Pingora 0.9 and shape these tests:
+//! - The old process, on SIGQUIT, sends its listening sockets, keeps accepting on them for
+//!   5 s (CLOSE_TIMEOUT, fixed), then stops accepting, waits `grace_period_seconds` and drops
+//!   whatever is still running after at most `graceful_shutdown_timeout_seconds`.
+//! - `-u` waits for the sockets in the foreground, before `-d` daemonizes, for about 6 s.
+//! - Pingora lets requests in flight run only during `grace_period_seconds`, then cancels them
+//!   (tokio's shutdown_timeout bounds blocking threads, not tasks); floodgate raises the grace
+//!   period to `graceful_shutdown_timeout_seconds` so that the drain window operators set holds
+//!   (src/app.rs; checked by the last SIGTERM test).
+
+use crate::common::*;
+use std::io::Read;
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ------------------------------------------------------------------ (a) graceful upgrade
+
+/// 20 upgrades in a row (FLOODGATE_UPGRADES overrides) under continuous load: fresh connections,
+/// kept-alive connections and admin probes. Zero failed requests; every answered request reached
+/// the upstream exactly once (so the keep-alive retry never hid a request lost in flight).
+#[test]
+fn graceful_upgrades_under_load_fail_no_request() {
+    let upgrades: usize = std::env::var("FLOODGATE_UPGRADES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut current = setup.start();
+
+    let load = Load::start(setup.addr, setup.admin, 2, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || load.ok() > 50 && load.admin_ok() > 5),
+        "load did not start"
+    );
+    let mut pids = vec![current.pid()];
+    for i in 1..=upgrades {
+        load.c.phase.store(i, Ordering::SeqCst);
+        let mut next = setup.spawn(&["-u"]);
+        setup.wait_for_upgrade_socket(&mut next);
+        let (ok_before, admin_before) = (load.ok(), load.admin_ok());
+        signal(current.pid(), "QUIT");
+        let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
+        let status = current
+            .wait_exit(limit)
+            .unwrap_or_else(|| panic!("upgrade {i}: the old process did not exit: {}", setup.log()));
+        assert!(status.success(), "upgrade {i}: old process exited with {status}");
+        assert!(
+            next.exited().is_none(),
+            "upgrade {i}: new process died: {}",
+            setup.log()
+        );
+        // The old process is gone: whatever answers now is the new one.
+        assert_eq!(
+            try_get(setup.admin, "/ready").map(|r| r.status),
+            Ok(200),
+            "upgrade {i}"
+        );
+        assert!(
+            load.ok() > ok_before + 20 && load.admin_ok() > admin_before + 5,
+            "upgrade {i}: the load stalled ({ok_before} -> {}, admin {admin_before} -> {})",
+            load.ok(),
+            load.admin_ok()
+        );
+        pids.push(next.pid());
+        current = next;
+    }
+    // A last stretch on the final process, then stop the clients.
+    let ok_before = load.ok();
+    assert!(eventually(Duration::from_secs(10), || load.ok() > ok_before + 50));
+    let (reused, retries) = (
+        load.c.reused.load(Ordering::SeqCst),
+        load.c.retries.load(Ordering::SeqCst),
+    );
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests over {upgrades} upgrades (of {}); first ones:\n{}\nlog:\n{}",
+        failures.len(),
+        ok + failures.len(),
+        failures[..failures.len().min(10)].join("\n"),
+        setup.log()
+    );
+    assert!(reused > 100, "the keep-alive clients never reused a connection");
+    assert_eq!(
+        upstream.hits(),
+        ok,
+        "requests reached the upstream without an answer reaching the client"
+    );
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), upgrades + 1, "every upgrade must start a new process");
+    let lines = || {
+        std::fs::read_to_string(setup.access_log())
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // The access-log writer flushes in the background: wait for every line it has to write.
+    eventually(Duration::from_secs(10), || lines() >= ok);
+    let logged = lines();
+    eprintln!(
+        "{upgrades} upgrades: {ok} requests answered, {reused} on reused connections, {retries} retried, \
+         {logged} access-log lines"
+    );
+    assert_eq!(logged, ok, "access-log lines lost across upgrades");
+}
+
+// ------------------------------------------------------------------ (b) SIGTERM
+
+/// SIGTERM with a request in flight: the listeners close at once (new connections refused),
+/// an idle kept-alive connection is closed, the request in flight still gets its 200, and the
+/// process exits 0 within grace_period_seconds + graceful_shutdown_timeout_seconds.
+#[test]
+fn sigterm_drains_the_request_in_flight_and_exits_zero() {
+    let upstream = Upstream::start("slow");
+    let mut setup = Setup::proxying(upstream.addr, 3, 2);
+    let mut gw = setup.start();
+
+    let mut idle = KeepAliveClient::new(setup.addr);
+    idle.get("/before")
+        .expect("a first request on the kept-alive connection");
+    let hits = upstream.hits();
+    upstream.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let addr = setup.addr;
+    let in_flight = thread::spawn(move || try_get(addr, "/slow"));
+    assert!(
+        eventually(Duration::from_secs(5), || upstream.hits() == hits + 1),
+        "the slow request never reached the upstream"
+    );
+
+    let sent = Instant::now();
+    signal(gw.pid(), "TERM");
+    assert!(
+        eventually(Duration::from_secs(1), || TcpStream::connect(setup.addr).is_err()),
+        "the proxy listener still accepts 1 s after SIGTERM"
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || TcpStream::connect(setup.admin)
+            .is_err()),
+        "the admin listener still accepts 1 s after SIGTERM"
+    );
+    let conn = idle.connection().expect("kept-alive connection");
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    let closed = match conn.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(
+        closed && rest.is_empty(),
+        "the idle kept-alive connection was not closed: {rest:?}"
+    );
+
+    let resp = in_flight
+        .join()
+        .expect("client thread")
+        .unwrap_or_else(|e| panic!("the request in flight was cut: {e}\n{}", setup.log()));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["upstream"], "slow");
+    let limit = Duration::from_secs(setup.opts.grace + setup.opts.drain + 3);
+    let status = gw
+        .wait_exit(limit.saturating_sub(sent.elapsed()))
+        .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM: {}", setup.log()));
+    assert_eq!(status.code(), Some(0), "{}", setup.log());
+}
+
+/// The drain window operators set is graceful_shutdown_timeout_seconds: requests in flight
+/// finish within it, even with grace_period_seconds: 0. Pingora alone drains only during its grace period and
+/// cancels every task after it, so without floodgate raising the grace period to the drain
+/// timeout this request is cut at once (an empty reply).
+#[test]
+fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
+    let upstream = Upstream::start("slow");
+    let mut setup = Setup::proxying(upstream.addr, 0, 5);
+    let mut gw = setup.start();
+    upstream.set_mode(Mode::Slow(Duration::from_millis(1000)));
+    let addr = setup.addr;
+    let in_flight = thread::spawn(move || try_get(addr, "/slow"));
+    assert!(eventually(Duration::from_secs(5), || upstream.hits() == 1));
+    signal(gw.pid(), "TERM");
+    let resp = in_flight.join().expect("client thread");
+    assert_eq!(resp.map(|r| r.status), Ok(200));
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(8)).and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+// ------------------------------------------------------------------ (c) a broken new config
+
+/// The reload pattern with a broken config: `-t` fails naming the problems, and a `-u` started
+/// anyway exits before it ever binds the upgrade socket; the old process is never signalled,
+/// keeps serving, and can still be upgraded once the config is fixed.
+#[test]
+fn a_broken_config_leaves_the_old_process_serving() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut old = setup.start();
+    let good = std::fs::read_to_string(&setup.conf).expect("config");
+
+    let broken = good
+        .replace(&format!("\"{}\"", upstream.addr), "\"localhost\"")
+        .replace("upstream: app", "upstream: billing");
+    std::fs::write(&setup.conf, &broken).expect("write broken config");
+    let out = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(&setup.conf)
+        .output()
+        .expect("run -t");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "-t passed a broken config");
+    assert!(stderr.contains("needs a port"), "{stderr}");
+    assert!(stderr.contains("no upstream named \"billing\""), "{stderr}");
+
+    // An operator who skips -t: the new process dies on the config, before the socket hand-over.
+    let mut next = setup.spawn(&["-u"]);
+    let status = next
+        .wait_exit(Duration::from_secs(10))
+        .expect("-u with a broken config must exit");
+    assert!(!status.success());
+    assert!(
+        !setup.sock.exists(),
+        "the broken process bound the upgrade socket"
+    );
+
+    assert!(old.exited().is_none(), "the old process died");
+    assert_eq!(
+        get_ok(setup.addr, "/still").map(|r| r.json()["upstream"].clone()),
+        Ok("app".into())
+    );
+    assert_eq!(get_ok(setup.admin, "/ready").map(|r| r.status), Ok(200));
+
+    // Fixed: the same old process hands over as if nothing had happened.
+    std::fs::write(&setup.conf, &good).expect("restore config");
+    let mut next = setup.spawn(&["-u"]);
+    setup.wait_for_upgrade_socket(&mut next);
+    signal(old.pid(), "QUIT");
+    let status = old
+        .wait_exit(CLOSE_TIMEOUT + Duration::from_secs(15))
+        .expect("old process exits after the upgrade");
+    assert!(status.success());
+    assert_eq!(get_ok(setup.addr, "/after").map(|r| r.status), Ok(200));
+    assert!(next.exited().is_none());
+}
+
+// ------------------------------------------------------------------ (d) the systemd unit
+
+/// The paths, and the stop timeout, of the unit agree with conf/systemd.yaml, and that config
+/// passes -t.
+#[test]
+fn the_systemd_unit_and_its_config_agree() {
+    let conf: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("conf/systemd.yaml").expect("conf/systemd.yaml"))
+            .expect("YAML");
+    let pid_file = conf["pid_file"].as_str().expect("pid_file");
+    let sock = conf["upgrade_sock"].as_str().expect("upgrade_sock");
+    assert_eq!(unit_values("PIDFile"), vec![pid_file.to_string()]);
+    let reload = unit_values("ExecReload").join("\n");
+    assert!(reload.contains(sock), "ExecReload does not wait on {sock}");
+    assert!(reload.contains(pid_file), "ExecReload does not read {pid_file}");
+    let runtime_dir = unit_values("RuntimeDirectory");
+    assert_eq!(runtime_dir.len(), 1);
+    for path in [pid_file, sock] {
+        assert!(
+            path.starts_with(&format!("/run/{}/", runtime_dir[0])),
+            "{path} is outside RuntimeDirectory"
+        );
+    }
+    let seconds = |key: &str| conf[key].as_u64().unwrap_or_else(|| panic!("{key}"));
+    let drain = CLOSE_TIMEOUT.as_secs()
+        + seconds("grace_period_seconds")
+        + seconds("graceful_shutdown_timeout_seconds");
+    let stop: u64 = unit_values("TimeoutStopSec")[0]
+        .parse()
+        .expect("TimeoutStopSec in seconds");
+    assert!(
+        stop > drain,
+        "TimeoutStopSec={stop} does not cover a drain of {drain} s"
+    );
+    let out = Command::new(BIN)
+        .args(["-t", "-c", "conf/systemd.yaml"])
+        .output()
+        .expect("run -t");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// ExecStartPre/ExecStart and ExecReload of systemd/floodgate.service, run as written (paths
+/// moved to a temp dir) on daemonized processes, under load: each reload hands over with no
+/// failed request and leaves PIDFile naming the new daemon; a reload with a broken config fails
+/// at `-t` and changes nothing; SIGTERM (systemctl stop) ends the service.
+#[test]
+fn the_systemd_reload_recipe_hands_over_without_failures() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut daemons = Daemons::default();
+    start_unit(&mut setup);
+    // Like systemd with Type=forking: the main PID is what PIDFile names once the starter exited.
+    assert!(
+        eventually(Duration::from_secs(10), || setup.pid_from_file().is_some()),
+        "no PID file: {}",
+        setup.log()
+    );
+    let mut main_pid = setup.pid_from_file().expect("main pid");
+    daemons.0.push(main_pid);
+    assert!(eventually(Duration::from_secs(30), || try_get(
+        setup.admin,
+        "/ready"
+    )
+    .is_ok_and(|r| r.status == 200)));
+
+    let load = Load::start(setup.addr, setup.admin, 1, 1);
+    assert!(eventually(Duration::from_secs(10), || load.ok() > 20));
+    for i in 1..=3 {
+        load.c.phase.store(i, Ordering::SeqCst);
+        let ok_before = load.ok();
+        run_unit("ExecReload", &setup, Some(main_pid))
+            .unwrap_or_else(|e| panic!("reload {i}: {e}\n{}", setup.log()));
+        // The recipe returns only once PIDFile names the new daemon.
+        let new_pid = setup
+            .pid_from_file()
+            .expect("PIDFile names a live process after reload");
+        daemons.0.push(new_pid);
+        assert_ne!(new_pid, main_pid, "reload {i} left the old PID in PIDFile");
+        let drained = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
+        assert!(
+            eventually(drained, || !alive(main_pid)),
+            "reload {i}: the old process {main_pid} is still running"
+        );
+        assert!(load.ok() > ok_before + 20, "reload {i}: the load stalled");
+        main_pid = new_pid;
+    }
+
+    // A broken config: the reload fails at its first line and the service runs on untouched.
+    let good = std::fs::read_to_string(&setup.conf).expect("config");
+    std::fs::write(&setup.conf, good.replace("upstream: app", "upstream: nope")).expect("break config");
+    let failed = run_unit("ExecReload", &setup, Some(main_pid));
+    assert!(failed.as_ref().is_err_and(|e| e.contains(" -t ")), "{failed:?}");
+    assert!(!setup.sock.exists());
+    assert_eq!(setup.pid_from_file(), Some(main_pid));
+    assert!(alive(main_pid));
+    let ok_before = load.ok();
+    assert!(eventually(Duration::from_secs(10), || load.ok() > ok_before + 20));
+    std::fs::write(&setup.conf, good).expect("restore config");
+
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}:\n{}\n{}",
+        failures.len(),
+        ok + failures.len(),
+        failures[..failures.len().min(10)].join("\n"),
+        setup.log()
+    );
+    // systemctl stop: SIGTERM to the main PID.
+    signal(main_pid, "TERM");
+    assert!(
+        eventually(
+            Duration::from_secs(setup.opts.grace + setup.opts.drain + 5),
+            || !alive(main_pid)
+        ),
+        "still running after SIGTERM"
+    );
+}

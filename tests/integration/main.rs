@@ -1,0 +1,16 @@
+//! The integration tests, one crate: the real `floodgate` binary against real loopback
+//! upstreams, redis-server and headless Chromium. One module per area; the harness is in
+//! `common`. `cargo test --test integration ratelimit::` runs one area.
+
+mod common;
+
+mod admin;
+mod auth;
+mod breakers;
+mod config;
+mod hardening;
+mod lifecycle;
+mod proxy;
+mod ratelimit;
+mod telemetry;
+mod upstreams;
