@@ -11,6 +11,11 @@ fn config(targets: &str, breaker: &str) -> String {
     )
 }
 
+/// A gateway whose admin listener publishes the breakers without a token.
+fn start_public(body: &str) -> Gateway {
+    Gateway::start_admin(body, "public_stats: true")
+}
+
 /// The breaker of `target` as `GET /admin/circuit-breakers` shows it.
 fn breaker(gw: &Gateway, target: &std::net::SocketAddr) -> Value {
     let all = get(gw.admin, "/admin/circuit-breakers").json();
@@ -25,7 +30,7 @@ fn breaker(gw: &Gateway, target: &std::net::SocketAddr) -> Value {
 fn opens_after_n_failures_then_answers_503_without_touching_the_upstream() {
     let up = Upstream::start("u");
     up.set_mode(Mode::Status(500));
-    let gw = Gateway::start(&config(
+    let gw = start_public(&config(
         &format!("\"{}\"", up.addr),
         "{ failures: 3, window_s: 60, open_s: 2, half_open_requests: 1 }",
     ));
@@ -81,7 +86,7 @@ fn opens_after_n_failures_then_answers_503_without_touching_the_upstream() {
 fn four_xx_answers_do_not_open_it() {
     let up = Upstream::start("u");
     up.set_mode(Mode::Status(404));
-    let gw = Gateway::start(&config(
+    let gw = start_public(&config(
         &format!("\"{}\"", up.addr),
         "{ failures: 2, window_s: 60, open_s: 30 }",
     ));
@@ -97,7 +102,7 @@ fn a_dead_target_is_routed_around_with_no_client_visible_error_and_its_breaker_o
     let good = Upstream::start("good");
     let closed = closed_port();
     let dead = closed.addr;
-    let gw = Gateway::start(&config(
+    let gw = start_public(&config(
         &format!("\"{}\", \"{dead}\"", good.addr),
         "{ failures: 2, window_s: 60, open_s: 30 }",
     ));
@@ -123,7 +128,7 @@ fn an_upstream_timeout_counts_as_a_failure() {
         "{ failures: 2, window_s: 60, open_s: 30 }",
     )
     .replace("retries: 1,", "retries: 0, timeouts: { read_ms: 200 },");
-    let gw = Gateway::start(&body);
+    let gw = start_public(&body);
     assert_eq!(get(gw.addr, "/x").status, 504);
     assert_eq!(get(gw.addr, "/x").status, 504);
     assert_eq!(get(gw.addr, "/x").status, 503);

@@ -56,7 +56,7 @@ routes:
         slow = slow.addr,
     );
     Fixture {
-        gw: Gateway::start(&body),
+        gw: Gateway::start_admin(&body, "public_stats: true"),
         _ok: ok,
         _failing: failing,
         _slow: slow,
