@@ -106,7 +106,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         config.client.max_connections,
         config.client.max_connections_per_ip,
     );
-    let guarded = HeaderGuard::new(proxy, limits, deadlines, connections);
+    let guarded = HeaderGuard::new(proxy, limits, deadlines, connections.clone());
     let mut proxy_service = Service::new("floodgate proxy".to_string(), guarded);
     for addr in &config.listen {
         proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_BUFFERS));
@@ -126,6 +126,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         tier_names: config.tier_names(),
         pools,
         telemetry,
+        connections,
     };
     // The admin listener gets the proxy's header deadline and head checks, and a
     // small connection cap of its own: it must stay reachable when the proxy is full.

@@ -280,7 +280,7 @@ impl Metrics {
 }
 
 /// Series that others write: the proxy keeps `inflight`; the admin service copies
-/// breaker, health and Redis-sync state into the rest when scraped.
+/// breaker, health, connection and Redis-sync state into the rest when scraped.
 pub(super) struct StateMetrics {
     pub inflight: IntGauge,
     pub breaker_state: IntGaugeVec,
@@ -289,6 +289,8 @@ pub(super) struct StateMetrics {
     pub redis_sync_errors: IntCounter,
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
+    pub open_connections: IntGauge,
+    pub connections_refused: IntCounter,
 }
 
 impl StateMetrics {
@@ -341,6 +343,17 @@ impl StateMetrics {
                 IntGauge::new(
                     "floodgate_global_limit_degraded",
                     "1 while Redis is unreachable and global limits run degraded",
+                )?,
+            )?,
+            open_connections: registered(
+                registry,
+                IntGauge::new("floodgate_open_connections", "Open client connections")?,
+            )?,
+            connections_refused: registered(
+                registry,
+                IntCounter::new(
+                    "floodgate_connections_refused_total",
+                    "Client connections closed unread for being over max_connections or max_connections_per_ip",
                 )?,
             )?,
         })

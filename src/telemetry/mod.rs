@@ -52,6 +52,8 @@ pub struct Telemetry {
     pub redis_sync_errors: IntCounter,
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
+    pub open_connections: IntGauge,
+    pub connections_refused: IntCounter,
 }
 
 impl Telemetry {
@@ -70,6 +72,8 @@ impl Telemetry {
             redis_sync_errors,
             redis_last_sync,
             global_limit_degraded,
+            open_connections,
+            connections_refused,
         } = StateMetrics::new(&registry)?;
         Ok(Telemetry {
             access_log: AccessLog::new(access_log, &registry)?,
@@ -82,6 +86,8 @@ impl Telemetry {
             redis_sync_errors,
             redis_last_sync,
             global_limit_degraded,
+            open_connections,
+            connections_refused,
         })
     }
 

@@ -9,6 +9,7 @@
 mod consumer_id;
 mod stats;
 
+use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream;
 use crate::ratelimit::RateLimiter;
 use crate::telemetry::Telemetry;
@@ -36,6 +37,8 @@ pub struct Admin {
     pub tier_names: Vec<String>,
     pub pools: Arc<Vec<Pool>>,
     pub telemetry: Arc<Telemetry>,
+    /// The proxy listener's connection caps.
+    pub connections: Arc<ConnectionLimits>,
 }
 
 /// The dashboard: one self-contained page (no CDN) polling the JSON endpoints.
@@ -73,6 +76,10 @@ impl Admin {
                 }
             }
         }
+        t.open_connections.set(self.connections.open() as i64);
+        let refused = self.connections.refused.load(Ordering::Relaxed);
+        t.connections_refused
+            .inc_by(refused.saturating_sub(t.connections_refused.get()));
         let sync = &self.limiter.sync;
         let errors = sync.errors.load(Ordering::Relaxed);
         t.redis_sync_errors
