@@ -247,3 +247,100 @@ fn api_keys(problems: &mut Problems, spec: ApiKeysSpec, tiers: &[Tier], default_
     }
     ApiKeys { header, keys }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::problems_of;
+    use super::super::{parse, Config};
+
+    const HEAD: &str = "listen: [\"127.0.0.1:8080\"]\nadmin: { listen: \"127.0.0.1:9091\" }\n\
+                        routes: [{ name: r, path_prefix: /, respond: { status: 200 } }]\n";
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    const DIGEST: &str = "sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
+    fn load(auth: &str) -> Config {
+        parse(&format!("{HEAD}auth:\n{auth}"), |_| None).unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    fn problems(auth: &str) -> Vec<String> {
+        problems_of(&format!("{HEAD}auth:\n{auth}"))
+    }
+
+    #[test]
+    fn keys_and_digests_come_out_ready_to_use() {
+        let config = load(&format!(
+            "  jwt: {{ keys: [{{ kid: a, alg: HS256, secret: \"{SECRET}\" }}], claims_to_headers: {{ org: X-Org }} }}\n  \
+             api_keys: {{ keys: [{{ consumer: c, key: \"{DIGEST}\", tier: premium }}] }}\n"
+        ));
+        let auth = config.auth.expect("auth");
+        let jwt = auth.jwt.expect("jwt");
+        assert_eq!(jwt.keys.len(), 1);
+        assert_eq!(jwt.claims_to_headers[0].1.as_str(), "x-org");
+        let keys = auth.api_keys.expect("api keys");
+        assert_eq!(keys.header.as_str(), "x-api-key");
+        assert_eq!(keys.keys[0].digest[..2], [0x5e, 0x88]);
+        assert_eq!(keys.keys[0].tier, 2, "premium is the third seed tier");
+        assert_eq!(auth.default_tier, 0);
+    }
+
+    #[test]
+    fn every_key_problem_names_its_key() {
+        let found = problems(&format!(
+            "  jwt:\n    keys:\n\
+             \x20     - {{ kid: a, alg: HS256, secret: short }}\n\
+             \x20     - {{ kid: a, alg: HS999, secret: \"{SECRET}\" }}\n\
+             \x20     - {{ alg: HS256, public_key: x }}\n\
+             \x20     - {{ alg: RS256, secret: \"{SECRET}\" }}\n\
+             \x20     - {{ alg: ES256, public_key: \"not pem\" }}\n\
+             \x20     - {{ alg: RS256, public_key_file: /nonexistent.pem }}\n\
+             \x20   jwks_url: ftp://x\n\
+             \x20   claims_to_headers: {{ a: X-Consumer-Id, b: x_org, c: \"bad header\" }}\n"
+        ));
+        let expected = [
+            "auth.jwt.keys[0].secret: must be at least 32 bytes",
+            "auth.jwt.keys[1].kid: duplicate kid \"a\"",
+            "auth.jwt.keys[1].alg: \"HS999\" is not one of",
+            "auth.jwt.keys[2]: HS256 needs secret (and nothing else)",
+            "auth.jwt.keys[3]: RS256 needs one of public_key_file or public_key (never a secret)",
+            "auth.jwt.keys[4]: not a ES256 public key in PEM form",
+            "auth.jwt.keys[5].public_key_file: cannot read /nonexistent.pem",
+            "auth.jwt.jwks_url: must be an http:// or https:// URL",
+            "auth.jwt.claims_to_headers.a: x-consumer-id is set by the gateway itself",
+            "auth.jwt.claims_to_headers.b: a header name with _ would be dropped",
+            "auth.jwt.claims_to_headers.c: \"bad header\" is not a header name",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (got, want) in found.iter().zip(expected) {
+            assert!(got.starts_with(want), "{got} should start with {want}");
+        }
+    }
+
+    #[test]
+    fn api_key_and_section_problems() {
+        let found = problems(&format!(
+            "  default_tier: gold\n  api_keys:\n    header: x_api_key\n    keys:\n\
+             \x20     - {{ consumer: a, key: \"sha256:abc\" }}\n\
+             \x20     - {{ consumer: b, key: \"{DIGEST}\", tier: nope }}\n\
+             \x20     - {{ consumer: c, key: \"{DIGEST}\" }}\n"
+        ));
+        let expected = [
+            "auth.default_tier: no tier named \"gold\"",
+            "auth.api_keys.header: a header name with _ would be dropped",
+            "auth.api_keys.keys[0].key: must be sha256:<64 hex digits>",
+            "auth.api_keys.keys[1].tier: no tier named \"nope\"",
+            "auth.api_keys.keys[2].key: duplicate key",
+        ];
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        for (got, want) in found.iter().zip(expected) {
+            assert!(got.starts_with(want), "{got} should start with {want}");
+        }
+        assert_eq!(
+            problems("  default_tier: free\n"),
+            vec!["auth: needs jwt, api_keys or both"]
+        );
+        assert_eq!(
+            problems("  jwt: { jwks_file: /a.json, jwks_url: \"https://x\" }\n"),
+            vec!["auth.jwt: jwks_file and jwks_url: choose one"]
+        );
+    }
+}
