@@ -127,19 +127,13 @@ fn init_logging() {
     }
 }
 
-/// The process an upgrade takes sockets from must be alive, or `-u` would wait for
-/// sockets nobody sends and fail seconds later with a bare EAGAIN.
-fn running_instance(pid_file: &str) -> Result<u32, String> {
-    let text = std::fs::read_to_string(pid_file).map_err(|e| format!("{pid_file}: {e}"))?;
-    let pid: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{pid_file} holds no process id"))?;
-    let alive = pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists();
-    if alive {
-        Ok(pid)
-    } else {
-        Err(format!("process {pid} named in {pid_file} is not running"))
+/// An upgrade takes its sockets from a running instance, which holds the listen
+/// addresses: if one can be bound, nobody will send them, and `-u` would wait for
+/// them only to fail seconds later with a bare EAGAIN.
+fn running_instance(listen: &[std::net::SocketAddr]) -> Result<(), String> {
+    match listen.first().map(std::net::TcpListener::bind) {
+        Some(Ok(_free)) => Err(format!("nothing listens on {}", listen[0])),
+        _ => Ok(()),
     }
 }
 
@@ -166,7 +160,7 @@ fn main() -> ExitCode {
     }
 
     if cli.upgrade {
-        if let Err(why) = running_instance(&config.server.pid_file) {
+        if let Err(why) = running_instance(&config.listen) {
             eprintln!("floodgate -u: no running floodgate to take over: {why}");
             return ExitCode::FAILURE;
         }
