@@ -1,9 +1,14 @@
 //! What the upstream receives is exactly what was routed and authorised: paths that
 //! upstreams decode differently, header names with `_`, client claims about its own
-//! address, `Connection` naming the Host or the framing and malformed Hosts never
-//! get through.
+//! address, `Connection` naming the Host or the framing, malformed Hosts and a
+//! protocol switch nobody asked for never get through.
 
 use crate::common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::Duration;
 
 const API_KEY: &str = "acme-key-7f3a";
@@ -269,4 +274,167 @@ fn a_host_that_is_not_an_rfc_3986_authority_is_refused() {
         assert_eq!(r.upstream_header("host").as_deref(), Some(host));
         assert_eq!(r.upstream_header("x-forwarded-host").as_deref(), Some(host));
     }
+}
+
+/// A raw TCP upstream that switches protocols: to a request asking for a WebSocket it
+/// answers `101` and then `pong` to the client's `ping`; to any other request it answers
+/// an unasked-for `101` followed by raw bytes. Records the request heads it received.
+struct SwitchingUpstream {
+    addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl SwitchingUpstream {
+    fn start() -> SwitchingUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopping) = (heads.clone(), stop.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let seen = seen.clone();
+                thread::spawn(move || switch(conn, &seen));
+            }
+        });
+        SwitchingUpstream { addr, heads, stop }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads").clone()
+    }
+}
+
+impl Drop for SwitchingUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
+    }
+}
+
+fn switch(mut conn: TcpStream, heads: &Mutex<Vec<String>>) {
+    // Bounded: a gateway that never closes its side ends this thread after 10 s.
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    heads.lock().expect("heads").push(head.clone());
+    if head.contains("\r\nupgrade: websocket\r\n") {
+        let _ = conn.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        let mut ping = Vec::new();
+        let read = (&buf[end..]).chain(&conn).take(4).read_to_end(&mut ping);
+        if read.is_ok() && ping == b"ping" {
+            let _ = conn.write_all(b"pong");
+        }
+    } else {
+        let _ = conn.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\nRAWBYTES",
+        );
+    }
+    // Hold the connection until the gateway closes it.
+    let _ = conn.read_to_end(&mut Vec::new());
+}
+
+fn switching_gateway(switching: &SwitchingUpstream, echo: &Upstream) -> Gateway {
+    Gateway::start(&format!(
+        "upstreams:\n  switching: {{ targets: [\"{}\"] }}\n  echo: {{ targets: [\"{}\"] }}\n\
+         routes:\n  - {{ name: switching, path_prefix: /, upstream: switching }}\n  \
+         - {{ name: echo, path_prefix: /ok/, upstream: echo }}\n",
+        switching.addr, echo.addr
+    ))
+}
+
+#[test]
+fn a_101_the_client_did_not_ask_for_is_a_502() {
+    let switching = SwitchingUpstream::start();
+    let echo = Upstream::start("echo");
+    let gw = switching_gateway(&switching, &echo);
+    let raw = b"GET /no-upgrade HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    // Asked directly, the test upstream does send the raw bytes after its 101.
+    let mut direct = TcpStream::connect(switching.addr).expect("connect");
+    direct
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    direct.write_all(raw).expect("write");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !seen.windows(8).any(|w| w == b"RAWBYTES") {
+        let n = direct.read(&mut chunk).expect("read");
+        assert!(n > 0, "the test upstream closed: {}", show(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    drop(direct);
+
+    let answer = raw_exchange(gw.addr, raw);
+    let (r, _) = parse_response(&answer).unwrap_or_else(|| panic!("no answer: {}", show(&answer)));
+    assert_eq!(r.status, 502, "{}", show(&answer));
+    assert_eq!(r.json()["error"], "bad_gateway");
+    assert!(
+        !answer.windows(8).any(|w| w == b"RAWBYTES"),
+        "the upstream's raw bytes reached the client: {}",
+        show(&answer)
+    );
+    // The 502 is the gateway's verdict on the 101: the request did reach the upstream.
+    let heads = switching.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].starts_with("get /no-upgrade "), "{heads:?}");
+    assert!(
+        heads[1].contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{heads:?}"
+    );
+    assert_eq!(get(gw.addr, "/ok/after").status, 200);
+}
+
+#[test]
+fn a_websocket_upgrade_still_switches_protocols() {
+    let switching = SwitchingUpstream::start();
+    let echo = Upstream::start("echo");
+    let gw = switching_gateway(&switching, &echo);
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(
+            s.read(&mut byte).expect("read") == 1 && head.len() < 8192,
+            "no 101: {}",
+            show(&head)
+        );
+        head.push(byte[0]);
+    }
+    let (r, _) = parse_response_to(&head, true).expect("a head");
+    assert_eq!(r.status, 101, "{}", show(&head));
+    assert!(r
+        .header("upgrade")
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket")));
+    s.write_all(b"ping").expect("write through the tunnel");
+    let mut pong = [0u8; 4];
+    s.read_exact(&mut pong).expect("read through the tunnel");
+    assert_eq!(&pong, b"pong");
+    let heads = switching.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].contains("\r\nupgrade: websocket\r\n"), "{heads:?}");
+    assert!(heads[0].contains("\r\nconnection: upgrade\r\n"), "{heads:?}");
 }
