@@ -14,31 +14,6 @@ fn gateway(up: &Upstream, client: &str) -> Gateway {
     ))
 }
 
-/// Reads one response from a kept-alive connection.
-fn read_one(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
-    let mut chunk = [0u8; 65536];
-    loop {
-        if let Some((resp, used)) = parse_response(buf) {
-            buf.drain(..used);
-            return Some(resp);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// True when the server has closed the connection (EOF or reset) within `limit`.
-fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).expect("timeout");
-    let mut rest = Vec::new();
-    match stream.read_to_end(&mut rest) {
-        Ok(_) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-    }
-}
-
 /// Sends `raw` on a fresh connection (no `Connection: close`), expects `status`
 /// and, for untrusted framing, the connection closed by the gateway.
 fn expect_rejected(gw: &Gateway, raw: &[u8], status: u16) {
@@ -214,4 +189,115 @@ fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
     );
     // Pingora's default would hold this for 60 s; the configured 1 s must end it well before 10.
     assert!(closed_by_server(&mut s, Duration::from_secs(10)));
+}
+
+/// Sends `raw` (after `first` and its answer, on the same connection, if given) and
+/// expects a 400 as the only answer, then the connection closed: the parts after a head
+/// whose framing cannot be trusted are never read as another request.
+fn expect_refused_and_closed(gw: &Gateway, first: Option<&[u8]>, raw: &[u8]) {
+    let shown = String::from_utf8_lossy(raw);
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    if let Some(first) = first {
+        s.write_all(first).expect("write");
+        assert_eq!(read_one(&mut s, &mut buf).expect("first").status, 200);
+    }
+    let _ = s.write_all(raw);
+    let resp = read_one(&mut s, &mut buf).unwrap_or_else(|| panic!("no answer to {shown:?}"));
+    assert_eq!(resp.status, 400, "{shown:?}");
+    let rest = rest_until_closed(&mut s, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("left open after {shown:?}"));
+    buf.extend_from_slice(&rest);
+    assert!(
+        buf.is_empty(),
+        "more after the 400 to {shown:?}: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+}
+
+#[test]
+fn smuggling_variants_of_the_body_framing_are_refused_and_close_the_connection() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "");
+    let variants: [&[u8]; 12] = [
+        // TE.CL, with a request hidden in the body for whoever believes Content-Length.
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked, identity\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: xchunked\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding : chunked\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        // Obsolete line folding, with a space and with a tab.
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n\ttwo\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n Transfer-Encoding: chunked\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!",
+    ];
+    for raw in variants {
+        expect_refused_and_closed(&gw, None, raw);
+    }
+    assert_eq!(up.hits(), 0, "a refused request reached the upstream");
+    let first: &[u8] = b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n";
+    for raw in variants {
+        expect_refused_and_closed(&gw, Some(first), raw);
+    }
+    assert_eq!(
+        up.hits(),
+        variants.len(),
+        "only the good first requests reached the upstream"
+    );
+    assert_eq!(get(gw.addr, "/still-serving").status, 200);
+}
+
+#[test]
+fn an_http2_preface_on_the_http1_port_is_refused() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "");
+    for raw in [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        // As a client with prior knowledge sends it: the preface, then an empty SETTINGS frame.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    ] {
+        let mut s = TcpStream::connect(gw.addr).expect("connect");
+        let _ = s.write_all(raw);
+        let answer = rest_until_closed(&mut s, Duration::from_secs(10)).expect("left open after the preface");
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 400 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(up.hits(), 0);
+    assert_eq!(get(gw.addr, "/still-serving").status, 200);
+    assert_eq!(get(gw.admin, "/health").status, 200);
+}
+
+#[test]
+fn a_huge_declared_body_without_credentials_is_refused_before_it_is_sent() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  backend: {{ targets: [\"{}\"] }}\n\
+         auth:\n  api_keys:\n    keys:\n      - {{ consumer: acme, key: \"{}\" }}\n\
+         routes:\n  - {{ name: api, path_prefix: /api/, upstream: backend, auth: required }}\n  \
+         - {{ name: pub, path_prefix: /pub/, upstream: backend, auth: none }}\n",
+        up.addr,
+        floodgate::auth::api_key::hash_key("a-key-nobody-sends")
+    ));
+    // The head alone; the answer is read before a single body byte is sent.
+    let (resp, mut conn) = answer_on_new_connection(
+        gw.addr,
+        b"POST /api/upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n",
+    );
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert_eq!(resp.json()["error"], "unauthorized");
+    assert!(
+        closed_by_server(&mut conn, Duration::from_secs(5)),
+        "left open with 1 GB of body announced and unread"
+    );
+    assert_eq!(up.hits(), 0);
+    assert_eq!(get(gw.addr, "/pub/still-serving").status, 200);
 }

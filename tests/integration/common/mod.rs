@@ -2,6 +2,7 @@
 //! raw HTTP/1.1 clients, all on loopback. One idea per file; everything is re-exported here.
 
 mod client;
+mod exchange;
 mod gateway;
 mod load;
 mod ports;
@@ -12,6 +13,7 @@ mod upstream;
 
 pub use self::redis::*;
 pub use client::*;
+pub use exchange::*;
 pub use gateway::*;
 pub use load::*;
 pub use ports::*;
