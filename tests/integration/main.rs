@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod breakers;
 mod config;
+mod exhaustion;
 mod hardening;
 mod lifecycle;
 mod proxy;

@@ -1,0 +1,214 @@
+//! Resource exhaustion through the real gateway: clients that trickle their heads on a
+//! kept-alive connection, that stop reading a large response, that open too many connections
+//! or sit idle by the thousand; upstreams that close pooled connections under the gateway; and
+//! a Redis that is flushed, out of memory and stalled while requests flow.
+//!
+//! Covered elsewhere, not here: the first head of a connection trickled in (answered 408) in
+//! `hardening::a_client_trickling_its_header_is_cut_off`; a Redis killed or frozen under load
+//! in `ratelimit`.
+
+use crate::common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long after the deadline's cause a connection may stay open: a liveness bound for
+/// deadlines of one second, far below the 20 s a trickled head would need to finish.
+const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// A gateway proxying every path to `up`, with `client` as its `client:` line.
+fn gateway(up: &Upstream, client: &str) -> Gateway {
+    Gateway::start(&format!(
+        "{client}\nupstreams:\n  backend: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: backend }}\n",
+        up.addr
+    ))
+}
+
+/// Reads one response from a kept-alive connection; None on close, reset or read timeout.
+fn read_one(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some((resp, used)) = parse_response(buf) {
+            buf.drain(..used);
+            return Some(resp);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A kept-alive GET on `stream`: Ok(status), or what went wrong.
+fn get_on(stream: &mut TcpStream, path: &str) -> Result<u16, String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    read_one(stream, &mut buf)
+        .map(|r| r.status)
+        .ok_or_else(|| format!("no answer to GET {path}: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+// ------------------------------------------------------------------ header deadline
+
+/// The pace of a trickled head: one byte per this long.
+const TRICKLE_PACE: Duration = Duration::from_millis(200);
+
+/// One complete request answered 200, then on the same connection a second head trickled
+/// one byte every `TRICKLE_PACE`: 100 bytes with no blank line, so it would take 20 s and
+/// never end. Ok((time from the second head's first byte until the gateway closed the
+/// connection, the bytes the gateway sent after the first response)).
+fn trickle_second_head(addr: SocketAddr) -> Result<(Duration, Vec<u8>), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let first = get_on(&mut s, "/first")?;
+    if first != 200 {
+        return Err(format!("first request: status {first}"));
+    }
+    let mut head = b"GET /second HTTP/1.1\r\nHost: a\r\nX-Slow: ".to_vec();
+    head.resize(100, b'a');
+    s.set_read_timeout(Some(TRICKLE_PACE))
+        .map_err(|e| e.to_string())?;
+    let mut after = Vec::new();
+    let started = Instant::now();
+    for byte in head {
+        if s.write_all(&[byte]).is_err() {
+            return Ok((started.elapsed(), after));
+        }
+        // The read's timeout paces the trickle (it is the input); a close ends it sooner.
+        let mut chunk = [0u8; 1024];
+        match s.read(&mut chunk) {
+            Ok(0) => return Ok((started.elapsed(), after)),
+            Ok(n) => after.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return Ok((started.elapsed(), after)),
+        }
+    }
+    Err(format!(
+        "still open {:?} after the first byte of the second head; it sent {:?}",
+        started.elapsed(),
+        String::from_utf8_lossy(&after)
+    ))
+}
+
+/// What the gateway may send before closing on a late head: nothing, or a 408.
+fn no_answer_or_408(after: &[u8]) -> bool {
+    after.is_empty() || after.starts_with(b"HTTP/1.1 408")
+}
+
+#[test]
+fn a_second_head_trickled_on_a_kept_alive_connection_is_cut_off() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { header_timeout_ms: 1000 }");
+    let (closed_after, after) = trickle_second_head(gw.addr).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "slow second head: closed {closed_after:?} after its first byte, having sent {:?}",
+        String::from_utf8_lossy(&after)
+    );
+    assert!(
+        closed_after < CLOSE_BOUND,
+        "closed {closed_after:?} after the head began; the deadline is 1 s"
+    );
+    assert!(no_answer_or_408(&after), "{:?}", String::from_utf8_lossy(&after));
+    assert_eq!(up.hits(), 1, "only the first request reached the upstream");
+    assert_eq!(get(gw.addr, "/after").status, 200);
+}
+
+#[test]
+fn twenty_kept_alive_connections_trickling_their_second_heads_are_all_cut_off() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { header_timeout_ms: 1000 }");
+    let addr = gw.addr;
+    let clients: Vec<_> = (0..20)
+        .map(|_| thread::spawn(move || trickle_second_head(addr)))
+        .collect();
+    let results: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for (i, result) in results.iter().enumerate() {
+        let (closed_after, after) = result.as_ref().unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert!(
+            *closed_after < CLOSE_BOUND,
+            "client {i}: closed {closed_after:?} after its second head began"
+        );
+        assert!(
+            no_answer_or_408(after),
+            "client {i}: {:?}",
+            String::from_utf8_lossy(after)
+        );
+        slowest = slowest.max(*closed_after);
+    }
+    eprintln!("20 slow second heads: the last closed {slowest:?} after its first byte");
+    assert_eq!(up.hits(), 20, "only the first requests reached the upstream");
+    assert_eq!(get(gw.addr, "/after").status, 200);
+}
+
+#[test]
+fn a_connection_that_never_sends_a_byte_is_closed_after_the_header_deadline() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { header_timeout_ms: 1000 }");
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let closed_after = started.elapsed();
+    assert!(
+        read.is_ok() || read.as_ref().is_err_and(|e| !is_timeout(e)),
+        "still open after {closed_after:?}: {read:?}"
+    );
+    assert!(closed_after < CLOSE_BOUND, "closed after {closed_after:?}");
+    assert!(
+        answer.is_empty(),
+        "a client that never spoke was answered {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+#[test]
+fn the_header_deadline_runs_from_a_heads_first_byte_not_from_the_last_response() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { header_timeout_ms: 1000 }");
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    assert_eq!(get_on(&mut s, "/first"), Ok(200));
+    // The input: the connection idles between requests for longer than the header deadline
+    // (the keep-alive timeout, 60 s by default, governs that wait, not the header deadline).
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get_on(&mut s, "/second"), Ok(200));
+    assert_eq!(up.hits(), 2);
+}
+
+#[test]
+fn a_body_sent_slowly_is_not_cut_by_the_header_deadline() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { header_timeout_ms: 1000 }");
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        .expect("head");
+    for byte in b"0123456789" {
+        // The input: the body arrives over 2 s, twice the header deadline.
+        thread::sleep(TRICKLE_PACE);
+        s.write_all(&[*byte]).expect("a body byte");
+    }
+    let mut buf = Vec::new();
+    let resp = read_one(&mut s, &mut buf).expect("an answer to the slow upload");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["body_len"], 10);
+}
