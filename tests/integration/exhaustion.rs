@@ -8,8 +8,10 @@
 //! in `ratelimit`.
 
 use crate::common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -211,4 +213,207 @@ fn a_body_sent_slowly_is_not_cut_by_the_header_deadline() {
     let resp = read_one(&mut s, &mut buf).expect("an answer to the slow upload");
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["body_len"], 10);
+}
+
+// ------------------------------------------------------------------ send deadline
+
+/// A loopback server this test process runs, one thread per connection, given the stream and
+/// the connection's number (0, 1, ...). Stops accepting when dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(handler: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler = Arc::new(handler);
+        let accept = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                for (n, stream) in listener.incoming().enumerate() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let handler = handler.clone();
+                    thread::spawn(move || handler(stream, n));
+                }
+            })
+        };
+        Server {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wake the accept loop
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request from `reader`: (method, path, body); None when the connection ends first.
+fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok().filter(|&n| n > 0)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((method, path, body))
+}
+
+const BIG_BODY: usize = 50 * 1024 * 1024;
+
+/// An upstream answering every request with a 50 MB body, counting what it got written and
+/// noting when its connection broke under it.
+struct BigUpstream {
+    server: Server,
+    written: Arc<AtomicUsize>,
+    broken: Arc<AtomicBool>,
+}
+
+impl BigUpstream {
+    fn start() -> BigUpstream {
+        let written = Arc::new(AtomicUsize::new(0));
+        let broken = Arc::new(AtomicBool::new(false));
+        let (w, b) = (written.clone(), broken.clone());
+        let server = Server::start(move |stream, _| {
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut out = stream;
+            if read_request(&mut reader).is_none() {
+                return;
+            }
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BODY}\r\n\r\n");
+            if out.write_all(head.as_bytes()).is_err() {
+                b.store(true, Ordering::SeqCst);
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < BIG_BODY {
+                match out.write(&chunk[..chunk.len().min(BIG_BODY - sent)]) {
+                    Ok(n) if n > 0 => {
+                        sent += n;
+                        w.fetch_add(n, Ordering::SeqCst);
+                    }
+                    _ => {
+                        b.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        BigUpstream {
+            server,
+            written,
+            broken,
+        }
+    }
+}
+
+/// The value of `floodgate_inflight_requests` on the admin listener's /metrics.
+fn inflight(gw: &Gateway) -> Option<i64> {
+    let metrics = try_get(gw.admin, "/metrics").ok()?.text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("floodgate_inflight_requests "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn a_client_that_stops_reading_a_large_response_is_cut_off_after_the_send_deadline() {
+    let big = BigUpstream::start();
+    let echo = Upstream::start("echo");
+    // Long upstream timeouts: the send deadline is the only one that can end the stalled request.
+    let gw = Gateway::start(&format!(
+        r#"
+client: {{ send_timeout_ms: 1000 }}
+upstreams:
+  big: {{ targets: ["{}"], timeouts: {{ connect_ms: 1000, read_ms: 60000, write_ms: 60000 }} }}
+  echo: {{ targets: ["{}"] }}
+routes:
+  - {{ name: big, path_prefix: /big, upstream: big }}
+  - {{ name: rest, path_prefix: /, upstream: echo }}
+"#,
+        big.server.addr, echo.addr
+    ));
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("request");
+    let asked = Instant::now();
+    // From here the client reads nothing, until the gateway has given up on it.
+    assert!(
+        eventually(Duration::from_secs(10), || big.written.load(Ordering::SeqCst)
+            >= 1 << 20),
+        "the large response never started flowing"
+    );
+    // Other clients are served while that one is stalled.
+    for i in 0..5 {
+        let r = get(gw.addr, &format!("/other/{i}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // The gateway ends the stalled request, so the upstream's connection breaks under it.
+    let cut = eventually(Duration::from_secs(20), || big.broken.load(Ordering::SeqCst));
+    let cut_after = asked.elapsed();
+    let written = big.written.load(Ordering::SeqCst);
+    eprintln!(
+        "stalled client: upstream connection closed {cut_after:?} after the request, {written} of {BIG_BODY} bytes written"
+    );
+    assert!(
+        cut,
+        "the upstream was still writing {cut_after:?} after the request ({written} bytes written)"
+    );
+    assert!(written < BIG_BODY);
+
+    // The client, reading again, gets what was already on its way and then the end of the
+    // connection, well short of the whole body.
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let end = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break Ok(()),
+            Ok(n) => received += n,
+            Err(e) => break Err(e),
+        }
+    };
+    eprintln!("stalled client: received {received} bytes, then {end:?}");
+    assert!(
+        end.as_ref().is_ok() || end.as_ref().is_err_and(|e| !is_timeout(e)),
+        "the client's connection is still open after the upstream's was closed: {end:?}"
+    );
+    assert!(received < BIG_BODY, "received {received} bytes: the whole body");
+
+    assert!(
+        eventually(Duration::from_secs(10), || inflight(&gw) == Some(0)),
+        "requests in flight after the cut: {:?}",
+        inflight(&gw)
+    );
+    assert_eq!(get(gw.addr, "/after").status, 200);
 }
