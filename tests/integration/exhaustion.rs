@@ -9,7 +9,7 @@
 
 use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -416,4 +416,100 @@ routes:
         inflight(&gw)
     );
     assert_eq!(get(gw.addr, "/after").status, 200);
+}
+
+// ------------------------------------------------------------------ connection caps
+
+/// A connection from `local` (any loopback address) to `to`.
+fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    sock.connect(&to.into())?;
+    Ok(sock.into())
+}
+
+const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+const NEIGHBOUR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+/// A new connection from `local`, kept alive after a GET answered 200 on it. The gateway's
+/// readiness probe connected to the proxy listener once at start and may hold a place for a
+/// moment: a connection closed at once is tried again for a bounded while.
+fn admitted(local: IpAddr, to: SocketAddr) -> TcpStream {
+    let mut admitted = None;
+    let ok = eventually(Duration::from_secs(10), || {
+        let Ok(mut s) = connect_from(local, to) else {
+            return false;
+        };
+        if get_on(&mut s, "/held") == Ok(200) {
+            admitted = Some(s);
+            return true;
+        }
+        false
+    });
+    assert!(ok, "no connection from {local} admitted");
+    admitted.expect("admitted")
+}
+
+/// A new connection from `local`, with a request on it, that the gateway closes without a
+/// byte of answer: Ok, or what happened instead.
+fn refused(local: IpAddr, to: SocketAddr) -> Result<(), String> {
+    let mut s = connect_from(local, to).map_err(|e| format!("connect: {e}"))?;
+    // The write may fail when the gateway has already closed: that is the refusal too.
+    let _ = s.write_all(b"GET /over HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.set_read_timeout(Some(CLOSE_BOUND)).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    match s.read_to_end(&mut answer) {
+        Ok(_) if answer.is_empty() => Ok(()),
+        Ok(_) => Err(format!("answered {:?}", String::from_utf8_lossy(&answer))),
+        Err(e) if is_timeout(&e) => Err(format!(
+            "still open after {CLOSE_BOUND:?} (sent {:?})",
+            String::from_utf8_lossy(&answer)
+        )),
+        Err(_) if answer.is_empty() => Ok(()), // reset
+        Err(e) => Err(format!("{e} after {:?}", String::from_utf8_lossy(&answer))),
+    }
+}
+
+#[test]
+fn max_connections_closes_the_sixth_unanswered_and_admits_again_once_one_closes() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { max_connections: 5 }");
+    let mut held: Vec<TcpStream> = (0..5).map(|_| admitted(HOME, gw.addr)).collect();
+    let hits = up.hits();
+    refused(HOME, gw.addr).unwrap_or_else(|e| panic!("the 6th connection: {e}"));
+    refused(NEIGHBOUR, gw.addr).unwrap_or_else(|e| panic!("a 6th from another address: {e}"));
+    assert_eq!(
+        up.hits(),
+        hits,
+        "a refused connection's request reached the upstream"
+    );
+    // The admin listener has a cap of its own: it stays reachable while the proxy is full.
+    assert_eq!(get(gw.admin, "/health").status, 200);
+    // The five admitted ones are undisturbed.
+    for s in &mut held {
+        assert_eq!(get_on(s, "/again"), Ok(200));
+    }
+    drop(held.pop());
+    // Once the gateway has seen that one close, a new connection takes its place...
+    let mut next = admitted(HOME, gw.addr);
+    assert_eq!(get_on(&mut next, "/next"), Ok(200));
+    // ...and the cap holds again.
+    refused(HOME, gw.addr).unwrap_or_else(|e| panic!("a 6th connection again: {e}"));
+}
+
+#[test]
+fn max_connections_per_ip_closes_a_third_from_one_address_only() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { max_connections_per_ip: 2 }");
+    let mut held = vec![admitted(HOME, gw.addr), admitted(HOME, gw.addr)];
+    refused(HOME, gw.addr).unwrap_or_else(|e| panic!("a third connection from {HOME}: {e}"));
+    // Another address has places of its own.
+    let mut neighbours = [admitted(NEIGHBOUR, gw.addr), admitted(NEIGHBOUR, gw.addr)];
+    refused(NEIGHBOUR, gw.addr).unwrap_or_else(|e| panic!("a third connection from {NEIGHBOUR}: {e}"));
+    for s in held.iter_mut().chain(neighbours.iter_mut()) {
+        assert_eq!(get_on(s, "/again"), Ok(200));
+    }
+    drop(held.pop());
+    let _again = admitted(HOME, gw.addr);
+    refused(HOME, gw.addr).unwrap_or_else(|e| panic!("a third from {HOME} again: {e}"));
 }
