@@ -8,6 +8,7 @@
 //! in `ratelimit`.
 
 use crate::common::*;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -512,4 +513,112 @@ fn max_connections_per_ip_closes_a_third_from_one_address_only() {
     drop(held.pop());
     let _again = admitted(HOME, gw.addr);
     refused(HOME, gw.addr).unwrap_or_else(|e| panic!("a third from {HOME} again: {e}"));
+}
+
+// ------------------------------------------------------------------ idle connection memory
+
+/// A `/proc/<pid>/status` field in kB, as bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.trim_start_matches(':').split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kb * 1024
+}
+
+/// The inodes of the sockets process `pid` holds open.
+fn sockets_of(pid: u32) -> HashSet<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return HashSet::new();
+    };
+    fds.filter_map(|fd| {
+        let target = std::fs::read_link(fd.ok()?.path()).ok()?;
+        let target = target.to_str()?;
+        target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
+}
+
+/// The inodes of the gateway's ends of the connections from `client_ports` to `server_port`
+/// (/proc/net/tcp: local and remote address as hex ADDR:PORT, the inode tenth); 0 while a
+/// connection waits in the accept queue.
+fn server_ends(server_port: u16, client_ports: &HashSet<u16>) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap_or_default();
+    let port = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote) = (port(fields.get(1)?)?, port(fields.get(2)?)?);
+            (local == server_port && client_ports.contains(&remote)).then(|| fields.get(9)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// This process's soft limit on open files; the gateway child inherits it.
+fn soft_fd_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+#[test]
+fn an_idle_connection_costs_the_gateway_under_48_kib() {
+    let up = Upstream::start("u");
+    // A header deadline far past the measurement: the idle connections stay open for it.
+    let gw = gateway(&up, "client: { header_timeout_ms: 60000 }");
+    let pid = gw.pid();
+    // Both ends of every connection live on this machine, under this process's limit.
+    let n = if soft_fd_limit() >= 4096 { 1000 } else { 500 };
+    for i in 0..20 {
+        assert_eq!(get(gw.addr, &format!("/warm/{i}")).status, 200);
+    }
+    let rss_before = proc_status_bytes(pid, "VmRSS");
+    let idle: Vec<TcpStream> = (0..n)
+        .map(|i| TcpStream::connect(gw.addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    let client_ports: HashSet<u16> = idle
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect();
+    // Every one accepted by the gateway process (not merely queued by the kernel)...
+    let mut held = 0;
+    let accepted = eventually(Duration::from_secs(30), || {
+        let ours = sockets_of(pid);
+        held = server_ends(gw.addr.port(), &client_ports)
+            .iter()
+            .filter(|inode| ours.contains(inode))
+            .count();
+        held == n
+    });
+    assert!(accepted, "the gateway holds {held} of the {n} connections");
+    // ...and its task run: a request behind them is answered.
+    assert_eq!(get(gw.addr, "/behind").status, 200);
+    let rss_after = proc_status_bytes(pid, "VmRSS");
+    let per_connection = rss_after.saturating_sub(rss_before) / n as u64;
+    eprintln!(
+        "idle connections: RSS {rss_before} -> {rss_after} bytes for {n}: {per_connection} bytes ({:.1} KiB) each",
+        per_connection as f64 / 1024.0
+    );
+    assert!(
+        per_connection < 48 * 1024,
+        "{per_connection} bytes per idle connection"
+    );
+    assert_eq!(idle.len(), n);
 }
