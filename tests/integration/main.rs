@@ -8,6 +8,7 @@ mod admin;
 mod auth;
 mod breakers;
 mod config;
+mod exhaustion;
 mod forwarding_hardening;
 mod hardening;
 mod lifecycle;

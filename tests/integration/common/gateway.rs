@@ -59,6 +59,11 @@ impl Gateway {
     pub fn log(&self) -> String {
         self.setup.log()
     }
+
+    /// The gateway process's id, for reading its /proc entries.
+    pub fn pid(&self) -> u32 {
+        self._proc.pid()
+    }
 }
 
 /// `n` gateway processes on one config body, e.g. behind one Redis.
