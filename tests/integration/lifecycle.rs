@@ -1,7 +1,8 @@
 //! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
-//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests; SIGTERM
-//! draining a request in flight; a broken config never touching the running process; and the
-//! start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
+//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests, even
+//! for clients that never retry; SIGTERM draining a request in flight; a broken config never
+//! touching the running process; and the start/reload recipe of systemd/floodgate.service run
+//! as written, on daemonized processes.
 //!
 //! Timings that follow from Pingora 0.9 and shape these tests:
 //! - The old process, on SIGQUIT, sends its listening sockets, keeps accepting on them for
@@ -12,6 +13,7 @@
 //!   (tokio's shutdown_timeout bounds blocking threads, not tasks); floodgate raises the grace
 //!   period to `graceful_shutdown_timeout_seconds` so that the drain window operators set holds
 //!   (src/app.rs; checked by the last SIGTERM test).
+//! - From SIGQUIT or SIGTERM on, floodgate answers with `Connection: close` (src/services/drain.rs).
 
 use crate::common::*;
 use std::io::Read;
@@ -111,6 +113,75 @@ fn graceful_upgrades_under_load_fail_no_request() {
          {logged} access-log lines"
     );
     assert_eq!(logged, ok, "access-log lines lost across upgrades");
+}
+
+/// A kept-alive client that never retries (many HTTP/1.1 clients do not) runs back to back
+/// through an upgrade: from SIGQUIT on, every answer of the old process says
+/// `Connection: close`, so the client's next request goes on a new connection, which whichever
+/// process accepts it answers (they share the listening socket). Zero failed requests, at least
+/// one `Connection: close`, none before SIGQUIT, and the new process keeps connections alive
+/// once the old one is gone. Every answer reached the upstream exactly once.
+#[test]
+fn a_kept_alive_client_that_never_retries_fails_no_request_across_an_upgrade() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut old = setup.start();
+
+    let clients = NoRetryLoad::start(setup.addr, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || clients.ok() > 50),
+        "the clients did not start: {:?}",
+        clients.failures()
+    );
+    let mut next = setup.spawn(&["-u"]);
+    setup.wait_for_upgrade_socket(&mut next);
+    clients.c.phase.store(1, Ordering::SeqCst);
+    signal(old.pid(), "QUIT");
+    let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
+    let status = old
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("the old process did not exit: {}", setup.log()));
+    assert!(status.success(), "old process exited with {status}");
+    clients.c.phase.store(2, Ordering::SeqCst);
+
+    // A second more on the new process alone, which keeps connections alive again.
+    let exited = Instant::now();
+    let ok_at_exit = clients.ok();
+    assert!(
+        eventually(Duration::from_secs(10), || exited.elapsed()
+            >= Duration::from_secs(1)
+            && clients.ok() > ok_at_exit + 20
+            && clients.c.kept(2) > 0),
+        "the clients stalled on the new process ({ok_at_exit} -> {}): {:?}",
+        clients.ok(),
+        clients.failures()
+    );
+    assert!(next.exited().is_none(), "the new process died: {}", setup.log());
+    let c = clients.c.clone();
+    let (ok, failures) = clients.finish();
+    let closes: Vec<usize> = (0..3).map(|p| c.closes(p)).collect();
+    let kept: Vec<usize> = (0..3).map(|p| c.kept(p)).collect();
+    eprintln!(
+        "{ok} requests answered; Connection: close before/during/after the upgrade {closes:?}, kept alive {kept:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests (of {}); first ones:\n{}\nlog:\n{}",
+        failures.len(),
+        ok + failures.len(),
+        failures[..failures.len().min(10)].join("\n"),
+        setup.log()
+    );
+    assert_eq!(closes[0], 0, "Connection: close before SIGQUIT");
+    assert!(
+        closes[1] > 0,
+        "no answer said Connection: close during the upgrade"
+    );
+    assert_eq!(
+        upstream.hits(),
+        ok,
+        "requests reached the upstream without an answer reaching the client"
+    );
 }
 
 // ------------------------------------------------------------------ (b) SIGTERM
