@@ -1,8 +1,8 @@
 //! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
 //! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests, even
-//! for clients that never retry; SIGTERM draining a request in flight; a broken config never
-//! touching the running process; and the start/reload recipe of systemd/floodgate.service run
-//! as written, on daemonized processes.
+//! for clients that never retry; SIGTERM draining a request in flight and exiting once nothing is
+//! left; a broken config never touching the running process; and the start/reload recipe of
+//! systemd/floodgate.service run as written, on daemonized processes.
 //!
 //! Timings that follow from Pingora 0.9 and shape these tests:
 //! - The old process, on SIGQUIT, sends its listening sockets, keeps accepting on them for
@@ -13,7 +13,9 @@
 //!   (tokio's shutdown_timeout bounds blocking threads, not tasks); floodgate raises the grace
 //!   period to `graceful_shutdown_timeout_seconds` so that the drain window operators set holds
 //!   (src/app.rs; checked by the last SIGTERM test).
-//! - From SIGQUIT or SIGTERM on, floodgate answers with `Connection: close` (src/services/drain.rs).
+//! - From SIGQUIT or SIGTERM on, floodgate answers with `Connection: close`, and once the grace
+//!   period starts it exits as soon as no request is in flight (src/services/drain.rs): the grace
+//!   period is an upper bound, not a wait.
 
 use crate::common::*;
 use std::io::Read;
@@ -186,20 +188,48 @@ fn a_kept_alive_client_that_never_retries_fails_no_request_across_an_upgrade() {
 
 // ------------------------------------------------------------------ (b) SIGTERM
 
-/// SIGTERM with a request in flight: the listeners close at once (new connections refused),
-/// an idle kept-alive connection is closed, the request in flight still gets its 200, and the
-/// process exits 0 within grace_period_seconds + graceful_shutdown_timeout_seconds.
+/// SIGTERM to a gateway with nothing in flight (one idle kept-alive connection open): with a
+/// drain window of 10 s, the process exits 0 at once rather than at the end of the window
+/// (asserted: within 5 s, a liveness bound).
+#[test]
+fn sigterm_with_nothing_in_flight_exits_zero_at_once() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 0, 10);
+    let mut gw = setup.start();
+    let mut idle = KeepAliveClient::new(setup.addr);
+    idle.get("/before")
+        .expect("a request on the kept-alive connection");
+    assert!(idle.reuses(), "the connection was not kept alive");
+
+    let sent = Instant::now();
+    signal(gw.pid(), "TERM");
+    let status = gw.wait_exit(Duration::from_secs(5));
+    let took = sent.elapsed();
+    eprintln!("idle gateway: exited {took:?} after SIGTERM");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 5 s after SIGTERM with nothing in flight: {}",
+            setup.log()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", setup.log());
+}
+
+/// SIGTERM with a request in flight (the upstream answers after 2 s), drain window 10 s: the
+/// listeners close at once (new connections refused), an idle kept-alive connection is closed,
+/// the request in flight still gets its 200, the process exits 0 once it is done, before the
+/// drain window ends, and the access log written by then holds the request's line.
 #[test]
 fn sigterm_drains_the_request_in_flight_and_exits_zero() {
     let upstream = Upstream::start("slow");
-    let mut setup = Setup::proxying(upstream.addr, 3, 2);
+    let mut setup = Setup::proxying(upstream.addr, 0, 10);
     let mut gw = setup.start();
 
     let mut idle = KeepAliveClient::new(setup.addr);
     idle.get("/before")
         .expect("a first request on the kept-alive connection");
     let hits = upstream.hits();
-    upstream.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    upstream.set_mode(Mode::Slow(Duration::from_millis(2000)));
     let addr = setup.addr;
     let in_flight = thread::spawn(move || try_get(addr, "/slow"));
     assert!(
@@ -237,11 +267,33 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
         .unwrap_or_else(|e| panic!("the request in flight was cut: {e}\n{}", setup.log()));
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["upstream"], "slow");
-    let limit = Duration::from_secs(setup.opts.grace + setup.opts.drain + 3);
-    let status = gw
-        .wait_exit(limit.saturating_sub(sent.elapsed()))
-        .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM: {}", setup.log()));
+    let answered = sent.elapsed();
+    // Before the drain window ends: Pingora alone would sleep out all of it.
+    let window = Duration::from_secs(setup.opts.drain);
+    let status = gw.wait_exit(window.saturating_sub(sent.elapsed()));
+    let took = sent.elapsed();
+    eprintln!("request in flight answered {answered:?} after SIGTERM, process exited after {took:?}");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running {window:?} after SIGTERM, the request in flight answered after {answered:?}: {}",
+            setup.log()
+        )
+    });
     assert_eq!(status.code(), Some(0), "{}", setup.log());
+
+    // The process is gone: the access log holds all it will ever hold.
+    let log = std::fs::read_to_string(setup.access_log()).unwrap_or_default();
+    let logged = |path: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["path"] == path && l["status"] == 200)
+    };
+    assert!(
+        logged("/slow"),
+        "no access-log line for the request in flight:\n{log}\n{}",
+        setup.log()
+    );
+    assert!(logged("/before"), "{log}");
 }
 
 /// The drain window operators set is graceful_shutdown_timeout_seconds: requests in flight
