@@ -1,8 +1,8 @@
 //! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
 //! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests, even
 //! for clients that never retry; SIGTERM draining a request in flight and exiting once nothing is
-//! left; a broken config never touching the running process; and the start/reload recipe of
-//! systemd/floodgate.service run as written, on daemonized processes.
+//! left; `-u` with nothing to take over; a broken config never touching the running process; and
+//! the start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
 //!
 //! Timings that follow from Pingora 0.9 and shape these tests:
 //! - The old process, on SIGQUIT, sends its listening sockets, keeps accepting on them for
@@ -20,7 +20,7 @@
 use crate::common::*;
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -318,7 +318,65 @@ fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
     );
 }
 
-// ------------------------------------------------------------------ (c) a broken new config
+// ------------------------------------------------------------------ (c) -u with nothing to take over
+
+/// `floodgate -u` when no floodgate runs: no pid file, or a pid file naming a process that has
+/// exited. Either way it fails at once (within 2 s; it used to wait ~6 s for sockets nobody
+/// sends, then fail with a bare EAGAIN): a non-zero exit, one line on stderr saying so, and
+/// nothing bound.
+#[test]
+fn upgrade_with_no_running_instance_fails_at_once_saying_so() {
+    let upstream = Upstream::start("app");
+    let setup = Setup::proxying(upstream.addr, 0, 1);
+
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let dead = gone.id();
+    gone.wait().expect("wait for true");
+    assert!(!alive(dead));
+
+    for (case, pid_file) in [("no pid file", None), ("a dead pid", Some(dead))] {
+        let _ = std::fs::remove_file(&setup.pid_file);
+        if let Some(pid) = pid_file {
+            std::fs::write(&setup.pid_file, format!("{pid}\n")).expect("write pid file");
+        }
+        let mut child = Command::new(BIN)
+            .args(["-u", "-c"])
+            .arg(&setup.conf)
+            .env("RUST_LOG", &setup.opts.rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn floodgate -u");
+        let started = Instant::now();
+        eventually(Duration::from_secs(2), || {
+            child.try_wait().expect("try_wait").is_some()
+        });
+        let status = child.try_wait().expect("try_wait");
+        let took = started.elapsed();
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("stderr");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let status =
+            status.unwrap_or_else(|| panic!("{case}: still running after {took:?}; stderr: {stderr}"));
+        eprintln!("{case}: exited {status} after {took:?}");
+        assert!(!status.success(), "{case}: exited {status}; stderr: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("floodgate -u: no running floodgate to take over"),
+            "{case}: stderr is not one line saying so: {stderr:?}"
+        );
+        assert!(!setup.sock.exists(), "{case}: the upgrade socket was bound");
+        assert!(
+            TcpStream::connect(setup.addr).is_err(),
+            "{case}: something listens on the proxy address"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ (d) a broken new config
 
 /// The reload pattern with a broken config: `-t` fails naming the problems, and a `-u` started
 /// anyway exits before it ever binds the upgrade socket; the old process is never signalled,
@@ -376,7 +434,7 @@ fn a_broken_config_leaves_the_old_process_serving() {
     assert!(next.exited().is_none());
 }
 
-// ------------------------------------------------------------------ (d) the systemd unit
+// ------------------------------------------------------------------ (e) the systemd unit
 
 /// The paths, and the stop timeout, of the unit agree with conf/systemd.yaml, and that config
 /// passes -t.
