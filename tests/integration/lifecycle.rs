@@ -320,60 +320,73 @@ fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
 
 // ------------------------------------------------------------------ (c) -u with nothing to take over
 
-/// `floodgate -u` when no floodgate runs: no pid file, or a pid file naming a process that has
-/// exited. Either way it fails at once (within 2 s; it used to wait ~6 s for sockets nobody
-/// sends, then fail with a bare EAGAIN): a non-zero exit, one line on stderr saying so, and
-/// nothing bound.
+/// `floodgate -u` when no floodgate runs: no pid file, a pid file naming a process that has
+/// exited, or one naming a live process that is no floodgate (this test runner). Each time it
+/// fails at once (within 2 s; it used to wait ~6 s for sockets nobody sends, then fail with a
+/// bare EAGAIN): a non-zero exit, one line on stderr saying so, and nothing bound.
 #[test]
 fn upgrade_with_no_running_instance_fails_at_once_saying_so() {
     let upstream = Upstream::start("app");
     let setup = Setup::proxying(upstream.addr, 0, 1);
-
-    let mut gone = Command::new("true").spawn().expect("spawn true");
-    let dead = gone.id();
-    gone.wait().expect("wait for true");
-    assert!(!alive(dead));
-
-    for (case, pid_file) in [("no pid file", None), ("a dead pid", Some(dead))] {
+    let cases = [
+        ("no pid file", None),
+        ("a dead pid", Some(dead_pid())),
+        ("a live pid that is no floodgate", Some(std::process::id())),
+    ];
+    for (case, pid) in cases {
         let _ = std::fs::remove_file(&setup.pid_file);
-        if let Some(pid) = pid_file {
+        if let Some(pid) = pid {
             std::fs::write(&setup.pid_file, format!("{pid}\n")).expect("write pid file");
         }
-        let mut child = Command::new(BIN)
-            .args(["-u", "-c"])
-            .arg(&setup.conf)
-            .env("RUST_LOG", &setup.opts.rust_log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn floodgate -u");
-        let started = Instant::now();
-        eventually(Duration::from_secs(2), || {
-            child.try_wait().expect("try_wait").is_some()
-        });
-        let status = child.try_wait().expect("try_wait");
-        let took = started.elapsed();
-        if status.is_none() {
-            let _ = child.kill();
-        }
-        let out = child.wait_with_output().expect("stderr");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let status =
-            status.unwrap_or_else(|| panic!("{case}: still running after {took:?}; stderr: {stderr}"));
-        eprintln!("{case}: exited {status} after {took:?}");
-        assert!(!status.success(), "{case}: exited {status}; stderr: {stderr}");
-        let lines: Vec<&str> = stderr.lines().collect();
-        assert!(
-            lines.len() == 1 && lines[0].starts_with("floodgate -u: no running floodgate to take over"),
-            "{case}: stderr is not one line saying so: {stderr:?}"
-        );
-        assert!(!setup.sock.exists(), "{case}: the upgrade socket was bound");
+        upgrade_fails_at_once(&setup, case);
         assert!(
             TcpStream::connect(setup.addr).is_err(),
             "{case}: something listens on the proxy address"
         );
     }
+}
+
+/// The id of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("wait for true");
+    assert!(!alive(pid));
+    pid
+}
+
+/// `floodgate -u` on `setup` exits within 2 s (killed otherwise), non-zero, with one line on
+/// stderr saying there is no floodgate to take over, and never binds the upgrade socket.
+fn upgrade_fails_at_once(setup: &Setup, case: &str) {
+    let mut child = Command::new(BIN)
+        .args(["-u", "-c"])
+        .arg(&setup.conf)
+        .env("RUST_LOG", &setup.opts.rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn floodgate -u");
+    let started = Instant::now();
+    eventually(Duration::from_secs(2), || {
+        child.try_wait().expect("try_wait").is_some()
+    });
+    let status = child.try_wait().expect("try_wait");
+    let took = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("stderr");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = status.unwrap_or_else(|| panic!("{case}: still running after {took:?}; stderr: {stderr}"));
+    eprintln!("{case}: exited {status} after {took:?}");
+    assert!(!status.success(), "{case}: exited {status}; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("floodgate -u: no running floodgate to take over"),
+        "{case}: stderr is not one line saying so: {stderr:?}"
+    );
+    assert!(!setup.sock.exists(), "{case}: the upgrade socket was bound");
 }
 
 // ------------------------------------------------------------------ (d) a broken new config
