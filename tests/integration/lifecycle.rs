@@ -1,7 +1,8 @@
 //! Process lifecycle, as operators and systemd drive it: graceful upgrade (a new process started
-//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests; SIGTERM
-//! draining a request in flight; a broken config never touching the running process; and the
-//! start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
+//! with `-u`, then SIGQUIT to the old one) under continuous load with zero failed requests, even
+//! for clients that never retry; SIGTERM draining a request in flight and exiting once nothing is
+//! left; `-u` with nothing to take over; a broken config never touching the running process; and
+//! the start/reload recipe of systemd/floodgate.service run as written, on daemonized processes.
 //!
 //! Timings that follow from Pingora 0.9 and shape these tests:
 //! - The old process, on SIGQUIT, sends its listening sockets, keeps accepting on them for
@@ -12,11 +13,14 @@
 //!   (tokio's shutdown_timeout bounds blocking threads, not tasks); floodgate raises the grace
 //!   period to `graceful_shutdown_timeout_seconds` so that the drain window operators set holds
 //!   (src/app.rs; checked by the last SIGTERM test).
+//! - From SIGQUIT or SIGTERM on, floodgate answers with `Connection: close`, and once the grace
+//!   period starts it exits as soon as no request is in flight (src/services/drain.rs): the grace
+//!   period is an upper bound, not a wait.
 
 use crate::common::*;
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -113,22 +117,119 @@ fn graceful_upgrades_under_load_fail_no_request() {
     assert_eq!(logged, ok, "access-log lines lost across upgrades");
 }
 
+/// A kept-alive client that never retries (many HTTP/1.1 clients do not) runs back to back
+/// through an upgrade: from SIGQUIT on, every answer of the old process says
+/// `Connection: close`, so the client's next request goes on a new connection, which whichever
+/// process accepts it answers (they share the listening socket). Zero failed requests, at least
+/// one `Connection: close`, none before SIGQUIT, and the new process keeps connections alive
+/// once the old one is gone. Every answer reached the upstream exactly once.
+#[test]
+fn a_kept_alive_client_that_never_retries_fails_no_request_across_an_upgrade() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 1, 1);
+    let mut old = setup.start();
+
+    let clients = NoRetryLoad::start(setup.addr, 2);
+    assert!(
+        eventually(Duration::from_secs(10), || clients.ok() > 50),
+        "the clients did not start: {:?}",
+        clients.failures()
+    );
+    let mut next = setup.spawn(&["-u"]);
+    setup.wait_for_upgrade_socket(&mut next);
+    clients.c.phase.store(1, Ordering::SeqCst);
+    signal(old.pid(), "QUIT");
+    let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
+    let status = old
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("the old process did not exit: {}", setup.log()));
+    assert!(status.success(), "old process exited with {status}");
+    clients.c.phase.store(2, Ordering::SeqCst);
+
+    // A second more on the new process alone, which keeps connections alive again.
+    let exited = Instant::now();
+    let ok_at_exit = clients.ok();
+    assert!(
+        eventually(Duration::from_secs(10), || exited.elapsed()
+            >= Duration::from_secs(1)
+            && clients.ok() > ok_at_exit + 20
+            && clients.c.kept(2) > 0),
+        "the clients stalled on the new process ({ok_at_exit} -> {}): {:?}",
+        clients.ok(),
+        clients.failures()
+    );
+    assert!(next.exited().is_none(), "the new process died: {}", setup.log());
+    let c = clients.c.clone();
+    let (ok, failures) = clients.finish();
+    let closes: Vec<usize> = (0..3).map(|p| c.closes(p)).collect();
+    let kept: Vec<usize> = (0..3).map(|p| c.kept(p)).collect();
+    eprintln!(
+        "{ok} requests answered; Connection: close before/during/after the upgrade {closes:?}, kept alive {kept:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed requests (of {}); first ones:\n{}\nlog:\n{}",
+        failures.len(),
+        ok + failures.len(),
+        failures[..failures.len().min(10)].join("\n"),
+        setup.log()
+    );
+    assert_eq!(closes[0], 0, "Connection: close before SIGQUIT");
+    assert!(
+        closes[1] > 0,
+        "no answer said Connection: close during the upgrade"
+    );
+    assert_eq!(
+        upstream.hits(),
+        ok,
+        "requests reached the upstream without an answer reaching the client"
+    );
+}
+
 // ------------------------------------------------------------------ (b) SIGTERM
 
-/// SIGTERM with a request in flight: the listeners close at once (new connections refused),
-/// an idle kept-alive connection is closed, the request in flight still gets its 200, and the
-/// process exits 0 within grace_period_seconds + graceful_shutdown_timeout_seconds.
+/// SIGTERM to a gateway with nothing in flight (one idle kept-alive connection open): with a
+/// drain window of 10 s, the process exits 0 at once rather than at the end of the window
+/// (asserted: within 5 s, a liveness bound).
+#[test]
+fn sigterm_with_nothing_in_flight_exits_zero_at_once() {
+    let upstream = Upstream::start("app");
+    let mut setup = Setup::proxying(upstream.addr, 0, 10);
+    let mut gw = setup.start();
+    let mut idle = KeepAliveClient::new(setup.addr);
+    idle.get("/before")
+        .expect("a request on the kept-alive connection");
+    assert!(idle.reuses(), "the connection was not kept alive");
+
+    let sent = Instant::now();
+    signal(gw.pid(), "TERM");
+    let status = gw.wait_exit(Duration::from_secs(5));
+    let took = sent.elapsed();
+    eprintln!("idle gateway: exited {took:?} after SIGTERM");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running 5 s after SIGTERM with nothing in flight: {}",
+            setup.log()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "{}", setup.log());
+}
+
+/// SIGTERM with a request in flight (the upstream answers after 2 s), drain window 10 s: the
+/// listeners close at once (new connections refused), an idle kept-alive connection is closed,
+/// the request in flight still gets its 200, the process exits 0 once it is done, before the
+/// drain window ends, and the access log written by then holds the request's line.
 #[test]
 fn sigterm_drains_the_request_in_flight_and_exits_zero() {
     let upstream = Upstream::start("slow");
-    let mut setup = Setup::proxying(upstream.addr, 3, 2);
+    let mut setup = Setup::proxying(upstream.addr, 0, 10);
     let mut gw = setup.start();
 
     let mut idle = KeepAliveClient::new(setup.addr);
     idle.get("/before")
         .expect("a first request on the kept-alive connection");
     let hits = upstream.hits();
-    upstream.set_mode(Mode::Slow(Duration::from_millis(1500)));
+    upstream.set_mode(Mode::Slow(Duration::from_millis(2000)));
     let addr = setup.addr;
     let in_flight = thread::spawn(move || try_get(addr, "/slow"));
     assert!(
@@ -166,11 +267,33 @@ fn sigterm_drains_the_request_in_flight_and_exits_zero() {
         .unwrap_or_else(|e| panic!("the request in flight was cut: {e}\n{}", setup.log()));
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["upstream"], "slow");
-    let limit = Duration::from_secs(setup.opts.grace + setup.opts.drain + 3);
-    let status = gw
-        .wait_exit(limit.saturating_sub(sent.elapsed()))
-        .unwrap_or_else(|| panic!("still running {limit:?} after SIGTERM: {}", setup.log()));
+    let answered = sent.elapsed();
+    // Before the drain window ends: Pingora alone would sleep out all of it.
+    let window = Duration::from_secs(setup.opts.drain);
+    let status = gw.wait_exit(window.saturating_sub(sent.elapsed()));
+    let took = sent.elapsed();
+    eprintln!("request in flight answered {answered:?} after SIGTERM, process exited after {took:?}");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running {window:?} after SIGTERM, the request in flight answered after {answered:?}: {}",
+            setup.log()
+        )
+    });
     assert_eq!(status.code(), Some(0), "{}", setup.log());
+
+    // The process is gone: the access log holds all it will ever hold.
+    let log = std::fs::read_to_string(setup.access_log()).unwrap_or_default();
+    let logged = |path: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|l| l["path"] == path && l["status"] == 200)
+    };
+    assert!(
+        logged("/slow"),
+        "no access-log line for the request in flight:\n{log}\n{}",
+        setup.log()
+    );
+    assert!(logged("/before"), "{log}");
 }
 
 /// The drain window operators set is graceful_shutdown_timeout_seconds: requests in flight
@@ -195,7 +318,78 @@ fn sigterm_drain_is_bounded_by_graceful_shutdown_timeout_not_grace_period() {
     );
 }
 
-// ------------------------------------------------------------------ (c) a broken new config
+// ------------------------------------------------------------------ (c) -u with nothing to take over
+
+/// `floodgate -u` when no floodgate runs: no pid file, a pid file naming a process that has
+/// exited, or one naming a live process that is no floodgate (this test runner). Each time it
+/// fails at once (within 2 s; it used to wait ~6 s for sockets nobody sends, then fail with a
+/// bare EAGAIN): a non-zero exit, one line on stderr saying so, and nothing bound.
+#[test]
+fn upgrade_with_no_running_instance_fails_at_once_saying_so() {
+    let upstream = Upstream::start("app");
+    let setup = Setup::proxying(upstream.addr, 0, 1);
+    let cases = [
+        ("no pid file", None),
+        ("a dead pid", Some(dead_pid())),
+        ("a live pid that is no floodgate", Some(std::process::id())),
+    ];
+    for (case, pid) in cases {
+        let _ = std::fs::remove_file(&setup.pid_file);
+        if let Some(pid) = pid {
+            std::fs::write(&setup.pid_file, format!("{pid}\n")).expect("write pid file");
+        }
+        upgrade_fails_at_once(&setup, case);
+        assert!(
+            TcpStream::connect(setup.addr).is_err(),
+            "{case}: something listens on the proxy address"
+        );
+    }
+}
+
+/// The id of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id();
+    gone.wait().expect("wait for true");
+    assert!(!alive(pid));
+    pid
+}
+
+/// `floodgate -u` on `setup` exits within 2 s (killed otherwise), non-zero, with one line on
+/// stderr saying there is no floodgate to take over, and never binds the upgrade socket.
+fn upgrade_fails_at_once(setup: &Setup, case: &str) {
+    let mut child = Command::new(BIN)
+        .args(["-u", "-c"])
+        .arg(&setup.conf)
+        .env("RUST_LOG", &setup.opts.rust_log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn floodgate -u");
+    let started = Instant::now();
+    eventually(Duration::from_secs(2), || {
+        child.try_wait().expect("try_wait").is_some()
+    });
+    let status = child.try_wait().expect("try_wait");
+    let took = started.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("stderr");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let status = status.unwrap_or_else(|| panic!("{case}: still running after {took:?}; stderr: {stderr}"));
+    eprintln!("{case}: exited {status} after {took:?}");
+    assert!(!status.success(), "{case}: exited {status}; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("floodgate -u: no running floodgate to take over"),
+        "{case}: stderr is not one line saying so: {stderr:?}"
+    );
+    assert!(!setup.sock.exists(), "{case}: the upgrade socket was bound");
+}
+
+// ------------------------------------------------------------------ (d) a broken new config
 
 /// The reload pattern with a broken config: `-t` fails naming the problems, and a `-u` started
 /// anyway exits before it ever binds the upgrade socket; the old process is never signalled,
@@ -253,7 +447,7 @@ fn a_broken_config_leaves_the_old_process_serving() {
     assert!(next.exited().is_none());
 }
 
-// ------------------------------------------------------------------ (d) the systemd unit
+// ------------------------------------------------------------------ (e) the systemd unit
 
 /// The paths, and the stop timeout, of the unit agree with conf/systemd.yaml, and that config
 /// passes -t.

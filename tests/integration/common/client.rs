@@ -1,6 +1,6 @@
 //! HTTP/1.1 clients over raw TCP: one that panics on anything unexpected (for tests that
 //! expect an answer), and ones that never panic and report every problem (for load that
-//! counts failures), including a kept-alive client that retries like real HTTP clients.
+//! counts failures), including a kept-alive client that retries like real HTTP clients, or not.
 
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -274,6 +274,25 @@ impl KeepAliveClient {
     /// The kept-alive connection, if one is open.
     pub fn connection(&mut self) -> Option<&mut TcpStream> {
         self.conn.as_mut()
+    }
+
+    /// One attempt, never retried, for clients that trust `Connection: close` alone: any
+    /// connection error, EOF without an answer or status other than 200 is an error. A
+    /// response saying `Connection: close` ends the connection; the next request opens one.
+    pub fn get_once(&mut self, path: &str) -> Result<Resp, String> {
+        let reused = self.reuses();
+        let resp = match self.attempt(path) {
+            Attempt::Answered(r) => r,
+            Attempt::NoAnswer(e) | Attempt::Broken(e) => {
+                self.conn = None;
+                let on = if reused { "reused" } else { "new" };
+                return Err(format!("{e} (on a {on} connection)"));
+            }
+        };
+        if resp.status != 200 {
+            return Err(format!("status {}: {}", resp.status, resp.text()));
+        }
+        Ok(resp)
     }
 
     /// Ok((response, whether it took a retry)).

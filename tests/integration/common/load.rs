@@ -1,5 +1,6 @@
 //! Continuous load on a gateway from client threads, every failure recorded with the phase it
-//! happened in: the yardstick of the lifecycle tests ("no request fails while ...").
+//! happened in: the yardstick of the lifecycle tests ("no request fails while ..."). Also
+//! clients that never retry, for what `Connection: close` alone must get right.
 
 use super::{get_ok, KeepAliveClient};
 use std::net::SocketAddr;
@@ -124,6 +125,95 @@ impl Load {
 }
 
 impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What `NoRetryLoad` counts, per phase (0 before the event a test waits on, then 1, 2, ...).
+#[derive(Default)]
+pub struct NoRetryCounters {
+    /// Requests answered 200.
+    pub ok: AtomicUsize,
+    /// Of those, answers that said `Connection: close`, counted by the phase they arrived in.
+    pub closes: [AtomicUsize; 3],
+    /// Answers that left the connection open, by phase.
+    pub kept: [AtomicUsize; 3],
+    pub phase: AtomicUsize,
+    pub failures: Mutex<Vec<String>>,
+}
+
+impl NoRetryCounters {
+    pub fn closes(&self, phase: usize) -> usize {
+        self.closes[phase].load(Ordering::SeqCst)
+    }
+    pub fn kept(&self, phase: usize) -> usize {
+        self.kept[phase].load(Ordering::SeqCst)
+    }
+}
+
+/// Kept-alive clients that never retry (`KeepAliveClient::get_once`), one request at a time
+/// each, back to back: a new connection only after an answer said `Connection: close`, and
+/// every connection error, EOF without an answer or status other than 200 a failure.
+pub struct NoRetryLoad {
+    stop: Arc<AtomicBool>,
+    pub c: Arc<NoRetryCounters>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl NoRetryLoad {
+    pub fn start(addr: SocketAddr, clients: usize) -> NoRetryLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let c = Arc::new(NoRetryCounters::default());
+        let started = std::time::Instant::now();
+        let threads = (0..clients)
+            .map(|n| {
+                let (stop, c) = (stop.clone(), c.clone());
+                thread::spawn(move || {
+                    let mut client = KeepAliveClient::new(addr);
+                    while !stop.load(Ordering::SeqCst) {
+                        let result = client.get_once(&format!("/once/{n}"));
+                        let phase = c.phase.load(Ordering::SeqCst).min(2);
+                        match result {
+                            Ok(resp) => {
+                                c.ok.fetch_add(1, Ordering::SeqCst);
+                                let close = resp
+                                    .header("connection")
+                                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                                let counter = if close { &c.closes } else { &c.kept };
+                                counter[phase].fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => c.failures.lock().expect("failures").push(format!(
+                                "[client {n}, phase {phase}, {:?} in] {e}",
+                                started.elapsed()
+                            )),
+                        }
+                    }
+                })
+            })
+            .collect();
+        NoRetryLoad { stop, c, threads }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.c.ok.load(Ordering::SeqCst)
+    }
+
+    pub fn failures(&self) -> Vec<String> {
+        self.c.failures.lock().expect("failures").clone()
+    }
+
+    /// Stops the clients; (requests answered, failure messages).
+    pub fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().expect("client thread panicked");
+        }
+        (self.ok(), self.failures())
+    }
+}
+
+impl Drop for NoRetryLoad {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
