@@ -105,6 +105,11 @@ impl Fixture {
 }
 
 fn start(jwks_source: &str, rust_log: &str) -> Fixture {
+    start_with(jwks_source, |body| Gateway::start_logging(body, rust_log))
+}
+
+/// The fixture's config with `jwks_source`, the gateway started on it by `launch`.
+fn start_with(jwks_source: &str, launch: impl FnOnce(&str) -> Gateway) -> Fixture {
     let k = keys();
     let keys_dir = tempfile::tempdir().expect("tempdir");
     let rs_path = keys_dir.path().join("rs256.pub.pem");
@@ -147,7 +152,7 @@ routes:
         rs = rs_path.display(),
         digest = floodgate::auth::api_key::hash_key(API_KEY),
     );
-    let gw = Gateway::start_logging(&body, rust_log);
+    let gw = launch(&body);
     Fixture {
         upstream,
         gw,
@@ -412,6 +417,11 @@ struct JwksServer {
 }
 
 fn jwks_server(doc: Value) -> JwksServer {
+    jwks_server_after(doc, Duration::ZERO)
+}
+
+/// As `jwks_server`, each answer given `delay` after the request arrived.
+fn jwks_server_after(doc: Value, delay: Duration) -> JwksServer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
     let doc = Arc::new(Mutex::new(doc.to_string()));
@@ -425,6 +435,8 @@ fn jwks_server(doc: Value) -> JwksServer {
                 line.clear();
             }
             *n.lock().expect("count") += 1;
+            // The server's slowness is the input here, not a wait for a condition.
+            std::thread::sleep(delay);
             let body = d.lock().expect("doc").clone();
             let mut stream = stream;
             let _ = write!(
@@ -777,4 +789,103 @@ fn iss_must_be_a_string_and_iat_must_not_be_in_the_future() {
         assert_invalid_token(&f, name, token);
     }
     assert_eq!(f.upstream.hits(), accepted.len());
+}
+
+#[test]
+fn ready_waits_for_the_first_jwks_fetch_so_its_keys_work_once_ready() {
+    let k = keys();
+    // The identity provider takes a second (well within the 5 s fetch timeout): a /ready that
+    // did not wait for the fetch would come before the JWKS key works.
+    let server = jwks_server_after(
+        json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e)]}),
+        Duration::from_secs(1),
+    );
+    let f = start(
+        &format!("jwks_url: \"{}\"\n    jwks_refresh_s: 3600", server.url),
+        "info",
+    );
+    // `start` returned on the first 200 from /ready: no waiting here.
+    let jwks_token = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&jwks_token))]);
+    assert_eq!(r.status, 200, "JWKS key not in force at ready: {}", r.text());
+    let inline = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&inline))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(*server.fetches.lock().expect("count") >= 1);
+    assert!(!f.gw.log().contains("not loaded yet"), "{}", f.gw.log());
+}
+
+#[test]
+fn with_a_jwks_url_that_never_answers_inline_keys_work_throughout_and_ready_comes_after_the_timeout() {
+    // Accepts connections and holds them, never answering.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            held.lock().expect("held").push(stream);
+        }
+    });
+    let f = start_with(
+        &format!("jwks_url: \"{url}\"\n    jwks_refresh_s: 3600"),
+        |body| Gateway::start_unready(body, "info"),
+    );
+    let ready = || get(f.gw.admin, "/ready").status;
+    assert_eq!(ready(), 503, "ready before the JWKS fetch was over");
+    let inline = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let inline_ok = || {
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&inline))]);
+        assert_eq!(r.status, 200, "inline key refused: {}", r.text());
+    };
+    // The proxy listener may come up a moment after the admin one.
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(f.gw.addr).is_ok()
+    }));
+    // The very first request, while not ready, with the JWKS fetch hanging.
+    inline_ok();
+    // Ready after the 5 s fetch timeout: 15 s is a liveness bound, not a speed check.
+    let became_ready = eventually(Duration::from_secs(15), || {
+        inline_ok();
+        ready() == 200
+    });
+    assert!(became_ready, "never ready: {}", f.gw.log());
+    inline_ok();
+    assert!(
+        f.gw.log().contains("not loaded yet"),
+        "the log does not say the JWKS is not loaded: {}",
+        f.gw.log()
+    );
+    assert!(
+        !accepted.lock().expect("held").is_empty(),
+        "the JWKS URL was never tried"
+    );
+    // The JWKS's keys are not in force; the request is answered, not held on the fetch.
+    let jwks_token = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&jwks_token))]);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn with_an_unreachable_jwks_url_inline_keys_work_and_the_log_says_the_jwks_is_not_loaded() {
+    let nowhere = closed_port();
+    let f = start(
+        &format!(
+            "jwks_url: \"http://{}/jwks.json\"\n    jwks_refresh_s: 3600",
+            nowhere.addr
+        ),
+        "info",
+    );
+    for (alg, kid) in [
+        (Algorithm::HS256, "hs"),
+        (Algorithm::RS256, "rs"),
+        (Algorithm::ES256, "es"),
+    ] {
+        let token = sign(alg, Some(kid), &claims(json!({})));
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]);
+        assert_eq!(r.status, 200, "{kid}: {}", r.text());
+    }
+    let log = f.gw.log();
+    assert!(log.contains("not loaded yet"), "{log}");
+    assert!(log.contains("JWKS refresh failed"), "{log}");
 }
