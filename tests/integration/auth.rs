@@ -105,6 +105,11 @@ impl Fixture {
 }
 
 fn start(jwks_source: &str, rust_log: &str) -> Fixture {
+    start_with(jwks_source, |body| Gateway::start_logging(body, rust_log))
+}
+
+/// The fixture's config with `jwks_source`, the gateway started on it by `launch`.
+fn start_with(jwks_source: &str, launch: impl FnOnce(&str) -> Gateway) -> Fixture {
     let k = keys();
     let keys_dir = tempfile::tempdir().expect("tempdir");
     let rs_path = keys_dir.path().join("rs256.pub.pem");
@@ -147,7 +152,7 @@ routes:
         rs = rs_path.display(),
         digest = floodgate::auth::api_key::hash_key(API_KEY),
     );
-    let gw = Gateway::start_logging(&body, rust_log);
+    let gw = launch(&body);
     Fixture {
         upstream,
         gw,
@@ -412,6 +417,11 @@ struct JwksServer {
 }
 
 fn jwks_server(doc: Value) -> JwksServer {
+    jwks_server_after(doc, Duration::ZERO)
+}
+
+/// As `jwks_server`, each answer given `delay` after the request arrived.
+fn jwks_server_after(doc: Value, delay: Duration) -> JwksServer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
     let doc = Arc::new(Mutex::new(doc.to_string()));
@@ -425,6 +435,8 @@ fn jwks_server(doc: Value) -> JwksServer {
                 line.clear();
             }
             *n.lock().expect("count") += 1;
+            // The server's slowness is the input here, not a wait for a condition.
+            std::thread::sleep(delay);
             let body = d.lock().expect("doc").clone();
             let mut stream = stream;
             let _ = write!(
@@ -602,4 +614,278 @@ fn bad_auth_configs_fail_naming_the_key() {
         out.contains("routes[0].tiers[0]: no tier named \"gold\""),
         "{out}"
     );
+}
+
+/// A token built by hand, as an attacker would: the header and claims exactly as the JSON text
+/// given (duplicate keys and all), base64url-encoded, and signed with HS256 over that very text
+/// with the config's `hs` secret, so its signature is good and only its content can be wrong.
+fn hand_signed(header: &str, claims: &str) -> String {
+    let message = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::HS256).expect("sign");
+    format!("{message}.{signature}")
+}
+
+const HS_HEADER: &str = r#"{"alg":"HS256","typ":"JWT","kid":"hs"}"#;
+
+/// Claims as JSON text: `members` (each followed by a comma) and then a good iss, aud and exp.
+fn claims_text(members: &str) -> String {
+    format!(
+        r#"{{{members}"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#,
+        now() + 600
+    )
+}
+
+/// The token is refused as an invalid token: 401 with the bearer challenge naming it.
+fn assert_invalid_token(f: &Fixture, name: &str, token: &str) {
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(token))]);
+    assert_eq!(r.status, 401, "{name}: {}", r.text());
+    assert_eq!(r.json()["error"], "unauthorized", "{name}");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\""),
+        "{name}"
+    );
+}
+
+#[test]
+fn a_validly_signed_token_repeating_a_key_anywhere_is_refused() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    // The hand-built token itself is fine: without a duplicate it is accepted.
+    let clean = hand_signed(HS_HEADER, &claims_text(r#""sub":"alice","tier":"enterprise","#));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&clean))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.upstream_header("x-consumer-tier").as_deref(),
+        Some("enterprise")
+    );
+    let claims = |members: &str| hand_signed(HS_HEADER, &claims_text(members));
+    let header = |header: &str| hand_signed(header, &claims_text(r#""sub":"alice","#));
+    let cases = [
+        (
+            "tier twice",
+            claims(r#""sub":"alice","tier":"free","tier":"enterprise","#),
+        ),
+        ("sub twice", claims(r#""sub":"alice","sub":"admin","#)),
+        // The first copy has expired, the last (after the iss and aud) has not.
+        ("exp twice", claims(r#""sub":"alice","exp":1,"#)),
+        ("iss twice", claims(r#""sub":"alice","iss":"https://evil.test","#)),
+        (
+            "tier twice, once spelled with an escape",
+            claims(r#""sub":"alice","tier":"free","t\u0069er":"enterprise","#),
+        ),
+        (
+            "a key twice in a nested object",
+            claims(r#""sub":"alice","ext":{"role":"user","role":"admin"},"#),
+        ),
+        (
+            "a key twice in an object in an array",
+            claims(r#""sub":"alice","ext":[{"a":1,"a":2}],"#),
+        ),
+        (
+            "kid twice in the header, same value",
+            header(r#"{"alg":"HS256","typ":"JWT","kid":"hs","kid":"hs"}"#),
+        ),
+        (
+            "kid twice in the header, different values",
+            header(r#"{"alg":"HS256","typ":"JWT","kid":"nope","kid":"hs"}"#),
+        ),
+        (
+            "alg twice in the header",
+            header(r#"{"alg":"none","alg":"HS256","kid":"hs"}"#),
+        ),
+    ];
+    for (name, token) in &cases {
+        assert_invalid_token(&f, name, token);
+    }
+    assert_eq!(
+        f.upstream.hits(),
+        1,
+        "a token with a duplicate key reached the upstream"
+    );
+}
+
+#[test]
+fn control_characters_in_the_consumer_or_a_mapped_claim_are_an_invalid_token() {
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let token = |members: &str| hand_signed(HS_HEADER, &claims_text(members));
+    let clean = token(r#""sub":"alice","email":"alice@example.test","#);
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&clean))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The JSON escapes decode to CR, LF and NUL in the claim's value.
+    for (name, members) in [
+        ("CR LF in sub", r#""sub":"a\r\nx-consumer-id: admin","#),
+        ("NUL in sub", r#""sub":"a\u0000","#),
+        ("LF in sub", r#""sub":"a\nb","#),
+        ("CR in sub", r#""sub":"a\rb","#),
+        (
+            "CR LF in a claim mapped to a header",
+            r#""sub":"alice","email":"a@example.test\r\nx-consumer-id: admin","#,
+        ),
+        (
+            "NUL in a claim mapped to a header",
+            r#""sub":"alice","email":"a@example.test\u0000","#,
+        ),
+        (
+            "LF in a claim mapped to a header",
+            r#""sub":"alice","email":"a@example.test\nx: y","#,
+        ),
+    ] {
+        assert_invalid_token(&f, name, &token(members));
+    }
+    assert_eq!(f.upstream.hits(), 1);
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&clean))]);
+    assert_eq!(r.status, 200, "still serving: {}", r.text());
+}
+
+#[test]
+fn iss_must_be_a_string_and_iat_must_not_be_in_the_future() {
+    // leeway_s: 5 in the fixture.
+    let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let exp = now() + 600;
+    let token = |iss: &str, iat: &str| {
+        hand_signed(
+            HS_HEADER,
+            &format!(r#"{{"sub":"alice","iss":{iss},"aud":"{AUD}","exp":{exp}{iat}}}"#),
+        )
+    };
+    let string_iss = format!("\"{ISS}\"");
+    let accepted = [
+        ("iss as a string", token(&string_iss, "")),
+        (
+            "iat in the past",
+            token(&string_iss, &format!(",\"iat\":{}", now() - 60)),
+        ),
+        // The gateway's clock is at or past this test's `now()`.
+        (
+            "iat 1 s ahead, within the leeway",
+            token(&string_iss, &format!(",\"iat\":{}", now() + 1)),
+        ),
+    ];
+    for (name, token) in &accepted {
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(token))]);
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+    }
+    let refused = [
+        (
+            "iss as an array holding the issuer",
+            token(&format!("[\"{ISS}\"]"), ""),
+        ),
+        (
+            "iss as an array holding the issuer and another",
+            token(&format!("[\"{ISS}\",\"https://evil.test\"]"), ""),
+        ),
+        (
+            "iat an hour ahead",
+            token(&string_iss, &format!(",\"iat\":{}", now() + 3600)),
+        ),
+        (
+            "iat a minute ahead",
+            token(&string_iss, &format!(",\"iat\":{}", now() + 60)),
+        ),
+        ("iat not a number", token(&string_iss, ",\"iat\":\"yesterday\"")),
+    ];
+    for (name, token) in &refused {
+        assert_invalid_token(&f, name, token);
+    }
+    assert_eq!(f.upstream.hits(), accepted.len());
+}
+
+#[test]
+fn ready_waits_for_the_first_jwks_fetch_so_its_keys_work_once_ready() {
+    let k = keys();
+    // The identity provider takes a second (well within the 5 s fetch timeout): a /ready that
+    // did not wait for the fetch would come before the JWKS key works.
+    let server = jwks_server_after(
+        json!({"keys": [rsa_jwk("j1", &k.rsa_n, &k.rsa_e)]}),
+        Duration::from_secs(1),
+    );
+    let f = start(
+        &format!("jwks_url: \"{}\"\n    jwks_refresh_s: 3600", server.url),
+        "info",
+    );
+    // `start` returned on the first 200 from /ready: no waiting here.
+    let jwks_token = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&jwks_token))]);
+    assert_eq!(r.status, 200, "JWKS key not in force at ready: {}", r.text());
+    let inline = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&inline))]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(*server.fetches.lock().expect("count") >= 1);
+    assert!(!f.gw.log().contains("not loaded yet"), "{}", f.gw.log());
+}
+
+#[test]
+fn with_a_jwks_url_that_never_answers_inline_keys_work_throughout_and_ready_comes_after_the_timeout() {
+    // Accepts connections and holds them, never answering.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            held.lock().expect("held").push(stream);
+        }
+    });
+    let f = start_with(
+        &format!("jwks_url: \"{url}\"\n    jwks_refresh_s: 3600"),
+        |body| Gateway::start_unready(body, "info"),
+    );
+    let ready = || get(f.gw.admin, "/ready").status;
+    assert_eq!(ready(), 503, "ready before the JWKS fetch was over");
+    let inline = sign(Algorithm::HS256, Some("hs"), &claims(json!({})));
+    let inline_ok = || {
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&inline))]);
+        assert_eq!(r.status, 200, "inline key refused: {}", r.text());
+    };
+    // The proxy listener may come up a moment after the admin one.
+    assert!(eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(f.gw.addr).is_ok()
+    }));
+    // The very first request, while not ready, with the JWKS fetch hanging.
+    inline_ok();
+    // Ready after the 5 s fetch timeout: 15 s is a liveness bound, not a speed check.
+    let became_ready = eventually(Duration::from_secs(15), || {
+        inline_ok();
+        ready() == 200
+    });
+    assert!(became_ready, "never ready: {}", f.gw.log());
+    inline_ok();
+    assert!(
+        f.gw.log().contains("not loaded yet"),
+        "the log does not say the JWKS is not loaded: {}",
+        f.gw.log()
+    );
+    assert!(
+        !accepted.lock().expect("held").is_empty(),
+        "the JWKS URL was never tried"
+    );
+    // The JWKS's keys are not in force; the request is answered, not held on the fetch.
+    let jwks_token = sign(Algorithm::RS256, Some("j1"), &claims(json!({})));
+    let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&jwks_token))]);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn with_an_unreachable_jwks_url_inline_keys_work_and_the_log_says_the_jwks_is_not_loaded() {
+    let nowhere = closed_port();
+    let f = start(
+        &format!(
+            "jwks_url: \"http://{}/jwks.json\"\n    jwks_refresh_s: 3600",
+            nowhere.addr
+        ),
+        "info",
+    );
+    for (alg, kid) in [
+        (Algorithm::HS256, "hs"),
+        (Algorithm::RS256, "rs"),
+        (Algorithm::ES256, "es"),
+    ] {
+        let token = sign(alg, Some(kid), &claims(json!({})));
+        let r = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&token))]);
+        assert_eq!(r.status, 200, "{kid}: {}", r.text());
+    }
+    let log = f.gw.log();
+    assert!(log.contains("not loaded yet"), "{log}");
+    assert!(log.contains("JWKS refresh failed"), "{log}");
 }

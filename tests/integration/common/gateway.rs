@@ -45,9 +45,24 @@ impl Gateway {
         )
     }
 
+    /// As `start_logging`, returning once the process answers `/health`, not waiting for
+    /// `/ready`: for tests of what comes before the gateway is ready.
+    pub fn start_unready(body: &str, rust_log: &str) -> Gateway {
+        let rust_log = rust_log.into();
+        let opts = Options {
+            rust_log,
+            ..Options::default()
+        };
+        Gateway::launch_with(body, opts, Setup::start_alive)
+    }
+
     fn launch(body: &str, opts: Options) -> Gateway {
+        Gateway::launch_with(body, opts, Setup::start)
+    }
+
+    fn launch_with(body: &str, opts: Options, start: fn(&mut Setup) -> Proc) -> Gateway {
         let mut setup = Setup::new(body, opts);
-        let proc = setup.start();
+        let proc = start(&mut setup);
         Gateway {
             addr: setup.addr,
             admin: setup.admin,

@@ -172,6 +172,16 @@ impl Setup {
     /// `floodgate -c CONF`, ready (its `/ready` answers 200) when this returns. If it failed
     /// because another process took one of its ports first, it is started again on fresh ones.
     pub fn start(&mut self) -> Proc {
+        self.start_until("/ready")
+    }
+
+    /// As `start`, returning as soon as the admin listener answers `/health` (the process runs,
+    /// maybe not ready yet): for what a gateway does before it is ready.
+    pub fn start_alive(&mut self) -> Proc {
+        self.start_until("/health")
+    }
+
+    fn start_until(&mut self, admin_path: &str) -> Proc {
         let mut first = true;
         on_free_ports("floodgate", || {
             if !std::mem::take(&mut first) {
@@ -179,21 +189,21 @@ impl Setup {
             }
             let from = self.log_end();
             let mut proc = self.spawn(&[]);
-            self.wait_ready(&mut proc)
+            self.wait_for(&mut proc, admin_path)
                 .map(|()| proc)
                 .map_err(|()| self.log_since(from))
         })
     }
 
-    /// Waits for `/ready` on the admin listener; Err if the process exited first.
-    fn wait_ready(&self, proc: &mut Proc) -> Result<(), ()> {
-        let ready = eventually(Duration::from_secs(30), || {
-            proc.exited().is_some() || try_get(self.admin, "/ready").is_ok_and(|r| r.status == 200)
+    /// Waits for `admin_path` to answer 200 on the admin listener; Err if the process exited first.
+    fn wait_for(&self, proc: &mut Proc, admin_path: &str) -> Result<(), ()> {
+        let up = eventually(Duration::from_secs(30), || {
+            proc.exited().is_some() || try_get(self.admin, admin_path).is_ok_and(|r| r.status == 200)
         });
         if proc.exited().is_some() {
             return Err(());
         }
-        assert!(ready, "floodgate not ready: {}", self.log());
+        assert!(up, "floodgate: no 200 on {admin_path}: {}", self.log());
         Ok(())
     }
 
