@@ -1,5 +1,8 @@
 //! API keys: the config holds only `sha256:` digests, so a leaked config file
 //! leaks no key. A presented key is hashed and its digest compared in constant time.
+//! Keys that verified are remembered (in memory only, bounded): a client sends the
+//! same key on every request, and hashing it again costs more than the rest of the
+//! decision.
 
 use super::Failure;
 use crate::vocab::identity::Identity;
@@ -11,6 +14,8 @@ use subtle::ConstantTimeEq;
 
 /// Keys longer than this are refused before hashing.
 const MAX_KEY_BYTES: usize = 1024;
+/// Verified keys remembered; unknown keys never are, so guessing cannot fill it.
+const VERIFIED_KEYS: usize = 10_000;
 
 struct Entry {
     digest: [u8; 32],
@@ -22,6 +27,7 @@ pub struct ApiKeys {
     /// Bucketed by the digest's first 8 bytes; the whole digest is then compared in
     /// constant time, so timing reveals at most where a hash of the key lands.
     by_prefix: HashMap<u64, Vec<Entry>>,
+    verified: quick_cache::sync::Cache<Box<[u8]>, Identity>,
 }
 
 /// `sha256:<hex>` of a key, as the config wants it.
@@ -51,6 +57,7 @@ impl ApiKeys {
         ApiKeys {
             header: config.header,
             by_prefix,
+            verified: quick_cache::sync::Cache::new(VERIFIED_KEYS),
         }
     }
 
@@ -62,12 +69,18 @@ impl ApiKeys {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(Failure::UnknownApiKey);
         }
+        if let Some(identity) = self.verified.get(key) {
+            return Ok(identity);
+        }
         let digest: [u8; 32] = Sha256::digest(key).into();
-        self.by_prefix
+        let identity = self
+            .by_prefix
             .get(&prefix(&digest))
             .and_then(|entries| entries.iter().find(|e| bool::from(e.digest.ct_eq(&digest))))
             .map(|e| e.identity.clone())
-            .ok_or(Failure::UnknownApiKey)
+            .ok_or(Failure::UnknownApiKey)?;
+        self.verified.insert(key.into(), identity.clone());
+        Ok(identity)
     }
 }
 
@@ -92,10 +105,14 @@ mod tests {
         });
         let acme = keys.verify(b"acme-secret").expect("acme");
         assert_eq!((&*acme.consumer, acme.tier), ("acme", 1));
+        let again = keys.verify(b"acme-secret").expect("acme from the cache");
+        assert_eq!((&*again.consumer, again.tier), ("acme", 1));
+        assert_eq!(keys.verified.len(), 1);
         assert_eq!(keys.verify(b"plain-secret").expect("plain").tier, 0);
         assert_eq!(keys.verify(b"acme-secreT").err(), Some(Failure::UnknownApiKey));
         assert_eq!(keys.verify(b"").err(), Some(Failure::UnknownApiKey));
         assert_eq!(keys.verify(&[b'a'; 2000]).err(), Some(Failure::UnknownApiKey));
+        assert_eq!(keys.verified.len(), 2, "unknown keys are never remembered");
     }
 
     #[test]

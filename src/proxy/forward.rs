@@ -14,20 +14,21 @@ use std::net::IpAddr;
 const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
 
-/// Headers that describe one hop and must not be forwarded.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
+/// Headers that describe one hop and must not be forwarded (names, not text, so
+/// removing one costs a hash lookup and no parsing).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Client-sent forwarding headers the gateway replaces with what it resolved:
 /// an upstream must never read a client's claim about its own address.
-const CLIENT_FORWARDING: [&str; 2] = ["forwarded", "x-real-ip"];
+const CLIENT_FORWARDING: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("x-real-ip")];
 
 /// Headers a `Connection` header may not remove: the request's framing and target.
 const NOT_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
@@ -72,14 +73,14 @@ impl Forwarding {
         for name in named {
             req.remove_header(name.as_str());
         }
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             // A protocol upgrade (WebSocket) needs Connection and Upgrade to reach the upstream.
-            if upgrade && (name == "connection" || name == "upgrade") {
+            if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
                 continue;
             }
             req.remove_header(name);
         }
-        for name in CLIENT_FORWARDING {
+        for name in &CLIENT_FORWARDING {
             req.remove_header(name);
         }
         for name in &self.gateway_headers {
@@ -128,19 +129,25 @@ impl Forwarding {
             upstream.set_uri(uri);
         }
 
-        if let Some(ip) = peer {
+        // The peer is the client unless a trusted proxy forwarded for it: format once.
+        let peer_text = peer.map(|ip| ip.to_string());
+        if let Some(ip) = &peer_text {
             let forwarded = match upstream
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prior) => format!("{prior}, {ip}"),
-                None => ip.to_string(),
+                None => ip.clone(),
             };
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         if let Some(client) = ctx.client_ip {
-            upstream.insert_header("x-real-ip", client.to_string())?;
+            let text = match peer_text {
+                Some(text) if peer == Some(client) => text,
+                _ => client.to_string(),
+            };
+            upstream.insert_header("x-real-ip", text)?;
         }
         upstream.insert_header("x-forwarded-proto", "http")?;
         if let Some(host) = host {
