@@ -90,7 +90,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         Drain {
             phases: std::sync::Mutex::new(Some(phases)),
             draining,
-            inflight: telemetry.inflight.clone(),
+            inflight: telemetry.state.inflight.clone(),
         },
     ));
     for service in services {

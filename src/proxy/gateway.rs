@@ -108,7 +108,7 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
         stream::head_received();
-        self.telemetry.inflight.inc();
+        self.telemetry.state.inflight.inc();
         ctx.request_id =
             error_body::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
         session.set_keepalive(self.keepalive());
@@ -325,7 +325,7 @@ impl ProxyHttp for Gateway {
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
         let Some(started) = ctx.started else { return };
-        self.telemetry.inflight.dec();
+        self.telemetry.state.inflight.dec();
         let duration = started.elapsed();
         // 499: the client left before any answer (NGINX's convention).
         let status = session.response_written().map_or(499, |r| r.status.as_u16());

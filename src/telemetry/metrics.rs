@@ -281,7 +281,7 @@ impl Metrics {
 
 /// Series that others write: the proxy keeps `inflight`; the admin service copies
 /// breaker, health, connection and Redis-sync state into the rest when scraped.
-pub(super) struct StateMetrics {
+pub struct StateMetrics {
     pub inflight: IntGauge,
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,

@@ -20,8 +20,9 @@ pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
 use crate::vocab::limit_key::LimitKey;
 use access_log::AccessLog;
 use live::Live;
-use metrics::{Metrics, StateMetrics};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use metrics::Metrics;
+pub use metrics::StateMetrics;
+use prometheus::Registry;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
@@ -43,17 +44,9 @@ pub struct Telemetry {
     metrics: Metrics,
     live: Live,
     access_log: AccessLog,
-    /// Kept by the proxy.
-    pub inflight: IntGauge,
-    // Copied from the pools and the Redis sync by the admin service when scraped.
-    pub breaker_state: IntGaugeVec,
-    pub breaker_transitions: IntCounterVec,
-    pub upstream_healthy: IntGaugeVec,
-    pub redis_sync_errors: IntCounter,
-    pub redis_last_sync: IntGauge,
-    pub global_limit_degraded: IntGauge,
-    pub open_connections: IntGauge,
-    pub connections_refused: IntCounter,
+    /// Series others keep: the proxy keeps `inflight`, the admin service copies the
+    /// rest from the pools, the connection caps and the Redis sync when scraped.
+    pub state: StateMetrics,
 }
 
 impl Telemetry {
@@ -64,30 +57,12 @@ impl Telemetry {
         access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let StateMetrics {
-            inflight,
-            breaker_state,
-            breaker_transitions,
-            upstream_healthy,
-            redis_sync_errors,
-            redis_last_sync,
-            global_limit_degraded,
-            open_connections,
-            connections_refused,
-        } = StateMetrics::new(&registry)?;
+        let state = StateMetrics::new(&registry)?;
         Ok(Telemetry {
             access_log: AccessLog::new(access_log, &registry)?,
             metrics: Metrics::new(registry, route_names, upstream_names)?,
             live: Live::new(),
-            inflight,
-            breaker_state,
-            breaker_transitions,
-            upstream_healthy,
-            redis_sync_errors,
-            redis_last_sync,
-            global_limit_degraded,
-            open_connections,
-            connections_refused,
+            state,
         })
     }
 

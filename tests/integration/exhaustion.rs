@@ -28,21 +28,6 @@ fn gateway(up: &Upstream, client: &str) -> Gateway {
     ))
 }
 
-/// Reads one response from a kept-alive connection; None on close, reset or read timeout.
-fn read_one(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
-    let mut chunk = [0u8; 65536];
-    loop {
-        if let Some((resp, used)) = parse_response(buf) {
-            buf.drain(..used);
-            return Some(resp);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// A kept-alive GET on `stream`: Ok(status), or what went wrong.
 fn get_on(stream: &mut TcpStream, path: &str) -> Result<u16, String> {
     stream

@@ -60,33 +60,40 @@ impl Admin {
             for target in pool.status() {
                 let addr = target.addr.to_string();
                 let labels = [upstream, addr.as_str()];
-                t.upstream_healthy
+                t.state
+                    .upstream_healthy
                     .with_label_values(&labels)
                     .set(i64::from(target.healthy));
                 if let Some(breaker) = target.breaker {
-                    t.breaker_state
+                    t.state
+                        .breaker_state
                         .with_label_values(&labels)
                         .set(breaker.state.gauge());
                     for (to, count) in ["closed", "half_open", "open"].iter().zip(target.transitions) {
-                        let counter = t
-                            .breaker_transitions
-                            .with_label_values(&[upstream, addr.as_str(), to]);
+                        let counter =
+                            t.state
+                                .breaker_transitions
+                                .with_label_values(&[upstream, addr.as_str(), to]);
                         counter.inc_by(count.saturating_sub(counter.get()));
                     }
                 }
             }
         }
-        t.open_connections.set(self.connections.open() as i64);
+        t.state.open_connections.set(self.connections.open() as i64);
         let refused = self.connections.refused.load(Ordering::Relaxed);
-        t.connections_refused
-            .inc_by(refused.saturating_sub(t.connections_refused.get()));
+        t.state
+            .connections_refused
+            .inc_by(refused.saturating_sub(t.state.connections_refused.get()));
         let sync = &self.limiter.sync;
         let errors = sync.errors.load(Ordering::Relaxed);
-        t.redis_sync_errors
-            .inc_by(errors.saturating_sub(t.redis_sync_errors.get()));
-        t.redis_last_sync
+        t.state
+            .redis_sync_errors
+            .inc_by(errors.saturating_sub(t.state.redis_sync_errors.get()));
+        t.state
+            .redis_last_sync
             .set((sync.last_sync_ms.load(Ordering::Relaxed) / 1000) as i64);
-        t.global_limit_degraded
+        t.state
+            .global_limit_degraded
             .set(i64::from(sync.degraded.load(Ordering::Relaxed)));
     }
 

@@ -60,7 +60,7 @@ pub(super) fn stats(t: &Telemetry, now_s: u64) -> Value {
         "limited_per_s": per_second(|s| s.limited),
         "errors_5xx_per_s": per_second(|s| s.errors_5xx),
         "recent_latency_ms": percentiles(&cumulative, recent_count),
-        "inflight": t.inflight.get(),
+        "inflight": t.state.inflight.get(),
         "routes": routes,
         "top_limited_consumers": top(t.top_limited_consumers(TOP_LIMITED)),
         "top_limited_ips": top(t.top_limited_ips(TOP_LIMITED)),
