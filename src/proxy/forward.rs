@@ -86,17 +86,26 @@ impl Forwarding {
         for name in &self.gateway_headers {
             req.remove_header(name);
         }
-        if !keep_underscores {
-            let underscored: Vec<HeaderName> = req
-                .headers
-                .keys()
-                .filter(|name| name.as_str().contains('_'))
-                .cloned()
-                .collect();
-            for name in underscored {
-                req.remove_header(&name);
-            }
+        // Even where a route keeps `_` names, an underscore spelling of a header the
+        // gateway owns (`X_Consumer_Id`, `X_Real_IP`) is never forwarded.
+        let underscored: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .filter(|name| !keep_underscores || self.owns(&name.as_str().replace('_', "-")))
+            .cloned()
+            .collect();
+        for name in underscored {
+            req.remove_header(&name);
         }
+    }
+
+    /// Whether the gateway sets or replaces this (lower-case) header upstream.
+    fn owns(&self, name: &str) -> bool {
+        name.starts_with("x-forwarded-")
+            || name == REQUEST_ID
+            || CLIENT_FORWARDING.iter().any(|h| h == name)
+            || self.gateway_headers.iter().any(|h| h == name)
     }
 
     /// The upstream request head of one attempt. `strip` is the route prefix to
@@ -132,14 +141,15 @@ impl Forwarding {
         // The peer is the client unless a trusted proxy forwarded for it: format once.
         let peer_text = peer.map(|ip| ip.to_string());
         if let Some(ip) = &peer_text {
-            let forwarded = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip.clone(),
-            };
+            // Every X-Forwarded-For line the client sent, in order, then this hop.
+            let mut forwarded = String::new();
+            for prior in upstream.headers.get_all("x-forwarded-for") {
+                if let Ok(prior) = prior.to_str() {
+                    forwarded.push_str(prior);
+                    forwarded.push_str(", ");
+                }
+            }
+            forwarded.push_str(ip);
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         if let Some(client) = ctx.client_ip {
@@ -203,8 +213,13 @@ mod tests {
             assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
         }
         assert!(req.headers.contains_key("traceparent"));
+        kept.append_header("x_custom", "1").expect("header");
         forwarding.strip_client_headers(&mut kept, true);
-        assert!(kept.headers.contains_key("x_consumer_id"));
+        assert!(kept.headers.contains_key("x_custom"));
+        assert!(
+            !kept.headers.contains_key("x_consumer_id"),
+            "a gateway-owned name is dropped in any spelling"
+        );
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl ProxyHttp for Gateway {
         self.telemetry.state.inflight.inc();
         ctx.request_id =
             error_body::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
-        session.set_keepalive(self.keepalive());
+        // Only where the client keeps the connection: HTTP/1.0 without keep-alive and
+        // `Connection: close` stay closed.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(self.keepalive());
+        }
         // Later requests on a kept-alive connection never pass the guard: check them here.
         if let Some(h1) = session.as_downstream().as_http1() {
             if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {

@@ -1,6 +1,8 @@
 //! The request's host: checked against RFC 3986 (a reg-name or an IP literal,
 //! an optional port up to 65535) before it routes anything or is copied into
-//! `X-Forwarded-Host`.
+//! `X-Forwarded-Host`. Spellings that name the same host differently (a trailing
+//! dot, percent-escapes, an absolute-form target without a Host header) must not
+//! miss a route scoped to that host.
 
 use http::header;
 use pingora_http::RequestHeader;
@@ -9,17 +11,37 @@ use pingora_http::RequestHeader;
 #[derive(Debug, PartialEq, Eq)]
 pub struct BadHost;
 
-/// The request's host without its port (IPv6 literals kept whole); `Ok(None)`
-/// when the request names none.
+/// The request's host without its port or a trailing dot (IPv6 literals kept
+/// whole); `Ok(None)` when the request names none. An absolute-form target
+/// (`GET http://host/path`) names one too: Pingora keeps its authority only in the
+/// raw target, and it must agree with a Host header when both are sent.
 pub fn request_host(req: &RequestHeader) -> Result<Option<&str>, BadHost> {
-    let raw = match req.headers.get(header::HOST) {
-        Some(value) => value.to_str().map_err(|_| BadHost)?,
-        None => match req.uri.authority() {
-            Some(a) => a.as_str(),
-            None => return Ok(None),
-        },
+    let from_header = match req.headers.get(header::HOST) {
+        Some(value) => Some(split_authority(value.to_str().map_err(|_| BadHost)?).ok_or(BadHost)?),
+        None => None,
     };
-    split_authority(raw).map(Some).ok_or(BadHost)
+    let from_target = match target_authority(req.raw_path()) {
+        Some(raw) => Some(split_authority(raw).ok_or(BadHost)?),
+        None => None,
+    };
+    match (from_header, from_target) {
+        (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => Err(BadHost),
+        (h, t) => Ok(h.or(t)),
+    }
+}
+
+/// The authority of an absolute-form request target, if it is one.
+fn target_authority(target: &[u8]) -> Option<&str> {
+    let scheme_end = target.windows(3).position(|w| w == b"://")?;
+    if target[..scheme_end].is_empty() || !target[..scheme_end].iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// `host[:port]` → `host`, if both parts are well-formed.
@@ -28,7 +50,11 @@ fn split_authority(raw: &str) -> Option<&str> {
         let end = raw.find(']')?;
         let literal = &raw[1..end];
         literal.parse::<std::net::Ipv6Addr>().ok()?;
-        (&raw[..=end], raw[end + 1..].strip_prefix(':'))
+        let rest = &raw[end + 1..];
+        if !(rest.is_empty() || rest.starts_with(':')) {
+            return None;
+        }
+        (&raw[..=end], rest.strip_prefix(':'))
     } else {
         match raw.rsplit_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -43,14 +69,21 @@ fn split_authority(raw: &str) -> Option<&str> {
     }
     let reg_name_ok = host.starts_with('[')
         || (!host.is_empty()
+            && host != "."
             && host.bytes().all(|b| {
                 b.is_ascii_alphanumeric()
-                    || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+                    // No percent-escapes: a DNS name never needs one, and `a%2eb` is `a.b`.
+                    || matches!(b, b'-' | b'.' | b'_' | b'~')
                     || matches!(
                         b,
                         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
                     )
             }));
+    // `example.test.` is the fully qualified `example.test`.
+    let host = match host.strip_suffix('.') {
+        Some(stripped) if !host.starts_with('[') && !stripped.is_empty() => stripped,
+        _ => host,
+    };
     reg_name_ok.then_some(host)
 }
 
@@ -66,6 +99,8 @@ mod tests {
             ("[::1]", "[::1]"),
             ("[::1]:443", "[::1]"),
             ("10.0.0.1:65535", "10.0.0.1"),
+            ("admin.internal.", "admin.internal"),
+            ("admin.internal.:80", "admin.internal"),
         ] {
             assert_eq!(split_authority(raw), Some(host), "{raw}");
         }
@@ -80,6 +115,11 @@ mod tests {
             "a b",
             "x@y",
             ":80",
+            "admin%2einternal",
+            "[::1]evil.example",
+            "[::1]/../x",
+            "[::1]]",
+            ".",
         ] {
             assert_eq!(split_authority(raw), None, "{raw}");
         }
@@ -93,5 +133,13 @@ mod tests {
         assert_eq!(request_host(&req), Ok(Some("Example.test")));
         req.insert_header("host", "a:99999").expect("host");
         assert_eq!(request_host(&req), Err(BadHost));
+        let absolute = RequestHeader::build("GET", b"http://Admin.internal/secret", None).expect("request");
+        assert_eq!(request_host(&absolute), Ok(Some("Admin.internal")));
+        let mut disagreeing = absolute.clone();
+        disagreeing.insert_header("host", "other.test").expect("host");
+        assert_eq!(request_host(&disagreeing), Err(BadHost));
+        let mut agreeing = absolute;
+        agreeing.insert_header("host", "admin.internal:80").expect("host");
+        assert_eq!(request_host(&agreeing), Ok(Some("admin.internal")));
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod exhaustion;
 mod forwarding_hardening;
 mod hardening;
+mod host_hardening;
 mod lifecycle;
 mod proxy;
 mod ratelimit;

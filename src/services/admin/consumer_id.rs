@@ -23,10 +23,16 @@ pub fn consumer_id(segment: &str) -> Result<String, &'static str> {
     if id.is_empty() || id.len() > MAX_CONSUMER_ID_BYTES {
         return Err("a consumer id is 1 to 128 bytes");
     }
-    if id.chars().any(char::is_control) {
-        return Err("a consumer id has no control characters");
+    if id.chars().any(|c| c.is_control() || is_format(c)) {
+        return Err("a consumer id has no control or invisible formatting characters");
     }
     Ok(id)
+}
+
+/// Invisible characters that reorder or hide text (bidi overrides, zero-width
+/// marks): in a log line they make one consumer id read as another.
+fn is_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 #[cfg(test)]
@@ -43,6 +49,7 @@ mod tests {
         assert!(consumer_id(&"a".repeat(129)).is_err());
         assert!(consumer_id("a%0Ab").is_err());
         assert!(consumer_id("a%00").is_err());
+        assert!(consumer_id("a%E2%80%AEb").is_err(), "a right-to-left override");
         assert!(consumer_id("a%zz").is_err());
         assert!(consumer_id("a%4").is_err());
         assert!(consumer_id("%ff").is_err());

@@ -149,8 +149,9 @@ impl Admin {
         }
         let presented = first
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
             Ok(())
         } else {
