@@ -145,15 +145,13 @@ fn header_names_with_underscores_never_reach_the_upstream() {
         assert_eq!(r.upstream_header(gone), None, "{gone} reached the upstream");
     }
 
-    // A route that opts in forwards them, but never a client's X-Consumer-Id.
+    // A route that opts in forwards them, but never an underscore spelling of a header the
+    // gateway owns, and never a client's X-Consumer-Id.
     let r = raw_request(gw.addr, spoofing_legacy);
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.upstream_header("x_consumer_id").as_deref(), Some("admin"));
-    assert_eq!(
-        r.upstream_header("x_consumer_tier").as_deref(),
-        Some("enterprise")
-    );
-    assert_eq!(r.upstream_header("x-consumer_id").as_deref(), Some("admin"));
+    for gone in ["x_consumer_id", "x_consumer_tier", "x-consumer_id"] {
+        assert_eq!(r.upstream_header(gone), None, "{gone} reached the upstream");
+    }
     assert_eq!(r.upstream_header("x_custom").as_deref(), Some("1"));
     assert_eq!(r.upstream_header("x-consumer-id").as_deref(), Some("acme"));
     assert_eq!(r.upstream_header("x-api-key"), None);
