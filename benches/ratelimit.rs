@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::config::Bucket;
 use floodgate::ratelimit::global::{ClusterView, GlobalWindow};
-use floodgate::ratelimit::local::LocalLimiter;
+use floodgate::ratelimit::local::{LocalLimiter, Supply};
 use floodgate::vocab::limit_key::LimitKey;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -79,7 +79,7 @@ fn bench_local(c: &mut Criterion) {
     group.bench_function("hot_key/sharded", |b| {
         b.iter(|| {
             now += 1;
-            black_box(sharded.take(&hot, PARAMS, 1.0, now))
+            black_box(sharded.take(&hot, PARAMS, 1.0, now, Supply::Alone))
         })
     });
     group.bench_function("hot_key/mutex_hashmap", |b| {
@@ -93,7 +93,7 @@ fn bench_local(c: &mut Criterion) {
     group.bench_function("1M_keys/sharded", |b| {
         b.iter(|| {
             i = (i + 1) % keys.len();
-            black_box(sharded.take(&keys[i], PARAMS, 1.0, i as u64))
+            black_box(sharded.take(&keys[i], PARAMS, 1.0, i as u64, Supply::Alone))
         })
     });
     group.bench_function("1M_keys/mutex_hashmap", |b| {
@@ -111,7 +111,7 @@ fn bench_local(c: &mut Criterion) {
             two_threads(
                 iters,
                 Arc::new(move |k, n| {
-                    black_box(s.take(k, PARAMS, 1.0, n));
+                    black_box(s.take(k, PARAMS, 1.0, n, Supply::Alone));
                 }),
             )
         })
@@ -146,7 +146,7 @@ fn report_memory(_c: &mut Criterion) {
     let before = resident_bytes();
     let limiter = LocalLimiter::new(1 << 21);
     for i in 0..KEYS {
-        limiter.take(&ip(i), PARAMS, 1.0, 0);
+        limiter.take(&ip(i), PARAMS, 1.0, 0, Supply::Alone);
     }
     let after = resident_bytes();
     println!(

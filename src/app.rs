@@ -16,7 +16,7 @@ use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
     access_log::AccessLogWriter, admin::Admin, drain::Drain, echo::Echo, jwks::JwksRefresher,
-    readiness::ReadinessProbe, redis_sync::RedisSync,
+    readiness::ReadinessProbe, redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
@@ -82,6 +82,8 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         telemetry,
         pools,
         overrides,
+        budgets,
+        key_tiers,
         jwks,
         draining,
     } = assemble(&mut config, &mut services)?;
@@ -123,6 +125,8 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         public_stats: config.admin.public_stats,
         limiter,
         overrides,
+        budgets,
+        key_tiers,
         tier_names: config.tier_names(),
         pools,
         telemetry,
@@ -158,6 +162,10 @@ pub struct Parts {
     pub telemetry: Arc<Telemetry>,
     pub pools: Arc<Vec<Pool>>,
     pub overrides: Arc<TierOverrides>,
+    /// Redis's side of the callers' cluster budgets, for the admin API; `None` without Redis.
+    pub budgets: Option<BudgetStore>,
+    /// API-key consumers' configured tiers, for the admin API.
+    pub key_tiers: std::collections::HashMap<String, crate::vocab::identity::TierId>,
     /// The JWKS refresh `/ready` waits for, when a JWKS is configured.
     pub jwks: Option<Arc<JwksRefresh>>,
     /// Set when a graceful upgrade or stop starts.
@@ -188,6 +196,12 @@ pub fn assemble(
     }
 
     let tier_names = config.tier_names();
+    let key_tiers = config
+        .auth
+        .as_ref()
+        .and_then(|a| a.api_keys.as_ref())
+        .map(|k| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
+        .unwrap_or_default();
     let auth = config.auth.take().map(|a| Authenticator::new(a, &tier_names));
     let jwks = auth
         .as_ref()
@@ -223,20 +237,6 @@ pub fn assemble(
         config.redis.as_ref().map(|r| r.on_unavailable),
     ));
     let overrides = Arc::new(TierOverrides::default());
-    if let Some(redis) = config.redis.take() {
-        services.push(Box::new(background_service(
-            "redis sync",
-            RedisSync {
-                client: redis.client,
-                interval: redis.sync_interval,
-                key_prefix: redis.key_prefix,
-                limiter: limiter.clone(),
-                overrides: overrides.clone(),
-                tier_names: tier_names.clone(),
-                instance_id: format!("{:016x}", fastrand::u64(..)),
-            },
-        )));
-    }
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         target => {
@@ -259,6 +259,22 @@ pub fn assemble(
         )
         .map_err(|e| StartupError::Metrics(e.to_string()))?,
     );
+    let budgets = config.redis.take().map(|redis| {
+        let sync = RedisSync::new(
+            redis.target,
+            redis.sync_interval,
+            redis.key_prefix,
+            redis.max_keys_per_sync,
+            limiter.clone(),
+            overrides.clone(),
+            tier_names.clone(),
+            format!("{:016x}", fastrand::u64(..)),
+            telemetry.state.redis_sync_duration.clone(),
+        );
+        let store = sync.budget_store();
+        services.push(Box::new(background_service("redis sync", sync)));
+        store
+    });
     let pools = Arc::new(pools);
     let draining = Arc::new(AtomicBool::new(false));
     let decider = Decider {
@@ -282,6 +298,8 @@ pub fn assemble(
         telemetry,
         pools,
         overrides,
+        budgets,
+        key_tiers,
         jwks: jwks.map(|(_, refresh)| refresh),
         draining,
     })

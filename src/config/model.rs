@@ -278,9 +278,19 @@ pub enum OnUnavailable {
 }
 
 pub struct Redis {
-    /// The parsed URL; connections are made by the background sync only.
-    pub client: redis::Client,
+    /// Where the background sync connects; connections are made by it alone.
+    pub target: RedisTarget,
     pub sync_interval: Duration,
     pub key_prefix: String,
     pub on_unavailable: OnUnavailable,
+    /// Bucket keys settled per sync round at most; the rest wait for the next.
+    pub max_keys_per_sync: usize,
+}
+
+/// A single server (TCP, TLS or Unix socket), a Redis Cluster, or the master a
+/// set of Sentinels names.
+pub enum RedisTarget {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+    Sentinel(redis::sentinel::SentinelClient),
 }

@@ -292,17 +292,54 @@ fn default_per_s() -> u64 {
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RedisSpec {
-    pub(super) url: String,
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) cluster: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) sentinel: Option<SentinelSpec>,
+    #[serde(default)]
+    pub(super) tls: Option<RedisTlsSpec>,
     #[serde(default = "default_sync_interval_ms")]
     pub(super) sync_interval_ms: u64,
     #[serde(default = "default_key_prefix")]
     pub(super) key_prefix: String,
     #[serde(default = "default_on_unavailable")]
     pub(super) on_unavailable: OnUnavailable,
+    #[serde(default = "default_max_keys_per_sync")]
+    pub(super) max_keys_per_sync: usize,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SentinelSpec {
+    pub(super) master_name: String,
+    pub(super) nodes: Vec<String>,
+    /// The master's ACL credentials and database (the sentinels' own go in their URLs).
+    #[serde(default)]
+    pub(super) username: Option<String>,
+    #[serde(default)]
+    pub(super) password: Option<String>,
+    #[serde(default)]
+    pub(super) db: i64,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedisTlsSpec {
+    #[serde(default)]
+    pub(super) ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub(super) cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub(super) key_file: Option<std::path::PathBuf>,
 }
 
 fn default_sync_interval_ms() -> u64 {
     100
+}
+fn default_max_keys_per_sync() -> usize {
+    20_000
 }
 fn default_key_prefix() -> String {
     "floodgate".into()

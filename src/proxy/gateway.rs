@@ -339,7 +339,7 @@ impl ProxyHttp for Gateway {
         let limited = ctx.limited();
         let limited_key = limited.map(|_| match &ctx.identity {
             Some(id) => LimitKey::Consumer(id.consumer.clone()),
-            None => LimitKey::Ip(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
+            None => LimitKey::anonymous(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
         });
         let method = &session.req_header().method;
         self.telemetry.record(

@@ -2,8 +2,13 @@
 //! global one): refill, compare and take happen together, so concurrent requests
 //! of one consumer can never both spend the same token (the check-then-act race
 //! of Kong#2629). Memory is bounded: a shard at capacity first forgets the buckets
-//! that have refilled to full (they would be recreated identical), then, under a
-//! flood of distinct keys, arbitrary ones.
+//! that have refilled to full and owe the cluster nothing (they would be recreated
+//! identical), then, under a flood of distinct keys, arbitrary ones.
+//!
+//! With Redis, a bucket is this instance's part of one cluster-wide budget (see
+//! `Supply` and services::redis_sync::budgets): tokens arrive as leases at each
+//! sync instead of refilling here, and each key touched since the last sync is
+//! listed once for the next report.
 
 use crate::config::Bucket;
 pub use crate::vocab::limit_key::LimitKey;
@@ -24,18 +29,92 @@ pub struct Decision {
     pub retry_after_s: u64,
 }
 
+/// Where a bucket's tokens come from right now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Supply {
+    /// No Redis: the whole tier, refilled here.
+    Alone,
+    /// Redis down under `allow`: the whole tier, refilled here, and recorded to be
+    /// charged to the cluster when Redis returns.
+    Full,
+    /// Synced: tokens are leased from the key's cluster pool at each sync. A key
+    /// released when idle starts again on an advance of the pool as last known ÷
+    /// `instances`; a key new here, which may be busy elsewhere, on `first_s` of
+    /// its rate (at least one token, at most its burst ÷ `instances`). Advances are
+    /// charged to the pool at the next sync.
+    Leased { instances: u64, first_s: f64 },
+    /// Redis down under `local_share`: refilled here at the key's last share of
+    /// the tier, or tier ÷ `instances` for a key this instance never leased.
+    LocalShare { instances: u64 },
+}
+
+/// One key's consumption since its last report, for the cluster sync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub key: LimitKey,
+    pub bucket: Bucket,
+    /// Tokens admitted.
+    pub used: f64,
+    /// Tokens asked for, admitted or not: the key's demand here.
+    pub asked: f64,
+}
+
+/// What the cluster granted a key at its settlement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lease {
+    pub tokens: f64,
+    /// This instance's share of the key's demand, 0..=1.
+    pub share: f64,
+    /// Tokens left in the cluster pool after this lease.
+    pub pool: f64,
+}
+
+/// This instance's view of a key's cluster budget, as of its last settlement.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ShareView {
+    pub tokens: f64,
+    pub share: f64,
+    pub bucket: Option<Bucket>,
+}
+
 /// One key's bucket as it stands.
 struct TokenState {
     key: LimitKey,
     /// The key's hash: picks the shard and places it in the shard's table, computed once.
     hash: u64,
+    /// The tier it was last asked under, which its report carries.
+    bucket: Bucket,
     tokens: f64,
     last_ns: u64,
     full_at_ns: u64,
+    cluster: ClusterPart,
+}
+
+/// The cluster bookkeeping of a bucket; untouched without Redis.
+#[derive(Clone, Copy, Default)]
+struct ClusterPart {
+    /// Holds a lease: tokens come from the pool, nothing is advanced.
+    leased: bool,
+    /// An advance was taken since the last settlement.
+    advanced: bool,
+    /// Listed for the next report.
+    listed: bool,
+    share: f32,
+    used: f32,
+    asked: f32,
+    /// The pool as of the last settlement, and when (for the advance estimate).
+    pool: f32,
+    pool_at_ns: u64,
+}
+
+struct Shard {
+    table: HashTable<TokenState>,
+    /// Keys touched since their last report, oldest first.
+    listed: Vec<LimitKey>,
 }
 
 pub struct LocalLimiter {
-    shards: Box<[Mutex<HashTable<TokenState>>]>,
+    shards: Box<[Mutex<Shard>]>,
     max_per_shard: usize,
     /// Seeded per process, so callers cannot aim their keys at one shard.
     hasher: foldhash::fast::RandomState,
@@ -45,29 +124,44 @@ impl LocalLimiter {
     /// `max_buckets` bounds memory across all shards.
     pub fn new(max_buckets: usize) -> Self {
         LocalLimiter {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: HashTable::new(),
+                        listed: Vec::new(),
+                    })
+                })
+                .collect(),
             max_per_shard: (max_buckets / SHARDS).max(16),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        // Middle bits pick the shard: the table itself uses the low bits (slot) and
+        // the top seven (tag), which must keep varying within a shard.
+        let shard = &self.shards[(hash >> 40) as usize % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map_or(0, |m| m.len())).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.table.len()))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Refill, then take `cost` tokens if they are there.
-    pub fn take(&self, key: &LimitKey, params: Bucket, cost: f64, now_ns: u64) -> Decision {
+    /// Refill (when this instance refills), then take `cost` tokens if they are there.
+    pub fn take(&self, key: &LimitKey, params: Bucket, cost: f64, now_ns: u64, supply: Supply) -> Decision {
         let hash = self.hasher.hash_one(key);
-        // Middle bits pick the shard: the table itself uses the low bits (slot) and
-        // the top seven (tag), which must keep varying within a shard.
-        let shard = &self.shards[(hash >> 40) as usize % SHARDS];
-        let mut table = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shard = self.shard(hash);
+        let Shard { table, listed } = &mut *shard;
         if table.len() >= self.max_per_shard && table.find(hash, |b| b.key == *key).is_none() {
-            evict(&mut table, now_ns, self.max_per_shard);
+            evict(table, now_ns, self.max_per_shard);
         }
         let bucket = match table.find_mut(hash, |b| b.key == *key) {
             Some(b) => b,
@@ -77,22 +171,65 @@ impl LocalLimiter {
                     TokenState {
                         key: key.clone(),
                         hash,
-                        tokens: params.burst,
+                        bucket: params,
+                        tokens: match supply {
+                            Supply::Alone | Supply::Full => params.burst,
+                            Supply::Leased { instances, first_s } => (params.rate * first_s)
+                                .max(1.0)
+                                .min(params.burst / instances.max(1) as f64),
+                            Supply::LocalShare { instances } => params.burst / instances.max(1) as f64,
+                        },
                         last_ns: now_ns,
                         full_at_ns: now_ns,
+                        cluster: ClusterPart {
+                            advanced: matches!(supply, Supply::Leased { .. }),
+                            pool_at_ns: now_ns,
+                            ..ClusterPart::default()
+                        },
                     },
                     |b| b.hash,
                 )
                 .into_mut(),
         };
+        bucket.bucket = params;
+        // The rate and size this instance refills at; a lease does not refill here.
+        let (rate, burst) = match supply {
+            Supply::Alone | Supply::Full => (params.rate, params.burst),
+            Supply::LocalShare { instances } => {
+                let share = bucket.cluster.share_or(instances);
+                (params.rate * share, params.burst * share)
+            }
+            Supply::Leased { instances, .. } => {
+                let c = &mut bucket.cluster;
+                if !c.leased && !c.advanced && bucket.tokens < cost {
+                    bucket.tokens += c.pool_estimate(params, now_ns) / instances.max(1) as f64;
+                    c.advanced = true;
+                }
+                let share = c.share_or(instances);
+                (params.rate * share, params.burst * share)
+            }
+        };
         let elapsed_s = now_ns.saturating_sub(bucket.last_ns) as f64 / 1e9;
-        bucket.tokens = (bucket.tokens + elapsed_s * params.rate).min(params.burst);
+        if !matches!(supply, Supply::Leased { .. }) && bucket.tokens < burst {
+            bucket.tokens = (bucket.tokens + elapsed_s * rate).min(burst);
+        }
         bucket.last_ns = bucket.last_ns.max(now_ns);
         let allowed = bucket.tokens >= cost;
         if allowed {
             bucket.tokens -= cost;
         }
-        let missing_s = (params.burst - bucket.tokens) / params.rate;
+        let c = &mut bucket.cluster;
+        if supply != Supply::Alone {
+            c.asked += cost as f32;
+            if allowed {
+                c.used += cost as f32;
+            }
+            if !c.listed {
+                c.listed = true;
+                listed.push(key.clone());
+            }
+        }
+        let missing_s = ((burst - bucket.tokens) / rate).max(0.0);
         bucket.full_at_ns = bucket.last_ns + (missing_s * 1e9) as u64;
         Decision {
             allowed,
@@ -101,14 +238,117 @@ impl LocalLimiter {
             retry_after_s: if allowed {
                 0
             } else {
-                (((cost - bucket.tokens) / params.rate).ceil() as u64).max(1)
+                (((cost - bucket.tokens) / rate).ceil() as u64).max(1)
             },
         }
+    }
+
+    /// Up to `max` keys touched since their last report, with what they used and
+    /// asked since; those counts start again from zero. Keys beyond `max` wait for
+    /// the next round, oldest first.
+    pub fn take_reports(&self, max: usize) -> Vec<Report> {
+        let mut reports = Vec::new();
+        for shard in self.shards.iter() {
+            if reports.len() >= max {
+                break;
+            }
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard { table, listed } = &mut *shard;
+            let n = listed.len().min(max - reports.len());
+            for key in listed.drain(..n) {
+                let hash = self.hasher.hash_one(&key);
+                if let Some(b) = table.find_mut(hash, |b| b.key == key) {
+                    let c = &mut b.cluster;
+                    reports.push(Report {
+                        key,
+                        bucket: b.bucket,
+                        used: f64::from(std::mem::take(&mut c.used)),
+                        asked: f64::from(std::mem::take(&mut c.asked)),
+                    });
+                }
+            }
+        }
+        reports
+    }
+
+    /// Keys listed for a report and not yet taken.
+    pub fn waiting(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.listed.len()))
+            .sum()
+    }
+
+    /// A report that did not reach Redis: its counts go back, to be pushed later.
+    pub fn restore(&self, report: Report) {
+        let hash = self.hasher.hash_one(&report.key);
+        let mut shard = self.shard(hash);
+        let Shard { table, listed } = &mut *shard;
+        if let Some(b) = table.find_mut(hash, |b| b.key == report.key) {
+            b.cluster.used += report.used as f32;
+            b.cluster.asked += report.asked as f32;
+            listed.push(report.key);
+        }
+    }
+
+    /// The cluster's answer to a report: the new lease replaces what is left of the
+    /// old one (spent meanwhile counts against it). A key that asked for nothing and
+    /// holds nothing is released and leaves the report list.
+    pub fn settle(&self, key: &LimitKey, lease: Lease, now_ns: u64) {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        let Shard { table, listed } = &mut *shard;
+        let Some(b) = table.find_mut(hash, |b| b.key == *key) else {
+            return;
+        };
+        let c = &mut b.cluster;
+        b.tokens = lease.tokens - f64::from(c.used);
+        c.share = lease.share as f32;
+        c.leased = lease.share > 0.0;
+        c.advanced = false;
+        c.pool = lease.pool as f32;
+        c.pool_at_ns = now_ns;
+        let refill_s = (f64::from(b.bucket.burst as f32 - c.pool) / b.bucket.rate).max(0.0);
+        b.full_at_ns = now_ns + (refill_s * 1e9) as u64;
+        if c.leased || c.asked > 0.0 {
+            listed.push(key.clone());
+        } else {
+            c.listed = false;
+        }
+    }
+
+    /// What this instance holds of `key`'s budget, if it has a bucket for it.
+    pub fn view(&self, key: &LimitKey) -> Option<ShareView> {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash);
+        shard.table.find(hash, |b| b.key == *key).map(|b| ShareView {
+            tokens: b.tokens,
+            share: f64::from(b.cluster.share),
+            bucket: Some(b.bucket),
+        })
+    }
+}
+
+impl ClusterPart {
+    fn share_or(&self, instances: u64) -> f64 {
+        if self.share > 0.0 {
+            f64::from(self.share)
+        } else {
+            1.0 / instances.max(1) as f64
+        }
+    }
+
+    /// The pool as last settled, refilled at the tier's rate since (the pool
+    /// refills in Redis whether or not anyone syncs).
+    fn pool_estimate(&self, params: Bucket, now_ns: u64) -> f64 {
+        let elapsed_s = now_ns.saturating_sub(self.pool_at_ns) as f64 / 1e9;
+        (f64::from(self.pool) + elapsed_s * params.rate).clamp(0.0, params.burst)
     }
 }
 
 fn evict(table: &mut HashTable<TokenState>, now_ns: u64, max: usize) {
-    table.retain(|b| b.full_at_ns > now_ns);
+    // A listed bucket owes the cluster its report.
+    table.retain(|b| b.full_at_ns > now_ns || b.cluster.listed);
     if table.len() >= max {
         // Still full of active keys: a flood. Forget an eighth; they restart full.
         let mut dropped = 0;
@@ -130,9 +370,19 @@ mod tests {
         rate: 1.0,
         burst: 10.0,
     };
+    const THREE: Supply = Supply::Leased {
+        instances: 3,
+        first_s: 0.2,
+    };
 
     fn consumer(name: &str) -> LimitKey {
         LimitKey::Consumer(Arc::from(name))
+    }
+
+    fn admitted(limiter: &LocalLimiter, key: &LimitKey, n: usize, now_ns: u64, supply: Supply) -> usize {
+        (0..n)
+            .filter(|_| limiter.take(key, FREE, 1.0, now_ns, supply).allowed)
+            .count()
     }
 
     #[test]
@@ -140,28 +390,32 @@ mod tests {
         let limiter = LocalLimiter::new(1000);
         let key = consumer("a");
         for i in 0..10 {
-            let d = limiter.take(&key, FREE, 1.0, 0);
+            let d = limiter.take(&key, FREE, 1.0, 0, Supply::Alone);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 9 - i);
         }
-        let refused = limiter.take(&key, FREE, 1.0, 0);
+        let refused = limiter.take(&key, FREE, 1.0, 0, Supply::Alone);
         assert!(!refused.allowed);
         assert_eq!((refused.retry_after_s, refused.full_in_s), (1, 10));
         // Half a second later: still half a token short.
-        assert!(!limiter.take(&key, FREE, 1.0, S / 2).allowed);
-        assert!(limiter.take(&key, FREE, 1.0, S).allowed);
-        assert!(!limiter.take(&key, FREE, 1.0, S).allowed);
+        assert!(!limiter.take(&key, FREE, 1.0, S / 2, Supply::Alone).allowed);
+        assert!(limiter.take(&key, FREE, 1.0, S, Supply::Alone).allowed);
+        assert!(!limiter.take(&key, FREE, 1.0, S, Supply::Alone).allowed);
         // A long idle time refills to the burst, never beyond.
-        let d = limiter.take(&key, FREE, 1.0, 1000 * S);
+        let d = limiter.take(&key, FREE, 1.0, 1000 * S, Supply::Alone);
         assert_eq!(d.remaining, 9);
+        assert!(
+            limiter.take_reports(10).is_empty(),
+            "nothing to report without Redis"
+        );
     }
 
     #[test]
     fn cost_and_retry_after_count_the_missing_tokens() {
         let limiter = LocalLimiter::new(1000);
         let key = consumer("a");
-        assert!(limiter.take(&key, FREE, 8.0, 0).allowed);
-        let d = limiter.take(&key, FREE, 5.0, 0);
+        assert!(limiter.take(&key, FREE, 8.0, 0, Supply::Alone).allowed);
+        let d = limiter.take(&key, FREE, 5.0, 0, Supply::Alone);
         assert!(!d.allowed);
         assert_eq!(d.retry_after_s, 3, "2 tokens left, 5 needed at 1/s");
         assert_eq!(d.remaining, 2, "a refused request takes nothing");
@@ -170,16 +424,10 @@ mod tests {
     #[test]
     fn consumers_are_independent() {
         let limiter = LocalLimiter::new(1000);
-        for _ in 0..10 {
-            assert!(limiter.take(&consumer("a"), FREE, 1.0, 0).allowed);
-        }
-        assert!(!limiter.take(&consumer("a"), FREE, 1.0, 0).allowed);
-        assert!(limiter.take(&consumer("b"), FREE, 1.0, 0).allowed);
-        assert!(
-            limiter
-                .take(&LimitKey::Ip([10, 0, 0, 1].into()), FREE, 1.0, 0)
-                .allowed
-        );
+        assert_eq!(admitted(&limiter, &consumer("a"), 11, 0, Supply::Alone), 10);
+        assert!(limiter.take(&consumer("b"), FREE, 1.0, 0, Supply::Alone).allowed);
+        let ip = LimitKey::Ip([10, 0, 0, 1].into());
+        assert!(limiter.take(&ip, FREE, 1.0, 0, Supply::Alone).allowed);
     }
 
     #[test]
@@ -194,7 +442,11 @@ mod tests {
                 let limiter = limiter.clone();
                 std::thread::spawn(move || {
                     (0..25)
-                        .filter(|_| limiter.take(&consumer("hot"), params, 1.0, 0).allowed)
+                        .filter(|_| {
+                            limiter
+                                .take(&consumer("hot"), params, 1.0, 0, Supply::Alone)
+                                .allowed
+                        })
                         .count()
                 })
             })
@@ -210,7 +462,7 @@ mod tests {
         let limiter = LocalLimiter::new(64 * 100);
         for i in 0..200_000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
-            limiter.take(&LimitKey::Ip(ip), FREE, 1.0, u64::from(i));
+            limiter.take(&LimitKey::Ip(ip), FREE, 1.0, u64::from(i), Supply::Alone);
         }
         assert!(limiter.len() <= 64 * 100, "{} buckets", limiter.len());
     }
@@ -219,7 +471,8 @@ mod tests {
     fn full_buckets_are_forgotten_before_active_ones() {
         let limiter = LocalLimiter::new(0); // 16 per shard
         for i in 0..10_000u32 {
-            limiter.take(&LimitKey::Ip(IpAddr::from(i.to_be_bytes())), FREE, 1.0, 0);
+            let ip = LimitKey::Ip(IpAddr::from(i.to_be_bytes()));
+            limiter.take(&ip, FREE, 1.0, 0, Supply::Alone);
         }
         // 50 s later every one-off bucket is full again: room is made from those,
         // and a consumer that emptied its slow bucket keeps it.
@@ -229,12 +482,145 @@ mod tests {
         };
         let busy = consumer("busy");
         for _ in 0..10 {
-            assert!(limiter.take(&busy, slow, 1.0, 50 * S).allowed);
+            assert!(limiter.take(&busy, slow, 1.0, 50 * S, Supply::Alone).allowed);
         }
         assert!(limiter.len() < 10_000);
         assert!(
-            !limiter.take(&busy, slow, 1.0, 60 * S).allowed,
+            !limiter.take(&busy, slow, 1.0, 60 * S, Supply::Alone).allowed,
             "the busy bucket was forgotten"
+        );
+    }
+
+    #[test]
+    fn a_key_new_to_a_synced_instance_starts_on_a_small_advance() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        assert_eq!(
+            admitted(&limiter, &key, 10, 0, THREE),
+            1,
+            "0.2 s of 1/s, at least one"
+        );
+        let fast = Bucket {
+            rate: 100.0,
+            burst: 30.0,
+        };
+        let other = consumer("b");
+        let n = (0..50)
+            .filter(|_| limiter.take(&other, fast, 1.0, 0, THREE).allowed)
+            .count();
+        assert_eq!(n, 10, "20 tokens of rate, capped at 30 ÷ 3 instances");
+        // No refill here between syncs, however long: the pool refills in Redis.
+        assert_eq!(admitted(&limiter, &key, 10, 5 * S, THREE), 0);
+        let reports = limiter.take_reports(100);
+        let mine = reports.iter().find(|r| r.key == key).expect("reported");
+        assert_eq!(
+            *mine,
+            Report {
+                key: key.clone(),
+                bucket: FREE,
+                used: 1.0,
+                asked: 20.0
+            }
+        );
+        assert!(limiter.take_reports(100).is_empty(), "listed once per report");
+    }
+
+    #[test]
+    fn a_lease_replaces_the_tokens_and_spending_after_the_report_counts_against_it() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        admitted(&limiter, &key, 3, 0, THREE);
+        limiter.take_reports(100);
+        // Spent between the report and its answer: charged to the new lease.
+        assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 0, "the advance is spent");
+        let lease = Lease {
+            tokens: 6.0,
+            share: 1.0,
+            pool: 1.0,
+        };
+        limiter.settle(&key, lease, S);
+        assert_eq!(admitted(&limiter, &key, 10, S, THREE), 6);
+        let next = limiter.take_reports(100);
+        assert_eq!((next[0].used, next[0].asked), (6.0, 11.0));
+    }
+
+    #[test]
+    fn an_idle_key_is_released_and_its_next_request_advances_on_the_refilled_pool() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        admitted(&limiter, &key, 3, 0, THREE);
+        limiter.take_reports(100);
+        let held = Lease {
+            tokens: 4.0,
+            share: 1.0,
+            pool: 0.0,
+        };
+        limiter.settle(&key, held, 0);
+        assert_eq!(
+            limiter.take_reports(100).len(),
+            1,
+            "a lease is settled even when idle"
+        );
+        let released = Lease {
+            tokens: 0.0,
+            share: 0.0,
+            pool: 3.0,
+        };
+        limiter.settle(&key, released, S);
+        assert!(
+            limiter.take_reports(100).is_empty(),
+            "released: nothing to report"
+        );
+        // 3 s later the pool holds about 3 + 3 = 6: an advance of a third of it.
+        assert_eq!(admitted(&limiter, &key, 10, 4 * S, THREE), 2);
+        assert_eq!(limiter.take_reports(100)[0].used, 2.0);
+    }
+
+    #[test]
+    fn a_failed_report_keeps_its_counts_for_the_next() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        admitted(&limiter, &key, 5, 0, THREE);
+        let reports = limiter.take_reports(100);
+        limiter.restore(reports[0].clone());
+        admitted(&limiter, &key, 1, 0, THREE);
+        let again = limiter.take_reports(100);
+        assert_eq!((again[0].used, again[0].asked), (1.0, 6.0));
+    }
+
+    #[test]
+    fn reports_are_bounded_per_round_and_the_rest_wait() {
+        let limiter = LocalLimiter::new(100_000);
+        for i in 0..1000u32 {
+            let ip = LimitKey::Ip(IpAddr::from(i.to_be_bytes()));
+            limiter.take(&ip, FREE, 1.0, 0, THREE);
+        }
+        assert_eq!(limiter.take_reports(300).len(), 300);
+        assert_eq!(limiter.take_reports(10_000).len(), 700);
+    }
+
+    #[test]
+    fn an_outage_refills_at_the_last_share_and_records_for_later() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100);
+        let half = Lease {
+            tokens: 0.0,
+            share: 0.5,
+            pool: 0.0,
+        };
+        limiter.settle(&key, half, 0);
+        let outage = Supply::LocalShare { instances: 3 };
+        // 4 s at half the rate: 2 tokens; the bucket holds at most half the burst.
+        assert_eq!(admitted(&limiter, &key, 10, 4 * S, outage), 2);
+        assert_eq!(admitted(&limiter, &key, 10, 100 * S, outage), 5);
+        // Never seen: a third of the tier.
+        assert_eq!(admitted(&limiter, &consumer("b"), 10, 0, outage), 3);
+        let used: f64 = limiter.take_reports(100).iter().map(|r| r.used).sum();
+        assert_eq!(
+            used, 10.0,
+            "what the outage admitted is pushed when Redis returns"
         );
     }
 }

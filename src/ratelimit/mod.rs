@@ -1,6 +1,7 @@
 //! Rate limiting, run in `request_filter` after auth: the caller's token bucket
-//! (local), then the route's global window. Both are decided in memory; Redis is
-//! only ever touched by the background sync (services::redis_sync).
+//! (one budget across the cluster when Redis is configured), then the route's
+//! global window. Both are decided in memory; Redis is only ever touched by the
+//! background sync (services::redis_sync).
 
 pub mod global;
 pub mod headers;
@@ -10,7 +11,7 @@ use crate::config::{Bucket, OnUnavailable, Tier};
 use crate::vocab::identity::TierId;
 use crate::vocab::limit_key::LimitKey;
 use global::{ClusterView, GlobalDecision, GlobalWindow};
-use local::{Decision, LocalLimiter};
+use local::{Decision, LocalLimiter, Supply};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,10 +66,16 @@ pub struct SyncState {
     pub instances: AtomicU64,
     pub last_sync_ms: AtomicU64,
     pub errors: AtomicU64,
+    /// Bucket keys settled by the last good sync, and those left waiting for the next.
+    pub keys_synced: AtomicU64,
+    /// The sync's interval: how long a key new to this instance waits for its first lease.
+    pub interval_ms: AtomicU64,
+    pub keys_waiting: AtomicU64,
 }
 
 pub struct RateLimiter {
-    local: LocalLimiter,
+    /// Per-caller buckets; the Redis sync reports and settles them.
+    pub local: LocalLimiter,
     tiers: Vec<Tier>,
     anonymous: Option<Bucket>,
     /// Indexed like the route table; `None` for routes without a global limit.
@@ -93,6 +100,10 @@ impl RateLimiter {
             on_unavailable,
             sync: Arc::new(SyncState::default()),
         }
+    }
+
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
     }
 
     pub fn tier_name(&self, tier: TierId) -> &str {
@@ -126,12 +137,20 @@ impl RateLimiter {
                 Policy::Tier(tier),
                 self.tiers.get(tier).map(|t| t.bucket),
             ),
-            None => (LimitKey::Ip(client_ip), Policy::Anonymous, self.anonymous),
+            None => (LimitKey::anonymous(client_ip), Policy::Anonymous, self.anonymous),
         };
         let local = bucket.map(|bucket| LocalOutcome {
             policy,
             bucket,
-            decision: self.local.take(&key, bucket, f64::from(cost), now_ns),
+            decision: match self.supply() {
+                Some(supply) => self.local.take(&key, bucket, f64::from(cost), now_ns, supply),
+                None => Decision {
+                    allowed: false,
+                    remaining: 0,
+                    full_in_s: bucket.window_s(),
+                    retry_after_s: 1,
+                },
+            },
         });
         if let Some(refused) = local.filter(|l| !l.decision.allowed) {
             return Outcome {
@@ -152,6 +171,24 @@ impl RateLimiter {
             local,
             global,
             retry_after_s: global.filter(|g| !g.allowed).map_or(0, |g| g.reset_s.max(1)),
+        }
+    }
+
+    /// Where bucket tokens come from now; `None` when Redis is down under `deny`.
+    fn supply(&self) -> Option<Supply> {
+        let Some(on_unavailable) = self.on_unavailable else {
+            return Some(Supply::Alone);
+        };
+        let instances = self.sync.instances.load(Ordering::Relaxed).max(1);
+        if !self.sync.degraded.load(Ordering::Relaxed) {
+            // Two intervals of the rate carry a new key to its first lease.
+            let first_s = self.sync.interval_ms.load(Ordering::Relaxed) as f64 * 2e-3;
+            return Some(Supply::Leased { instances, first_s });
+        }
+        match on_unavailable {
+            OnUnavailable::LocalShare => Some(Supply::LocalShare { instances }),
+            OnUnavailable::Allow => Some(Supply::Full),
+            OnUnavailable::Deny => None,
         }
     }
 

@@ -160,7 +160,7 @@ impl Live {
         self.ring.record(now_s, r.status, r.duration);
         match &r.limited_key {
             Some(LimitKey::Consumer(c)) => lock(&self.top_consumers).add(c.to_string(), now_s),
-            Some(LimitKey::Ip(ip)) => lock(&self.top_ips).add(ip.to_string(), now_s),
+            Some(key @ LimitKey::Ip(_)) => lock(&self.top_ips).add(key.to_string(), now_s),
             None => {}
         }
     }

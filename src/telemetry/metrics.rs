@@ -289,6 +289,9 @@ pub struct StateMetrics {
     pub redis_sync_errors: IntCounter,
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
+    pub redis_sync_keys: IntGauge,
+    pub redis_sync_keys_waiting: IntGauge,
+    pub redis_sync_duration: Histogram,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
 }
@@ -342,7 +345,31 @@ impl StateMetrics {
                 registry,
                 IntGauge::new(
                     "floodgate_global_limit_degraded",
-                    "1 while Redis is unreachable and global limits run degraded",
+                    "1 while Redis is unreachable and shared limits (global windows, cluster budgets) run degraded",
+                )?,
+            )?,
+            redis_sync_keys: registered(
+                registry,
+                IntGauge::new(
+                    "floodgate_redis_sync_keys",
+                    "Bucket keys (consumers, client addresses) settled by the last Redis sync",
+                )?,
+            )?,
+            redis_sync_keys_waiting: registered(
+                registry,
+                IntGauge::new(
+                    "floodgate_redis_sync_keys_waiting",
+                    "Active bucket keys left for the next sync (over redis.max_keys_per_sync)",
+                )?,
+            )?,
+            redis_sync_duration: registered(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "floodgate_redis_sync_duration_seconds",
+                        "Time of one Redis sync round, successful or not",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 )?,
             )?,
             open_connections: registered(

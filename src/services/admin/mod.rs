@@ -1,24 +1,27 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
 //! once the config is loaded and every proxy listener accepts connections, and
 //! `GET /metrics` (Prometheus), `GET /admin/stats`, `GET /admin/circuit-breakers`,
-//! the live dashboard at `GET /`, and `PUT /admin/consumers/{id}/tier` for runtime
-//! tier overrides. Writes need the bearer `admin.token`; so do the stats and the
+//! the live dashboard at `GET /`, `GET /admin/consumers/{id}` (tier and budget)
+//! and `PUT /admin/consumers/{id}/tier` for runtime tier overrides. Writes need the bearer `admin.token`; so do the stats and the
 //! breakers, which name consumers, client addresses and targets, unless
 //! `admin.public_stats` publishes them. `/metrics` holds none of those.
 
 mod consumer_id;
+mod consumer_view;
 mod stats;
 
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream;
 use crate::ratelimit::RateLimiter;
+use crate::services::redis_sync::budgets::BudgetStore;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
-use crate::vocab::identity::TierOverrides;
+use crate::vocab::identity::{TierId, TierOverrides};
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -34,6 +37,10 @@ pub struct Admin {
     pub public_stats: bool,
     pub limiter: Arc<RateLimiter>,
     pub overrides: Arc<TierOverrides>,
+    /// Redis's side of the cluster budgets; `None` without Redis.
+    pub budgets: Option<BudgetStore>,
+    /// The tiers of API-key consumers, as configured.
+    pub key_tiers: HashMap<String, TierId>,
     pub tier_names: Vec<String>,
     pub pools: Arc<Vec<Pool>>,
     pub telemetry: Arc<Telemetry>,
@@ -230,6 +237,25 @@ impl Admin {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             session.set_keepalive(None);
             return error(413, "body_too_large", "admin bodies are at most 4 KiB");
+        }
+        if let Some(segment) = path
+            .strip_prefix("/admin/consumers/")
+            .filter(|c| !c.contains('/'))
+        {
+            let consumer = match consumer_id::consumer_id(segment) {
+                Ok(id) => id,
+                Err(why) => return error(400, "bad_request", why),
+            };
+            if !get {
+                return error(405, "method_not_allowed", "use GET");
+            }
+            if let Err(denied) = self.authorized(session) {
+                return *denied;
+            }
+            return match self.consumer_view(&consumer).await {
+                Some(view) => super::json_response(200, view.to_string()),
+                None => error(404, "not_found", "no such consumer here or in redis"),
+            };
         }
         if let Some(segment) = path
             .strip_prefix("/admin/consumers/")

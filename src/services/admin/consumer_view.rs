@@ -1,0 +1,66 @@
+//! `GET /admin/consumers/{id}`: a consumer's tier and where it comes from, and its
+//! budget: cluster-wide (read from Redis now) and this instance's share of it.
+
+use super::Admin;
+use crate::vocab::identity::TierId;
+use crate::vocab::limit_key::LimitKey;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl Admin {
+    /// `None`: nothing here or in Redis knows the consumer.
+    pub(super) async fn consumer_view(&self, consumer: &str) -> Option<Value> {
+        let key = LimitKey::Consumer(Arc::from(consumer));
+        let local = self.limiter.local.view(&key);
+        let tiers = self.limiter.tiers();
+        let tier: Option<(TierId, &str)> = if let Some(t) = self.overrides.get(consumer) {
+            Some((t, "override"))
+        } else if let Some(t) = self.key_tiers.get(consumer) {
+            Some((*t, "key"))
+        } else {
+            // A token names its tier per request; the bucket shows which one was seen.
+            local
+                .and_then(|l| l.bucket)
+                .and_then(|b| tiers.iter().position(|t| t.bucket == b))
+                .map(|t| (t, "token"))
+        };
+        let (cluster, cluster_error) = match &self.budgets {
+            None => (None, None),
+            Some(store) => match store.read(&key).await {
+                Ok(budget) => (budget, None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        if tier.is_none() && local.is_none() && cluster.is_none() {
+            return None;
+        }
+        let bucket = tier.and_then(|(t, _)| tiers.get(t)).map(|t| t.bucket);
+        let cluster_json = cluster.map(|c| {
+            let leased: f64 = c.instances.values().map(|(lease, _)| lease).sum();
+            let remaining = bucket.map_or(c.pool, |b| {
+                let now_ms = crate::vocab::clock::unix_now().as_millis() as u64;
+                let refill = b.rate * now_ms.saturating_sub(c.at_ms) as f64 / 1000.0;
+                (c.pool + refill).min(b.burst - leased)
+            }) + leased;
+            json!({
+                "remaining": remaining.max(0.0).floor(),
+                "used_this_minute": c.used_this_minute,
+                "used_last_minute": c.used_last_minute,
+                "active_instances": c.instances.len(),
+            })
+        });
+        Some(json!({
+            "consumer": consumer,
+            "tier": tier.map(|(t, _)| self.limiter.tier_name(t)),
+            "tier_source": tier.map(|(_, source)| source),
+            "rate": bucket.map(|b| b.rate),
+            "burst": bucket.map(|b| b.burst),
+            "cluster": cluster_json,
+            "cluster_error": cluster_error,
+            "this_instance": local.map(|l| json!({
+                "share": l.share,
+                "tokens": l.tokens.max(0.0).floor(),
+            })),
+        }))
+    }
+}

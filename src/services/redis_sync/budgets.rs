@@ -1,0 +1,176 @@
+//! The sync's work for the per-caller buckets: every key touched since its last
+//! report (at most `max_keys_per_sync` a round, oldest first) is settled by one
+//! script call on its own Redis key: what this instance spent comes off the
+//! key's cluster pool, and the pool's tokens are leased out in proportion to
+//! where the key's demand lands. Idle keys cost nothing.
+
+use super::{Backend, RedisSync};
+use crate::ratelimit::local::{Lease, Report};
+use crate::vocab::limit_key::LimitKey;
+use arc_swap::ArcSwapOption;
+use redis::{Pipeline, Script, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+/// Script calls per pipeline on a single server or a Sentinel's master; in a
+/// cluster every key is its own slot, so every call is its own pipeline.
+const CALLS_PER_PIPELINE: usize = 512;
+
+pub(super) const SETTLE_SOURCE: &str = include_str!("settle.lua");
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_SOURCE));
+
+/// The Redis key of a caller's cluster budget.
+pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
+    match key {
+        LimitKey::Consumer(c) => format!("{prefix}:cb:c:{c}"),
+        LimitKey::Ip(_) => format!("{prefix}:cb:ip:{key}"),
+    }
+}
+
+/// Reads a caller's budget from Redis for the admin API, over the sync's connection.
+#[derive(Clone)]
+pub struct BudgetStore {
+    backend: Arc<ArcSwapOption<Backend>>,
+    key_prefix: String,
+    stale_ms: u64,
+}
+
+/// A budget as Redis holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterBudget {
+    /// Tokens no instance holds, as of `at_ms` (server time).
+    pub pool: f64,
+    pub at_ms: u64,
+    /// Tokens admitted cluster-wide in the current and the previous minute.
+    pub used_this_minute: f64,
+    pub used_last_minute: f64,
+    /// Live instances with a lease or demand for the key: (lease, asked).
+    pub instances: HashMap<String, (f64, f64)>,
+}
+
+impl BudgetStore {
+    /// `Ok(None)`: Redis holds no budget for the key (idle long enough to be full).
+    pub async fn read(&self, key: &LimitKey) -> Result<Option<ClusterBudget>, String> {
+        let backend = self.backend.load_full().ok_or("not connected to redis")?;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(budget_key(&self.key_prefix, key));
+        let replies = tokio::time::timeout(Duration::from_secs(1), backend.run(vec![pipe]))
+            .await
+            .map_err(|_| "redis did not answer in time".to_string())?
+            .map_err(|e| e.to_string())?;
+        let fields: HashMap<String, String> = replies
+            .into_iter()
+            .flatten()
+            .next()
+            .map(redis::from_redis_value)
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let number = |f: &str| fields.get(f).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let at_ms = number("at") as u64;
+        let minute_now = crate::vocab::clock::unix_now().as_millis() as u64 / 60_000;
+        let (this, last) = match minute_now.saturating_sub(number("win") as u64) {
+            0 => (number("wu"), number("pu")),
+            1 => (0.0, number("wu")),
+            _ => (0.0, 0.0),
+        };
+        let instances = fields
+            .iter()
+            .filter_map(|(f, v)| {
+                let id = f.strip_prefix("i:")?;
+                let mut parts = v.split(' ').map(|p| p.parse::<f64>().ok());
+                let (lease, asked, seen) = (parts.next()??, parts.next()??, parts.next()?? as u64);
+                (seen + self.stale_ms >= at_ms).then(|| (id.to_string(), (lease, asked)))
+            })
+            .collect();
+        Ok(Some(ClusterBudget {
+            pool: number("pool"),
+            at_ms,
+            used_this_minute: this,
+            used_last_minute: last,
+            instances,
+        }))
+    }
+}
+
+impl RedisSync {
+    pub fn budget_store(&self) -> BudgetStore {
+        BudgetStore {
+            backend: self.backend.clone(),
+            key_prefix: self.key_prefix.clone(),
+            stale_ms: self.stale_ms(),
+        }
+    }
+
+    /// A silent instance's lease and demand stop counting after this long.
+    fn stale_ms(&self) -> u64 {
+        self.interval.as_millis() as u64 * 3 + 100
+    }
+
+    /// The round's pipelines, the reports they carry, and how many keys wait.
+    pub(super) fn budgets_round(&self, cluster: bool) -> (Vec<Pipeline>, Vec<Report>, usize) {
+        let reports = self.limiter.local.take_reports(self.max_keys_per_sync);
+        let waiting = self.limiter.local.waiting();
+        let per_pipeline = if cluster { 1 } else { CALLS_PER_PIPELINE };
+        let stale_ms = self.stale_ms();
+        let pipes = reports
+            .chunks(per_pipeline)
+            .map(|chunk| {
+                let mut pipe = redis::pipe();
+                for r in chunk {
+                    let refill_ms = (r.bucket.burst / r.bucket.rate * 1000.0) as u64;
+                    let ttl_ms = refill_ms + stale_ms * 4;
+                    pipe.cmd("EVALSHA")
+                        .arg(SETTLE.get_hash())
+                        .arg(1)
+                        .arg(budget_key(&self.key_prefix, &r.key))
+                        .arg(&self.instance_id)
+                        .arg(r.bucket.rate)
+                        .arg(r.bucket.burst)
+                        .arg(r.used)
+                        .arg(r.asked)
+                        .arg(stale_ms)
+                        .arg(ttl_ms);
+                }
+                pipe
+            })
+            .collect();
+        (pipes, reports, waiting)
+    }
+
+    pub(super) fn budgets_install(
+        &self,
+        replies: &mut dyn Iterator<Item = Vec<Value>>,
+        reports: Vec<Report>,
+        now_ns: u64,
+    ) {
+        let mut values = replies.flatten();
+        for report in reports {
+            match values.next().and_then(|v| parse(&v)) {
+                Some(lease) => self.limiter.local.settle(&report.key, lease, now_ns),
+                None => self.limiter.local.restore(report),
+            }
+        }
+    }
+
+    pub(super) fn budgets_give_back(&self, reports: Vec<Report>) {
+        for report in reports {
+            self.limiter.local.restore(report);
+        }
+    }
+}
+
+/// The script's answer: lease, share, pool.
+fn parse(value: &Value) -> Option<Lease> {
+    let fields: Vec<String> = redis::from_redis_value_ref(value).ok()?;
+    let n = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some(Lease {
+        tokens: n(0)?,
+        share: n(1)?,
+        pool: n(2)?,
+    })
+}

@@ -1,0 +1,212 @@
+//! Background sync with Redis: every `redis.sync_interval_ms`, one round of
+//! pipelines sent together: the routes' global windows, the instance heartbeat
+//! and tier overrides (windows.rs), and the cluster budgets of the callers active
+//! since the last round (budgets.rs). Requests never wait on any of it; they read
+//! what the last good round installed.
+//!
+//! On failure (Redis down, or frozen: every round has a deadline) what was taken
+//! for the round goes back to be pushed later, the state turns degraded (one log
+//! line per outage) and reconnection is retried with backoff.
+
+mod backend;
+pub mod budgets;
+mod windows;
+
+pub use backend::Backend;
+
+use crate::config::RedisTarget;
+use crate::ratelimit::RateLimiter;
+use crate::vocab::clock::unix_now;
+use crate::vocab::identity::TierOverrides;
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use redis::{ErrorKind, RedisError, RedisResult};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct RedisSync {
+    /// Sentinel discovery needs it mutable; only this service connects.
+    pub target: tokio::sync::Mutex<RedisTarget>,
+    pub interval: Duration,
+    pub key_prefix: String,
+    pub max_keys_per_sync: usize,
+    pub limiter: Arc<RateLimiter>,
+    pub overrides: Arc<TierOverrides>,
+    pub tier_names: Vec<String>,
+    pub instance_id: String,
+    /// The live connection, which the admin API's budget view borrows.
+    pub backend: Arc<ArcSwapOption<Backend>>,
+    pub sync_duration: prometheus::Histogram,
+    /// The settle script must be (re)loaded: at start and after Redis lost it.
+    script_missing: AtomicBool,
+}
+
+impl RedisSync {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        target: RedisTarget,
+        interval: Duration,
+        key_prefix: String,
+        max_keys_per_sync: usize,
+        limiter: Arc<RateLimiter>,
+        overrides: Arc<TierOverrides>,
+        tier_names: Vec<String>,
+        instance_id: String,
+        sync_duration: prometheus::Histogram,
+    ) -> Self {
+        let interval_ms = interval.as_millis() as u64;
+        limiter.sync.interval_ms.store(interval_ms, Ordering::Relaxed);
+        RedisSync {
+            target: tokio::sync::Mutex::new(target),
+            interval,
+            key_prefix,
+            max_keys_per_sync,
+            limiter,
+            overrides,
+            tier_names,
+            instance_id,
+            backend: Arc::new(ArcSwapOption::empty()),
+            sync_duration,
+            script_missing: AtomicBool::new(true),
+        }
+    }
+
+    /// A reply deadline well past the interval but short enough that a frozen
+    /// Redis is noticed within a few syncs; a big batch of keys earns more.
+    fn timeout(&self, keys: usize) -> Duration {
+        let base = (self.interval * 5).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        base.max(Duration::from_micros(50) * keys as u32)
+    }
+
+    pub async fn sync_once(&self, backend: &Backend, round: u64) -> RedisResult<()> {
+        if self.script_missing.load(Ordering::Relaxed) {
+            let load = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(budgets::SETTLE_SOURCE)
+                .to_owned();
+            let mut pipe = redis::pipe();
+            pipe.add_command(load);
+            tokio::time::timeout(self.timeout(0), backend.run(vec![pipe]))
+                .await
+                .map_err(|_| timed_out())??;
+            self.script_missing.store(false, Ordering::Relaxed);
+        }
+        let now_ms = unix_now().as_millis() as u64;
+        let (mut pipes, windows) = self.windows_round(round, now_ms);
+        let (budget_pipes, reports, waiting) = self.budgets_round(matches!(backend, Backend::Cluster(_)));
+        let window_pipes = windows.pipelines();
+        pipes.extend(budget_pipes);
+        let keys = reports.len();
+        let replies = match tokio::time::timeout(self.timeout(keys), backend.run(pipes)).await {
+            Ok(Ok(replies)) => replies,
+            failed => {
+                self.windows_give_back(windows);
+                self.budgets_give_back(reports);
+                let e = failed.map_err(|_| timed_out()).and_then(|r| r.map(|_| ())).err();
+                let e = e.unwrap_or_else(timed_out);
+                if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+                    self.script_missing.store(true, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        let mut replies = replies.into_iter();
+        let instances = self.windows_install(&mut replies.by_ref().take(window_pipes), windows);
+        self.budgets_install(&mut replies, reports, unix_now().as_nanos() as u64);
+        let state = &self.limiter.sync;
+        state.instances.store(instances, Ordering::Relaxed);
+        state.last_sync_ms.store(now_ms, Ordering::Relaxed);
+        state.keys_synced.store(keys as u64, Ordering::Relaxed);
+        state.keys_waiting.store(waiting as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn failed(&self, what: &str, e: &RedisError) {
+        let state = &self.limiter.sync;
+        state.errors.fetch_add(1, Ordering::Relaxed);
+        if !state.degraded.swap(true, Ordering::Relaxed) {
+            log::warn!("redis sync failing ({what}: {e}); shared limits degraded until it returns");
+        }
+    }
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "redis did not answer in time",
+    ))
+}
+
+#[async_trait]
+impl BackgroundService for RedisSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut backoff = self.interval;
+        let mut round = 0u64;
+        loop {
+            let wait = if self.limiter.sync.degraded.load(Ordering::Relaxed) {
+                backoff
+            } else {
+                self.interval
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let backend = match self.backend.load_full() {
+                Some(b) => b,
+                None => {
+                    let mut target = self.target.lock().await;
+                    match tokio::time::timeout(
+                        self.timeout(0),
+                        Backend::connect(&mut target, self.timeout(0)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(b)) => {
+                            let b = Arc::new(b);
+                            self.backend.store(Some(b.clone()));
+                            self.script_missing.store(true, Ordering::Relaxed);
+                            b
+                        }
+                        Ok(Err(e)) => {
+                            self.failed("connect", &e);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue;
+                        }
+                        Err(_) => {
+                            self.failed("connect", &timed_out());
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let started = Instant::now();
+            let result = self.sync_once(&backend, round).await;
+            self.sync_duration.observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    round += 1;
+                    backoff = self.interval;
+                    if self.limiter.sync.degraded.swap(false, Ordering::Relaxed) {
+                        log::info!("redis sync restored; what was taken meanwhile was pushed");
+                    }
+                }
+                Err(e) => {
+                    self.failed("sync", &e);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    // A single server's manager reconnects by itself; a cluster or a
+                    // Sentinel's master is looked up afresh (a failover moves it).
+                    if !matches!(*backend, Backend::Single(_)) {
+                        self.backend.store(None);
+                    }
+                }
+            }
+        }
+    }
+}
