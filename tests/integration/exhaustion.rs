@@ -945,7 +945,8 @@ routes:
         redis_cmd(redis.addr(), &["ZCARD", "floodgate:instances"]).is_some_and(|r| r.starts_with(n))
     };
     let window_keys = || {
-        redis_cmd(redis.addr(), &["KEYS", "floodgate:gl:open:*"]).is_some_and(|r| r.contains("floodgate:gl"))
+        redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:open}:*"])
+            .is_some_and(|r| r.contains("floodgate:gl:open}"))
     };
     let failing = || gw.log().matches("redis sync failing").count();
     let restored = || gw.log().matches("redis sync restored").count();

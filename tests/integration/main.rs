@@ -7,6 +7,7 @@ mod common;
 mod admin;
 mod auth;
 mod breakers;
+mod cluster_budget;
 mod config;
 mod exhaustion;
 mod forwarding_hardening;

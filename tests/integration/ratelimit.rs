@@ -365,7 +365,8 @@ fn redis_killed_mid_run_requests_flow_and_sync_resumes_with_the_counts_taken_mea
     let gw = Gateway::start(&global_config(&up, &redis.url(), 1000, "local_share"));
     let (statuses, stop, handle) = drive(gw.addr);
     assert!(eventually(Duration::from_secs(10), || {
-        redis_cmd(redis.addr(), &["KEYS", "floodgate:gl:open:*"]).is_some_and(|r| r.contains("floodgate:gl"))
+        redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:open}:*"])
+            .is_some_and(|r| r.contains("floodgate:gl:open}"))
     }));
     redis.kill();
     assert!(eventually(Duration::from_secs(10), || gw
@@ -382,7 +383,8 @@ fn redis_killed_mid_run_requests_flow_and_sync_resumes_with_the_counts_taken_mea
         .contains("redis sync restored")));
     // The counts of the outage's current window were pushed to the fresh Redis.
     assert!(eventually(Duration::from_secs(5), || {
-        redis_cmd(redis.addr(), &["KEYS", "floodgate:gl:open:*"]).is_some_and(|r| r.contains("floodgate:gl"))
+        redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:open}:*"])
+            .is_some_and(|r| r.contains("floodgate:gl:open}"))
     }));
     stop.store(true, Ordering::SeqCst);
     handle.join().expect("driver");

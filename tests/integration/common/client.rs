@@ -160,12 +160,20 @@ pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp 
 
 /// One request on a fresh connection (`Connection: close`); every problem is an error.
 pub fn try_get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
+    try_get_with(addr, path, &[])
+}
+
+/// As `try_get`, with extra request headers.
+pub fn try_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
     let read = s.read_to_end(&mut out);
     match parse_response(&out) {

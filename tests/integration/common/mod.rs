@@ -8,6 +8,7 @@ mod load;
 mod ports;
 mod process;
 mod redis;
+mod redis_modes;
 mod systemd;
 mod upstream;
 
@@ -18,6 +19,7 @@ pub use gateway::*;
 pub use load::*;
 pub use ports::*;
 pub use process::*;
+pub use redis_modes::*;
 pub use systemd::*;
 pub use upstream::*;
 

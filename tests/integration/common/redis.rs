@@ -112,14 +112,24 @@ impl Drop for Redis {
 
 /// One command over RESP; the reply's raw text, or None if Redis is unreachable.
 pub fn redis_cmd(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    redis_cmds(addr, &[args])?.pop()
+}
+
+/// Commands one after another on one connection; their raw replies, or None if Redis is
+/// unreachable.
+pub fn redis_cmds(addr: SocketAddr, commands: &[&[&str]]) -> Option<Vec<String>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    let mut replies = Vec::with_capacity(commands.len());
+    for args in commands {
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in *args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(cmd.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).ok()?;
+        replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    s.write_all(cmd.as_bytes()).ok()?;
-    let mut buf = vec![0u8; 65536];
-    let n = s.read(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    Some(replies)
 }
