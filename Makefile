@@ -22,9 +22,10 @@ endef
 deps:
 	$(call need,cmake:cmake)
 
-# The tests also start redis-server and headless Chromium; benches/load.sh drives wrk.
+# The tests also start redis-server (single, Cluster, Sentinel, TLS with openssl-made
+# certificates) and headless Chromium; benches/load.sh drives wrk.
 test-deps:
-	$(call need,cmake:cmake redis-server:redis-server wrk:wrk chromium:chromium)
+	$(call need,cmake:cmake redis-server:redis-server redis-cli:redis-tools openssl:openssl wrk:wrk chromium:chromium)
 
 build: deps
 	cargo build --release
