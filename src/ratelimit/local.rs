@@ -57,6 +57,8 @@ pub struct Report {
     pub used: f64,
     /// Tokens asked for, admitted or not: the key's demand here.
     pub asked: f64,
+    /// The largest cost refused: a lease smaller than it admits nothing.
+    pub need: f64,
 }
 
 /// What the cluster granted a key at its settlement.
@@ -100,8 +102,9 @@ struct ClusterPart {
     /// Listed for the next report.
     listed: bool,
     share: f32,
-    used: f32,
-    asked: f32,
+    used: f64,
+    asked: f64,
+    need: f32,
     /// The pool as of the last settlement, and when (for the advance estimate).
     pool: f32,
     pool_at_ns: u64,
@@ -115,6 +118,8 @@ struct Shard {
 
 pub struct LocalLimiter {
     shards: Box<[Mutex<Shard>]>,
+    /// Where the next report round starts, so that a backlog drains from every shard.
+    next_report_shard: std::sync::atomic::AtomicUsize,
     max_per_shard: usize,
     /// Seeded per process, so callers cannot aim their keys at one shard.
     hasher: foldhash::fast::RandomState,
@@ -133,6 +138,7 @@ impl LocalLimiter {
                 })
                 .collect(),
             max_per_shard: (max_buckets / SHARDS).max(16),
+            next_report_shard: std::sync::atomic::AtomicUsize::new(0),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
@@ -220,15 +226,24 @@ impl LocalLimiter {
         }
         let c = &mut bucket.cluster;
         if supply != Supply::Alone {
-            c.asked += cost as f32;
+            c.asked += cost;
             if allowed {
-                c.used += cost as f32;
+                c.used += cost;
+            } else {
+                c.need = c.need.max(cost as f32);
             }
             if !c.listed {
                 c.listed = true;
                 listed.push(key.clone());
             }
         }
+        // A lease refills at the next sync, not at the share's rate: waits are in the
+        // tier's rate (a small share would otherwise promise a long one).
+        let rate = if matches!(supply, Supply::Leased { .. }) {
+            params.rate
+        } else {
+            rate
+        };
         let missing_s = ((burst - bucket.tokens) / rate).max(0.0);
         bucket.full_at_ns = bucket.last_ns + (missing_s * 1e9) as u64;
         Decision {
@@ -245,13 +260,17 @@ impl LocalLimiter {
 
     /// Up to `max` keys touched since their last report, with what they used and
     /// asked since; those counts start again from zero. Keys beyond `max` wait for
-    /// the next round, oldest first.
+    /// the next round (oldest first within a shard; each round starts at the next shard).
     pub fn take_reports(&self, max: usize) -> Vec<Report> {
         let mut reports = Vec::new();
-        for shard in self.shards.iter() {
+        let start = self
+            .next_report_shard
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..SHARDS {
             if reports.len() >= max {
                 break;
             }
+            let shard = &self.shards[(start + i) % SHARDS];
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             let Shard { table, listed } = &mut *shard;
             let n = listed.len().min(max - reports.len());
@@ -262,8 +281,9 @@ impl LocalLimiter {
                     reports.push(Report {
                         key,
                         bucket: b.bucket,
-                        used: f64::from(std::mem::take(&mut c.used)),
-                        asked: f64::from(std::mem::take(&mut c.asked)),
+                        used: std::mem::take(&mut c.used),
+                        asked: std::mem::take(&mut c.asked),
+                        need: f64::from(std::mem::take(&mut c.need)),
                     });
                 }
             }
@@ -285,8 +305,9 @@ impl LocalLimiter {
         let mut shard = self.shard(hash);
         let Shard { table, listed } = &mut *shard;
         if let Some(b) = table.find_mut(hash, |b| b.key == report.key) {
-            b.cluster.used += report.used as f32;
-            b.cluster.asked += report.asked as f32;
+            b.cluster.used += report.used;
+            b.cluster.asked += report.asked;
+            b.cluster.need = b.cluster.need.max(report.need as f32);
             listed.push(report.key);
         }
     }
@@ -302,7 +323,7 @@ impl LocalLimiter {
             return;
         };
         let c = &mut b.cluster;
-        b.tokens = lease.tokens - f64::from(c.used);
+        b.tokens = lease.tokens - c.used;
         c.share = lease.share as f32;
         c.leased = lease.share > 0.0;
         c.advanced = false;
@@ -519,7 +540,8 @@ mod tests {
                 key: key.clone(),
                 bucket: FREE,
                 used: 1.0,
-                asked: 20.0
+                asked: 20.0,
+                need: 1.0,
             }
         );
         assert!(limiter.take_reports(100).is_empty(), "listed once per report");
@@ -596,7 +618,41 @@ mod tests {
             limiter.take(&ip, FREE, 1.0, 0, THREE);
         }
         assert_eq!(limiter.take_reports(300).len(), 300);
+        assert_eq!(limiter.waiting(), 700);
         assert_eq!(limiter.take_reports(10_000).len(), 700);
+    }
+
+    #[test]
+    fn a_backlog_drains_from_every_shard_in_turn() {
+        let limiter = LocalLimiter::new(1 << 20);
+        for i in 0..10_000u32 {
+            let ip = LimitKey::Ip(IpAddr::from(i.to_be_bytes()));
+            limiter.take(&ip, FREE, 1.0, 0, THREE);
+        }
+        // Rounds of 100 never reach past the first shard if each starts at shard 0.
+        let mut reported = std::collections::HashSet::new();
+        for _ in 0..64 {
+            for r in limiter.take_reports(100) {
+                reported.insert(r.key);
+            }
+        }
+        assert!(
+            reported.len() >= 64 * 100 - 100,
+            "{} keys reported",
+            reported.len()
+        );
+    }
+
+    #[test]
+    fn a_refused_cost_is_reported_as_the_need() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        assert!(
+            !limiter.take(&key, FREE, 5.0, 0, THREE).allowed,
+            "an advance of 1 token"
+        );
+        let report = &limiter.take_reports(10)[0];
+        assert_eq!((report.used, report.asked, report.need), (0.0, 5.0, 5.0));
     }
 
     #[test]

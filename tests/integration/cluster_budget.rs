@@ -39,6 +39,7 @@ anonymous: {{ rate: {RATE}, burst: {BURST} }}
 routes:
   - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
   - {{ name: open, path_prefix: /open, respond: {{ status: 200, body: ok }}, auth: none }}
+  - {{ name: costly, path_prefix: /costly, respond: {{ status: 200, body: ok }}, auth: required, cost: 100 }}
 redis: {{ {redis} }}
 "#
     )
@@ -191,6 +192,22 @@ fn a_consumer_moving_to_another_instance_gets_its_budget_there_within_two_syncs(
     let (from, to) = (3.2, run.secs);
     let there = run.count(from, to, Some(1));
     assert_within("moving, after the move", there, RATE * (to - from), 0.75, 1.25);
+}
+
+/// A cost above burst ÷ instances: no instance's share ever covers it, so the pool lends
+/// the whole cost to the instance that was refused it.
+#[test]
+fn a_request_costing_more_than_an_instances_share_is_still_admitted() {
+    let redis = Redis::start();
+    let gws = fleet(&single(&redis, "local_share"), 3);
+    await_instances(redis.addr(), 3);
+    let auth = bearer("costly");
+    let run = drive(&gws, "/costly/x", Some(&auth), 3, 4.0, |c, _| c % 3);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    // burst 200 + 20/s × 4 s = 280 tokens: two requests of 100, a third at most.
+    let admitted = run.admitted.len();
+    eprintln!("cost 100 over 3 instances: {admitted} admitted");
+    assert!((2..=3).contains(&admitted), "{admitted} admitted");
 }
 
 #[test]

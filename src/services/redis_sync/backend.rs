@@ -5,7 +5,7 @@
 //! the wire: one round trip per node, not one per pipeline.
 
 use crate::config::RedisTarget;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Pipeline, RedisResult, Value};
@@ -49,17 +49,28 @@ impl Backend {
     }
 
     /// Runs the pipelines (in a cluster each must keep to one slot) and returns
-    /// their replies in order.
-    pub async fn run(&self, pipelines: Vec<Pipeline>) -> RedisResult<Vec<Vec<Value>>> {
+    /// each one's replies, in order: in a cluster some may fail while others ran.
+    pub async fn run(&self, pipelines: Vec<Pipeline>) -> Vec<RedisResult<Vec<Value>>> {
         match self {
             Backend::Single(c) => run_on(c, pipelines).await,
             Backend::Cluster(c) => run_on(c, pipelines).await,
             Backend::Sentinel(c) => run_on(c, pipelines).await,
         }
     }
+
+    /// `SCRIPT LOAD` as a command of its own, which a cluster client sends to every node.
+    pub async fn load_script(&self, source: &str) -> RedisResult<()> {
+        let load = redis::cmd("SCRIPT").arg("LOAD").arg(source).to_owned();
+        match self {
+            Backend::Single(c) => load.query_async::<Value>(&mut c.clone()).await,
+            Backend::Cluster(c) => load.query_async::<Value>(&mut c.clone()).await,
+            Backend::Sentinel(c) => load.query_async::<Value>(&mut c.clone()).await,
+        }
+        .map(drop)
+    }
 }
 
-async fn run_on<C>(conn: &C, pipelines: Vec<Pipeline>) -> RedisResult<Vec<Vec<Value>>>
+async fn run_on<C>(conn: &C, pipelines: Vec<Pipeline>) -> Vec<RedisResult<Vec<Value>>>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
@@ -75,6 +86,6 @@ where
             }
         })
         .buffered(IN_FLIGHT)
-        .try_collect()
+        .collect()
         .await
 }

@@ -28,6 +28,13 @@ pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
     }
 }
 
+/// A round's reports, as they were split into pipelines, and the keys left waiting.
+pub(super) struct BudgetRound {
+    pub(super) reports: Vec<Report>,
+    per_pipeline: usize,
+    pub(super) waiting: usize,
+}
+
 /// Reads a caller's budget from Redis for the admin API, over the sync's connection.
 #[derive(Clone)]
 pub struct BudgetStore {
@@ -58,10 +65,11 @@ impl BudgetStore {
         let replies = tokio::time::timeout(Duration::from_secs(1), backend.run(vec![pipe]))
             .await
             .map_err(|_| "redis did not answer in time".to_string())?
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
             .map_err(|e| e.to_string())?;
         let fields: HashMap<String, String> = replies
             .into_iter()
-            .flatten()
             .next()
             .map(redis::from_redis_value)
             .transpose()
@@ -106,13 +114,14 @@ impl RedisSync {
         }
     }
 
-    /// A silent instance's lease and demand stop counting after this long.
+    /// A silent instance's lease and demand stop counting after this long: three
+    /// periods, a period being the interval plus a round that runs to its deadline.
     fn stale_ms(&self) -> u64 {
-        self.interval.as_millis() as u64 * 3 + 100
+        (self.interval + self.timeout(self.max_keys_per_sync)).as_millis() as u64 * 3
     }
 
-    /// The round's pipelines, the reports they carry, and how many keys wait.
-    pub(super) fn budgets_round(&self, cluster: bool) -> (Vec<Pipeline>, Vec<Report>, usize) {
+    /// The round's pipelines, and what they carry.
+    pub(super) fn budgets_round(&self, cluster: bool) -> (Vec<Pipeline>, BudgetRound) {
         let reports = self.limiter.local.take_reports(self.max_keys_per_sync);
         let waiting = self.limiter.local.waiting();
         let per_pipeline = if cluster { 1 } else { CALLS_PER_PIPELINE };
@@ -122,8 +131,6 @@ impl RedisSync {
             .map(|chunk| {
                 let mut pipe = redis::pipe();
                 for r in chunk {
-                    let refill_ms = (r.bucket.burst / r.bucket.rate * 1000.0) as u64;
-                    let ttl_ms = refill_ms + stale_ms * 4;
                     pipe.cmd("EVALSHA")
                         .arg(SETTLE.get_hash())
                         .arg(1)
@@ -133,32 +140,50 @@ impl RedisSync {
                         .arg(r.bucket.burst)
                         .arg(r.used)
                         .arg(r.asked)
-                        .arg(stale_ms)
-                        .arg(ttl_ms);
+                        .arg(r.need)
+                        .arg(stale_ms);
                 }
                 pipe
             })
             .collect();
-        (pipes, reports, waiting)
+        let round = BudgetRound {
+            reports,
+            per_pipeline,
+            waiting,
+        };
+        (pipes, round)
     }
 
+    /// Settles the keys of each pipeline that ran; those of a failed one go back.
     pub(super) fn budgets_install(
         &self,
-        replies: &mut dyn Iterator<Item = Vec<Value>>,
-        reports: Vec<Report>,
+        results: &mut dyn Iterator<Item = Result<Vec<Value>, ()>>,
+        round: BudgetRound,
         now_ns: u64,
     ) {
-        let mut values = replies.flatten();
-        for report in reports {
-            match values.next().and_then(|v| parse(&v)) {
-                Some(lease) => self.limiter.local.settle(&report.key, lease, now_ns),
-                None => self.limiter.local.restore(report),
+        let mut reports = round.reports.into_iter();
+        loop {
+            let chunk: Vec<Report> = reports.by_ref().take(round.per_pipeline).collect();
+            if chunk.is_empty() {
+                return;
+            }
+            match results.next() {
+                Some(Ok(values)) => {
+                    let mut values = values.iter();
+                    for report in chunk {
+                        match values.next().and_then(parse) {
+                            Some(lease) => self.limiter.local.settle(&report.key, lease, now_ns),
+                            None => self.limiter.local.restore(report),
+                        }
+                    }
+                }
+                _ => chunk.into_iter().for_each(|r| self.limiter.local.restore(r)),
             }
         }
     }
 
-    pub(super) fn budgets_give_back(&self, reports: Vec<Report>) {
-        for report in reports {
+    pub(super) fn budgets_give_back(&self, round: BudgetRound) {
+        for report in round.reports {
             self.limiter.local.restore(report);
         }
     }

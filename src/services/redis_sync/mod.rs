@@ -85,41 +85,45 @@ impl RedisSync {
 
     pub async fn sync_once(&self, backend: &Backend, round: u64) -> RedisResult<()> {
         if self.script_missing.load(Ordering::Relaxed) {
-            let load = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(budgets::SETTLE_SOURCE)
-                .to_owned();
-            let mut pipe = redis::pipe();
-            pipe.add_command(load);
-            tokio::time::timeout(self.timeout(0), backend.run(vec![pipe]))
+            tokio::time::timeout(self.timeout(0), backend.load_script(budgets::SETTLE_SOURCE))
                 .await
                 .map_err(|_| timed_out())??;
             self.script_missing.store(false, Ordering::Relaxed);
         }
         let now_ms = unix_now().as_millis() as u64;
         let (mut pipes, windows) = self.windows_round(round, now_ms);
-        let (budget_pipes, reports, waiting) = self.budgets_round(matches!(backend, Backend::Cluster(_)));
+        let (budget_pipes, budgets) = self.budgets_round(matches!(backend, Backend::Cluster(_)));
         let window_pipes = windows.pipelines();
+        let (keys, waiting) = (budgets.reports.len(), budgets.waiting);
         pipes.extend(budget_pipes);
-        let keys = reports.len();
-        let replies = match tokio::time::timeout(self.timeout(keys), backend.run(pipes)).await {
-            Ok(Ok(replies)) => replies,
-            failed => {
-                self.windows_give_back(windows);
-                self.budgets_give_back(reports);
-                let e = failed.map_err(|_| timed_out()).and_then(|r| r.map(|_| ())).err();
-                let e = e.unwrap_or_else(timed_out);
+        let Ok(results) = tokio::time::timeout(self.timeout(keys), backend.run(pipes)).await else {
+            // Whether Redis ran any of it is unknown: all of it is pushed again.
+            self.windows_give_back(windows);
+            self.budgets_give_back(budgets);
+            return Err(timed_out());
+        };
+        // Pipelines that failed give their part back; those that ran are installed.
+        let mut first_error = None;
+        let mut results = results.into_iter().map(|r| {
+            r.map_err(|e| {
                 if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
                     self.script_missing.store(true, Ordering::Relaxed);
                 }
-                return Err(e);
-            }
-        };
-        let mut replies = replies.into_iter();
-        let instances = self.windows_install(&mut replies.by_ref().take(window_pipes), windows);
-        self.budgets_install(&mut replies, reports, unix_now().as_nanos() as u64);
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            })
+        });
+        let instances = self.windows_install(&mut results.by_ref().take(window_pipes), windows);
+        self.budgets_install(&mut results, budgets, unix_now().as_nanos() as u64);
+        drop(results);
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let state = &self.limiter.sync;
-        state.instances.store(instances, Ordering::Relaxed);
+        if let Some(instances) = instances {
+            state.instances.store(instances, Ordering::Relaxed);
+        }
         state.last_sync_ms.store(now_ms, Ordering::Relaxed);
         state.keys_synced.store(keys as u64, Ordering::Relaxed);
         state.keys_waiting.store(waiting as u64, Ordering::Relaxed);

@@ -3,11 +3,11 @@
 -- last refilled, the usage of the current and previous minute, and per instance
 -- "lease asked seen_ms". Time is the server's, so instance clocks do not matter.
 -- KEYS[1]: the budget hash.
--- ARGV: instance, rate, burst, used, asked, stale_ms, ttl_ms
+-- ARGV: instance, rate, burst, used, asked, need (largest refused cost), stale_ms
 local key, me = KEYS[1], 'i:' .. ARGV[1]
 local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-local used, asked = tonumber(ARGV[4]), tonumber(ARGV[5])
-local stale, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local used, asked, need = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local stale = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = math.floor(now / 60000)
@@ -48,9 +48,13 @@ pool = math.max(pool, -burst)
 local share = 0
 if demand > 0 then share = asked / demand end
 local lease = math.max(pool, 0) * share
+-- A share too small for the request that was refused would admit nothing, ever:
+-- the pool lends the whole cost when it has it.
+if asked > 0 and lease < need and pool >= need then lease = need end
 pool = pool - lease
 redis.call('HSET', key, 'pool', tostring(pool), 'at', now, 'win', minute,
   'wu', tostring(win_used), 'pu', tostring(prev_used),
   me, tostring(lease) .. ' ' .. tostring(asked) .. ' ' .. now)
-redis.call('PEXPIRE', key, ttl)
+-- Kept until it would be full again (debt included) and every lease has gone stale.
+redis.call('PEXPIRE', key, math.ceil((burst - pool) / rate * 1000) + 4 * stale)
 return {tostring(lease), tostring(share), tostring(pool)}

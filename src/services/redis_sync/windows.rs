@@ -88,38 +88,49 @@ impl RedisSync {
         (pipes, state)
     }
 
-    /// Installs the cluster totals; returns the live instance count.
+    /// Installs the cluster totals of the pipelines that ran and gives back the
+    /// counts of those that failed; returns the live instance count if it was read.
     pub(super) fn windows_install(
         &self,
-        replies: &mut dyn Iterator<Item = Vec<Value>>,
+        results: &mut dyn Iterator<Item = Result<Vec<Value>, ()>>,
         state: WindowRound,
-    ) -> u64 {
+    ) -> Option<u64> {
         let number = |v: Option<&Value>| -> u64 {
             v.and_then(|v| redis::from_redis_value_ref::<Option<u64>>(v).ok().flatten())
                 .unwrap_or(0)
         };
-        for (window, drained) in state.windows.iter().zip(&state.drained) {
-            let reply = replies.next().unwrap_or_default();
-            let (cur, prev) = (number(reply.first()), number(reply.get(1)));
-            window.install(drained, window.window_of(state.now_ms), cur, prev);
-        }
-        let instances = number(replies.next().unwrap_or_default().first()).max(1);
-        let tiers = replies.next().unwrap_or_default();
-        if state.read_overrides {
-            if let Some(Ok(map)) = tiers
-                .into_iter()
-                .next()
-                .map(redis::from_redis_value::<HashMap<String, String>>)
-            {
-                let resolved = map
-                    .into_iter()
-                    .filter_map(|(consumer, tier)| {
-                        let id = self.tier_names.iter().position(|t| *t == tier)?;
-                        Some((Arc::from(consumer.as_str()), id))
-                    })
-                    .collect();
-                self.overrides.replace(resolved);
+        for (window, drained) in state.windows.iter().zip(state.drained) {
+            match results.next() {
+                Some(Ok(reply)) => {
+                    let (cur, prev) = (number(reply.first()), number(reply.get(1)));
+                    window.install(&drained, window.window_of(state.now_ms), cur, prev);
+                }
+                _ => window.restore(drained),
             }
+        }
+        let instances = match results.next() {
+            Some(Ok(reply)) => Some(number(reply.first()).max(1)),
+            _ => None,
+        };
+        match results.next() {
+            Some(Ok(tiers)) if state.read_overrides => {
+                if let Some(Ok(map)) = tiers
+                    .into_iter()
+                    .next()
+                    .map(redis::from_redis_value::<HashMap<String, String>>)
+                {
+                    let resolved = map
+                        .into_iter()
+                        .filter_map(|(consumer, tier)| {
+                            let id = self.tier_names.iter().position(|t| *t == tier)?;
+                            Some((Arc::from(consumer.as_str()), id))
+                        })
+                        .collect();
+                    self.overrides.replace(resolved);
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => self.overrides.restore_unpushed(state.overrides),
         }
         instances
     }
