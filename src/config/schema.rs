@@ -339,7 +339,7 @@ fn default_sync_interval_ms() -> u64 {
     100
 }
 fn default_max_keys_per_sync() -> usize {
-    20_000
+    5_000
 }
 fn default_key_prefix() -> String {
     "floodgate".into()
