@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-/// Script calls per pipeline on a single server or a Sentinel's master; in a
-/// cluster every key is its own slot, so every call is its own pipeline.
-const CALLS_PER_PIPELINE: usize = 512;
+/// Keys per script call and per pipeline on a single server or a Sentinel's
+/// master; in a cluster every key is its own slot, so its own call and pipeline.
+const KEYS_PER_CALL: usize = 64;
+const KEYS_PER_PIPELINE: usize = 512;
 
 pub(super) const SETTLE_SOURCE: &str = include_str!("settle.lua");
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_SOURCE));
@@ -124,24 +125,29 @@ impl RedisSync {
     pub(super) fn budgets_round(&self, cluster: bool) -> (Vec<Pipeline>, BudgetRound) {
         let reports = self.limiter.local.take_reports(self.max_keys_per_sync);
         let waiting = self.limiter.local.waiting();
-        let per_pipeline = if cluster { 1 } else { CALLS_PER_PIPELINE };
+        let (per_call, per_pipeline) = if cluster {
+            (1, 1)
+        } else {
+            (KEYS_PER_CALL, KEYS_PER_PIPELINE)
+        };
         let stale_ms = self.stale_ms();
         let pipes = reports
             .chunks(per_pipeline)
             .map(|chunk| {
                 let mut pipe = redis::pipe();
-                for r in chunk {
-                    pipe.cmd("EVALSHA")
-                        .arg(SETTLE.get_hash())
-                        .arg(1)
-                        .arg(budget_key(&self.key_prefix, &r.key))
-                        .arg(&self.instance_id)
-                        .arg(r.bucket.rate)
-                        .arg(r.bucket.burst)
-                        .arg(r.used)
-                        .arg(r.asked)
-                        .arg(r.need)
-                        .arg(stale_ms);
+                for call in chunk.chunks(per_call) {
+                    let cmd = pipe.cmd("EVALSHA").arg(SETTLE.get_hash()).arg(call.len());
+                    for r in call {
+                        cmd.arg(budget_key(&self.key_prefix, &r.key));
+                    }
+                    cmd.arg(&self.instance_id).arg(stale_ms);
+                    for r in call {
+                        cmd.arg(r.bucket.rate)
+                            .arg(r.bucket.burst)
+                            .arg(r.used)
+                            .arg(r.asked)
+                            .arg(r.need);
+                    }
                 }
                 pipe
             })
@@ -169,9 +175,14 @@ impl RedisSync {
             }
             match results.next() {
                 Some(Ok(values)) => {
-                    let mut values = values.iter();
+                    let fields: Vec<String> = values
+                        .iter()
+                        .filter_map(|v| redis::from_redis_value_ref::<Vec<String>>(v).ok())
+                        .flatten()
+                        .collect();
+                    let mut leases = fields.chunks(3).map(parse);
                     for report in chunk {
-                        match values.next().and_then(parse) {
+                        match leases.next().flatten() {
                             Some(lease) => self.limiter.local.settle(&report.key, lease, now_ns),
                             None => self.limiter.local.restore(report),
                         }
@@ -189,9 +200,8 @@ impl RedisSync {
     }
 }
 
-/// The script's answer: lease, share, pool.
-fn parse(value: &Value) -> Option<Lease> {
-    let fields: Vec<String> = redis::from_redis_value_ref(value).ok()?;
+/// The script's answer for one key: lease, share, pool.
+fn parse(fields: &[String]) -> Option<Lease> {
     let n = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     Some(Lease {
         tokens: n(0)?,
