@@ -106,6 +106,7 @@ fn main() {
             1_000_000,
             limiter.clone(),
             Arc::new(TierOverrides::default()),
+            Arc::default(),
             vec!["premium".into()],
             "bench-instance".into(),
             prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h")).expect("histogram"),
@@ -124,7 +125,7 @@ fn main() {
             let backend = Backend::connect(&mut target, Duration::from_secs(5))
                 .await
                 .expect("connect");
-            for round in 0..rounds {
+            for _ in 0..rounds {
                 let now = now_ns();
                 for key in &names {
                     limiter.local.take(key, TIER, 1.0, now, supply);
@@ -135,7 +136,7 @@ fn main() {
                     info_stat(&client, "total_net_output_bytes"),
                 );
                 let started = Instant::now();
-                sync.sync_once(&backend, round as u64 + 1).await.expect("sync");
+                sync.sync_once(&backend).await.expect("sync");
                 times.push(started.elapsed());
                 // Less the INFO call itself.
                 commands = info_stat(&client, "total_commands_processed") - c0 - 1;

@@ -3,6 +3,7 @@
 //! the readiness probe registered as services.
 
 use crate::auth::jwt::JwksRefresh;
+use crate::auth::runtime_keys::RuntimeKeys;
 use crate::auth::Authenticator;
 use crate::config::{AccessLogTarget, Config, UpstreamKind};
 use crate::connection::guard::HeaderGuard;
@@ -15,8 +16,8 @@ use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, drain::Drain, echo::Echo, jwks::JwksRefresher,
-    readiness::ReadinessProbe, redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
+    jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
@@ -83,7 +84,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         pools,
         overrides,
         budgets,
-        key_tiers,
+        consumers,
         jwks,
         draining,
     } = assemble(&mut config, &mut services)?;
@@ -126,7 +127,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         limiter,
         overrides,
         budgets,
-        key_tiers,
+        consumers,
         tier_names: config.tier_names(),
         pools,
         telemetry,
@@ -164,8 +165,8 @@ pub struct Parts {
     pub overrides: Arc<TierOverrides>,
     /// Redis's side of the callers' cluster budgets, for the admin API; `None` without Redis.
     pub budgets: Option<BudgetStore>,
-    /// API-key consumers' configured tiers, for the admin API.
-    pub key_tiers: std::collections::HashMap<String, crate::vocab::identity::TierId>,
+    /// Runtime keys and what the admin API needs to manage them.
+    pub consumers: Consumers,
     /// The JWKS refresh `/ready` waits for, when a JWKS is configured.
     pub jwks: Option<Arc<JwksRefresh>>,
     /// Set when a graceful upgrade or stop starts.
@@ -202,7 +203,18 @@ pub fn assemble(
         .and_then(|a| a.api_keys.as_ref())
         .map(|k| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
         .unwrap_or_default();
-    let auth = config.auth.take().map(|a| Authenticator::new(a, &tier_names));
+    let config_digests = config
+        .auth
+        .as_ref()
+        .and_then(|a| a.api_keys.as_ref())
+        .map(|k| k.keys.iter().map(|k| k.digest).collect())
+        .unwrap_or_default();
+    let default_tier = config.auth.as_ref().map(|a| a.default_tier);
+    let runtime_keys = Arc::new(RuntimeKeys::default());
+    let auth = config
+        .auth
+        .take()
+        .map(|a| Authenticator::new(a, &tier_names, runtime_keys.clone()));
     let jwks = auth
         .as_ref()
         .and_then(|a| a.jwt())
@@ -267,14 +279,16 @@ pub fn assemble(
             redis.max_keys_per_sync,
             limiter.clone(),
             overrides.clone(),
+            runtime_keys.clone(),
             tier_names.clone(),
             format!("{:016x}", fastrand::u64(..)),
             telemetry.state.redis_sync_duration.clone(),
         );
-        let store = sync.budget_store();
+        let stores = (sync.budget_store(), sync.consumer_store());
         services.push(Box::new(background_service("redis sync", sync)));
-        store
+        stores
     });
+    let (budgets, consumer_store) = budgets.unzip();
     let pools = Arc::new(pools);
     let draining = Arc::new(AtomicBool::new(false));
     let decider = Decider {
@@ -299,7 +313,13 @@ pub fn assemble(
         pools,
         overrides,
         budgets,
-        key_tiers,
+        consumers: Consumers {
+            store: consumer_store,
+            runtime_keys,
+            config_digests,
+            key_tiers,
+            default_tier,
+        },
         jwks: jwks.map(|(_, refresh)| refresh),
         draining,
     })

@@ -1,14 +1,18 @@
 //! API keys: the config holds only `sha256:` digests, so a leaked config file
-//! leaks no key. A presented key is hashed and its digest compared in constant time.
-//! Keys that verified are remembered (in memory only, bounded): a client sends the
-//! same key on every request, and hashing it again costs more than the rest of the
-//! decision.
+//! leaks no key, and so do keys created at runtime (runtime_keys). A presented key
+//! is hashed and its digest compared in constant time against the config's, then
+//! looked up among the runtime keys. Keys that verified are remembered (in memory
+//! only, bounded): a client sends the same key on every request, and hashing it
+//! again costs more than the rest of the decision. A remembered runtime key is
+//! checked again once the runtime set has changed (a revocation) or it expired.
 
+use super::runtime_keys::{RuntimeKey, RuntimeKeys};
 use super::Failure;
-use crate::vocab::identity::Identity;
+use crate::vocab::identity::{Identity, TierId};
 use http::HeaderName;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -22,12 +26,22 @@ struct Entry {
     identity: Identity,
 }
 
+/// A key that verified: a runtime one with the set's generation it was checked in.
+#[derive(Clone)]
+struct Verified {
+    identity: Identity,
+    runtime: Option<(Arc<RuntimeKey>, u64)>,
+}
+
 pub struct ApiKeys {
     header: HeaderName,
     /// Bucketed by the digest's first 8 bytes; the whole digest is then compared in
     /// constant time, so timing reveals at most where a hash of the key lands.
     by_prefix: HashMap<u64, Vec<Entry>>,
-    verified: quick_cache::sync::Cache<Box<[u8]>, Identity>,
+    runtime: Arc<RuntimeKeys>,
+    /// The tier of a runtime key created without one.
+    default_tier: TierId,
+    verified: quick_cache::sync::Cache<Box<[u8]>, Verified>,
 }
 
 /// `sha256:<hex>` of a key, as the config wants it.
@@ -42,7 +56,7 @@ fn prefix(digest: &[u8; 32]) -> u64 {
 }
 
 impl ApiKeys {
-    pub fn new(config: crate::config::ApiKeys) -> Self {
+    pub fn new(config: crate::config::ApiKeys, runtime: Arc<RuntimeKeys>, default_tier: TierId) -> Self {
         let mut by_prefix: HashMap<u64, Vec<Entry>> = HashMap::new();
         for key in config.keys {
             by_prefix.entry(prefix(&key.digest)).or_default().push(Entry {
@@ -57,30 +71,78 @@ impl ApiKeys {
         ApiKeys {
             header: config.header,
             by_prefix,
+            runtime,
+            default_tier,
             verified: quick_cache::sync::Cache::new(VERIFIED_KEYS),
         }
+    }
+
+    /// Whether a config key has this digest (a runtime key may not take it).
+    pub fn in_config(&self, digest: &[u8; 32]) -> bool {
+        self.by_prefix
+            .get(&prefix(digest))
+            .is_some_and(|entries| entries.iter().any(|e| bool::from(e.digest.ct_eq(digest))))
     }
 
     pub fn header(&self) -> &HeaderName {
         &self.header
     }
 
-    pub fn verify(&self, key: &[u8]) -> Result<Identity, Failure> {
+    pub fn verify(&self, key: &[u8], now_s: u64) -> Result<Identity, Failure> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(Failure::UnknownApiKey);
         }
-        if let Some(identity) = self.verified.get(key) {
-            return Ok(identity);
+        if let Some(hit) = self.verified.get(key) {
+            match &hit.runtime {
+                None => return Ok(hit.identity),
+                Some((runtime, generation))
+                    if *generation == self.runtime.generation() && !runtime.expired(now_s) =>
+                {
+                    mark_used(runtime, now_s);
+                    return Ok(hit.identity);
+                }
+                Some(_) => {} // the set changed, or it expired: check again
+            }
         }
         let digest: [u8; 32] = Sha256::digest(key).into();
-        let identity = self
+        let from_config = self
             .by_prefix
             .get(&prefix(&digest))
             .and_then(|entries| entries.iter().find(|e| bool::from(e.digest.ct_eq(&digest))))
-            .map(|e| e.identity.clone())
-            .ok_or(Failure::UnknownApiKey)?;
-        self.verified.insert(key.into(), identity.clone());
+            .map(|e| e.identity.clone());
+        let verified = match from_config {
+            Some(identity) => Verified {
+                identity,
+                runtime: None,
+            },
+            None => {
+                let generation = self.runtime.generation();
+                let runtime = self
+                    .runtime
+                    .find(&digest)
+                    .filter(|k| !k.expired(now_s))
+                    .ok_or(Failure::UnknownApiKey)?;
+                mark_used(&runtime, now_s);
+                Verified {
+                    identity: Identity {
+                        consumer: runtime.consumer.clone(),
+                        tier: runtime.tier.unwrap_or(self.default_tier),
+                        headers: Arc::from([]),
+                    },
+                    runtime: Some((runtime, generation)),
+                }
+            }
+        };
+        let identity = verified.identity.clone();
+        self.verified.insert(key.into(), verified);
         Ok(identity)
+    }
+}
+
+/// At most one write a second per key: workers sharing a hot key do not fight over it.
+fn mark_used(key: &RuntimeKey, now_s: u64) {
+    if key.last_used_s.load(Ordering::Relaxed) != now_s {
+        key.last_used_s.store(now_s, Ordering::Relaxed);
     }
 }
 
@@ -99,20 +161,71 @@ mod tests {
 
     #[test]
     fn keys_verify_by_digest_only() {
-        let keys = ApiKeys::new(crate::config::ApiKeys {
-            header: HeaderName::from_static("x-api-key"),
-            keys: vec![key("acme", "acme-secret", 1), key("plain", "plain-secret", 0)],
-        });
-        let acme = keys.verify(b"acme-secret").expect("acme");
+        let keys = ApiKeys::new(
+            crate::config::ApiKeys {
+                header: HeaderName::from_static("x-api-key"),
+                keys: vec![key("acme", "acme-secret", 1), key("plain", "plain-secret", 0)],
+            },
+            Arc::default(),
+            0,
+        );
+        let acme = keys.verify(b"acme-secret", 0).expect("acme");
         assert_eq!((&*acme.consumer, acme.tier), ("acme", 1));
-        let again = keys.verify(b"acme-secret").expect("acme from the cache");
+        let again = keys.verify(b"acme-secret", 0).expect("acme from the cache");
         assert_eq!((&*again.consumer, again.tier), ("acme", 1));
         assert_eq!(keys.verified.len(), 1);
-        assert_eq!(keys.verify(b"plain-secret").expect("plain").tier, 0);
-        assert_eq!(keys.verify(b"acme-secreT").err(), Some(Failure::UnknownApiKey));
-        assert_eq!(keys.verify(b"").err(), Some(Failure::UnknownApiKey));
-        assert_eq!(keys.verify(&[b'a'; 2000]).err(), Some(Failure::UnknownApiKey));
+        assert_eq!(keys.verify(b"plain-secret", 0).expect("plain").tier, 0);
+        assert_eq!(keys.verify(b"acme-secreT", 0).err(), Some(Failure::UnknownApiKey));
+        assert_eq!(keys.verify(b"", 0).err(), Some(Failure::UnknownApiKey));
+        assert_eq!(keys.verify(&[b'a'; 2000], 0).err(), Some(Failure::UnknownApiKey));
         assert_eq!(keys.verified.len(), 2, "unknown keys are never remembered");
+    }
+
+    #[test]
+    fn a_runtime_key_verifies_until_revoked_or_expired() {
+        let runtime = Arc::new(RuntimeKeys::default());
+        let keys = ApiKeys::new(
+            crate::config::ApiKeys {
+                header: HeaderName::from_static("x-api-key"),
+                keys: vec![key("acme", "acme-secret", 1)],
+            },
+            runtime.clone(),
+            2,
+        );
+        let digest: [u8; 32] = Sha256::digest(b"runtime-secret").into();
+        assert!(keys.in_config(&Sha256::digest(b"acme-secret").into()));
+        assert!(!keys.in_config(&digest));
+        runtime.insert(RuntimeKey {
+            key_id: "k1".into(),
+            consumer: Arc::from("bob"),
+            digest,
+            tier: None,
+            created_at_s: 0,
+            expires_at_s: Some(100),
+            last_used_s: Default::default(),
+        });
+        let bob = keys.verify(b"runtime-secret", 10).expect("bob");
+        assert_eq!((&*bob.consumer, bob.tier), ("bob", 2), "the default tier");
+        assert!(keys.verify(b"runtime-secret", 11).is_ok(), "from the cache");
+        assert_eq!(
+            runtime
+                .find(&digest)
+                .expect("k1")
+                .last_used_s
+                .load(Ordering::Relaxed),
+            11
+        );
+        assert_eq!(
+            keys.verify(b"runtime-secret", 100).err(),
+            Some(Failure::UnknownApiKey),
+            "expired"
+        );
+        assert!(runtime.remove("bob", "k1"));
+        assert_eq!(
+            keys.verify(b"runtime-secret", 12).err(),
+            Some(Failure::UnknownApiKey),
+            "revoked"
+        );
     }
 
     #[test]

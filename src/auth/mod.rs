@@ -5,12 +5,14 @@
 
 pub mod api_key;
 pub mod jwt;
+pub mod runtime_keys;
 mod strict_json;
 
 use crate::config::Auth;
 use crate::vocab::identity::Identity;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use runtime_keys::RuntimeKeys;
 use std::sync::Arc;
 
 /// Why credentials were refused. `reason()` goes to metrics and logs; nothing
@@ -96,18 +98,30 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// Takes keys already loaded and self-tested by the config.
-    pub fn new(config: Auth, tier_names: &[String]) -> Self {
+    pub fn new(config: Auth, tier_names: &[String], runtime: Arc<RuntimeKeys>) -> Self {
         let tier_names: Arc<[String]> = tier_names.into();
         Authenticator {
             jwt: config
                 .jwt
                 .map(|jwt| Arc::new(jwt::JwtVerifier::new(jwt, tier_names, config.default_tier))),
-            api_keys: config.api_keys.map(api_key::ApiKeys::new),
+            // Runtime keys authenticate under the configured header, or `x-api-key`.
+            api_keys: Some(api_key::ApiKeys::new(
+                config.api_keys.unwrap_or_else(|| crate::config::ApiKeys {
+                    header: HeaderName::from_static("x-api-key"),
+                    keys: Vec::new(),
+                }),
+                runtime,
+                config.default_tier,
+            )),
         }
     }
 
     pub fn jwt(&self) -> Option<&Arc<jwt::JwtVerifier>> {
         self.jwt.as_ref()
+    }
+
+    pub fn api_keys(&self) -> Option<&api_key::ApiKeys> {
+        self.api_keys.as_ref()
     }
 
     pub fn api_key_header(&self) -> Option<&HeaderName> {
@@ -135,7 +149,7 @@ impl Authenticator {
                 let token = bearer_token(value)?;
                 jwt.verify(token, now_s).map(Some)
             }
-            (None, Some(value), _, Some(keys)) => keys.verify(value.as_bytes()).map(Some),
+            (None, Some(value), _, Some(keys)) => keys.verify(value.as_bytes(), now_s).map(Some),
             _ => Ok(None),
         }
     }

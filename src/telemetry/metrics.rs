@@ -292,6 +292,7 @@ pub struct StateMetrics {
     pub redis_sync_keys: IntGauge,
     pub redis_sync_keys_waiting: IntGauge,
     pub redis_sync_duration: Histogram,
+    pub admin_writes: IntCounterVec,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
 }
@@ -360,6 +361,16 @@ impl StateMetrics {
                 IntGauge::new(
                     "floodgate_redis_sync_keys_waiting",
                     "Active bucket keys left for the next sync (over redis.max_keys_per_sync)",
+                )?,
+            )?,
+            admin_writes: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "floodgate_admin_writes_total",
+                        "Admin API writes that took effect, by action",
+                    ),
+                    &["action"],
                 )?,
             )?,
             redis_sync_duration: registered(

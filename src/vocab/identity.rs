@@ -5,7 +5,7 @@
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A tier's index in the config's tier list.
 pub type TierId = usize;
@@ -20,12 +20,11 @@ pub struct Identity {
 }
 
 /// Runtime tier overrides (`PUT /admin/consumers/{id}/tier`), read-mostly: the
-/// request path only loads a snapshot.
+/// request path only loads a snapshot. With Redis the admin API writes there first
+/// and the sync adopts the cluster's map.
 #[derive(Default)]
 pub struct TierOverrides {
     map: ArcSwap<HashMap<Arc<str>, TierId>>,
-    /// Set here but not yet written to Redis.
-    unpushed: Mutex<Vec<(String, TierId)>>,
 }
 
 impl TierOverrides {
@@ -39,29 +38,25 @@ impl TierOverrides {
             m.insert(Arc::from(consumer), tier);
             m
         });
-        self.lock_unpushed().push((consumer.to_string(), tier));
     }
 
-    pub fn take_unpushed(&self) -> Vec<(String, TierId)> {
-        std::mem::take(&mut *self.lock_unpushed())
+    /// Drops `consumer`'s override; false when there was none.
+    pub fn remove(&self, consumer: &str) -> bool {
+        let mut found = false;
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            found = m.remove(consumer).is_some();
+            m
+        });
+        found
     }
 
-    pub fn restore_unpushed(&self, items: Vec<(String, TierId)>) {
-        let mut unpushed = self.lock_unpushed();
-        let newer = std::mem::replace(&mut *unpushed, items);
-        unpushed.extend(newer);
+    pub fn all(&self) -> Vec<(Arc<str>, TierId)> {
+        self.map.load().iter().map(|(c, t)| (c.clone(), *t)).collect()
     }
 
-    /// Adopt the cluster's overrides (what Redis holds), keeping any not yet pushed.
+    /// Adopts the cluster's overrides (what Redis holds).
     pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>) {
-        let mut merged = from_redis;
-        for (consumer, tier) in self.lock_unpushed().iter() {
-            merged.insert(Arc::from(consumer.as_str()), *tier);
-        }
-        self.map.store(Arc::new(merged));
-    }
-
-    fn lock_unpushed(&self) -> std::sync::MutexGuard<'_, Vec<(String, TierId)>> {
-        self.unpushed.lock().unwrap_or_else(|e| e.into_inner())
+        self.map.store(Arc::new(from_redis));
     }
 }

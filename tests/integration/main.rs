@@ -9,6 +9,7 @@ mod auth;
 mod breakers;
 mod cluster_budget;
 mod config;
+mod consumers;
 mod exhaustion;
 mod forwarding_hardening;
 mod hardening;

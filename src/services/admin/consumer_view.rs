@@ -15,8 +15,10 @@ impl Admin {
         let tiers = self.limiter.tiers();
         let tier: Option<(TierId, &str)> = if let Some(t) = self.overrides.get(consumer) {
             Some((t, "override"))
-        } else if let Some(t) = self.key_tiers.get(consumer) {
+        } else if let Some(t) = self.consumers.key_tiers.get(consumer) {
             Some((*t, "key"))
+        } else if let Some(key) = self.consumers.runtime_keys.of_consumer(consumer).first() {
+            key.tier.or(self.consumers.default_tier).map(|t| (t, "key"))
         } else {
             // A token names its tier per request; the bucket shows which one was seen.
             local
@@ -31,7 +33,8 @@ impl Admin {
                 Err(e) => (None, Some(e)),
             },
         };
-        if tier.is_none() && local.is_none() && cluster.is_none() {
+        let keys = self.consumers.runtime_keys.of_consumer(consumer);
+        if tier.is_none() && local.is_none() && cluster.is_none() && keys.is_empty() {
             return None;
         }
         let bucket = tier.and_then(|(t, _)| tiers.get(t)).map(|t| t.bucket);
@@ -57,6 +60,7 @@ impl Admin {
             "burst": bucket.map(|b| b.burst),
             "cluster": cluster_json,
             "cluster_error": cluster_error,
+            "keys": keys.iter().map(|k| self.key_json(k)).collect::<Vec<_>>(),
             "this_instance": local.map(|l| json!({
                 "share": l.share,
                 "tokens": l.tokens.max(0.0).floor(),

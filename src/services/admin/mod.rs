@@ -1,14 +1,17 @@
 //! The admin listener (separate port): `/health` while the process runs, `/ready`
 //! once the config is loaded and every proxy listener accepts connections, and
 //! `GET /metrics` (Prometheus), `GET /admin/stats`, `GET /admin/circuit-breakers`,
-//! the live dashboard at `GET /`, `GET /admin/consumers/{id}` (tier and budget)
-//! and `PUT /admin/consumers/{id}/tier` for runtime tier overrides. Writes need the bearer `admin.token`; so do the stats and the
+//! the live dashboard at `GET /`, and the consumers API under `/admin/consumers`
+//! (consumers.rs: runtime keys, tier overrides, the consumer view). Writes need the bearer `admin.token`; so do the stats and the
 //! breakers, which name consumers, client addresses and targets, unless
 //! `admin.public_stats` publishes them. `/metrics` holds none of those.
 
 mod consumer_id;
 mod consumer_view;
+mod consumers;
 mod stats;
+
+pub use consumers::Consumers;
 
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream;
@@ -16,18 +19,17 @@ use crate::ratelimit::RateLimiter;
 use crate::services::redis_sync::budgets::BudgetStore;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
-use crate::vocab::identity::{TierId, TierOverrides};
+use crate::vocab::identity::TierOverrides;
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Admin request bodies are tiny; anything larger is refused unread.
-const MAX_BODY_BYTES: usize = 4096;
+/// Admin request bodies are small; anything larger is refused unread.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct Admin {
     pub ready: Arc<AtomicBool>,
@@ -39,8 +41,8 @@ pub struct Admin {
     pub overrides: Arc<TierOverrides>,
     /// Redis's side of the cluster budgets; `None` without Redis.
     pub budgets: Option<BudgetStore>,
-    /// The tiers of API-key consumers, as configured.
-    pub key_tiers: HashMap<String, TierId>,
+    /// Runtime keys, and the config's keys they must not collide with.
+    pub consumers: Consumers,
     pub tier_names: Vec<String>,
     pub pools: Arc<Vec<Pool>>,
     pub telemetry: Arc<Telemetry>,
@@ -169,42 +171,6 @@ impl Admin {
             )))
         }
     }
-
-    async fn set_tier(&self, session: &mut ServerSession, consumer: &str) -> Response<Vec<u8>> {
-        if let Err(denied) = self.authorized(session) {
-            return *denied;
-        }
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_BODY_BYTES {
-                        return error(413, "body_too_large", "admin bodies are at most 4 KiB");
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => return error(400, "bad_request", "could not read the body"),
-            }
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct TierBody {
-            tier: String,
-        }
-        let Ok(TierBody { tier }) = serde_json::from_slice::<TierBody>(&body) else {
-            return error(400, "bad_request", "body must be {\"tier\": \"<name>\"}");
-        };
-        let Some(id) = self.tier_names.iter().position(|t| *t == tier) else {
-            return error(400, "bad_request", &format!("no tier named \"{tier}\""));
-        };
-        self.overrides.set(consumer, id);
-        log::info!("tier override: consumer {consumer} is now {tier}");
-        super::json_response(
-            200,
-            serde_json::json!({"consumer": consumer, "tier": tier}).to_string(),
-        )
-    }
 }
 
 #[async_trait]
@@ -230,47 +196,16 @@ impl Admin {
             .and_then(|v| v.parse::<u64>().ok());
         let has_body =
             declared.is_some_and(|n| n > 0) || headers.contains_key(http::header::TRANSFER_ENCODING);
-        if has_body && method != Method::PUT {
+        if has_body && method != Method::PUT && method != Method::POST {
             // A body nobody reads is never waited for: answer, then close.
             session.set_keepalive(None);
         }
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             session.set_keepalive(None);
-            return error(413, "body_too_large", "admin bodies are at most 4 KiB");
+            return error(413, "body_too_large", "admin bodies are at most 64 KiB");
         }
-        if let Some(segment) = path
-            .strip_prefix("/admin/consumers/")
-            .filter(|c| !c.contains('/'))
-        {
-            let consumer = match consumer_id::consumer_id(segment) {
-                Ok(id) => id,
-                Err(why) => return error(400, "bad_request", why),
-            };
-            if !get {
-                return error(405, "method_not_allowed", "use GET");
-            }
-            if let Err(denied) = self.authorized(session) {
-                return *denied;
-            }
-            return match self.consumer_view(&consumer).await {
-                Some(view) => super::json_response(200, view.to_string()),
-                None => error(404, "not_found", "no such consumer here or in redis"),
-            };
-        }
-        if let Some(segment) = path
-            .strip_prefix("/admin/consumers/")
-            .and_then(|rest| rest.strip_suffix("/tier"))
-            .filter(|c| !c.contains('/'))
-        {
-            let consumer = match consumer_id::consumer_id(segment) {
-                Ok(id) => id,
-                Err(why) => return error(400, "bad_request", why),
-            };
-            return if method == Method::PUT {
-                self.set_tier(session, &consumer).await
-            } else {
-                error(405, "method_not_allowed", "use PUT")
-            };
+        if let Some(answer) = self.consumers_api(session, &method, &path).await {
+            return answer;
         }
         let private = matches!(path.as_str(), "/admin/stats" | "/admin/circuit-breakers");
         if get && private && !self.public_stats {

@@ -1,8 +1,8 @@
 //! Background sync with Redis: every `redis.sync_interval_ms`, one round of
-//! pipelines sent together: the routes' global windows, the instance heartbeat
-//! and tier overrides (windows.rs), and the cluster budgets of the callers active
-//! since the last round (budgets.rs). Requests never wait on any of it; they read
-//! what the last good round installed.
+//! pipelines sent together: the routes' global windows and the instance heartbeat
+//! (windows.rs), the version of the runtime consumers (consumers.rs), and the
+//! cluster budgets of the callers active since the last round (budgets.rs).
+//! Requests never wait on any of it; they read what the last good round installed.
 //!
 //! On failure (Redis down, or frozen: every round has a deadline) what was taken
 //! for the round goes back to be pushed later, the state turns degraded (one log
@@ -10,10 +10,12 @@
 
 mod backend;
 pub mod budgets;
+pub mod consumers;
 mod windows;
 
 pub use backend::Backend;
 
+use crate::auth::runtime_keys::RuntimeKeys;
 use crate::config::RedisTarget;
 use crate::ratelimit::RateLimiter;
 use crate::vocab::clock::unix_now;
@@ -23,7 +25,7 @@ use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use redis::{ErrorKind, RedisError, RedisResult};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +39,12 @@ pub struct RedisSync {
     pub max_keys_per_sync: usize,
     pub limiter: Arc<RateLimiter>,
     pub overrides: Arc<TierOverrides>,
+    pub runtime_keys: Arc<RuntimeKeys>,
     pub tier_names: Vec<String>,
     pub instance_id: String,
+    /// The runtime consumers' version adopted last, and the epoch marker seen.
+    seen_version: AtomicU64,
+    seen_epoch: tokio::sync::Mutex<Option<String>>,
     /// The live connection, which the admin API's budget view borrows.
     pub backend: Arc<ArcSwapOption<Backend>>,
     pub sync_duration: prometheus::Histogram,
@@ -55,6 +61,7 @@ impl RedisSync {
         max_keys_per_sync: usize,
         limiter: Arc<RateLimiter>,
         overrides: Arc<TierOverrides>,
+        runtime_keys: Arc<RuntimeKeys>,
         tier_names: Vec<String>,
         instance_id: String,
         sync_duration: prometheus::Histogram,
@@ -68,8 +75,11 @@ impl RedisSync {
             max_keys_per_sync,
             limiter,
             overrides,
+            runtime_keys,
             tier_names,
             instance_id,
+            seen_version: AtomicU64::new(0),
+            seen_epoch: tokio::sync::Mutex::new(None),
             backend: Arc::new(ArcSwapOption::empty()),
             sync_duration,
             script_missing: AtomicBool::new(true),
@@ -83,7 +93,7 @@ impl RedisSync {
         base.max(Duration::from_micros(50) * keys as u32)
     }
 
-    pub async fn sync_once(&self, backend: &Backend, round: u64) -> RedisResult<()> {
+    pub async fn sync_once(&self, backend: &Backend) -> RedisResult<()> {
         if self.script_missing.load(Ordering::Relaxed) {
             tokio::time::timeout(self.timeout(0), backend.load_script(budgets::SETTLE_SOURCE))
                 .await
@@ -91,7 +101,8 @@ impl RedisSync {
             self.script_missing.store(false, Ordering::Relaxed);
         }
         let now_ms = unix_now().as_millis() as u64;
-        let (mut pipes, windows) = self.windows_round(round, now_ms);
+        let (mut pipes, windows) = self.windows_round(now_ms);
+        pipes.push(self.consumers_round());
         let (budget_pipes, budgets) = self.budgets_round(matches!(backend, Backend::Cluster(_)));
         let window_pipes = windows.pipelines();
         let (keys, waiting) = (budgets.reports.len(), budgets.waiting);
@@ -115,11 +126,13 @@ impl RedisSync {
             })
         });
         let instances = self.windows_install(&mut results.by_ref().take(window_pipes), windows);
+        let consumers = results.next().unwrap_or(Err(()));
         self.budgets_install(&mut results, budgets, unix_now().as_nanos() as u64);
         drop(results);
         if let Some(e) = first_error {
             return Err(e);
         }
+        self.consumers_follow(backend, consumers).await?;
         let state = &self.limiter.sync;
         if let Some(instances) = instances {
             state.instances.store(instances, Ordering::Relaxed);
@@ -150,13 +163,17 @@ fn timed_out() -> RedisError {
 impl BackgroundService for RedisSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut backoff = self.interval;
-        let mut round = 0u64;
+        // The first round runs at once: runtime consumers are read before traffic comes.
+        let mut first = true;
         loop {
-            let wait = if self.limiter.sync.degraded.load(Ordering::Relaxed) {
+            let wait = if first {
+                Duration::ZERO
+            } else if self.limiter.sync.degraded.load(Ordering::Relaxed) {
                 backoff
             } else {
                 self.interval
             };
+            first = false;
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -191,11 +208,10 @@ impl BackgroundService for RedisSync {
                 }
             };
             let started = Instant::now();
-            let result = self.sync_once(&backend, round).await;
+            let result = self.sync_once(&backend).await;
             self.sync_duration.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
-                    round += 1;
                     backoff = self.interval;
                     if self.limiter.sync.degraded.swap(false, Ordering::Relaxed) {
                         log::info!("redis sync restored; what was taken meanwhile was pushed");

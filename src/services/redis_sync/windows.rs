@@ -1,31 +1,24 @@
-//! The sync's work for the routes' global windows, the instance heartbeat and
-//! tier overrides: push this instance's window counts (INCRBY + EXPIRE per window
-//! key), read the cluster totals, heartbeat into the instance set and count the
-//! live instances, write pending tier overrides and now and then read them all.
+//! The sync's work for the routes' global windows and the instance heartbeat:
+//! push this instance's window counts (INCRBY + EXPIRE per window key), read the
+//! cluster totals, heartbeat into the instance set and count the live instances.
 //! Each route's window keys share a hash tag, so each pipeline keeps to one slot.
 
 use super::RedisSync;
 use crate::ratelimit::global::{Drained, GlobalWindow};
 use redis::{Pipeline, Value};
-use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Tier overrides are read back from Redis every this many syncs.
-const OVERRIDES_EVERY: u64 = 10;
 
 /// What a round took out, to install or give back.
 pub(super) struct WindowRound {
     windows: Vec<Arc<GlobalWindow>>,
     drained: Vec<Drained>,
-    overrides: Vec<(String, usize)>,
-    read_overrides: bool,
     now_ms: u64,
 }
 
 impl WindowRound {
-    /// Pipelines: one per route, then the heartbeat, then the overrides.
+    /// Pipelines: one per route, then the heartbeat.
     pub(super) fn pipelines(&self) -> usize {
-        self.windows.len() + 2
+        self.windows.len() + 1
     }
 }
 
@@ -34,7 +27,7 @@ impl RedisSync {
         format!("{{{}:gl:{}}}:{}", self.key_prefix, window.route, index)
     }
 
-    pub(super) fn windows_round(&self, round: u64, now_ms: u64) -> (Vec<Pipeline>, WindowRound) {
+    pub(super) fn windows_round(&self, now_ms: u64) -> (Vec<Pipeline>, WindowRound) {
         let windows: Vec<Arc<GlobalWindow>> = self.limiter.globals().cloned().collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
         let mut pipes = Vec::with_capacity(windows.len() + 2);
@@ -65,24 +58,9 @@ impl RedisSync {
             .zcard(&instances_key);
         pipes.push(heartbeat);
 
-        let tiers_key = format!("{}:tiers", self.key_prefix);
-        let overrides = self.overrides.take_unpushed();
-        let mut tiers = redis::pipe();
-        for (consumer, tier) in &overrides {
-            if let Some(name) = self.tier_names.get(*tier) {
-                tiers.hset(&tiers_key, consumer, name).ignore();
-            }
-        }
-        let read_overrides = round.is_multiple_of(OVERRIDES_EVERY);
-        if read_overrides {
-            tiers.hgetall(&tiers_key);
-        }
-        pipes.push(tiers);
         let state = WindowRound {
             windows,
             drained,
-            overrides,
-            read_overrides,
             now_ms,
         };
         (pipes, state)
@@ -108,38 +86,16 @@ impl RedisSync {
                 _ => window.restore(drained),
             }
         }
-        let instances = match results.next() {
+        match results.next() {
             Some(Ok(reply)) => Some(number(reply.first()).max(1)),
             _ => None,
-        };
-        match results.next() {
-            Some(Ok(tiers)) if state.read_overrides => {
-                if let Some(Ok(map)) = tiers
-                    .into_iter()
-                    .next()
-                    .map(redis::from_redis_value::<HashMap<String, String>>)
-                {
-                    let resolved = map
-                        .into_iter()
-                        .filter_map(|(consumer, tier)| {
-                            let id = self.tier_names.iter().position(|t| *t == tier)?;
-                            Some((Arc::from(consumer.as_str()), id))
-                        })
-                        .collect();
-                    self.overrides.replace(resolved);
-                }
-            }
-            Some(Ok(_)) => {}
-            _ => self.overrides.restore_unpushed(state.overrides),
         }
-        instances
     }
 
-    /// A round that failed: its counts and overrides go back to be pushed later.
+    /// A round that failed: its counts go back to be pushed later.
     pub(super) fn windows_give_back(&self, state: WindowRound) {
         for (window, drained) in state.windows.iter().zip(state.drained) {
             window.restore(drained);
         }
-        self.overrides.restore_unpushed(state.overrides);
     }
 }

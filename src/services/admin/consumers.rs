@@ -1,0 +1,361 @@
+//! The consumers API (admin token required for all of it): runtime API keys
+//! (`POST`, `GET /admin/consumers/{id}/keys`, `DELETE .../keys/{key_id}`), the tier
+//! override (`GET`, `PUT`, `DELETE /admin/consumers/{id}/tier`) and the paged list
+//! (`GET /admin/consumers`). With Redis a write goes there first and is refused
+//! (503) if Redis does not take it; every instance picks it up within one sync.
+//! A key is shown once, when created; only its digest is kept anywhere.
+
+use super::{error, Admin, MAX_BODY_BYTES};
+use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
+use crate::services::json_response;
+use crate::services::redis_sync::consumers::{ConsumerStore, KeyRecord};
+use crate::vocab::clock::unix_now;
+use crate::vocab::identity::TierId;
+use http::{Method, Response};
+use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Consumers per page of `GET /admin/consumers` at most.
+const MAX_PAGE: usize = 500;
+
+/// What the consumers API manages and reads.
+pub struct Consumers {
+    /// `None` without Redis: writes apply to this instance alone.
+    pub store: Option<ConsumerStore>,
+    pub runtime_keys: Arc<RuntimeKeys>,
+    /// Digests of the config's keys, which a runtime key may not take.
+    pub config_digests: HashSet<[u8; 32]>,
+    /// The tiers of the config's API-key consumers.
+    pub key_tiers: HashMap<String, TierId>,
+    /// The tier of a runtime key created without one (`None` without `auth`).
+    pub default_tier: Option<TierId>,
+}
+
+type Answer = Response<Vec<u8>>;
+
+fn unavailable(why: &str) -> Answer {
+    error(503, "unavailable", &format!("not written: {why}"))
+}
+
+impl Admin {
+    /// Answers the consumers API's paths; `None` for any other path.
+    pub(super) async fn consumers_api(
+        &self,
+        session: &mut ServerSession,
+        method: &Method,
+        path: &str,
+    ) -> Option<Answer> {
+        let rest = path.strip_prefix("/admin/consumers")?;
+        if let Err(denied) = self.authorized(session) {
+            return Some(*denied);
+        }
+        let segments: Vec<&str> = rest.split('/').skip(1).collect();
+        let consumer = match segments.first() {
+            None if rest.is_empty() => return Some(self.list(session, method)),
+            Some(segment) => match super::consumer_id::consumer_id(segment) {
+                Ok(id) => id,
+                Err(why) => return Some(error(400, "bad_request", why)),
+            },
+            None => return None,
+        };
+        let answer = match (method.clone(), &segments[1..]) {
+            (Method::GET, []) => match self.consumer_view(&consumer).await {
+                Some(view) => json_response(200, view.to_string()),
+                None => error(404, "not_found", "no such consumer here or in redis"),
+            },
+            (Method::GET, ["tier"]) => self.get_tier(&consumer),
+            (Method::PUT, ["tier"]) => self.set_tier(session, &consumer).await,
+            (Method::DELETE, ["tier"]) => self.delete_tier(&consumer).await,
+            (Method::GET, ["keys"]) => self.list_keys(&consumer),
+            (Method::POST, ["keys"]) => self.create_key(session, &consumer).await,
+            (Method::DELETE, ["keys", key_id]) => self.revoke_key(&consumer, key_id).await,
+            (_, [] | ["tier"] | ["keys"] | ["keys", _]) => {
+                error(405, "method_not_allowed", "not a method of this endpoint")
+            }
+            _ => error(404, "no_route", "no admin endpoint here"),
+        };
+        Some(answer)
+    }
+
+    fn written(&self, action: &str, consumer: &str, detail: &str) {
+        log::info!("admin: {action} for consumer {consumer:?}{detail}");
+        self.telemetry
+            .state
+            .admin_writes
+            .with_label_values(&[action])
+            .inc();
+    }
+
+    fn tier_name(&self, tier: Option<TierId>) -> Option<&str> {
+        tier.or(self.consumers.default_tier)
+            .and_then(|t| self.tier_names.get(t))
+            .map(String::as_str)
+    }
+
+    fn tier_id(&self, name: &str) -> Result<TierId, Box<Answer>> {
+        self.tier_names
+            .iter()
+            .position(|t| t == name)
+            .ok_or_else(|| Box::new(error(400, "bad_request", &format!("no tier named \"{name}\""))))
+    }
+
+    fn get_tier(&self, consumer: &str) -> Answer {
+        match self.overrides.get(consumer) {
+            Some(t) => json_response(
+                200,
+                json!({"consumer": consumer, "tier": self.tier_name(Some(t))}).to_string(),
+            ),
+            None => error(404, "not_found", "no tier override for this consumer"),
+        }
+    }
+
+    async fn set_tier(&self, session: &mut ServerSession, consumer: &str) -> Answer {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TierBody {
+            tier: String,
+        }
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(answer) => return *answer,
+        };
+        let Ok(TierBody { tier }) = serde_json::from_slice::<TierBody>(&body) else {
+            return error(400, "bad_request", "body must be {\"tier\": \"<name>\"}");
+        };
+        let id = match self.tier_id(&tier) {
+            Ok(id) => id,
+            Err(answer) => return *answer,
+        };
+        if let Some(store) = &self.consumers.store {
+            if let Err(why) = store.set_tier(consumer, Some(&tier)).await {
+                return unavailable(&why);
+            }
+        }
+        self.overrides.set(consumer, id);
+        self.written("set_tier", consumer, &format!(" to {tier}"));
+        json_response(200, json!({"consumer": consumer, "tier": tier}).to_string())
+    }
+
+    async fn delete_tier(&self, consumer: &str) -> Answer {
+        if self.overrides.get(consumer).is_none() {
+            return error(404, "not_found", "no tier override for this consumer");
+        }
+        if let Some(store) = &self.consumers.store {
+            if let Err(why) = store.set_tier(consumer, None).await {
+                return unavailable(&why);
+            }
+        }
+        self.overrides.remove(consumer);
+        self.written("delete_tier", consumer, "");
+        Response::builder()
+            .status(204)
+            .body(Vec::new())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn key_json(&self, key: &RuntimeKey) -> serde_json::Value {
+        let last_used = key.last_used_s.load(Ordering::Relaxed);
+        json!({
+            "key_id": key.key_id,
+            "tier": self.tier_name(key.tier),
+            "created_at": key.created_at_s,
+            "expires_at": key.expires_at_s,
+            "last_used_at": (last_used > 0).then_some(last_used),
+        })
+    }
+
+    fn list_keys(&self, consumer: &str) -> Answer {
+        let keys: Vec<_> = self
+            .consumers
+            .runtime_keys
+            .of_consumer(consumer)
+            .iter()
+            .map(|k| self.key_json(k))
+            .collect();
+        json_response(200, json!({"consumer": consumer, "keys": keys}).to_string())
+    }
+
+    async fn create_key(&self, session: &mut ServerSession, consumer: &str) -> Answer {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct KeyBody {
+            tier: Option<String>,
+            /// Seconds from now.
+            expires_in_s: Option<u64>,
+        }
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(answer) => return *answer,
+        };
+        let spec = if body.iter().all(u8::is_ascii_whitespace) {
+            KeyBody::default()
+        } else {
+            match serde_json::from_slice::<KeyBody>(&body) {
+                Ok(spec) => spec,
+                Err(e) => return error(400, "bad_request", &format!("body: {e}")),
+            }
+        };
+        let tier = match spec.tier.as_deref().map(|t| self.tier_id(t)).transpose() {
+            Ok(tier) => tier,
+            Err(answer) => return *answer,
+        };
+        if self.consumers.default_tier.is_none() {
+            return error(
+                409,
+                "conflict",
+                "runtime keys need an `auth` section in the config",
+            );
+        }
+        let Some(key) = new_secret() else {
+            return unavailable("no randomness from the operating system");
+        };
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if self.consumers.config_digests.contains(&digest) {
+            return error(409, "conflict", "this key is one of the config's");
+        }
+        let key_id = match new_secret() {
+            Some(id) => id[3..15].to_string(),
+            None => return unavailable("no randomness from the operating system"),
+        };
+        let now = unix_now().as_secs();
+        let expires_at_s = spec.expires_in_s.map(|s| now.saturating_add(s));
+        if let Some(store) = &self.consumers.store {
+            let record = KeyRecord {
+                consumer: consumer.to_string(),
+                digest: hex::encode(digest),
+                tier: spec.tier.clone(),
+                created_at_s: now,
+                expires_at_s,
+            };
+            if let Err(why) = store.put_key(&key_id, &record).await {
+                return unavailable(&why);
+            }
+        }
+        self.consumers.runtime_keys.insert(RuntimeKey {
+            key_id: key_id.clone(),
+            consumer: Arc::from(consumer),
+            digest,
+            tier,
+            created_at_s: now,
+            expires_at_s,
+            last_used_s: AtomicU64::new(0),
+        });
+        self.written("create_key", consumer, &format!(", key id {key_id}"));
+        json_response(
+            201,
+            json!({
+                "consumer": consumer,
+                "key_id": key_id,
+                "key": key,
+                "tier": self.tier_name(tier),
+                "expires_at": expires_at_s,
+            })
+            .to_string(),
+        )
+    }
+
+    async fn revoke_key(&self, consumer: &str, key_id: &str) -> Answer {
+        let exists = self
+            .consumers
+            .runtime_keys
+            .of_consumer(consumer)
+            .iter()
+            .any(|k| k.key_id == key_id);
+        if !exists {
+            return error(404, "not_found", "no such key for this consumer");
+        }
+        if let Some(store) = &self.consumers.store {
+            if let Err(why) = store.delete_key(key_id).await {
+                return unavailable(&why);
+            }
+        }
+        self.consumers.runtime_keys.remove(consumer, key_id);
+        self.written("revoke_key", consumer, &format!(", key id {key_id}"));
+        Response::builder()
+            .status(204)
+            .body(Vec::new())
+            .unwrap_or_default()
+    }
+
+    /// Every consumer this instance knows by name (config keys, runtime keys,
+    /// overrides), sorted, a page at a time: `?page=1&per_page=100`.
+    fn list(&self, session: &ServerSession, method: &Method) -> Answer {
+        if method != Method::GET {
+            return error(405, "method_not_allowed", "use GET");
+        }
+        let query = session.req_header().uri.query().unwrap_or("");
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| v.parse::<usize>())
+        };
+        let (page, per_page) = match (
+            param("page").unwrap_or(Ok(1)),
+            param("per_page").unwrap_or(Ok(100)),
+        ) {
+            (Ok(page), Ok(per_page)) if page >= 1 && (1..=MAX_PAGE).contains(&per_page) => (page, per_page),
+            _ => return error(400, "bad_request", "page ≥ 1 and per_page from 1 to 500"),
+        };
+        let mut names: BTreeSet<String> = self.consumers.key_tiers.keys().cloned().collect();
+        names.extend(
+            self.consumers
+                .runtime_keys
+                .all()
+                .iter()
+                .map(|k| k.consumer.to_string()),
+        );
+        names.extend(self.overrides.all().iter().map(|(c, _)| c.to_string()));
+        let total = names.len();
+        let consumers: Vec<_> = names
+            .into_iter()
+            .skip((page - 1) * per_page)
+            .take(per_page)
+            .map(|c| {
+                let keys = self.consumers.runtime_keys.of_consumer(&c).len();
+                json!({"consumer": c, "runtime_keys": keys})
+            })
+            .collect();
+        json_response(
+            200,
+            json!({"page": page, "per_page": per_page, "total": total, "consumers": consumers}).to_string(),
+        )
+    }
+}
+
+/// A new secret: 32 bytes from the operating system, base64url, prefixed so that
+/// leaked keys are recognisable by scanners.
+fn new_secret() -> Option<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(format!(
+        "fg_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+/// The request body, refused with 413 past the limit.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Box<Answer>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY_BYTES {
+                    return Err(Box::new(error(
+                        413,
+                        "body_too_large",
+                        "admin bodies are at most 64 KiB",
+                    )));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(Box::new(error(400, "bad_request", "could not read the body"))),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Consumers managed at runtime through the admin API, against the real binary:
+//! keys created on one instance authenticate on another through a real Redis, a
+//! revocation stops them everywhere, restarts and a flushed Redis lose nothing, a
+//! dead Redis keeps keys working and refuses writes, and bad input is refused.
+
+use crate::common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+fn body(redis: Option<&Redis>) -> String {
+    let redis = redis.map_or(String::new(), |r| format!("redis: {{ url: \"{}\" }}", r.url()));
+    format!(
+        r#"
+auth:
+  api_keys:
+    keys:
+      - {{ consumer: configured, key: "sha256:{}", tier: gold }}
+  default_tier: free
+tiers:
+  free: {{ rate: 100, burst: 100 }}
+  gold: {{ rate: 1000, burst: 1000 }}
+routes:
+  - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
+{redis}
+"#,
+        sha256_hex("configured-key")
+    )
+}
+
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+fn start(redis: Option<&Redis>) -> Gateway {
+    Gateway::start_admin(&body(redis), &format!("token: \"{ADMIN_TOKEN}\""))
+}
+
+/// An admin call with the token; (status, JSON body or Null).
+fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = request(
+        gw.admin,
+        method,
+        path,
+        &[("authorization", auth.as_str())],
+        body.as_bytes(),
+    );
+    let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, json)
+}
+
+fn with_key(gw: &Gateway, key: &str) -> u16 {
+    get_with(gw.addr, "/api/x", &[("x-api-key", key)]).status
+}
+
+/// Creates a key for `consumer`: (key, key id).
+fn create(gw: &Gateway, consumer: &str, body: &str) -> (String, String) {
+    let (status, created) = admin(gw, "POST", &format!("/admin/consumers/{consumer}/keys"), body);
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_string();
+    (key, created["key_id"].as_str().expect("key_id").to_string())
+}
+
+#[test]
+fn a_key_made_on_one_instance_works_on_another_within_a_sync_and_a_revocation_stops_it_on_both() {
+    let redis = Redis::start();
+    let (a, b) = (start(Some(&redis)), start(Some(&redis)));
+    let (key, key_id) = create(&a, "alice", r#"{"tier": "gold"}"#);
+    assert_eq!(with_key(&a, &key), 200, "at once where it was made");
+    let made = Instant::now();
+    assert!(eventually(Duration::from_secs(2), || with_key(&b, &key) == 200));
+    eprintln!("a new key reached the other instance after {:?}", made.elapsed());
+    let (status, listed) = admin(&b, "GET", "/admin/consumers/alice/keys", "");
+    assert_eq!(status, 200);
+    assert_eq!(listed["keys"][0]["key_id"], key_id.as_str());
+    assert_eq!(listed["keys"][0]["tier"], "gold");
+    assert!(!listed.to_string().contains(&key), "a list never shows the key");
+
+    let (status, _) = admin(&a, "DELETE", &format!("/admin/consumers/alice/keys/{key_id}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(with_key(&a, &key), 401, "at once where it was revoked");
+    let revoked = Instant::now();
+    assert!(eventually(Duration::from_secs(2), || with_key(&b, &key) == 401));
+    eprintln!(
+        "a revocation reached the other instance after {:?}",
+        revoked.elapsed()
+    );
+    assert_eq!(
+        admin(&a, "DELETE", &format!("/admin/consumers/alice/keys/{key_id}"), "").0,
+        404
+    );
+    for gw in [&a, &b] {
+        assert!(!gw.log().contains(&key), "a key in a log line");
+        assert!(!get(gw.admin, "/metrics").text().contains(&key));
+    }
+    assert!(a.log().contains("admin: create_key for consumer \"alice\""));
+    assert!(get(a.admin, "/metrics")
+        .text()
+        .contains("floodgate_admin_writes_total{action=\"create_key\"} 1"));
+}
+
+#[test]
+fn restarts_and_a_flushed_redis_lose_no_key_and_no_override() {
+    let redis = Redis::start();
+    let a = start(Some(&redis));
+    let (key, _) = create(&a, "bob", "");
+    assert_eq!(
+        admin(&a, "PUT", "/admin/consumers/bob/tier", r#"{"tier":"gold"}"#).0,
+        200
+    );
+    drop(a);
+    let a = start(Some(&redis));
+    assert!(eventually(Duration::from_secs(3), || with_key(&a, &key) == 200));
+    assert!(eventually(Duration::from_secs(3), || {
+        admin(&a, "GET", "/admin/consumers/bob/tier", "").1["tier"] == "gold"
+    }));
+    // Redis loses everything: the instance publishes what it holds again.
+    assert!(redis_cmd(redis.addr(), &["FLUSHALL"]).is_some_and(|r| r.starts_with("+OK")));
+    assert_eq!(with_key(&a, &key), 200);
+    assert!(eventually(Duration::from_secs(3), || {
+        redis_cmd(redis.addr(), &["HLEN", "{floodgate:consumers}:keys"]).is_some_and(|r| r.starts_with(":1"))
+    }));
+    let b = start(Some(&redis));
+    assert!(eventually(Duration::from_secs(3), || with_key(&b, &key) == 200));
+    assert!(eventually(Duration::from_secs(3), || {
+        admin(&b, "GET", "/admin/consumers/bob", "").1["tier_source"] == "override"
+    }));
+}
+
+#[test]
+fn with_redis_down_keys_keep_working_and_writes_answer_503() {
+    let mut redis = Redis::start();
+    let a = start(Some(&redis));
+    let (key, _) = create(&a, "carol", "");
+    redis.kill();
+    assert!(eventually(Duration::from_secs(10), || a
+        .log()
+        .contains("redis sync failing")));
+    assert_eq!(with_key(&a, &key), 200);
+    let (status, answer) = admin(&a, "POST", "/admin/consumers/carol/keys", "");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "unavailable");
+    assert_eq!(
+        admin(&a, "PUT", "/admin/consumers/carol/tier", r#"{"tier":"gold"}"#).0,
+        503
+    );
+    assert_eq!(
+        admin(&a, "GET", "/admin/consumers/carol/keys", "").1["keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[test]
+fn without_redis_keys_live_on_the_instance_and_expire() {
+    let gw = start(None);
+    let (key, _) = create(&gw, "dave", r#"{"expires_in_s": 2}"#);
+    assert_eq!(with_key(&gw, &key), 200);
+    assert_eq!(with_key(&gw, "configured-key"), 200, "config keys work alongside");
+    assert!(eventually(Duration::from_secs(5), || with_key(&gw, &key) == 401));
+    // A JWT-style subject is a consumer id like any other, percent-encoded in the path.
+    let (key, _) = create(&gw, "auth0%7Cabc", "");
+    assert_eq!(with_key(&gw, &key), 200);
+    let (status, view) = admin(&gw, "GET", "/admin/consumers/auth0%7Cabc", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (view["consumer"].as_str(), view["tier_source"].as_str()),
+        (Some("auth0|abc"), Some("key"))
+    );
+    let (status, page) = admin(&gw, "GET", "/admin/consumers?page=1&per_page=2", "");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 3, "{page}");
+    assert_eq!(page["consumers"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn bad_input_and_missing_tokens_are_refused_clearly() {
+    let gw = start(None);
+    let post = |path: &str, token: Option<&str>, body: &str| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        request(gw.admin, "POST", path, &headers, body.as_bytes())
+    };
+    assert_eq!(post("/admin/consumers/x/keys", None, "").status, 401);
+    assert_eq!(
+        post("/admin/consumers/x/keys", Some("wrong-token-0123456789"), "").status,
+        401
+    );
+    assert_eq!(
+        get(gw.admin, "/admin/consumers").status,
+        401,
+        "reads that show consumers need it too"
+    );
+    let cases = [
+        (
+            "/admin/consumers/x/keys",
+            r#"{"tier":"platinum"}"#,
+            400,
+            "no tier named",
+        ),
+        ("/admin/consumers/x/keys", "{not json", 400, "body"),
+        (
+            "/admin/consumers/x/keys",
+            r#"{"tier":"gold","extra":1}"#,
+            400,
+            "unknown field",
+        ),
+        ("/admin/consumers/bad%01id/keys", "", 400, "control"),
+    ];
+    for (path, body, status, says) in cases {
+        let r = post(path, Some(ADMIN_TOKEN), body);
+        assert_eq!(r.status, status, "{path} {body}");
+        assert!(r.text().contains(says), "{path} {body}: {}", r.text());
+    }
+    let long = format!("/admin/consumers/{}/keys", "a".repeat(129));
+    assert_eq!(post(&long, Some(ADMIN_TOKEN), "").status, 400);
+    let big = "x".repeat(65 * 1024);
+    assert_eq!(
+        post("/admin/consumers/x/keys", Some(ADMIN_TOKEN), &big).status,
+        413
+    );
+    assert_eq!(admin(&gw, "GET", "/admin/consumers/x/tier", "").0, 404);
+    assert_eq!(admin(&gw, "DELETE", "/admin/consumers/x/tier", "").0, 404);
+    assert_eq!(admin(&gw, "PATCH", "/admin/consumers/x/keys", "").0, 405);
+    assert_eq!(admin(&gw, "GET", "/admin/consumers?per_page=0", "").0, 400);
+}
