@@ -3,7 +3,7 @@
 //! the readiness probe registered as services.
 
 use crate::auth::jwt::JwksRefresh;
-use crate::auth::runtime_keys::RuntimeKeys;
+use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::auth::Authenticator;
 use crate::config::{AccessLogTarget, Config, UpstreamKind};
 use crate::connection::guard::HeaderGuard;
@@ -16,8 +16,9 @@ use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
-    jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, admin::Consumers, admin::StateFileWriter, drain::Drain,
+    echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::budgets::BudgetStore,
+    redis_sync::RedisSync,
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
@@ -211,6 +212,21 @@ pub fn assemble(
         .unwrap_or_default();
     let default_tier = config.auth.as_ref().map(|a| a.default_tier);
     let runtime_keys = Arc::new(RuntimeKeys::default());
+    let overrides = Arc::new(TierOverrides::default());
+    // A single instance starts from what its state file kept.
+    let state_file = config.state_file.take().map(|file| {
+        for stored in &file.doc.keys {
+            if let Some(key) = RuntimeKey::from_stored(stored, &tier_names) {
+                runtime_keys.insert(key);
+            }
+        }
+        for (consumer, tier) in &file.doc.tiers {
+            if let Some(id) = tier_names.iter().position(|t| t == tier) {
+                overrides.set(consumer, id);
+            }
+        }
+        StateFileWriter::new(file.path, file.doc)
+    });
     let auth = config
         .auth
         .take()
@@ -248,7 +264,6 @@ pub fn assemble(
         globals,
         config.redis.as_ref().map(|r| r.on_unavailable),
     ));
-    let overrides = Arc::new(TierOverrides::default());
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         target => {
@@ -315,6 +330,7 @@ pub fn assemble(
         budgets,
         consumers: Consumers {
             store: consumer_store,
+            state_file,
             runtime_keys,
             config_digests,
             key_tiers,

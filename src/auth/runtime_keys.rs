@@ -4,6 +4,7 @@
 //! swap in a new map and bump a generation, which retires cached verifications.
 
 use crate::vocab::identity::TierId;
+use crate::vocab::stored_consumers::StoredKey;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,36 @@ pub struct RuntimeKey {
 impl RuntimeKey {
     pub fn expired(&self, now_s: u64) -> bool {
         self.expires_at_s.is_some_and(|at| now_s >= at)
+    }
+
+    /// From its stored form; `None` for a malformed digest or a tier the config
+    /// no longer has.
+    pub fn from_stored(stored: &StoredKey, tier_names: &[String]) -> Option<RuntimeKey> {
+        let digest: [u8; 32] = hex::decode(&stored.digest).ok()?.try_into().ok()?;
+        let tier = match &stored.tier {
+            Some(name) => Some(tier_names.iter().position(|t| t == name)?),
+            None => None,
+        };
+        Some(RuntimeKey {
+            key_id: stored.key_id.clone(),
+            consumer: Arc::from(stored.consumer.as_str()),
+            digest,
+            tier,
+            created_at_s: stored.created_at_s,
+            expires_at_s: stored.expires_at_s,
+            last_used_s: AtomicU64::new(0),
+        })
+    }
+
+    pub fn to_stored(&self, tier_names: &[String]) -> StoredKey {
+        StoredKey {
+            key_id: self.key_id.clone(),
+            consumer: self.consumer.to_string(),
+            digest: hex::encode(self.digest),
+            tier: self.tier.and_then(|t| tier_names.get(t).cloned()),
+            created_at_s: self.created_at_s,
+            expires_at_s: self.expires_at_s,
+        }
     }
 }
 

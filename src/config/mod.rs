@@ -13,6 +13,7 @@ mod problems;
 mod redis;
 mod routes;
 mod schema;
+mod state_file;
 mod tiers;
 mod upstreams;
 
@@ -37,6 +38,7 @@ const GATEWAY_TOP: &[&str] = &[
     "trusted_proxies",
     "redis",
     "access_log",
+    "state_file",
 ];
 
 /// Read and validate a config file: what `-t` checks and what the server runs.
@@ -82,6 +84,8 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     let anonymous = tiers::anonymous(&mut problems, take("anonymous"));
     let trusted_proxies = listen::trusted_proxies(&mut problems, take("trusted_proxies"));
     let redis = redis::redis(&mut problems, take("redis"));
+    let names: Vec<String> = tiers.iter().map(|t| t.name.clone()).collect();
+    let state_file = state_file::state_file(&mut problems, take("state_file"), &names, redis.is_some());
     let access_log = access_log::access_log(&mut problems, take("access_log"));
     let known = routes::Known {
         upstreams: &upstreams,
@@ -112,6 +116,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             trusted_proxies,
             redis,
             access_log,
+            state_file,
         }),
         _ => Err(problems.0),
     }

@@ -32,6 +32,13 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub redis: Option<Redis>,
     pub access_log: AccessLogTarget,
+    pub state_file: Option<StateFile>,
+}
+
+/// Where a single instance keeps its runtime consumers, and what it held at load.
+pub struct StateFile {
+    pub path: std::path::PathBuf,
+    pub doc: crate::vocab::stored_consumers::StateDoc,
 }
 
 impl Config {

@@ -9,4 +9,5 @@ pub mod error_body;
 pub mod identity;
 pub mod limit_key;
 pub mod path;
+pub mod stored_consumers;
 pub mod verify_key;

@@ -228,3 +228,46 @@ fn bad_input_and_missing_tokens_are_refused_clearly() {
     assert_eq!(admin(&gw, "PATCH", "/admin/consumers/x/keys", "").0, 405);
     assert_eq!(admin(&gw, "GET", "/admin/consumers?per_page=0", "").0, 400);
 }
+
+#[test]
+fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let with_state = format!("{}state_file: \"{}\"\n", body(None), path.display());
+    let gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
+    let (key, key_id) = create(&gw, "erin", "");
+    let (gone, gone_id) = create(&gw, "erin", "");
+    assert_eq!(
+        admin(
+            &gw,
+            "DELETE",
+            &format!("/admin/consumers/erin/keys/{gone_id}"),
+            ""
+        )
+        .0,
+        204
+    );
+    assert_eq!(
+        admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
+        200
+    );
+    let file = std::fs::read_to_string(&path).expect("state file");
+    assert!(
+        file.contains(&key_id) && !file.contains(&key),
+        "digests only: {file}"
+    );
+    drop(gw);
+    let gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
+    assert_eq!(with_key(&gw, &key), 200);
+    assert_eq!(with_key(&gw, &gone), 401, "a revocation is kept too");
+    assert_eq!(
+        admin(&gw, "GET", "/admin/consumers/erin/tier", "").1["tier"],
+        "gold"
+    );
+    drop(gw);
+    // A corrupt file stops the start, naming it; nothing is silently lost.
+    std::fs::write(&path, "{\"keys\": [").expect("corrupt");
+    let (ok, out) = check_config(&with_state, &[]);
+    assert!(!ok);
+    assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
+}

@@ -1,16 +1,19 @@
 //! The consumers API (admin token required for all of it): runtime API keys
 //! (`POST`, `GET /admin/consumers/{id}/keys`, `DELETE .../keys/{key_id}`), the tier
 //! override (`GET`, `PUT`, `DELETE /admin/consumers/{id}/tier`) and the paged list
-//! (`GET /admin/consumers`). With Redis a write goes there first and is refused
-//! (503) if Redis does not take it; every instance picks it up within one sync.
+//! (`GET /admin/consumers`). A write is made durable first and refused (503) when
+//! it cannot be: with Redis it goes there and every instance picks it up within
+//! one sync; without, to `state_file` when one is set.
 //! A key is shown once, when created; only its digest is kept anywhere.
 
+use super::state_file::StateFileWriter;
 use super::{error, Admin, MAX_BODY_BYTES};
 use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::services::json_response;
-use crate::services::redis_sync::consumers::{ConsumerStore, KeyRecord};
+use crate::services::redis_sync::consumers::ConsumerStore;
 use crate::vocab::clock::unix_now;
 use crate::vocab::identity::TierId;
+use crate::vocab::stored_consumers::{Change, StoredKey};
 use http::{Method, Response};
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
@@ -26,6 +29,8 @@ const MAX_PAGE: usize = 500;
 pub struct Consumers {
     /// `None` without Redis: writes apply to this instance alone.
     pub store: Option<ConsumerStore>,
+    /// Without Redis, where writes are kept across restarts (if anywhere).
+    pub state_file: Option<StateFileWriter>,
     pub runtime_keys: Arc<RuntimeKeys>,
     /// Digests of the config's keys, which a runtime key may not take.
     pub config_digests: HashSet<[u8; 32]>,
@@ -42,6 +47,15 @@ fn unavailable(why: &str) -> Answer {
 }
 
 impl Admin {
+    /// Makes a write durable where this instance keeps them; `Err` is a 503's reason.
+    async fn persist(&self, change: &Change) -> Result<(), String> {
+        match (&self.consumers.store, &self.consumers.state_file) {
+            (Some(store), _) => store.apply(change).await,
+            (None, Some(file)) => file.save(change),
+            (None, None) => Ok(()),
+        }
+    }
+
     /// Answers the consumers API's paths; `None` for any other path.
     pub(super) async fn consumers_api(
         &self,
@@ -130,10 +144,12 @@ impl Admin {
             Ok(id) => id,
             Err(answer) => return *answer,
         };
-        if let Some(store) = &self.consumers.store {
-            if let Err(why) = store.set_tier(consumer, Some(&tier)).await {
-                return unavailable(&why);
-            }
+        let change = Change::SetTier {
+            consumer: consumer.to_string(),
+            tier: tier.clone(),
+        };
+        if let Err(why) = self.persist(&change).await {
+            return unavailable(&why);
         }
         self.overrides.set(consumer, id);
         self.written("set_tier", consumer, &format!(" to {tier}"));
@@ -144,10 +160,11 @@ impl Admin {
         if self.overrides.get(consumer).is_none() {
             return error(404, "not_found", "no tier override for this consumer");
         }
-        if let Some(store) = &self.consumers.store {
-            if let Err(why) = store.set_tier(consumer, None).await {
-                return unavailable(&why);
-            }
+        let change = Change::ClearTier {
+            consumer: consumer.to_string(),
+        };
+        if let Err(why) = self.persist(&change).await {
+            return unavailable(&why);
         }
         self.overrides.remove(consumer);
         self.written("delete_tier", consumer, "");
@@ -223,17 +240,16 @@ impl Admin {
         };
         let now = unix_now().as_secs();
         let expires_at_s = spec.expires_in_s.map(|s| now.saturating_add(s));
-        if let Some(store) = &self.consumers.store {
-            let record = KeyRecord {
-                consumer: consumer.to_string(),
-                digest: hex::encode(digest),
-                tier: spec.tier.clone(),
-                created_at_s: now,
-                expires_at_s,
-            };
-            if let Err(why) = store.put_key(&key_id, &record).await {
-                return unavailable(&why);
-            }
+        let change = Change::AddKey(StoredKey {
+            key_id: key_id.clone(),
+            consumer: consumer.to_string(),
+            digest: hex::encode(digest),
+            tier: spec.tier.clone(),
+            created_at_s: now,
+            expires_at_s,
+        });
+        if let Err(why) = self.persist(&change).await {
+            return unavailable(&why);
         }
         self.consumers.runtime_keys.insert(RuntimeKey {
             key_id: key_id.clone(),
@@ -268,10 +284,11 @@ impl Admin {
         if !exists {
             return error(404, "not_found", "no such key for this consumer");
         }
-        if let Some(store) = &self.consumers.store {
-            if let Err(why) = store.delete_key(key_id).await {
-                return unavailable(&why);
-            }
+        let change = Change::RevokeKey {
+            key_id: key_id.to_string(),
+        };
+        if let Err(why) = self.persist(&change).await {
+            return unavailable(&why);
         }
         self.consumers.runtime_keys.remove(consumer, key_id);
         self.written("revoke_key", consumer, &format!(", key id {key_id}"));

@@ -9,9 +9,11 @@
 mod consumer_id;
 mod consumer_view;
 mod consumers;
+mod state_file;
 mod stats;
 
 pub use consumers::Consumers;
+pub use state_file::StateFileWriter;
 
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream;

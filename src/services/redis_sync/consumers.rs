@@ -8,24 +8,13 @@
 
 use super::{Backend, RedisSync};
 use crate::auth::runtime_keys::RuntimeKey;
+use crate::vocab::stored_consumers::{Change, StoredKey};
 use arc_swap::ArcSwapOption;
 use redis::{Pipeline, RedisResult, Value};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A runtime key as Redis stores it: never the key itself.
-#[derive(Serialize, Deserialize)]
-pub struct KeyRecord {
-    pub consumer: String,
-    pub digest: String,
-    /// A tier name; `None`: the default tier.
-    pub tier: Option<String>,
-    pub created_at_s: u64,
-    pub expires_at_s: Option<u64>,
-}
 
 /// The admin API's way to Redis, over the sync's connection.
 #[derive(Clone)]
@@ -66,29 +55,20 @@ impl ConsumerStore {
             .map_err(|e| format!("redis refused the write: {e}"))
     }
 
-    pub async fn put_key(&self, key_id: &str, record: &KeyRecord) -> Result<(), String> {
-        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    /// One admin write, and the version bump with it.
+    pub async fn apply(&self, change: &Change) -> Result<(), String> {
+        let record = match change {
+            Change::AddKey(key) => serde_json::to_string(key).map_err(|e| e.to_string())?,
+            _ => String::new(),
+        };
         self.write(|p| {
-            p.hset(self.key("keys"), key_id, json).ignore();
-        })
-        .await
-        .map(drop)
-    }
-
-    pub async fn delete_key(&self, key_id: &str) -> Result<(), String> {
-        self.write(|p| {
-            p.hdel(self.key("keys"), key_id).ignore();
-        })
-        .await
-        .map(drop)
-    }
-
-    pub async fn set_tier(&self, consumer: &str, tier: Option<&str>) -> Result<(), String> {
-        self.write(|p| {
-            match tier {
-                Some(t) => p.hset(self.key("tiers"), consumer, t).ignore(),
-                None => p.hdel(self.key("tiers"), consumer).ignore(),
-            };
+            match change {
+                Change::AddKey(key) => p.hset(self.key("keys"), &key.key_id, &record),
+                Change::RevokeKey { key_id } => p.hdel(self.key("keys"), key_id),
+                Change::SetTier { consumer, tier } => p.hset(self.key("tiers"), consumer, tier),
+                Change::ClearTier { consumer } => p.hdel(self.key("tiers"), consumer),
+            }
+            .ignore();
         })
         .await
         .map(drop)
@@ -153,8 +133,9 @@ impl RedisSync {
         let keys = maps.next().transpose().ok().flatten().unwrap_or_default();
         let tiers = maps.next().transpose().ok().flatten().unwrap_or_default();
         self.runtime_keys.replace(
-            keys.into_iter()
-                .filter_map(|(key_id, json)| self.parse_key(key_id, &json))
+            keys.values()
+                .filter_map(|json| serde_json::from_str::<StoredKey>(json).ok())
+                .filter_map(|stored| RuntimeKey::from_stored(&stored, &self.tier_names))
                 .collect(),
         );
         self.overrides.replace(
@@ -170,24 +151,6 @@ impl RedisSync {
         Ok(())
     }
 
-    fn parse_key(&self, key_id: String, json: &str) -> Option<RuntimeKey> {
-        let record: KeyRecord = serde_json::from_str(json).ok()?;
-        let digest: [u8; 32] = hex::decode(&record.digest).ok()?.try_into().ok()?;
-        let tier = match &record.tier {
-            Some(name) => Some(self.tier_names.iter().position(|t| t == name)?),
-            None => None,
-        };
-        Some(RuntimeKey {
-            key_id,
-            consumer: Arc::from(record.consumer.as_str()),
-            digest,
-            tier,
-            created_at_s: record.created_at_s,
-            expires_at_s: record.expires_at_s,
-            last_used_s: AtomicU64::new(0),
-        })
-    }
-
     /// What this instance holds goes back (keys and overrides, never overwriting),
     /// then the marker if there is none, then a version bump so every instance reads
     /// the union.
@@ -195,14 +158,7 @@ impl RedisSync {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for key in self.runtime_keys.all() {
-            let record = KeyRecord {
-                consumer: key.consumer.to_string(),
-                digest: hex::encode(key.digest),
-                tier: key.tier.and_then(|t| self.tier_names.get(t).cloned()),
-                created_at_s: key.created_at_s,
-                expires_at_s: key.expires_at_s,
-            };
-            if let Ok(json) = serde_json::to_string(&record) {
+            if let Ok(json) = serde_json::to_string(&key.to_stored(&self.tier_names)) {
                 pipe.hset_nx(self.consumers_key("keys"), &key.key_id, json)
                     .ignore();
             }

@@ -1,0 +1,81 @@
+//! Runtime consumers as they are stored, in Redis and in the state file: API keys
+//! by digest (never the key), tiers by name (the config may reorder them), and the
+//! one change an admin write makes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredKey {
+    pub key_id: String,
+    pub consumer: String,
+    /// SHA-256 of the key, hex.
+    pub digest: String,
+    /// `None`: the default tier.
+    pub tier: Option<String>,
+    pub created_at_s: u64,
+    pub expires_at_s: Option<u64>,
+}
+
+/// The state file's whole content.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateDoc {
+    pub keys: Vec<StoredKey>,
+    /// Tier overrides: consumer → tier name.
+    pub tiers: BTreeMap<String, String>,
+}
+
+/// One admin write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    AddKey(StoredKey),
+    RevokeKey { key_id: String },
+    SetTier { consumer: String, tier: String },
+    ClearTier { consumer: String },
+}
+
+impl StateDoc {
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::AddKey(key) => self.keys.push(key.clone()),
+            Change::RevokeKey { key_id } => self.keys.retain(|k| k.key_id != *key_id),
+            Change::SetTier { consumer, tier } => {
+                self.tiers.insert(consumer.clone(), tier.clone());
+            }
+            Change::ClearTier { consumer } => {
+                self.tiers.remove(consumer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_apply_to_the_document() {
+        let key = StoredKey {
+            key_id: "k1".into(),
+            consumer: "alice".into(),
+            digest: "00".repeat(32),
+            tier: None,
+            created_at_s: 1,
+            expires_at_s: None,
+        };
+        let mut doc = StateDoc::default();
+        doc.apply(&Change::AddKey(key.clone()));
+        doc.apply(&Change::SetTier {
+            consumer: "alice".into(),
+            tier: "gold".into(),
+        });
+        assert_eq!(doc.keys, vec![key]);
+        doc.apply(&Change::RevokeKey { key_id: "k1".into() });
+        doc.apply(&Change::ClearTier {
+            consumer: "alice".into(),
+        });
+        assert_eq!(doc, StateDoc::default());
+    }
+}
