@@ -1,5 +1,6 @@
 //! The `floodgate` binary: Pingora's command line (`-c -d -u -t`), logging,
-//! config loading and the server's run loop; plus the `token` and `hash-key` tools.
+//! config loading and the server's run loop; plus the `token`, `hash-key` and
+//! `consumer` tools.
 
 use clap::{Parser, Subcommand};
 use pingora_core::server::configuration::Opt;
@@ -54,10 +55,41 @@ enum Tool {
     },
     /// Print the sha256: digest of an API key, for the config file.
     HashKey { key: String },
+    /// Manage consumers through a running instance's admin API.
+    Consumer {
+        /// The admin listener's URL.
+        #[arg(long, default_value = "http://127.0.0.1:9091")]
+        admin: String,
+        /// The environment variable holding the admin token (never a command-line argument).
+        #[arg(long, default_value = "FLOODGATE_ADMIN_TOKEN")]
+        token_env: String,
+        #[command(subcommand)]
+        action: floodgate::services::admin::client::ConsumerAction,
+    },
 }
 
 fn run_tool(tool: Tool) -> ExitCode {
     match tool {
+        Tool::Consumer {
+            admin,
+            token_env,
+            action,
+        } => {
+            let Ok(token) = std::env::var(&token_env) else {
+                eprintln!("floodgate consumer: environment variable {token_env} is not set");
+                return ExitCode::FAILURE;
+            };
+            match floodgate::services::admin::client::run(&admin, &token, &action) {
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("floodgate consumer: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Tool::HashKey { key } => {
             println!("{}", floodgate::auth::api_key::hash_key(&key));
             ExitCode::SUCCESS

@@ -271,3 +271,45 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
     assert!(!ok);
     assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
 }
+
+/// `floodgate consumer …` against a running instance: (success, stdout, stderr).
+fn cli(gw: &Gateway, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["consumer", "--admin", &format!("http://{}", gw.admin)])
+        .args(args);
+    cmd.env_remove("FLOODGATE_ADMIN_TOKEN");
+    if let Some(token) = token {
+        cmd.env("FLOODGATE_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().expect("floodgate consumer");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[test]
+fn the_consumer_cli_drives_the_admin_api() {
+    let gw = start(None);
+    let token = Some(ADMIN_TOKEN);
+    let (ok, out, err) = cli(&gw, token, &["create-key", "auth0|cli", "--tier", "gold"]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    let key = created["key"].as_str().expect("key");
+    let key_id = created["key_id"].as_str().expect("key_id");
+    assert_eq!(with_key(&gw, key), 200);
+    let (ok, out, _) = cli(&gw, token, &["keys", "auth0|cli"]);
+    assert!(ok && out.contains(key_id) && !out.contains(key), "{out}");
+    assert!(cli(&gw, token, &["set-tier", "auth0|cli", "free"]).0);
+    assert!(cli(&gw, token, &["show", "auth0|cli"])
+        .1
+        .contains("\"tier_source\":\"override\""));
+    assert!(cli(&gw, token, &["clear-tier", "auth0|cli"]).0);
+    assert!(cli(&gw, token, &["list"]).1.contains("auth0|cli"));
+    assert!(cli(&gw, token, &["revoke", "auth0|cli", key_id]).0);
+    assert_eq!(with_key(&gw, key), 401);
+    let (ok, _, err) = cli(&gw, token, &["revoke", "auth0|cli", key_id]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (ok, _, err) = cli(&gw, Some("wrong-token-0123456789"), &["list"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = cli(&gw, None, &["list"]);
+    assert!(!ok && err.contains("FLOODGATE_ADMIN_TOKEN is not set"), "{err}");
+}

@@ -6,6 +6,7 @@
 //! breakers, which name consumers, client addresses and targets, unless
 //! `admin.public_stats` publishes them. `/metrics` holds none of those.
 
+pub mod client;
 mod consumer_id;
 mod consumer_view;
 mod consumers;
