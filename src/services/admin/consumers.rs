@@ -76,17 +76,20 @@ impl Admin {
             },
             None => return None,
         };
+        // Who wrote, for the log: the admin token is shared, so the client's address.
+        let who = session.client_addr().map(|a| a.to_string()).unwrap_or_default();
+        let who = who.as_str();
         let answer = match (method.clone(), &segments[1..]) {
             (Method::GET, []) => match self.consumer_view(&consumer).await {
                 Some(view) => json_response(200, view.to_string()),
                 None => error(404, "not_found", "no such consumer here or in redis"),
             },
             (Method::GET, ["tier"]) => self.get_tier(&consumer),
-            (Method::PUT, ["tier"]) => self.set_tier(session, &consumer).await,
-            (Method::DELETE, ["tier"]) => self.delete_tier(&consumer).await,
+            (Method::PUT, ["tier"]) => self.set_tier(session, &consumer, who).await,
+            (Method::DELETE, ["tier"]) => self.delete_tier(&consumer, who).await,
             (Method::GET, ["keys"]) => self.list_keys(&consumer),
-            (Method::POST, ["keys"]) => self.create_key(session, &consumer).await,
-            (Method::DELETE, ["keys", key_id]) => self.revoke_key(&consumer, key_id).await,
+            (Method::POST, ["keys"]) => self.create_key(session, &consumer, who).await,
+            (Method::DELETE, ["keys", key_id]) => self.revoke_key(&consumer, key_id, who).await,
             (_, [] | ["tier"] | ["keys"] | ["keys", _]) => {
                 error(405, "method_not_allowed", "not a method of this endpoint")
             }
@@ -95,8 +98,8 @@ impl Admin {
         Some(answer)
     }
 
-    fn written(&self, action: &str, consumer: &str, detail: &str) {
-        log::info!("admin: {action} for consumer {consumer:?}{detail}");
+    fn written(&self, action: &str, consumer: &str, detail: &str, who: &str) {
+        log::info!("admin: {action} for consumer {consumer:?}{detail} by {who}");
         self.telemetry
             .state
             .admin_writes
@@ -127,7 +130,7 @@ impl Admin {
         }
     }
 
-    async fn set_tier(&self, session: &mut ServerSession, consumer: &str) -> Answer {
+    async fn set_tier(&self, session: &mut ServerSession, consumer: &str, who: &str) -> Answer {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
         struct TierBody {
@@ -152,11 +155,11 @@ impl Admin {
             return unavailable(&why);
         }
         self.overrides.set(consumer, id);
-        self.written("set_tier", consumer, &format!(" to {tier}"));
+        self.written("set_tier", consumer, &format!(" to {tier}"), who);
         json_response(200, json!({"consumer": consumer, "tier": tier}).to_string())
     }
 
-    async fn delete_tier(&self, consumer: &str) -> Answer {
+    async fn delete_tier(&self, consumer: &str, who: &str) -> Answer {
         if self.overrides.get(consumer).is_none() {
             return error(404, "not_found", "no tier override for this consumer");
         }
@@ -167,7 +170,7 @@ impl Admin {
             return unavailable(&why);
         }
         self.overrides.remove(consumer);
-        self.written("delete_tier", consumer, "");
+        self.written("delete_tier", consumer, "", who);
         Response::builder()
             .status(204)
             .body(Vec::new())
@@ -196,7 +199,7 @@ impl Admin {
         json_response(200, json!({"consumer": consumer, "keys": keys}).to_string())
     }
 
-    async fn create_key(&self, session: &mut ServerSession, consumer: &str) -> Answer {
+    async fn create_key(&self, session: &mut ServerSession, consumer: &str, who: &str) -> Answer {
         #[derive(serde::Deserialize, Default)]
         #[serde(deny_unknown_fields)]
         struct KeyBody {
@@ -260,7 +263,7 @@ impl Admin {
             expires_at_s,
             last_used_s: AtomicU64::new(0),
         });
-        self.written("create_key", consumer, &format!(", key id {key_id}"));
+        self.written("create_key", consumer, &format!(", key id {key_id}"), who);
         json_response(
             201,
             json!({
@@ -274,7 +277,7 @@ impl Admin {
         )
     }
 
-    async fn revoke_key(&self, consumer: &str, key_id: &str) -> Answer {
+    async fn revoke_key(&self, consumer: &str, key_id: &str, who: &str) -> Answer {
         let exists = self
             .consumers
             .runtime_keys
@@ -291,7 +294,7 @@ impl Admin {
             return unavailable(&why);
         }
         self.consumers.runtime_keys.remove(consumer, key_id);
-        self.written("revoke_key", consumer, &format!(", key id {key_id}"));
+        self.written("revoke_key", consumer, &format!(", key id {key_id}"), who);
         Response::builder()
             .status(204)
             .body(Vec::new())
