@@ -104,7 +104,7 @@ fn a_key_made_on_one_instance_works_on_another_within_a_sync_and_a_revocation_st
 
 #[test]
 fn restarts_and_a_flushed_redis_lose_no_key_and_no_override() {
-    let redis = Redis::start();
+    let mut redis = Redis::start();
     let a = start(Some(&redis));
     let (key, _) = create(&a, "bob", "");
     assert_eq!(
@@ -121,6 +121,13 @@ fn restarts_and_a_flushed_redis_lose_no_key_and_no_override() {
     assert!(redis_cmd(redis.addr(), &["FLUSHALL"]).is_some_and(|r| r.starts_with("+OK")));
     assert_eq!(with_key(&a, &key), 200);
     assert!(eventually(Duration::from_secs(3), || {
+        redis_cmd(redis.addr(), &["HLEN", "{floodgate:consumers}:keys"]).is_some_and(|r| r.starts_with(":1"))
+    }));
+    // Restarted without persistence: empty again, and republished again.
+    redis.kill();
+    redis.restart();
+    assert_eq!(with_key(&a, &key), 200);
+    assert!(eventually(Duration::from_secs(10), || {
         redis_cmd(redis.addr(), &["HLEN", "{floodgate:consumers}:keys"]).is_some_and(|r| r.starts_with(":1"))
     }));
     let b = start(Some(&redis));
