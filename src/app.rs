@@ -210,7 +210,12 @@ pub fn assemble(
         .and_then(|a| a.api_keys.as_ref())
         .map(|k| k.keys.iter().map(|k| k.digest).collect())
         .unwrap_or_default();
-    let default_tier = config.auth.as_ref().map(|a| a.default_tier);
+    // Runtime keys need `auth.api_keys` (its header; its keys may be none).
+    let default_tier = config
+        .auth
+        .as_ref()
+        .filter(|a| a.api_keys.is_some())
+        .map(|a| a.default_tier);
     let runtime_keys = Arc::new(RuntimeKeys::default());
     let overrides = Arc::new(TierOverrides::default());
     // A single instance starts from what its state file kept.

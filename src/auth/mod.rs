@@ -104,15 +104,10 @@ impl Authenticator {
             jwt: config
                 .jwt
                 .map(|jwt| Arc::new(jwt::JwtVerifier::new(jwt, tier_names, config.default_tier))),
-            // Runtime keys authenticate under the configured header, or `x-api-key`.
-            api_keys: Some(api_key::ApiKeys::new(
-                config.api_keys.unwrap_or_else(|| crate::config::ApiKeys {
-                    header: HeaderName::from_static("x-api-key"),
-                    keys: Vec::new(),
-                }),
-                runtime,
-                config.default_tier,
-            )),
+            // Runtime keys authenticate alongside the config's, under its header.
+            api_keys: config
+                .api_keys
+                .map(|keys| api_key::ApiKeys::new(keys, runtime, config.default_tier)),
         }
     }
 

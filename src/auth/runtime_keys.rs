@@ -59,10 +59,15 @@ impl RuntimeKey {
     }
 }
 
+/// Revoked key ids remembered, to revoke again in a Redis that lost data.
+const REVOKED_KEPT: usize = 100_000;
+
 #[derive(Default)]
 pub struct RuntimeKeys {
     by_digest: ArcSwap<HashMap<[u8; 32], Arc<RuntimeKey>>>,
     generation: AtomicU64,
+    /// Ids of keys revoked here or seen gone from the cluster's set, oldest first.
+    revoked: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
 
 impl RuntimeKeys {
@@ -97,13 +102,36 @@ impl RuntimeKeys {
         });
         if found {
             self.generation.fetch_add(1, Ordering::AcqRel);
+            self.remember_revoked([key_id.to_string()]);
         }
         found
+    }
+
+    fn remember_revoked(&self, ids: impl IntoIterator<Item = String>) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.extend(ids);
+        while revoked.len() > REVOKED_KEPT {
+            revoked.pop_front();
+        }
+    }
+
+    /// Key ids known revoked (bounded: the most recent `REVOKED_KEPT`).
+    pub fn revoked(&self) -> Vec<String> {
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.iter().cloned().collect()
     }
 
     /// Adopts the cluster's set (what Redis holds); a key that stays keeps its last use.
     pub fn replace(&self, keys: Vec<RuntimeKey>) {
         let old = self.by_digest.load_full();
+        let kept: std::collections::HashSet<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
+        let gone: Vec<String> = old
+            .values()
+            .filter(|k| !kept.contains(k.key_id.as_str()))
+            .map(|k| k.key_id.clone())
+            .collect();
+        drop(kept);
+        self.remember_revoked(gone);
         let map = keys
             .into_iter()
             .map(|k| {

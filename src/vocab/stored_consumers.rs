@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Unknown fields are ignored, so an older instance keeps a record a newer one wrote.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct StoredKey {
     pub key_id: String,
     pub consumer: String,

@@ -352,3 +352,34 @@ fn the_dashboard_shows_a_consumer_in_headless_chromium() {
         "{dom}"
     );
 }
+
+/// Redis restored from an older snapshot: the version goes back and a revoked key's
+/// record reappears. The instance revokes it again instead of adopting it.
+#[test]
+fn a_redis_restored_from_an_older_snapshot_does_not_bring_a_revoked_key_back() {
+    let redis = Redis::start();
+    let a = start(Some(&redis));
+    let (key, key_id) = create(&a, "gina", "");
+    let keys = "{floodgate:consumers}:keys";
+    let bulk = |reply: Option<String>| {
+        reply
+            .and_then(|r| r.split("\r\n").nth(1).map(str::to_string))
+            .expect("bulk")
+    };
+    let record = bulk(redis_cmd(redis.addr(), &["HGET", keys, &key_id]));
+    let version = bulk(redis_cmd(redis.addr(), &["GET", "{floodgate:consumers}:version"]));
+    assert_eq!(
+        admin(&a, "DELETE", &format!("/admin/consumers/gina/keys/{key_id}"), "").0,
+        204
+    );
+    redis_cmd(redis.addr(), &["HSET", keys, &key_id, &record]).expect("restore the record");
+    redis_cmd(redis.addr(), &["SET", "{floodgate:consumers}:version", &version])
+        .expect("restore the version");
+    assert!(eventually(Duration::from_secs(3), || {
+        redis_cmd(redis.addr(), &["HEXISTS", keys, &key_id]).is_some_and(|r| r.starts_with(":0"))
+    }));
+    for _ in 0..5 {
+        assert_eq!(with_key(&a, &key), 401);
+        std::thread::sleep(Duration::from_millis(100)); // across a few syncs, not a wait for a result
+    }
+}

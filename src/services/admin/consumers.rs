@@ -36,7 +36,7 @@ pub struct Consumers {
     pub config_digests: HashSet<[u8; 32]>,
     /// The tiers of the config's API-key consumers.
     pub key_tiers: HashMap<String, TierId>,
-    /// The tier of a runtime key created without one (`None` without `auth`).
+    /// The tier of a runtime key created without one (`None` without `auth.api_keys`).
     pub default_tier: Option<TierId>,
 }
 
@@ -227,7 +227,7 @@ impl Admin {
             return error(
                 409,
                 "conflict",
-                "runtime keys need an `auth` section in the config",
+                "runtime keys need auth.api_keys in the config (its keys may be none)",
             );
         }
         let Some(key) = new_secret() else {

@@ -30,19 +30,23 @@ impl StateFileWriter {
         next.apply(change);
         let shown = self.path.display();
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        let tmp = self.path.with_extension("tmp");
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
             file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
+            std::fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| format!("state file {shown}: {e}"))?;
+        // Renamed: the file holds the change, whatever the directory's sync says.
         *held = next;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("state file {shown}: written, but its directory did not sync: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -63,7 +67,7 @@ mod tests {
         writer.save(&set).expect("save");
         let read: StateDoc = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(read.tiers.get("alice").map(String::as_str), Some("gold"));
-        assert!(!path.with_extension("tmp").exists());
+        assert!(!dir.path().join("state.json.tmp").exists());
         let gone = StateFileWriter::new(dir.path().join("missing/state.json"), StateDoc::default());
         let err = gone.save(&set).expect_err("no directory");
         assert!(err.contains("missing/state.json"), "{err}");

@@ -48,14 +48,18 @@ impl ConsumerStore {
         pipe.incr(self.key("version"), 1).ignore();
         let mut replies = tokio::time::timeout(Duration::from_secs(2), backend.run(vec![pipe]))
             .await
-            .map_err(|_| "redis did not answer in time".to_string())?;
+            .map_err(|_| {
+                "redis did not answer in time; the write may or may not have been taken: check with GET"
+                    .to_string()
+            })?;
         replies
             .pop()
             .unwrap_or(Ok(Vec::new()))
             .map_err(|e| format!("redis refused the write: {e}"))
     }
 
-    /// One admin write, and the version bump with it.
+    /// One admin write, and the version bump with it. A timeout leaves the outcome
+    /// unknown, and says so.
     pub async fn apply(&self, change: &Change) -> Result<(), String> {
         let record = match change {
             Change::AddKey(key) => serde_json::to_string(key).map_err(|e| e.to_string())?,
@@ -81,6 +85,12 @@ impl RedisSync {
             backend: self.backend.clone(),
             prefix: self.key_prefix.clone(),
         }
+    }
+
+    async fn within_deadline<T>(&self, work: impl std::future::Future<Output = T>) -> RedisResult<T> {
+        tokio::time::timeout(self.timeout(0), work)
+            .await
+            .map_err(|_| super::timed_out())
     }
 
     fn consumers_key(&self, what: &str) -> String {
@@ -109,24 +119,34 @@ impl RedisSync {
         let epoch = reply
             .get(1)
             .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok().flatten());
-        // A new epoch (or none): Redis lost its data since this instance last looked.
-        // What this instance holds goes back first, then everyone reads the union.
+        // A new epoch (or none), or a version gone backwards (a Redis restored from an
+        // older snapshot, a replica that was behind): Redis lost data since this
+        // instance last looked. What it holds goes back first, what it saw revoked is
+        // revoked again, then everyone reads the union.
         let mut seen_epoch = self.seen_epoch.lock().await;
-        if epoch.is_none() || epoch != *seen_epoch {
-            self.republish(backend).await?;
+        let behind = version < self.seen_version.load(Ordering::Relaxed);
+        if epoch.is_none() || epoch != *seen_epoch || behind {
+            self.within_deadline(self.republish(backend)).await??;
             *seen_epoch = epoch;
-            if seen_epoch.is_none() {
-                return Ok(()); // the marker is read back next round
+            self.seen_version.store(u64::MAX, Ordering::Relaxed);
+            if seen_epoch.is_none() || behind {
+                return Ok(()); // the marker and the new version are read next round
             }
         }
         if version == self.seen_version.load(Ordering::Relaxed) {
             return Ok(());
         }
+        // An admin write on this instance while the maps are read would be undone by
+        // adopting them: then the next round reads again.
+        let generation = self.runtime_keys.generation();
         let mut pipe = redis::pipe();
         pipe.hgetall(self.consumers_key("keys"))
             .hgetall(self.consumers_key("tiers"));
-        let mut replies = backend.run(vec![pipe]).await;
+        let mut replies = self.within_deadline(backend.run(vec![pipe])).await?;
         let maps = replies.pop().unwrap_or(Ok(Vec::new()))?;
+        if self.runtime_keys.generation() != generation {
+            return Ok(());
+        }
         let mut maps = maps
             .into_iter()
             .map(redis::from_redis_value::<HashMap<String, String>>);
@@ -155,8 +175,25 @@ impl RedisSync {
     /// then the marker if there is none, then a version bump so every instance reads
     /// the union.
     async fn republish(&self, backend: &Backend) -> RedisResult<()> {
+        // Overrides written before they moved under the consumers' tag are carried over.
+        let mut legacy = redis::pipe();
+        legacy.hgetall(format!("{}:tiers", self.key_prefix));
+        let legacy: HashMap<String, String> = backend
+            .run(vec![legacy])
+            .await
+            .pop()
+            .and_then(Result::ok)
+            .and_then(|v| v.into_iter().next())
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
         let mut pipe = redis::pipe();
         pipe.atomic();
+        for (consumer, tier) in &legacy {
+            pipe.hset_nx(self.consumers_key("tiers"), consumer, tier).ignore();
+        }
+        for key_id in self.runtime_keys.revoked() {
+            pipe.hdel(self.consumers_key("keys"), key_id).ignore();
+        }
         for key in self.runtime_keys.all() {
             if let Ok(json) = serde_json::to_string(&key.to_stored(&self.tier_names)) {
                 pipe.hset_nx(self.consumers_key("keys"), &key.key_id, json)
@@ -169,8 +206,9 @@ impl RedisSync {
                     .ignore();
             }
         }
-        pipe.set_nx(self.consumers_key("epoch"), &self.instance_id)
-            .ignore();
+        // Unique per publication, so a second loss is told from the first.
+        let epoch = format!("{}:{:016x}", self.instance_id, fastrand::u64(..));
+        pipe.set_nx(self.consumers_key("epoch"), epoch).ignore();
         pipe.incr(self.consumers_key("version"), 1).ignore();
         let mut replies = backend.run(vec![pipe]).await;
         replies.pop().unwrap_or(Ok(Vec::new())).map(drop)

@@ -152,7 +152,7 @@ impl RedisSync {
     }
 }
 
-fn timed_out() -> RedisError {
+pub(super) fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "redis did not answer in time",
