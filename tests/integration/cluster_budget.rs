@@ -271,23 +271,37 @@ fn redis_killed_under_local_share_keeps_one_budget_and_pushes_the_outage_when_ba
     .is_some_and(|r| !r.starts_with("$-1"))));
 }
 
-/// A frozen Redis holds up no request under any mode, and each mode's bound holds
-/// while it lasts: `allow` admits each instance's full tier, `deny` refuses.
+/// Redis frozen, and killed, under every mode, for a consumer that first calls during
+/// the outage: no request error, and each mode's bound holds while it lasts:
+/// `local_share` splits the tier over the instances last seen (one budget in all),
+/// `allow` admits each instance's full tier, `deny` refuses.
 #[test]
-fn a_frozen_redis_under_allow_and_deny() {
-    for (mode, low, high) in [("allow", 0.75 * 2.0, 1.1 * 2.0), ("deny", 0.0, 0.0)] {
-        let redis = Redis::start();
+fn a_frozen_or_killed_redis_under_each_mode() {
+    let cases = [
+        ("local_share", false, 0.75, 1.25),
+        ("allow", false, 0.75 * 2.0, 1.1 * 2.0),
+        ("deny", false, 0.0, 0.0),
+        ("allow", true, 0.75 * 2.0, 1.1 * 2.0),
+        ("deny", true, 0.0, 0.0),
+    ];
+    for (mode, kill, low, high) in cases {
+        let mut redis = Redis::start();
         let gws = fleet(&single(&redis, mode), 2);
         await_instances(redis.addr(), 2);
-        redis.freeze();
+        if kill {
+            redis.kill();
+        } else {
+            redis.freeze();
+        }
         assert!(eventually(Duration::from_secs(10), || gws
             .iter()
             .all(|g| g.log().contains("redis sync failing"))));
-        let auth = bearer(&format!("frozen-{mode}"));
+        let outage = if kill { "killed" } else { "frozen" };
+        let auth = bearer(&format!("{outage}-{mode}"));
         let run = drive(&gws, "/api/x", Some(&auth), 4, 3.0, |c, _| c % 2);
-        assert!(run.errors.is_empty(), "{mode}: {:?}", run.errors);
+        assert!(run.errors.is_empty(), "{outage} {mode}: {:?}", run.errors);
         assert_within(
-            &format!("frozen under {mode}"),
+            &format!("{outage} under {mode}"),
             run.admitted.len(),
             run.budget(),
             low,
