@@ -247,24 +247,7 @@ fn the_dashboard_renders_live_data_in_headless_chromium() {
         !page.text().contains("http://") && !page.text().contains("https://"),
         "no CDN"
     );
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok())
-        .expect("chromium must be installed (make test installs it)");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=5000", "--dump-dom"])
-        .arg(format!("http://{}/", s.gw.admin))
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = rendered_dom(&format!("http://{}/", s.gw.admin));
     assert!(dom.contains("data-updated="), "the page never loaded data: {dom}");
     assert!(dom.contains("live · updated"), "{dom}");
     assert!(

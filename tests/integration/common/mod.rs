@@ -1,6 +1,7 @@
 //! Test harness: the real `floodgate` binary, real upstream HTTP servers, redis-server and
 //! raw HTTP/1.1 clients, all on loopback. One idea per file; everything is re-exported here.
 
+mod browser;
 mod client;
 mod exchange;
 mod gateway;
@@ -13,6 +14,7 @@ mod systemd;
 mod upstream;
 
 pub use self::redis::*;
+pub use browser::*;
 pub use client::*;
 pub use exchange::*;
 pub use gateway::*;
