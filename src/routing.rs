@@ -61,6 +61,8 @@ mod tests {
             tiers: None,
             cost: 1,
             global_limit: None,
+            ip_rules: None,
+            cors: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod listen;
 mod model;
 mod problems;
 mod redis;
+mod route_policies;
 mod routes;
 mod schema;
 mod state_file;

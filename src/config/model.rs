@@ -212,6 +212,8 @@ pub struct Route {
     pub tiers: Option<Vec<TierId>>,
     pub cost: u32,
     pub global_limit: Option<GlobalLimit>,
+    pub ip_rules: Option<crate::vocab::route_policy::IpRules>,
+    pub cors: Option<crate::vocab::route_policy::Cors>,
 }
 
 impl Route {

@@ -3,6 +3,7 @@
 
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::problems::Problems;
+use super::route_policies;
 use super::schema::RouteSpec;
 use super::tiers::tier_id;
 use crate::vocab::path::normalize_path;
@@ -106,6 +107,8 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
             per: Duration::from_secs(g.per_s),
         }
     });
+    let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
+    let cors = route_policies::cors(problems, path, spec.cors);
     Some(Route {
         name: spec.name,
         path_prefix: spec.path_prefix,
@@ -119,6 +122,8 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         tiers,
         cost: spec.cost,
         global_limit,
+        ip_rules,
+        cors,
     })
 }
 

@@ -177,6 +177,28 @@ pub(super) struct RouteSpec {
     #[serde(default = "default_cost")]
     pub(super) cost: u32,
     pub(super) global_limit: Option<GlobalLimitSpec>,
+    /// Client addresses (CIDRs) that may call the route; absent: all not denied.
+    pub(super) allow_ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) deny_ips: Vec<String>,
+    pub(super) cors: Option<CorsSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CorsSpec {
+    pub(super) origins: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub(super) methods: Vec<String>,
+    #[serde(default)]
+    pub(super) headers: Vec<String>,
+    #[serde(default)]
+    pub(super) credentials: bool,
+    pub(super) max_age_s: Option<u64>,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
 }
 
 fn default_cost() -> u32 {

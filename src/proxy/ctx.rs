@@ -36,6 +36,9 @@ pub struct RequestCtx {
     pub auth_failure: Option<&'static str>,
     /// The rate-limit decision, for the response headers.
     pub limit: Option<Outcome>,
+    /// The request's Origin when the route's CORS policy lets it read the answer,
+    /// and whether credentials are allowed.
+    pub cors: Option<(http::HeaderValue, bool)>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
 }

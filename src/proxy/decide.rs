@@ -1,5 +1,5 @@
-//! What `request_filter` decides, without any I/O: route → auth → local bucket
-//! → global window → declared body size. A pure function of the request head, the
+//! What `request_filter` decides, without any I/O: route → client address rules
+//! → CORS preflight → auth → local bucket → global window → declared body size. A pure function of the request head, the
 //! peer address and the time, so it is unit-tested and benchmarked without a
 //! connection.
 
@@ -10,11 +10,12 @@ use crate::config::{AuthPolicy, Route, RouteAction};
 use crate::ratelimit::{self, RateLimiter};
 use crate::routing::RouteTable;
 use crate::vocab::client_addr::TrustedProxies;
-use crate::vocab::error_body::error_body;
+use crate::vocab::error_body::{coded_error_body, error_body};
 use crate::vocab::identity::TierOverrides;
 use crate::vocab::path::{is_ambiguous, normalize_path};
+use crate::vocab::route_policy::Cors;
 use bytes::Bytes;
-use http::header;
+use http::{header, HeaderValue, Method};
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -66,7 +67,14 @@ impl Decider {
         let (Some(path), Ok(host)) = (normalize_path(req.uri.path()), request_host(req)) else {
             return Verdict::error(400, &ctx.request_id, Vec::new(), true);
         };
-        let Some((index, route)) = self.routes.find(host, &req.method, &path) else {
+        // A CORS preflight is routed by the method it asks about, to a route with CORS.
+        let preflight = (req.method == Method::OPTIONS && req.headers.contains_key(header::ORIGIN))
+            .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .and_then(|asked| self.routes.find(host, &asked, &path))
+            .filter(|(_, r)| r.cors.is_some());
+        let Some((index, route)) = preflight.or_else(|| self.routes.find(host, &req.method, &path)) else {
             return Verdict::error(404, &ctx.request_id, Vec::new(), false);
         };
         // What the upstream receives must be what was routed and authorised.
@@ -77,6 +85,43 @@ impl Decider {
         ctx.route = Some(index);
         if let Cow::Owned(p) = path {
             ctx.normalized_path = Some(p);
+        }
+        let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
+            let forwarded = req.headers.get_all("x-forwarded-for");
+            self.trusted_proxies
+                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
+        });
+        ctx.client_ip = Some(client_ip);
+        if route
+            .ip_rules
+            .as_ref()
+            .is_some_and(|rules| !rules.permits(client_ip))
+        {
+            return Verdict::Answer {
+                status: 403,
+                content_type: "application/json",
+                body: coded_error_body(
+                    "forbidden_address",
+                    "this client address may not use this route",
+                    &ctx.request_id,
+                ),
+                extra: Vec::new(),
+                close: false,
+            };
+        }
+        if let Some(cors) = &route.cors {
+            let allowed = req.headers.get(header::ORIGIN).and_then(|o| cors.allowed(o));
+            if preflight.is_some() {
+                return Verdict::Answer {
+                    status: 204,
+                    content_type: "text/plain",
+                    body: Bytes::new(),
+                    extra: preflight_headers(cors, allowed.as_ref()),
+                    close: false,
+                };
+            }
+            // Every answer from here on, the gateway's refusals included, lets it read.
+            ctx.cors = allowed.map(|o| (o, cors.credentials));
         }
 
         if let Err(failure) = self.authenticate(req, route, ctx, now_ns) {
@@ -90,12 +135,6 @@ impl Decider {
             return Verdict::error(status, &ctx.request_id, extra, false);
         }
 
-        let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
-            let forwarded = req.headers.get_all("x-forwarded-for");
-            self.trusted_proxies
-                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
-        });
-        ctx.client_ip = Some(client_ip);
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
         if outcome.local.is_some() || outcome.global.is_some() {
@@ -163,6 +202,26 @@ impl Decider {
         ctx.identity = identity;
         Ok(())
     }
+}
+
+/// A preflight's answer: what the route allows, for an allowed origin; nothing
+/// but `Vary` for another.
+fn preflight_headers(cors: &Cors, origin: Option<&HeaderValue>) -> Vec<(&'static str, String)> {
+    let text = |v: &HeaderValue| v.to_str().unwrap_or_default().to_string();
+    let mut out = vec![("vary", "Origin".to_string())];
+    let Some(origin) = origin else { return out };
+    out.push(("access-control-allow-origin", text(origin)));
+    out.push(("access-control-allow-methods", text(&cors.methods)));
+    if let Some(headers) = &cors.headers {
+        out.push(("access-control-allow-headers", text(headers)));
+    }
+    if cors.credentials {
+        out.push(("access-control-allow-credentials", "true".into()));
+    }
+    if let Some(max_age) = &cors.max_age {
+        out.push(("access-control-max-age", text(max_age)));
+    }
+    out
 }
 
 /// A declared Content-Length over the route's limit is refused before the body is read.

@@ -142,9 +142,12 @@ impl ProxyHttp for Gateway {
                 status,
                 content_type,
                 body,
-                extra,
+                mut extra,
                 close,
             } => {
+                if let Some((origin, credentials)) = &ctx.cors {
+                    extra.extend(respond::cors_headers(origin, *credentials));
+                }
                 respond::send(
                     session,
                     status,
@@ -321,6 +324,15 @@ impl ProxyHttp for Gateway {
                 response.insert_header(name, value)?;
             }
         }
+        if let Some((origin, credentials)) = &ctx.cors {
+            for (name, value) in respond::cors_headers(origin, *credentials) {
+                if name == "vary" {
+                    response.append_header(name, value)?;
+                } else {
+                    response.insert_header(name, value)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -400,9 +412,16 @@ impl ProxyHttp for Gateway {
             if ctx.request_id.is_empty() {
                 ctx.request_id = error_body::new_request_id();
             }
-            let retry_after = ctx.retry_after_s.map(|s| [("retry-after", s.to_string())]);
-            let extra: &[(&'static str, String)] = retry_after.as_ref().map_or(&[], |r| r.as_slice());
-            if let Err(write_err) = respond::send_error(session, status, &ctx.request_id, extra, true).await {
+            let mut extra: Vec<(&'static str, String)> = ctx
+                .retry_after_s
+                .map(|s| ("retry-after", s.to_string()))
+                .into_iter()
+                .collect();
+            if let Some((origin, credentials)) = &ctx.cors {
+                extra.extend(respond::cors_headers(origin, *credentials));
+            }
+            if let Err(write_err) = respond::send_error(session, status, &ctx.request_id, &extra, true).await
+            {
                 log::debug!("could not send {status} to the client: {write_err}");
             }
         }

@@ -18,8 +18,11 @@ pub async fn send(
     close: bool,
 ) -> pingora_error::Result<()> {
     let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    header.insert_header(http::header::CONTENT_TYPE, content_type)?;
-    header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    // 204 carries neither (RFC 9110 §8.6).
+    if status != 204 {
+        header.insert_header(http::header::CONTENT_TYPE, content_type)?;
+        header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    }
     header.insert_header(REQUEST_ID, request_id)?;
     for (name, value) in extra {
         header.insert_header(*name, value.as_str())?;
@@ -53,4 +56,25 @@ pub async fn send_error(
         close,
     )
     .await
+}
+
+/// What lets a browser script at an allowed origin read an answer: the origin,
+/// `Vary: Origin`, credentials if the route allows them, and the gateway's headers
+/// a script may want (rate limits, Retry-After, the request id).
+pub fn cors_headers(origin: &http::HeaderValue, credentials: bool) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (
+            "access-control-allow-origin",
+            origin.to_str().unwrap_or_default().to_string(),
+        ),
+        ("vary", "Origin".to_string()),
+        (
+            "access-control-expose-headers",
+            "RateLimit, RateLimit-Policy, Retry-After, X-Request-Id".to_string(),
+        ),
+    ];
+    if credentials {
+        out.push(("access-control-allow-credentials", "true".to_string()));
+    }
+    out
 }

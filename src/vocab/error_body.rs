@@ -66,9 +66,14 @@ pub fn error_message(status: u16) -> &'static str {
 
 /// `{"error": ..., "message": ..., "request_id": ...}`
 pub fn error_body(status: u16, request_id: &str) -> Bytes {
+    coded_error_body(error_code(status), error_message(status), request_id)
+}
+
+/// The same shape with a code more precise than the status's.
+pub fn coded_error_body(code: &str, message: &str, request_id: &str) -> Bytes {
     let body = serde_json::json!({
-        "error": error_code(status),
-        "message": error_message(status),
+        "error": code,
+        "message": message,
         "request_id": request_id,
     });
     Bytes::from(body.to_string())

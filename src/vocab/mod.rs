@@ -9,5 +9,6 @@ pub mod error_body;
 pub mod identity;
 pub mod limit_key;
 pub mod path;
+pub mod route_policy;
 pub mod stored_consumers;
 pub mod verify_key;

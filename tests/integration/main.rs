@@ -17,5 +17,6 @@ mod host_hardening;
 mod lifecycle;
 mod proxy;
 mod ratelimit;
+mod route_policies;
 mod telemetry;
 mod upstreams;

@@ -1,0 +1,132 @@
+//! A route's policies beyond routing and auth: the client addresses that may call
+//! it (`allow_ips`, `deny_ips`) and the browser origins that may read it (`cors`),
+//! validated and built into what the request path reads.
+
+use super::problems::Problems;
+use super::schema::CorsSpec;
+use crate::vocab::route_policy::{Cors, IpRules, OriginPattern};
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+
+fn nets(problems: &mut Problems, path: &str, list: &[String]) -> Vec<IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            net.map_err(|_| {
+                problems.add(
+                    format!("{path}[{i}]"),
+                    format!("\"{text}\" is not an address or CIDR"),
+                )
+            })
+            .ok()
+        })
+        .collect()
+}
+
+pub(super) fn ip_rules(
+    problems: &mut Problems,
+    path: &str,
+    allow: Option<&[String]>,
+    deny: &[String],
+) -> Option<IpRules> {
+    if allow.is_none() && deny.is_empty() {
+        return None;
+    }
+    let allow = allow.map(|list| nets(problems, &format!("{path}.allow_ips"), list));
+    let deny = nets(problems, &format!("{path}.deny_ips"), deny);
+    Some(IpRules { allow, deny })
+}
+
+fn joined(problems: &mut Problems, path: &str, items: &[String]) -> Option<HeaderValue> {
+    HeaderValue::from_str(&items.join(", "))
+        .map_err(|_| problems.add(path, "must be plain text"))
+        .ok()
+}
+
+pub(super) fn cors(problems: &mut Problems, path: &str, spec: Option<CorsSpec>) -> Option<Cors> {
+    let spec = spec?;
+    let path = format!("{path}.cors");
+    if spec.origins.is_empty() {
+        problems.add(format!("{path}.origins"), "name at least one origin");
+    }
+    let origins: Vec<OriginPattern> = spec
+        .origins
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            OriginPattern::parse(o)
+                .map_err(|why| problems.add(format!("{path}.origins[{i}]"), why))
+                .ok()
+        })
+        .collect();
+    if spec.credentials && origins.contains(&OriginPattern::Any) {
+        problems.add(
+            format!("{path}.credentials"),
+            "cannot go with the origin *: name the origins",
+        );
+    }
+    for (i, m) in spec.methods.iter().enumerate() {
+        if Method::from_bytes(m.as_bytes()).is_err() {
+            problems.add(
+                format!("{path}.methods[{i}]"),
+                format!("\"{m}\" is not an HTTP method"),
+            );
+        }
+    }
+    for (i, h) in spec.headers.iter().enumerate() {
+        if HeaderName::from_bytes(h.as_bytes()).is_err() {
+            problems.add(
+                format!("{path}.headers[{i}]"),
+                format!("\"{h}\" is not a header name"),
+            );
+        }
+    }
+    let methods = joined(problems, &format!("{path}.methods"), &spec.methods)?;
+    let headers = if spec.headers.is_empty() {
+        None
+    } else {
+        Some(joined(problems, &format!("{path}.headers"), &spec.headers)?)
+    };
+    Some(Cors {
+        origins,
+        methods,
+        headers,
+        credentials: spec.credentials,
+        max_age: spec.max_age_s.map(HeaderValue::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_addresses_and_origins_are_named() {
+        let mut problems = Problems::default();
+        let rules = ip_rules(
+            &mut problems,
+            "routes[0]",
+            Some(&["10.0.0.0/8".into()]),
+            &["nope".into()],
+        );
+        assert!(rules.is_some());
+        let spec: CorsSpec = serde_yaml::from_str(
+            "{ origins: [\"*\", \"app.example.com\"], credentials: true, methods: [\"GE T\"] }",
+        )
+        .expect("spec");
+        cors(&mut problems, "routes[0]", Some(spec));
+        let said: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            vec![
+                "routes[0].deny_ips[0]: \"nope\" is not an address or CIDR",
+                "routes[0].cors.origins[1]: an origin is scheme://host[:port], or *",
+                "routes[0].cors.credentials: cannot go with the origin *: name the origins",
+                "routes[0].cors.methods[0]: \"GE T\" is not an HTTP method",
+            ]
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Per-route policies through the real gateway: client address allow and deny
+//! lists (with and without a trusted proxy) and CORS (preflights answered by the
+//! gateway, actual answers and refusals readable by allowed origins only).
+
+use crate::common::*;
+
+const KEY: &str = "policy-test-key";
+
+fn body(upstream: &Upstream, trusted: &str) -> String {
+    use sha2::Digest;
+    format!(
+        r#"
+auth:
+  api_keys:
+    keys: [{{ consumer: app, key: "sha256:{}", tier: free }}]
+  default_tier: free
+tiers:
+  free: {{ rate: 1000, burst: 1000 }}
+trusted_proxies: [{trusted}]
+upstreams:
+  backend: {{ targets: ["{}"] }}
+routes:
+  - name: internal
+    path_prefix: /internal
+    upstream: backend
+    auth: none
+    allow_ips: ["10.0.0.0/8", "2001:db8::/32"]
+    deny_ips: ["10.6.6.0/24"]
+  - name: api
+    path_prefix: /api
+    upstream: backend
+    methods: [GET, POST]
+    cors:
+      origins: ["https://app.example.com", "https://*.example.com"]
+      methods: [GET, POST]
+      headers: [Authorization, Content-Type, X-API-Key]
+      credentials: true
+      max_age_s: 600
+"#,
+        hex::encode(sha2::Sha256::digest(KEY.as_bytes())),
+        upstream.addr
+    )
+}
+
+#[test]
+fn addresses_are_allowed_and_denied_by_the_resolved_client_address() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&body(&up, "\"127.0.0.1/32\""));
+    let from = |ip: &str| get_with(gw.addr, "/internal/x", &[("x-forwarded-for", ip)]);
+    assert_eq!(from("10.1.2.3").status, 200);
+    assert_eq!(from("2001:db8::7").status, 200);
+    let denied = from("10.6.6.7");
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.json()["error"], "forbidden_address");
+    assert_eq!(from("192.0.2.1").status, 403, "not in the allow list");
+    assert_eq!(
+        get(gw.addr, "/internal/x").status,
+        403,
+        "the proxy itself, 127.0.0.1, is not allowed"
+    );
+    // Without a trusted proxy the header is the client's claim, and is not believed.
+    let untrusting = Gateway::start(&body(&up, ""));
+    let claimed = get_with(untrusting.addr, "/internal/x", &[("x-forwarded-for", "10.1.2.3")]);
+    assert_eq!(claimed.status, 403);
+}
+
+#[test]
+fn cors_preflights_are_answered_by_the_gateway_and_answers_carry_the_origin() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&body(&up, ""));
+    let preflight = |origin: &str| {
+        request(
+            gw.addr,
+            "OPTIONS",
+            "/api/orders",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization, content-type"),
+            ],
+            b"",
+        )
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(ok.status, 204);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(ok.header("access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(
+        ok.header("access-control-allow-headers"),
+        Some("Authorization, Content-Type, X-API-Key")
+    );
+    assert_eq!(ok.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(ok.header("access-control-max-age"), Some("600"));
+    assert_eq!(ok.header("vary"), Some("Origin"));
+    assert!(preflight("https://shop.example.com")
+        .header("access-control-allow-origin")
+        .is_some());
+    for refused in [
+        "https://example.com",
+        "https://evil.test",
+        "https://app.example.com.evil.test",
+    ] {
+        let r = preflight(refused);
+        assert_eq!(r.status, 204, "{refused}");
+        assert_eq!(r.header("access-control-allow-origin"), None, "{refused}");
+    }
+    assert_eq!(
+        up.hits(),
+        0,
+        "preflights never reach the upstream nor need credentials"
+    );
+
+    let get_from = |origin: &str, key: Option<&str>| {
+        let mut headers = vec![("origin", origin)];
+        headers.extend(key.map(|k| ("x-api-key", k)));
+        get_with(gw.addr, "/api/orders", &headers)
+    };
+    let answer = get_from("https://app.example.com", Some(KEY));
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(answer.header("access-control-allow-credentials"), Some("true"));
+    assert!(answer
+        .header("access-control-expose-headers")
+        .is_some_and(|h| h.contains("RateLimit")));
+    let refused = get_from("https://app.example.com", None);
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("access-control-allow-origin"),
+        Some("https://app.example.com"),
+        "a browser can read the gateway's refusal"
+    );
+    let foreign = get_from("https://evil.test", Some(KEY));
+    assert_eq!(foreign.status, 200);
+    assert_eq!(foreign.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn bad_policies_are_config_errors_naming_the_key() {
+    let up = Upstream::start("u");
+    let text = body(&up, "")
+        .replace("\"10.6.6.0/24\"", "\"10.6.6.0/33\"")
+        .replace("\"https://*.example.com\"", "\"https://a*.example.com\"");
+    let (ok, out) = check_config(&text, &[]);
+    assert!(!ok);
+    assert!(out.contains("routes[0].deny_ips[0]"), "{out}");
+    assert!(out.contains("routes[1].cors.origins[1]"), "{out}");
+}
