@@ -63,6 +63,8 @@ mod tests {
             global_limit: None,
             ip_rules: None,
             cors: None,
+            request_headers: None,
+            response_headers: None,
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod access_log;
 mod auth;
+mod header_rules;
 mod interpolate;
 mod listen;
 mod model;
@@ -92,6 +93,11 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
         upstreams: &upstreams,
         tiers: &tiers,
         auth_configured: auth.is_some(),
+        claims: auth
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|j| j.claims_to_headers.clone())
+            .unwrap_or_default(),
     };
     let routes = routes::routes(&mut problems, take("routes"), &known);
 

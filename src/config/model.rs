@@ -214,6 +214,8 @@ pub struct Route {
     pub global_limit: Option<GlobalLimit>,
     pub ip_rules: Option<crate::vocab::route_policy::IpRules>,
     pub cors: Option<crate::vocab::route_policy::Cors>,
+    pub request_headers: Option<crate::vocab::header_rules::HeaderRules>,
+    pub response_headers: Option<crate::vocab::header_rules::HeaderRules>,
 }
 
 impl Route {

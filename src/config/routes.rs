@@ -1,6 +1,7 @@
 //! `routes`: what each path prefix (with an optional host and methods) does,
 //! who may call it and what it costs.
 
+use super::header_rules::{header_rules, Direction};
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::problems::Problems;
 use super::route_policies;
@@ -17,6 +18,8 @@ pub(super) struct Known<'a> {
     pub(super) upstreams: &'a [Upstream],
     pub(super) tiers: &'a [Tier],
     pub(super) auth_configured: bool,
+    /// `auth.jwt.claims_to_headers`: claims header rules may name.
+    pub(super) claims: Vec<(String, http::HeaderName)>,
 }
 
 pub(super) fn routes(problems: &mut Problems, value: Option<Value>, known: &Known<'_>) -> Vec<Route> {
@@ -109,6 +112,20 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
     });
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
+    let request_headers = header_rules(
+        problems,
+        &format!("{path}.request_headers"),
+        spec.request_headers,
+        Direction::Request,
+        &known.claims,
+    );
+    let response_headers = header_rules(
+        problems,
+        &format!("{path}.response_headers"),
+        spec.response_headers,
+        Direction::Response,
+        &known.claims,
+    );
     Some(Route {
         name: spec.name,
         path_prefix: spec.path_prefix,
@@ -124,6 +141,8 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         global_limit,
         ip_rules,
         cors,
+        request_headers,
+        response_headers,
     })
 }
 

@@ -182,6 +182,19 @@ pub(super) struct RouteSpec {
     #[serde(default)]
     pub(super) deny_ips: Vec<String>,
     pub(super) cors: Option<CorsSpec>,
+    pub(super) request_headers: Option<HeaderRulesSpec>,
+    pub(super) response_headers: Option<HeaderRulesSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeaderRulesSpec {
+    #[serde(default)]
+    pub(super) set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) remove: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@
 use super::ctx::RequestCtx;
 use crate::auth::Authenticator;
 use crate::vocab::error_body::REQUEST_ID;
+use crate::vocab::header_rules::{HeaderRules, Vars};
 use http::{header, HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
@@ -118,6 +119,7 @@ impl Forwarding {
         strip: Option<&str>,
         peer: Option<IpAddr>,
         host: Option<HeaderValue>,
+        rules: Option<&HeaderRules>,
     ) -> Result<()> {
         if ctx.normalized_path.is_some() || strip.is_some() {
             let path = ctx.normalized_path.as_deref().unwrap_or(upstream.uri.path());
@@ -173,7 +175,24 @@ impl Forwarding {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
         }
+        if let Some(rules) = rules {
+            super::rules::apply(upstream, rules, &self.vars(ctx))?;
+        }
         Ok(())
+    }
+
+    /// What a header rule's variables are for this request.
+    pub fn vars<'a>(&'a self, ctx: &'a RequestCtx) -> Vars<'a> {
+        let identity = ctx.identity.as_ref();
+        Vars {
+            consumer: identity.map(|i| &*i.consumer),
+            tier: identity
+                .and_then(|i| self.tier_names.get(i.tier))
+                .and_then(|t| t.to_str().ok()),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            claims: identity.map_or(&[], |i| &i.headers[..]),
+        }
     }
 }
 

@@ -283,7 +283,8 @@ impl ProxyHttp for Gateway {
         };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let host = session.req_header().headers.get(header::HOST).cloned();
-        self.forwarding.rewrite(upstream, ctx, strip, peer, host)
+        let rules = route.and_then(|r| r.request_headers.as_ref());
+        self.forwarding.rewrite(upstream, ctx, strip, peer, host, rules)
     }
 
     async fn upstream_response_filter(
@@ -323,6 +324,9 @@ impl ProxyHttp for Gateway {
             for (name, value) in ratelimit::headers::headers(&self.decider.limiter, outcome) {
                 response.insert_header(name, value)?;
             }
+        }
+        if let Some(rules) = self.route(ctx).and_then(|r| r.response_headers.as_ref()) {
+            super::rules::apply(response, rules, &self.forwarding.vars(ctx))?;
         }
         if let Some((origin, credentials)) = &ctx.cors {
             for (name, value) in respond::cors_headers(origin, *credentials) {

@@ -6,5 +6,6 @@ pub mod forward;
 pub mod gateway;
 pub mod host;
 pub mod respond;
+mod rules;
 
 pub use gateway::Gateway;

@@ -6,6 +6,7 @@
 pub mod client_addr;
 pub mod clock;
 pub mod error_body;
+pub mod header_rules;
 pub mod identity;
 pub mod limit_key;
 pub mod path;

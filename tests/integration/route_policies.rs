@@ -36,6 +36,17 @@ routes:
       headers: [Authorization, Content-Type, X-API-Key]
       credentials: true
       max_age_s: 600
+  - name: rules
+    path_prefix: /rules
+    upstream: backend
+    auth: optional
+    request_headers:
+      set: {{ X-Tier: "$tier", X-Caller: "$consumer from $client_ip", X-Trace: "req-$request_id" }}
+      add: {{ X-Via: floodgate }}
+      remove: [Cookie]
+    response_headers:
+      set: {{ Cache-Control: no-store, X-Served-For: "$consumer" }}
+      remove: [Content-Type]
 "#,
         hex::encode(sha2::Sha256::digest(KEY.as_bytes())),
         upstream.addr
@@ -141,13 +152,54 @@ fn cors_preflights_are_answered_by_the_gateway_and_answers_carry_the_origin() {
 }
 
 #[test]
+fn header_rules_reach_the_upstream_and_the_client_and_absent_variables_omit_the_header() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&body(&up, ""));
+    let known = get_with(
+        gw.addr,
+        "/rules/x",
+        &[
+            ("x-api-key", KEY),
+            ("cookie", "session=1"),
+            ("x-request-id", "abc-1"),
+        ],
+    );
+    assert_eq!(known.status, 200);
+    assert_eq!(known.upstream_header("x-tier").as_deref(), Some("free"));
+    assert_eq!(
+        known.upstream_header("x-caller").as_deref(),
+        Some("app from 127.0.0.1")
+    );
+    assert_eq!(known.upstream_header("x-trace").as_deref(), Some("req-abc-1"));
+    assert_eq!(known.upstream_header("x-via").as_deref(), Some("floodgate"));
+    assert_eq!(known.upstream_header("cookie"), None);
+    assert_eq!(known.header("cache-control"), Some("no-store"));
+    assert_eq!(known.header("x-served-for"), Some("app"));
+    assert_eq!(known.header("content-type"), None);
+    // Anonymous: no consumer, so the headers that name it are not sent at all.
+    let anonymous = get(gw.addr, "/rules/x");
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(anonymous.upstream_header("x-caller"), None);
+    assert_eq!(anonymous.upstream_header("x-tier"), None);
+    assert_eq!(anonymous.upstream_header("x-via").as_deref(), Some("floodgate"));
+    assert_eq!(anonymous.header("x-served-for"), None);
+}
+
+#[test]
 fn bad_policies_are_config_errors_naming_the_key() {
     let up = Upstream::start("u");
     let text = body(&up, "")
         .replace("\"10.6.6.0/24\"", "\"10.6.6.0/33\"")
         .replace("\"https://*.example.com\"", "\"https://a*.example.com\"");
+    let text = text.replace("X-Via: floodgate", "X-Consumer-Id: forged");
     let (ok, out) = check_config(&text, &[]);
     assert!(!ok);
     assert!(out.contains("routes[0].deny_ips[0]"), "{out}");
     assert!(out.contains("routes[1].cors.origins[1]"), "{out}");
+    assert!(
+        out.contains(
+            "routes[2].request_headers.add.X-Consumer-Id: x-consumer-id is set by the gateway itself"
+        ),
+        "{out}"
+    );
 }

@@ -1,0 +1,56 @@
+//! Applies a route's header rules to a head, request or response: remove, then
+//! set (an absent variable removes the header instead), then add.
+
+use crate::vocab::header_rules::{HeaderRules, Vars};
+use http::{HeaderName, HeaderValue};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// The three operations the rules need, on either kind of head.
+pub trait Head {
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()>;
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl Head for RequestHeader {
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(drop)
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+impl Head for ResponseHeader {
+    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.insert_header(name, value)
+    }
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+        self.append_header(name, value).map(drop)
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+pub fn apply(head: &mut impl Head, rules: &HeaderRules, vars: &Vars<'_>) -> Result<()> {
+    for name in &rules.remove {
+        head.remove(name);
+    }
+    for (name, value) in &rules.set {
+        match value.render(vars) {
+            Some(v) => head.insert(name.clone(), v)?,
+            None => head.remove(name),
+        }
+    }
+    for (name, value) in &rules.add {
+        if let Some(v) = value.render(vars) {
+            head.append(name.clone(), v)?;
+        }
+    }
+    Ok(())
+}
