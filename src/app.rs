@@ -263,12 +263,21 @@ pub fn assemble(
             })
         })
         .collect();
-    let limiter = Arc::new(RateLimiter::new(
-        config.tiers.clone(),
-        config.anonymous,
-        globals,
-        config.redis.as_ref().map(|r| r.on_unavailable),
-    ));
+    let limiter = Arc::new(
+        RateLimiter::new(
+            config.tiers.clone(),
+            config.anonymous,
+            globals,
+            config.redis.as_ref().map(|r| r.on_unavailable),
+        )
+        .with_route_limits(
+            routes
+                .routes()
+                .iter()
+                .map(|r| r.tier_limits.clone().map(|t| (Arc::from(r.name.as_str()), t)))
+                .collect(),
+        ),
+    );
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         target => {

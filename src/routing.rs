@@ -65,6 +65,7 @@ mod tests {
             cors: None,
             request_headers: None,
             response_headers: None,
+            tier_limits: None,
         }
     }
 

@@ -216,6 +216,8 @@ pub struct Route {
     pub cors: Option<crate::vocab::route_policy::Cors>,
     pub request_headers: Option<crate::vocab::header_rules::HeaderRules>,
     pub response_headers: Option<crate::vocab::header_rules::HeaderRules>,
+    /// The route's own bucket for each tier (indexed by tier id), if any.
+    pub tier_limits: Option<Vec<Option<Bucket>>>,
 }
 
 impl Route {

@@ -6,7 +6,7 @@ use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::problems::Problems;
 use super::route_policies;
 use super::schema::RouteSpec;
-use super::tiers::tier_id;
+use super::tiers::{check_bucket, tier_id};
 use crate::vocab::path::normalize_path;
 use http::Method;
 use serde_yaml::Value;
@@ -110,6 +110,23 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
             per: Duration::from_secs(g.per_s),
         }
     });
+    let tier_limits = spec.limits.map(|limits| {
+        if auth == AuthPolicy::None {
+            problems.add(
+                format!("{path}.limits"),
+                "needs auth: required or optional (limits are per consumer)",
+            );
+        }
+        let mut by_tier = vec![None; known.tiers.len()];
+        for (name, bucket) in limits {
+            let key = format!("{path}.limits.{name}");
+            check_bucket(problems, &key, &bucket);
+            if let Some(id) = tier_id(problems, known.tiers, &key, &name) {
+                by_tier[id] = Some(bucket);
+            }
+        }
+        by_tier
+    });
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
     let request_headers = header_rules(
@@ -143,6 +160,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         cors,
         request_headers,
         response_headers,
+        tier_limits,
     })
 }
 

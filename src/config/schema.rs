@@ -184,6 +184,8 @@ pub(super) struct RouteSpec {
     pub(super) cors: Option<CorsSpec>,
     pub(super) request_headers: Option<HeaderRulesSpec>,
     pub(super) response_headers: Option<HeaderRulesSpec>,
+    /// This route's own bucket per tier, on top of the consumer's overall one.
+    pub(super) limits: Option<BTreeMap<String, super::model::Bucket>>,
 }
 
 #[derive(Debug, Deserialize)]

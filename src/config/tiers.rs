@@ -51,7 +51,7 @@ pub(super) fn anonymous(problems: &mut Problems, value: Option<Value>) -> Option
     Some(bucket)
 }
 
-fn check_bucket(problems: &mut Problems, path: &str, bucket: &Bucket) {
+pub(super) fn check_bucket(problems: &mut Problems, path: &str, bucket: &Bucket) {
     if !(bucket.rate > 0.0 && bucket.rate.is_finite()) {
         problems.add(format!("{path}.rate"), "must be a number greater than 0");
     }

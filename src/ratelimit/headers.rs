@@ -12,17 +12,21 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
     let mut policy = String::with_capacity(64);
     let mut state = String::with_capacity(64);
     let mut legacy = None;
-    if let Some(local) = &outcome.local {
-        let name = limiter.policy_name(local.policy);
-        let (bucket, d) = (local.bucket, local.decision);
+    for (i, bucket_outcome) in [&outcome.local, &outcome.route].into_iter().flatten().enumerate() {
+        let name = limiter.policy_name(bucket_outcome.policy);
+        let (bucket, d) = (bucket_outcome.bucket, bucket_outcome.decision);
+        let sep = if i == 0 { "" } else { ", " };
         let _ = write!(
             policy,
-            "\"{name}\";q={};w={}",
+            "{sep}\"{name}\";q={};w={}",
             bucket.burst as u64,
             bucket.window_s()
         );
-        let _ = write!(state, "\"{name}\";r={};t={}", d.remaining, d.full_in_s);
-        legacy = Some((bucket.burst as u64, d.remaining, d.full_in_s));
+        let _ = write!(state, "{sep}\"{name}\";r={};t={}", d.remaining, d.full_in_s);
+        // The legacy trio speaks of the tightest bucket: the one that refused, or the last.
+        if legacy.is_none() || outcome.refused != Some(super::Scope::Local) {
+            legacy = Some((bucket.burst as u64, d.remaining, d.full_in_s));
+        }
     }
     if let Some(g) = &outcome.global {
         let sep = if policy.is_empty() { "" } else { ", " };
@@ -86,6 +90,7 @@ mod tests {
             None,
         );
         let outcome = Outcome {
+            route: None,
             refused: None,
             local: Some(LocalOutcome {
                 policy: Policy::Tier(0),

@@ -1,6 +1,7 @@
 //! Rate limiting, run in `request_filter` after auth: the caller's token bucket
-//! (one budget across the cluster when Redis is configured), then the route's
-//! global window. Both are decided in memory; Redis is only ever touched by the
+//! (one budget across the cluster when Redis is configured), then the route's own
+//! bucket for the caller's tier (`routes[].limits`, shared the same way), then the
+//! route's global window. Both are decided in memory; Redis is only ever touched by the
 //! background sync (services::redis_sync).
 
 pub mod global;
@@ -24,11 +25,14 @@ const MAX_BUCKETS: usize = 1 << 20;
 pub enum Policy {
     Tier(TierId),
     Anonymous,
+    /// A route's own limit (route index) for the caller's tier.
+    Route(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     Local,
+    Route,
     Global,
 }
 
@@ -36,6 +40,7 @@ impl Scope {
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Local => "local",
+            Scope::Route => "route",
             Scope::Global => "global",
         }
     }
@@ -54,9 +59,14 @@ pub struct LocalOutcome {
 pub struct Outcome {
     pub refused: Option<Scope>,
     pub local: Option<LocalOutcome>,
+    /// The route's own limit for the caller's tier, when it has one.
+    pub route: Option<LocalOutcome>,
     pub global: Option<GlobalDecision>,
     pub retry_after_s: u64,
 }
+
+/// A route's own limit: its name (part of the limit key) and its bucket per tier id.
+pub type RouteLimit = (Arc<str>, Vec<Option<Bucket>>);
 
 /// Health of the Redis sync, read by the hot path and by metrics.
 #[derive(Default)]
@@ -82,6 +92,8 @@ pub struct RateLimiter {
     globals: Vec<Option<Arc<GlobalWindow>>>,
     /// `None` in single-instance mode (no Redis).
     on_unavailable: Option<OnUnavailable>,
+    /// Indexed like the route table.
+    route_limits: Vec<Option<RouteLimit>>,
     pub sync: Arc<SyncState>,
 }
 
@@ -98,8 +110,22 @@ impl RateLimiter {
             anonymous,
             globals,
             on_unavailable,
+            route_limits: Vec::new(),
             sync: Arc::new(SyncState::default()),
         }
+    }
+
+    /// The routes' own per-tier limits, indexed like the route table.
+    pub fn with_route_limits(mut self, limits: Vec<Option<RouteLimit>>) -> Self {
+        self.route_limits = limits;
+        self
+    }
+
+    pub fn route_name(&self, route: usize) -> &str {
+        self.route_limits
+            .get(route)
+            .and_then(Option::as_ref)
+            .map_or("route", |(name, _)| name)
     }
 
     pub fn tiers(&self) -> &[Tier] {
@@ -114,6 +140,7 @@ impl RateLimiter {
         match policy {
             Policy::Tier(t) => self.tier_name(t),
             Policy::Anonymous => "anonymous",
+            Policy::Route(route) => self.route_name(route),
         }
     }
 
@@ -156,6 +183,17 @@ impl RateLimiter {
             return Outcome {
                 refused: Some(Scope::Local),
                 local,
+                route: None,
+                global: None,
+                retry_after_s: refused.decision.retry_after_s,
+            };
+        }
+        let route_limit = self.route_limit(route, caller, cost, now_ns);
+        if let Some(refused) = route_limit.filter(|l| !l.decision.allowed) {
+            return Outcome {
+                refused: Some(Scope::Route),
+                local,
+                route: route_limit,
                 global: None,
                 retry_after_s: refused.decision.retry_after_s,
             };
@@ -169,9 +207,38 @@ impl RateLimiter {
         Outcome {
             refused,
             local,
+            route: route_limit,
             global,
             retry_after_s: global.filter(|g| !g.allowed).map_or(0, |g| g.reset_s.max(1)),
         }
+    }
+
+    /// The route's own bucket for the caller's tier, if the route has one for it.
+    fn route_limit(
+        &self,
+        route: usize,
+        caller: Option<(&Arc<str>, TierId)>,
+        cost: u32,
+        now_ns: u64,
+    ) -> Option<LocalOutcome> {
+        let (consumer, tier) = caller?;
+        let (name, by_tier) = self.route_limits.get(route)?.as_ref()?;
+        let bucket = (*by_tier.get(tier)?)?;
+        let key = LimitKey::Route(name.clone(), consumer.clone());
+        let decision = match self.supply() {
+            Some(supply) => self.local.take(&key, bucket, f64::from(cost), now_ns, supply),
+            None => Decision {
+                allowed: false,
+                remaining: 0,
+                full_in_s: bucket.window_s(),
+                retry_after_s: 1,
+            },
+        };
+        Some(LocalOutcome {
+            policy: Policy::Route(route),
+            bucket,
+            decision,
+        })
     }
 
     /// Where bucket tokens come from now; `None` when Redis is down under `deny`.

@@ -159,7 +159,9 @@ impl Live {
     pub(super) fn record(&self, r: &RequestRecord<'_>, now_s: u64) {
         self.ring.record(now_s, r.status, r.duration);
         match &r.limited_key {
-            Some(LimitKey::Consumer(c)) => lock(&self.top_consumers).add(c.to_string(), now_s),
+            Some(LimitKey::Consumer(c) | LimitKey::Route(_, c)) => {
+                lock(&self.top_consumers).add(c.to_string(), now_s)
+            }
             Some(key @ LimitKey::Ip(_)) => lock(&self.top_ips).add(key.to_string(), now_s),
             None => {}
         }

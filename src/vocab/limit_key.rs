@@ -5,11 +5,13 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
-/// An authenticated consumer, or an anonymous client address.
+/// An authenticated consumer, an anonymous client address, or a consumer on a
+/// route with its own per-tier limit (route name, consumer).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LimitKey {
     Consumer(Arc<str>),
     Ip(IpAddr),
+    Route(Arc<str>, Arc<str>),
 }
 
 impl LimitKey {
@@ -32,6 +34,7 @@ impl fmt::Display for LimitKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LimitKey::Consumer(c) => f.write_str(c),
+            LimitKey::Route(route, c) => write!(f, "{route}:{c}"),
             LimitKey::Ip(IpAddr::V6(v6)) => write!(f, "{v6}/64"),
             LimitKey::Ip(ip) => ip.fmt(f),
         }

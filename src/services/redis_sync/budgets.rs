@@ -26,6 +26,7 @@ pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
     match key {
         LimitKey::Consumer(c) => format!("{prefix}:cb:c:{c}"),
         LimitKey::Ip(_) => format!("{prefix}:cb:ip:{key}"),
+        LimitKey::Route(..) => format!("{prefix}:cb:r:{key}"),
     }
 }
 
