@@ -66,6 +66,7 @@ mod tests {
             request_headers: None,
             response_headers: None,
             tier_limits: None,
+            compress: None,
         }
     }
 

@@ -218,6 +218,7 @@ pub struct Route {
     pub response_headers: Option<crate::vocab::header_rules::HeaderRules>,
     /// The route's own bucket for each tier (indexed by tier id), if any.
     pub tier_limits: Option<Vec<Option<Bucket>>>,
+    pub compress: Option<crate::vocab::route_policy::Compress>,
 }
 
 impl Route {

@@ -3,8 +3,8 @@
 //! validated and built into what the request path reads.
 
 use super::problems::Problems;
-use super::schema::CorsSpec;
-use crate::vocab::route_policy::{Cors, IpRules, OriginPattern};
+use super::schema::{CompressSpec, CorsSpec};
+use crate::vocab::route_policy::{Compress, Cors, IpRules, OriginPattern};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
@@ -96,6 +96,31 @@ pub(super) fn cors(problems: &mut Problems, path: &str, spec: Option<CorsSpec>) 
         headers,
         credentials: spec.credentials,
         max_age: spec.max_age_s.map(HeaderValue::from),
+    })
+}
+
+pub(super) fn compress(problems: &mut Problems, path: &str, spec: Option<CompressSpec>) -> Option<Compress> {
+    let spec = spec?;
+    if !(1..=9).contains(&spec.level) {
+        problems.add(format!("{path}.compress.level"), "must be from 1 to 9");
+    }
+    if spec.types.is_empty() {
+        problems.add(format!("{path}.compress.types"), "name at least one media type");
+    }
+    for (i, t) in spec.types.iter().enumerate() {
+        if t.split_once('/')
+            .is_none_or(|(a, b)| a.is_empty() || b.is_empty() || t.contains(';'))
+        {
+            problems.add(
+                format!("{path}.compress.types[{i}]"),
+                format!("\"{t}\" is not a media type"),
+            );
+        }
+    }
+    Some(Compress {
+        min_bytes: spec.min_bytes,
+        types: spec.types.iter().map(|t| t.to_ascii_lowercase()).collect(),
+        level: spec.level,
     })
 }
 

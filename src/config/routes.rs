@@ -129,6 +129,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
     });
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
+    let compress = route_policies::compress(problems, path, spec.compress);
     let request_headers = header_rules(
         problems,
         &format!("{path}.request_headers"),
@@ -161,6 +162,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         request_headers,
         response_headers,
         tier_limits,
+        compress,
     })
 }
 

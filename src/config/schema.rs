@@ -186,6 +186,36 @@ pub(super) struct RouteSpec {
     pub(super) response_headers: Option<HeaderRulesSpec>,
     /// This route's own bucket per tier, on top of the consumer's overall one.
     pub(super) limits: Option<BTreeMap<String, super::model::Bucket>>,
+    pub(super) compress: Option<CompressSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CompressSpec {
+    #[serde(default = "default_compress_min_bytes")]
+    pub(super) min_bytes: u64,
+    #[serde(default = "default_compress_types")]
+    pub(super) types: Vec<String>,
+    #[serde(default = "default_compress_level")]
+    pub(super) level: u32,
+}
+
+fn default_compress_min_bytes() -> u64 {
+    1024
+}
+fn default_compress_types() -> Vec<String> {
+    [
+        "application/json",
+        "text/plain",
+        "text/html",
+        "text/css",
+        "application/javascript",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_compress_level() -> u32 {
+    5
 }
 
 #[derive(Debug, Deserialize)]

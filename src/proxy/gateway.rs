@@ -19,6 +19,8 @@ use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora_core::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -39,6 +41,9 @@ pub struct Gateway {
     telemetry: Arc<Telemetry>,
     /// Set from a graceful upgrade or stop on: answers close their connection.
     draining: Arc<AtomicBool>,
+    /// Some route compresses responses: Pingora's compression module reads
+    /// `Accept-Encoding` on every request, and each request sets its route's level.
+    compression: bool,
 }
 
 impl Gateway {
@@ -52,6 +57,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             forwarding: Forwarding::new(decider.auth.as_ref(), tier_names),
+            compression: decider.routes.routes().iter().any(|r| r.compress.is_some()),
             decider,
             pools,
             telemetry,
@@ -67,6 +73,16 @@ impl Gateway {
     /// Keep-alive for this response: off while draining, so the client reconnects.
     fn keepalive(&self) -> Option<u64> {
         (!self.draining.load(Ordering::Relaxed)).then_some(self.keepalive_timeout_s)
+    }
+
+    /// This response's compression level (0: none), where a route may compress.
+    fn compress_at(&self, session: &mut Session, level: u32) {
+        if !self.compression {
+            return;
+        }
+        if let Some(c) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+            c.adjust_level(level);
+        }
     }
 
     pub fn limits(&self) -> HeadLimits {
@@ -101,6 +117,11 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        // Enabled only if some route compresses; each request then sets its level.
+        modules.add_module(ResponseCompressionBuilder::enable(u32::from(self.compression)));
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
     }
@@ -133,6 +154,11 @@ impl ProxyHttp for Gateway {
             .decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64)
         {
             Verdict::Proxy => {
+                let level = self
+                    .route(ctx)
+                    .and_then(|r| r.compress.as_ref())
+                    .map_or(0, |c| c.level);
+                self.compress_at(session, level);
                 let keep_underscores = self.route(ctx).is_some_and(|r| r.allow_underscore_headers);
                 self.forwarding
                     .strip_client_headers(session.req_header_mut(), keep_underscores);
@@ -145,6 +171,7 @@ impl ProxyHttp for Gateway {
                 mut extra,
                 close,
             } => {
+                self.compress_at(session, 0);
                 if let Some((origin, credentials)) = &ctx.cors {
                     extra.extend(respond::cors_headers(origin, *credentials));
                 }
@@ -323,6 +350,16 @@ impl ProxyHttp for Gateway {
         if let Some(outcome) = &ctx.limit {
             for (name, value) in ratelimit::headers::headers(&self.decider.limiter, outcome) {
                 response.insert_header(name, value)?;
+            }
+        }
+        if let Some(compress) = self.route(ctx).and_then(|r| r.compress.as_ref()) {
+            let length = response
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let content_type = response.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+            if !compress.applies(content_type, length) {
+                self.compress_at(session, 0);
             }
         }
         if let Some(rules) = self.route(ctx).and_then(|r| r.response_headers.as_ref()) {

@@ -98,6 +98,30 @@ impl Cors {
     }
 }
 
+/// A route's response compression: which types, from what size, at what level
+/// (the encoding is negotiated from `Accept-Encoding`: gzip, brotli, zstd).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compress {
+    pub min_bytes: u64,
+    /// Lower-case media types, without parameters.
+    pub types: Vec<String>,
+    pub level: u32,
+}
+
+impl Compress {
+    /// Whether a response with this type and (declared) length is compressed.
+    pub fn applies(&self, content_type: Option<&[u8]>, content_length: Option<u64>) -> bool {
+        let Some(media) = content_type
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .map(|t| t.split(';').next().unwrap_or("").trim())
+        else {
+            return false;
+        };
+        self.types.iter().any(|t| t.eq_ignore_ascii_case(media))
+            && content_length.is_none_or(|n| n >= self.min_bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +142,23 @@ mod tests {
         assert!(!rules.permits(ip("10.6.6.7")));
         assert!(!rules.permits(ip("192.0.2.1")));
         assert!(IpRules::default().permits(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn compression_by_type_and_size() {
+        let c = Compress {
+            min_bytes: 100,
+            types: vec!["application/json".into()],
+            level: 5,
+        };
+        assert!(c.applies(Some(b"application/json; charset=utf-8"), Some(100)));
+        assert!(
+            c.applies(Some(b"Application/JSON"), None),
+            "chunked: no length known"
+        );
+        assert!(!c.applies(Some(b"application/json"), Some(99)));
+        assert!(!c.applies(Some(b"image/png"), Some(1000)));
+        assert!(!c.applies(None, Some(1000)));
     }
 
     #[test]

@@ -47,6 +47,9 @@ routes:
     response_headers:
       set: {{ Cache-Control: no-store, X-Served-For: "$consumer" }}
       remove: [Content-Type]
+  - {{ name: packed, path_prefix: /packed, upstream: backend, auth: none, compress: {{ min_bytes: 100, types: [application/json] }} }}
+  - {{ name: big-only, path_prefix: /big-only, upstream: backend, auth: none, compress: {{ min_bytes: 1000000 }} }}
+  - {{ name: text-only, path_prefix: /text-only, upstream: backend, auth: none, compress: {{ types: [text/plain], min_bytes: 1 }} }}
 "#,
         hex::encode(sha2::Sha256::digest(KEY.as_bytes())),
         upstream.addr
@@ -267,4 +270,51 @@ fn a_routes_tier_limit_is_one_budget_across_instances() {
     // A burst of 2 across both instances, plus at most the one-token advance the second
     // instance starts on before its first sync (the stated bound; repaid as debt).
     assert!((2..=3).contains(&admitted), "{admitted} admitted");
+}
+
+#[test]
+fn responses_are_compressed_where_the_route_and_the_client_agree() {
+    use std::io::Read;
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&body(&up, ""));
+    let packed = get_with(
+        gw.addr,
+        "/packed/some/long/path/to/make/the/echo/bigger",
+        &[("accept-encoding", "gzip")],
+    );
+    assert_eq!(packed.status, 200);
+    assert_eq!(packed.header("content-encoding"), Some("gzip"));
+    assert!(packed
+        .header("vary")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")));
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&packed.body[..])
+        .read_to_string(&mut plain)
+        .expect("gzip");
+    assert!(plain.contains("/packed/some/long/path"), "{plain}");
+    let unasked = get(gw.addr, "/packed/some/long/path/to/make/the/echo/bigger");
+    assert_eq!(
+        unasked.header("content-encoding"),
+        None,
+        "no Accept-Encoding, no compression"
+    );
+    for path in ["/big-only/x", "/text-only/x"] {
+        let r = get_with(gw.addr, path, &[("accept-encoding", "gzip")]);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-encoding"),
+            None,
+            "{path}: under min_bytes or another type"
+        );
+    }
+    let elsewhere = get_with(
+        gw.addr,
+        "/internal/x",
+        &[("accept-encoding", "gzip"), ("x-forwarded-for", "10.1.1.1")],
+    );
+    assert_eq!(
+        elsewhere.header("content-encoding"),
+        None,
+        "routes without compress"
+    );
 }
