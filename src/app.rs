@@ -276,6 +276,13 @@ pub fn assemble(
                 .iter()
                 .map(|r| r.tier_limits.clone().map(|t| (Arc::from(r.name.as_str()), t)))
                 .collect(),
+        )
+        .with_quotas(
+            routes
+                .routes()
+                .iter()
+                .map(|r| r.quota.clone().map(|q| (Arc::from(r.name.as_str()), q)))
+                .collect(),
         ),
     );
     let access_log = match &config.access_log {

@@ -67,6 +67,7 @@ mod tests {
             response_headers: None,
             tier_limits: None,
             compress: None,
+            quota: None,
         }
     }
 

@@ -219,6 +219,7 @@ pub struct Route {
     /// The route's own bucket for each tier (indexed by tier id), if any.
     pub tier_limits: Option<Vec<Option<Bucket>>>,
     pub compress: Option<crate::vocab::route_policy::Compress>,
+    pub quota: Option<crate::vocab::quota::Quota>,
 }
 
 impl Route {

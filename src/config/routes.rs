@@ -5,9 +5,10 @@ use super::header_rules::{header_rules, Direction};
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::problems::Problems;
 use super::route_policies;
-use super::schema::RouteSpec;
+use super::schema::{QuotaPer, RouteSpec};
 use super::tiers::{check_bucket, tier_id};
 use crate::vocab::path::normalize_path;
+use crate::vocab::quota::{Period, Quota};
 use http::Method;
 use serde_yaml::Value;
 use std::collections::HashSet;
@@ -127,6 +128,29 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         }
         by_tier
     });
+    let quota = spec.quota.map(|q| {
+        if auth == AuthPolicy::None {
+            problems.add(
+                format!("{path}.quota"),
+                "needs auth: required or optional (quotas are per consumer)",
+            );
+        }
+        let mut by_tier = vec![None; known.tiers.len()];
+        for (name, requests) in q.requests {
+            let key = format!("{path}.quota.requests.{name}");
+            if requests == 0 {
+                problems.add(key.clone(), "must be at least 1");
+            }
+            if let Some(id) = tier_id(problems, known.tiers, &key, &name) {
+                by_tier[id] = Some(requests);
+            }
+        }
+        let per = match q.per {
+            QuotaPer::Day => Period::Day,
+            QuotaPer::Month => Period::Month,
+        };
+        Quota { per, by_tier }
+    });
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
     let compress = route_policies::compress(problems, path, spec.compress);
@@ -163,6 +187,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         response_headers,
         tier_limits,
         compress,
+        quota,
     })
 }
 

@@ -187,6 +187,21 @@ pub(super) struct RouteSpec {
     /// This route's own bucket per tier, on top of the consumer's overall one.
     pub(super) limits: Option<BTreeMap<String, super::model::Bucket>>,
     pub(super) compress: Option<CompressSpec>,
+    pub(super) quota: Option<QuotaSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QuotaSpec {
+    pub(super) per: QuotaPer,
+    pub(super) requests: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum QuotaPer {
+    Day,
+    Month,
 }
 
 #[derive(Debug, Deserialize)]

@@ -137,7 +137,11 @@ impl Decider {
 
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
-        if outcome.local.is_some() || outcome.global.is_some() {
+        if outcome.local.is_some()
+            || outcome.route.is_some()
+            || outcome.global.is_some()
+            || outcome.quota.is_some()
+        {
             ctx.limit = Some(outcome);
         }
         if outcome.refused.is_some() {

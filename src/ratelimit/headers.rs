@@ -40,6 +40,14 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
             legacy = Some((g.limit, g.remaining, g.reset_s));
         }
     }
+    if let Some(q) = &outcome.quota {
+        let sep = if policy.is_empty() { "" } else { ", " };
+        let _ = write!(policy, "{sep}\"quota\";q={};w={}", q.limit, q.period_s);
+        let _ = write!(state, "{sep}\"quota\";r={};t={}", q.remaining, q.reset_s);
+        if legacy.is_none() || outcome.refused == Some(super::Scope::Quota) {
+            legacy = Some((q.limit, q.remaining, q.reset_s));
+        }
+    }
     let mut out = Vec::with_capacity(6);
     if let Some((limit, remaining, reset)) = legacy {
         out.push(("ratelimit-policy", policy));
@@ -57,8 +65,8 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
 /// The 429 body: the gateway's JSON error fields plus `scope` and `retry_after_s`.
 pub fn refused_body(outcome: &Outcome, request_id: &str) -> String {
     serde_json::json!({
-        "error": "rate_limited",
-        "message": "rate limit exceeded",
+        "error": if outcome.refused == Some(super::Scope::Quota) { "quota_exceeded" } else { "rate_limited" },
+        "message": if outcome.refused == Some(super::Scope::Quota) { "quota for this period used up" } else { "rate limit exceeded" },
         "request_id": request_id,
         "scope": outcome.refused.map_or("local", |s| s.as_str()),
         "retry_after_s": outcome.retry_after_s.max(1),
@@ -91,6 +99,7 @@ mod tests {
         );
         let outcome = Outcome {
             route: None,
+            quota: None,
             refused: None,
             local: Some(LocalOutcome {
                 policy: Policy::Tier(0),

@@ -1,18 +1,20 @@
 //! Rate limiting, run in `request_filter` after auth: the caller's token bucket
 //! (one budget across the cluster when Redis is configured), then the route's own
 //! bucket for the caller's tier (`routes[].limits`, shared the same way), then the
-//! route's global window. Both are decided in memory; Redis is only ever touched by the
+//! route's global window, then the route's quota (quota.rs). Both are decided in memory; Redis is only ever touched by the
 //! background sync (services::redis_sync).
 
 pub mod global;
 pub mod headers;
 pub mod local;
+pub mod quota;
 
 use crate::config::{Bucket, OnUnavailable, Tier};
 use crate::vocab::identity::TierId;
 use crate::vocab::limit_key::LimitKey;
 use global::{ClusterView, GlobalDecision, GlobalWindow};
 use local::{Decision, LocalLimiter, Supply};
+use quota::{Quota, QuotaCounter, QuotaDecision};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub enum Scope {
     Local,
     Route,
     Global,
+    Quota,
 }
 
 impl Scope {
@@ -42,6 +45,7 @@ impl Scope {
             Scope::Local => "local",
             Scope::Route => "route",
             Scope::Global => "global",
+            Scope::Quota => "quota",
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct Outcome {
     /// The route's own limit for the caller's tier, when it has one.
     pub route: Option<LocalOutcome>,
     pub global: Option<GlobalDecision>,
+    pub quota: Option<QuotaDecision>,
     pub retry_after_s: u64,
 }
 
@@ -94,6 +99,9 @@ pub struct RateLimiter {
     on_unavailable: Option<OnUnavailable>,
     /// Indexed like the route table.
     route_limits: Vec<Option<RouteLimit>>,
+    /// Indexed like the route table: the route's name (part of the Redis key) and quota.
+    quotas: Vec<Option<(Arc<str>, Quota)>>,
+    pub quota_counts: QuotaCounter,
     pub sync: Arc<SyncState>,
 }
 
@@ -111,6 +119,8 @@ impl RateLimiter {
             globals,
             on_unavailable,
             route_limits: Vec::new(),
+            quotas: Vec::new(),
+            quota_counts: QuotaCounter::default(),
             sync: Arc::new(SyncState::default()),
         }
     }
@@ -119,6 +129,16 @@ impl RateLimiter {
     pub fn with_route_limits(mut self, limits: Vec<Option<RouteLimit>>) -> Self {
         self.route_limits = limits;
         self
+    }
+
+    /// The routes' quotas, indexed like the route table.
+    pub fn with_quotas(mut self, quotas: Vec<Option<(Arc<str>, Quota)>>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    pub fn quota(&self, route: usize) -> Option<&(Arc<str>, Quota)> {
+        self.quotas.get(route)?.as_ref()
     }
 
     pub fn route_name(&self, route: usize) -> &str {
@@ -185,6 +205,7 @@ impl RateLimiter {
                 local,
                 route: None,
                 global: None,
+                quota: None,
                 retry_after_s: refused.decision.retry_after_s,
             };
         }
@@ -195,6 +216,7 @@ impl RateLimiter {
                 local,
                 route: route_limit,
                 global: None,
+                quota: None,
                 retry_after_s: refused.decision.retry_after_s,
             };
         }
@@ -203,13 +225,35 @@ impl RateLimiter {
             .get(route)
             .and_then(Option::as_ref)
             .and_then(|window| self.check_global(window, u64::from(cost), now_ns / 1_000_000));
-        let refused = global.filter(|g| !g.allowed).map(|_| Scope::Global);
+        if let Some(g) = global.filter(|g| !g.allowed) {
+            return Outcome {
+                refused: Some(Scope::Global),
+                local,
+                route: route_limit,
+                global,
+                quota: None,
+                retry_after_s: g.reset_s.max(1),
+            };
+        }
+        let quota = caller.and_then(|(consumer, tier)| {
+            let (_, quota) = self.quota(route)?;
+            self.quota_counts.take(
+                route,
+                consumer,
+                quota,
+                tier,
+                u64::from(cost),
+                now_ns / 1_000_000_000,
+            )
+        });
+        let refused = quota.filter(|q| !q.allowed);
         Outcome {
-            refused,
+            refused: refused.map(|_| Scope::Quota),
             local,
             route: route_limit,
             global,
-            retry_after_s: global.filter(|g| !g.allowed).map_or(0, |g| g.reset_s.max(1)),
+            quota,
+            retry_after_s: refused.map_or(0, |q| q.reset_s),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod header_rules;
 pub mod identity;
 pub mod limit_key;
 pub mod path;
+pub mod quota;
 pub mod route_policy;
 pub mod stored_consumers;
 pub mod verify_key;

@@ -11,6 +11,7 @@
 mod backend;
 pub mod budgets;
 pub mod consumers;
+mod quotas;
 mod windows;
 
 pub use backend::Backend;
@@ -103,13 +104,18 @@ impl RedisSync {
         let now_ms = unix_now().as_millis() as u64;
         let (mut pipes, windows) = self.windows_round(now_ms);
         pipes.push(self.consumers_round());
-        let (budget_pipes, budgets) = self.budgets_round(matches!(backend, Backend::Cluster(_)));
+        let cluster = matches!(backend, Backend::Cluster(_));
+        let (quota_pipes, quota_pushes) = self.quotas_round(cluster);
+        let quota_pipe_count = quota_pipes.len();
+        pipes.extend(quota_pipes);
+        let (budget_pipes, budgets) = self.budgets_round(cluster);
         let window_pipes = windows.pipelines();
         let (keys, waiting) = (budgets.reports.len(), budgets.waiting);
         pipes.extend(budget_pipes);
         let Ok(results) = tokio::time::timeout(self.timeout(keys), backend.run(pipes)).await else {
             // Whether Redis ran any of it is unknown: all of it is pushed again.
             self.windows_give_back(windows);
+            self.quotas_give_back(quota_pushes);
             self.budgets_give_back(budgets);
             return Err(timed_out());
         };
@@ -127,6 +133,11 @@ impl RedisSync {
         });
         let instances = self.windows_install(&mut results.by_ref().take(window_pipes), windows);
         let consumers = results.next().unwrap_or(Err(()));
+        self.quotas_install(
+            &mut results.by_ref().take(quota_pipe_count),
+            quota_pushes,
+            cluster,
+        );
         self.budgets_install(&mut results, budgets, unix_now().as_nanos() as u64);
         drop(results);
         if let Some(e) = first_error {
