@@ -141,6 +141,14 @@ impl RateLimiter {
         self.quotas.get(route)?.as_ref()
     }
 
+    /// Every route with a quota, by route index.
+    pub fn quotas(&self) -> impl Iterator<Item = (usize, &(Arc<str>, Quota))> {
+        self.quotas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, q)| Some((i, q.as_ref()?)))
+    }
+
     pub fn route_name(&self, route: usize) -> &str {
         self.route_limits
             .get(route)

@@ -322,7 +322,7 @@ fn responses_are_compressed_where_the_route_and_the_client_agree() {
 
 #[test]
 fn a_daily_quota_refuses_past_its_requests_until_the_day_ends() {
-    let gw = Gateway::start(&limits_body(None));
+    let gw = Gateway::start_admin(&limits_body(None), "token: \"admin-token-0123456789\"");
     let call = || get_with(gw.addr, "/daily/x", &[("x-api-key", KEY)]);
     for i in 0..4 {
         let r = call();
@@ -366,7 +366,9 @@ fn a_quota_is_shared_by_instances_through_redis() {
         // Paced over syncs: the stated bound is what the others admit in one period.
         std::thread::sleep(std::time::Duration::from_millis(150));
     }
-    assert_eq!(admitted, 4, "one quota of 4 across both instances");
+    // One quota of 4 across both instances, plus at most what the other instance admitted
+    // within one sync period (the stated bound): at this pace, one request.
+    assert!((4..=5).contains(&admitted), "{admitted} admitted");
     let keys = redis_cmd(redis.addr(), &["KEYS", "floodgate:q:daily:day:*"]).unwrap_or_default();
     assert!(keys.contains(":app"), "{keys}");
 }

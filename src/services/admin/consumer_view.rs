@@ -8,6 +8,32 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 impl Admin {
+    /// This period's use of every route quota, as this instance knows it (with Redis,
+    /// the cluster's total as of the last sync plus what it admitted since).
+    fn quota_usage(&self, consumer: &str, tier: Option<TierId>) -> Vec<Value> {
+        let consumer: Arc<str> = Arc::from(consumer);
+        let now_s = crate::vocab::clock::unix_now().as_secs();
+        self.limiter
+            .quotas()
+            .filter_map(|(route, (name, quota))| {
+                let limit = (*quota.by_tier.get(tier?)?)?;
+                let period = quota.per.index(now_s);
+                let used = self
+                    .limiter
+                    .quota_counts
+                    .used(route, &consumer, period)
+                    .unwrap_or(0);
+                Some(json!({
+                    "route": &**name,
+                    "per": quota.per.as_str(),
+                    "used": used,
+                    "limit": limit,
+                    "resets_at": quota.per.end_s(period),
+                }))
+            })
+            .collect()
+    }
+
     /// `None`: nothing here or in Redis knows the consumer.
     pub(super) async fn consumer_view(&self, consumer: &str) -> Option<Value> {
         let key = LimitKey::Consumer(Arc::from(consumer));
@@ -61,6 +87,7 @@ impl Admin {
             "cluster": cluster_json,
             "cluster_error": cluster_error,
             "keys": keys.iter().map(|k| self.key_json(k)).collect::<Vec<_>>(),
+            "quotas": self.quota_usage(consumer, tier.map(|(t, _)| t)),
             "this_instance": local.map(|l| json!({
                 "share": l.share,
                 "tokens": l.tokens.max(0.0).floor(),
