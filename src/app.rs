@@ -17,8 +17,8 @@ use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
     access_log::AccessLogWriter, admin::Admin, admin::Consumers, admin::StateFileWriter, drain::Drain,
-    echo::Echo, jwks::JwksRefresher, readiness::ReadinessProbe, redis_sync::budgets::BudgetStore,
-    redis_sync::RedisSync,
+    echo::Echo, jwks::JwksRefresher, quota_saver::QuotaSaver, readiness::ReadinessProbe,
+    redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
 };
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
@@ -230,8 +230,10 @@ pub fn assemble(
                 overrides.set(consumer, id);
             }
         }
-        StateFileWriter::new(file.path, file.doc)
+        let quotas = file.doc.quotas.clone();
+        (Arc::new(StateFileWriter::new(file.path, file.doc)), quotas)
     });
+    let (state_file, saved_quotas) = state_file.unzip();
     let auth = config
         .auth
         .take()
@@ -285,6 +287,27 @@ pub fn assemble(
                 .collect(),
         ),
     );
+    if let (Some(file), Some(saved)) = (&state_file, saved_quotas) {
+        let now_s = crate::vocab::clock::unix_now().as_secs();
+        for q in saved {
+            // Only this period's counts matter; a quota renamed or changed drops them.
+            let found = limiter.quotas().find(|(_, (name, quota))| {
+                **name == *q.route && quota.per.as_str() == q.per && quota.per.index(now_s) == q.period
+            });
+            if let Some((route, _)) = found {
+                limiter
+                    .quota_counts
+                    .seed(route, Arc::from(q.consumer.as_str()), q.period, q.used);
+            }
+        }
+        services.push(Box::new(background_service(
+            "quota saver",
+            QuotaSaver {
+                limiter: limiter.clone(),
+                file: file.clone(),
+            },
+        )));
+    }
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
         target => {

@@ -172,6 +172,34 @@ impl QuotaCounter {
         }
     }
 
+    /// Every count of the current period (`now_s`) that is not zero: for a state file.
+    pub fn snapshot(&self, period_of: impl Fn(usize) -> Option<u64>) -> Vec<(usize, Arc<str>, u64, u64)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for ((route, consumer), c) in &shard.counts {
+                let used = c.cluster.saturating_sub(c.pushed) + c.mine;
+                if used > 0 && period_of(*route) == Some(c.period) {
+                    out.push((*route, consumer.clone(), c.period, used));
+                }
+            }
+        }
+        out
+    }
+
+    /// A count kept from before a restart, as if admitted here.
+    pub fn seed(&self, route: usize, consumer: Arc<str>, period: u64, used: u64) {
+        let mut shard = self.shard(route, &consumer);
+        shard.counts.insert(
+            (route, consumer),
+            Count {
+                period,
+                mine: used,
+                ..Count::default()
+            },
+        );
+    }
+
     /// Used this period as this instance knows it.
     pub fn used(&self, route: usize, consumer: &Arc<str>, period: u64) -> Option<u64> {
         let shard = self.shard(route, consumer);

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod drain;
 pub mod echo;
 pub mod jwks;
+pub mod quota_saver;
 pub mod readiness;
 pub mod redis_sync;
 

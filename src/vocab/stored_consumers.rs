@@ -25,15 +25,38 @@ pub struct StateDoc {
     pub keys: Vec<StoredKey>,
     /// Tier overrides: consumer → tier name.
     pub tiers: BTreeMap<String, String>,
+    /// Quota counts of the current periods (saved every few seconds).
+    #[serde(default)]
+    pub quotas: Vec<StoredQuota>,
+}
+
+/// A consumer's count against a route's quota in one period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StoredQuota {
+    pub route: String,
+    pub consumer: String,
+    /// `day` or `month`, and the period's index (days since 1970, or months since year 0).
+    pub per: String,
+    pub period: u64,
+    pub used: u64,
 }
 
 /// One admin write.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     AddKey(StoredKey),
-    RevokeKey { key_id: String },
-    SetTier { consumer: String, tier: String },
-    ClearTier { consumer: String },
+    RevokeKey {
+        key_id: String,
+    },
+    SetTier {
+        consumer: String,
+        tier: String,
+    },
+    ClearTier {
+        consumer: String,
+    },
+    /// The quota counts as they stand, replacing those saved before.
+    Quotas(Vec<StoredQuota>),
 }
 
 impl StateDoc {
@@ -47,6 +70,7 @@ impl StateDoc {
             Change::ClearTier { consumer } => {
                 self.tiers.remove(consumer);
             }
+            Change::Quotas(quotas) => self.quotas = quotas.clone(),
         }
     }
 }

@@ -372,3 +372,23 @@ fn a_quota_is_shared_by_instances_through_redis() {
     let keys = redis_cmd(redis.addr(), &["KEYS", "floodgate:q:daily:day:*"]).unwrap_or_default();
     assert!(keys.contains(":app"), "{keys}");
 }
+
+#[test]
+fn without_redis_quota_counts_survive_a_restart_in_the_state_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let body = format!("{}state_file: \"{}\"\n", limits_body(None), path.display());
+    let call = |gw: &Gateway| get_with(gw.addr, "/daily/x", &[("x-api-key", KEY)]).status;
+    let gw = Gateway::start(&body);
+    for _ in 0..3 {
+        assert_eq!(call(&gw), 200);
+    }
+    // Saved within a few seconds of changing.
+    assert!(eventually(std::time::Duration::from_secs(10), || {
+        std::fs::read_to_string(&path).is_ok_and(|f| f.contains("\"used\": 3"))
+    }));
+    drop(gw);
+    let gw = Gateway::start(&body);
+    assert_eq!(call(&gw), 200, "the fourth of 4");
+    assert_eq!(call(&gw), 429, "the count came back from the state file");
+}

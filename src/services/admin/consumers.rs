@@ -30,7 +30,7 @@ pub struct Consumers {
     /// `None` without Redis: writes apply to this instance alone.
     pub store: Option<ConsumerStore>,
     /// Without Redis, where writes are kept across restarts (if anywhere).
-    pub state_file: Option<StateFileWriter>,
+    pub state_file: Option<Arc<StateFileWriter>>,
     pub runtime_keys: Arc<RuntimeKeys>,
     /// Digests of the config's keys, which a runtime key may not take.
     pub config_digests: HashSet<[u8; 32]>,

@@ -61,6 +61,9 @@ impl ConsumerStore {
     /// One admin write, and the version bump with it. A timeout leaves the outcome
     /// unknown, and says so.
     pub async fn apply(&self, change: &Change) -> Result<(), String> {
+        if matches!(change, Change::Quotas(_)) {
+            return Ok(()); // with Redis, quotas are counted there by the sync
+        }
         let record = match change {
             Change::AddKey(key) => serde_json::to_string(key).map_err(|e| e.to_string())?,
             _ => String::new(),
@@ -71,6 +74,7 @@ impl ConsumerStore {
                 Change::RevokeKey { key_id } => p.hdel(self.key("keys"), key_id),
                 Change::SetTier { consumer, tier } => p.hset(self.key("tiers"), consumer, tier),
                 Change::ClearTier { consumer } => p.hdel(self.key("tiers"), consumer),
+                Change::Quotas(_) => return,
             }
             .ignore();
         })
