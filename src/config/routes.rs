@@ -38,6 +38,15 @@ pub(super) fn routes(problems: &mut Problems, value: Option<Value>, known: &Know
         let Some(spec) = problems.section::<RouteSpec>(&path, item) else {
             continue;
         };
+        // Names go into Redis keys (`:`-separated), metric labels and RateLimit headers.
+        if spec.name.is_empty()
+            || !spec
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            problems.add(format!("{path}.name"), "letters, digits, '_', '.' and '-' only");
+        }
         if !names.insert(spec.name.clone()) {
             problems.add(
                 format!("{path}.name"),

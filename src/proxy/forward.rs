@@ -176,7 +176,7 @@ impl Forwarding {
             }
         }
         if let Some(rules) = rules {
-            super::rules::apply(upstream, rules, &self.vars(ctx))?;
+            super::rules::apply(upstream, rules, &self.vars(ctx), true)?;
         }
         Ok(())
     }

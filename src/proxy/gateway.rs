@@ -363,14 +363,27 @@ impl ProxyHttp for Gateway {
             }
         }
         if let Some(rules) = self.route(ctx).and_then(|r| r.response_headers.as_ref()) {
-            super::rules::apply(response, rules, &self.forwarding.vars(ctx))?;
+            super::rules::apply(response, rules, &self.forwarding.vars(ctx), false)?;
         }
-        if let Some((origin, credentials)) = &ctx.cors {
-            for (name, value) in respond::cors_headers(origin, *credentials) {
-                if name == "vary" {
-                    response.append_header(name, value)?;
-                } else {
-                    response.insert_header(name, value)?;
+        if self.route(ctx).is_some_and(|r| r.cors.is_some()) {
+            // The route's policy alone decides who may read: the upstream's own CORS
+            // headers (a framework that reflects every origin) never pass.
+            let upstream_cors: Vec<http::HeaderName> = response
+                .headers
+                .keys()
+                .filter(|n| n.as_str().starts_with("access-control-"))
+                .cloned()
+                .collect();
+            for name in upstream_cors {
+                response.remove_header(&name);
+            }
+            // The answer differs by origin, allowed or not: caches must keep them apart.
+            response.append_header(header::VARY, "Origin")?;
+            if let Some((origin, credentials)) = &ctx.cors {
+                for (name, value) in respond::cors_headers(origin, *credentials) {
+                    if name != "vary" {
+                        response.insert_header(name, value)?;
+                    }
                 }
             }
         }
@@ -432,6 +445,8 @@ impl ProxyHttp for Gateway {
         // or was abandoned by the client.
         let upstream_fault = *e.esource() == ErrorSource::Upstream;
         self.settle(ctx, upstream_fault.then_some(false));
+        // The gateway's own error answer is never compressed.
+        self.compress_at(session, 0);
         let status = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout

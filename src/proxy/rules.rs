@@ -1,5 +1,7 @@
 //! Applies a route's header rules to a head, request or response: remove, then
-//! set (an absent variable removes the header instead), then add.
+//! set (an absent variable removes the header instead), then add. On a request,
+//! a header a rule sets or adds is the gateway's alone: the client's copies go
+//! first, so a client can never slip a value in beside it.
 
 use crate::vocab::header_rules::{HeaderRules, Vars};
 use http::{HeaderName, HeaderValue};
@@ -37,9 +39,14 @@ impl Head for ResponseHeader {
     }
 }
 
-pub fn apply(head: &mut impl Head, rules: &HeaderRules, vars: &Vars<'_>) -> Result<()> {
+pub fn apply(head: &mut impl Head, rules: &HeaderRules, vars: &Vars<'_>, from_client: bool) -> Result<()> {
     for name in &rules.remove {
         head.remove(name);
+    }
+    if from_client {
+        for (name, _) in &rules.add {
+            head.remove(name);
+        }
     }
     for (name, value) in &rules.set {
         match value.render(vars) {

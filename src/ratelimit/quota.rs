@@ -87,7 +87,8 @@ impl QuotaCounter {
         let mut shard = self.shard(route, consumer);
         let Shard { counts, listed } = &mut *shard;
         if counts.len() >= MAX_KEYS / SHARDS {
-            counts.retain(|_, c| c.period >= period || c.listed);
+            // Keys untouched for longer than a month hold no current period of either kind.
+            counts.retain(|_, c| c.listed || unix_s.saturating_sub(c.touched_s) < 32 * 86_400);
         }
         let count = counts.entry((route, consumer.clone())).or_default();
         if count.period != period {

@@ -47,11 +47,11 @@ impl Template {
         let mut rest = text;
         while let Some(at) = rest.find('$') {
             if at > 0 {
-                parts.push(Part::Text(rest[..at].to_string()));
+                parts.push(Part::Text(text_part(&rest[..at])?));
             }
             let after = &rest[at + 1..];
             let name_len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
                 .unwrap_or(after.len());
             let name = &after[..name_len];
             let var = match name {
@@ -74,7 +74,7 @@ impl Template {
             rest = &after[name_len..];
         }
         if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
+            parts.push(Part::Text(text_part(rest)?));
         }
         let fixed = match parts.as_slice() {
             [] => Some(HeaderValue::from_static("")),
@@ -107,6 +107,13 @@ impl Template {
         }
         HeaderValue::from_str(&out).ok()
     }
+}
+
+/// Literal text of a value, checked once: a bad one would drop the header on every request.
+fn text_part(text: &str) -> Result<String, String> {
+    HeaderValue::from_str(text)
+        .map(|_| text.to_string())
+        .map_err(|_| format!("{text:?} is not valid in a header value"))
 }
 
 /// One direction's rules, applied in this order: remove, set, add.

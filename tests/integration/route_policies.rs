@@ -152,6 +152,23 @@ fn cors_preflights_are_answered_by_the_gateway_and_answers_carry_the_origin() {
     let foreign = get_from("https://evil.test", Some(KEY));
     assert_eq!(foreign.status, 200);
     assert_eq!(foreign.header("access-control-allow-origin"), None);
+    assert_eq!(
+        foreign.header("vary"),
+        Some("Origin"),
+        "every answer of a CORS route varies by origin"
+    );
+    // An upstream that reflects any origin with credentials is overruled by the route's policy.
+    let reflected = get_with(
+        gw.addr,
+        "/api/orders",
+        &[
+            ("origin", "https://evil.test"),
+            ("x-api-key", KEY),
+            ("x-reply-header", "Access-Control-Allow-Origin: https://evil.test"),
+        ],
+    );
+    assert_eq!(reflected.status, 200);
+    assert_eq!(reflected.header("access-control-allow-origin"), None);
 }
 
 #[test]
@@ -165,6 +182,7 @@ fn header_rules_reach_the_upstream_and_the_client_and_absent_variables_omit_the_
             ("x-api-key", KEY),
             ("cookie", "session=1"),
             ("x-request-id", "abc-1"),
+            ("x-via", "forged-by-the-client"),
         ],
     );
     assert_eq!(known.status, 200);
@@ -174,7 +192,11 @@ fn header_rules_reach_the_upstream_and_the_client_and_absent_variables_omit_the_
         Some("app from 127.0.0.1")
     );
     assert_eq!(known.upstream_header("x-trace").as_deref(), Some("req-abc-1"));
-    assert_eq!(known.upstream_header("x-via").as_deref(), Some("floodgate"));
+    assert_eq!(
+        known.upstream_header("x-via").as_deref(),
+        Some("floodgate"),
+        "a client's copy never rides along"
+    );
     assert_eq!(known.upstream_header("cookie"), None);
     assert_eq!(known.header("cache-control"), Some("no-store"));
     assert_eq!(known.header("x-served-for"), Some("app"));

@@ -31,7 +31,8 @@ impl StateFileWriter {
         let shown = self.path.display();
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
         let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
+        // Per process: an old and a new process overlap during an upgrade.
+        tmp.push(format!(".{}.tmp", std::process::id()));
         let tmp = PathBuf::from(tmp);
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
@@ -67,7 +68,10 @@ mod tests {
         writer.save(&set).expect("save");
         let read: StateDoc = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("parse");
         assert_eq!(read.tiers.get("alice").map(String::as_str), Some("gold"));
-        assert!(!dir.path().join("state.json.tmp").exists());
+        assert!(
+            std::fs::read_dir(dir.path()).expect("dir").count() == 1,
+            "no temporary file left"
+        );
         let gone = StateFileWriter::new(dir.path().join("missing/state.json"), StateDoc::default());
         let err = gone.save(&set).expect_err("no directory");
         assert!(err.contains("missing/state.json"), "{err}");

@@ -111,8 +111,10 @@ impl RedisSync {
         let (budget_pipes, budgets) = self.budgets_round(cluster);
         let window_pipes = windows.pipelines();
         let (keys, waiting) = (budgets.reports.len(), budgets.waiting);
+        // The round's deadline grows with everything it carries, quotas included.
+        let load = keys + quota_pushes.len();
         pipes.extend(budget_pipes);
-        let Ok(results) = tokio::time::timeout(self.timeout(keys), backend.run(pipes)).await else {
+        let Ok(results) = tokio::time::timeout(self.timeout(load), backend.run(pipes)).await else {
             // Whether Redis ran any of it is unknown: all of it is pushed again.
             self.windows_give_back(windows);
             self.quotas_give_back(quota_pushes);

@@ -129,8 +129,14 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
             .get("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let (status, answer) = answer(state, &method, &url, &headers, &body);
+        // `X-Reply-Header: Name: value` asks for that header on the answer (an upstream's
+        // own headers, for tests of what the gateway lets through).
+        let asked = headers
+            .get("x-reply-header")
+            .map(|h| format!("{h}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{asked}{}\r\n",
             answer.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
