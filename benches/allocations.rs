@@ -1,0 +1,141 @@
+//! Heap allocations per request of `request_filter`'s decision (`Gateway::decide`),
+//! counted by a counting global allocator: the plain path (a route, no auth, no
+//! limit) and the full one (JWT from the cache, the consumer's bucket, a global
+//! window). Fails loudly when a change allocates more than the budget below, under
+//! `cargo bench` and under `cargo test --all-targets` alike.
+//!
+//! cargo bench --bench allocations
+
+use floodgate::proxy::ctx::RequestCtx;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use pingora_http::RequestHeader;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Allocations per decision at most: raise them only on purpose.
+const PLAIN_BUDGET: u64 = 0;
+const FULL_BUDGET: u64 = 0;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above, with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        // SAFETY: as for `alloc`; `ptr` and `layout` are the caller's, unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+fn gateway() -> floodgate::proxy::Gateway {
+    let text = format!(
+        r#"
+listen: ["127.0.0.1:18080"]
+admin: {{ listen: "127.0.0.1:19091" }}
+access_log: "off"
+auth:
+  jwt:
+    keys: [{{ kid: k, alg: HS256, secret: "{SECRET}" }}]
+  default_tier: bench
+tiers:
+  bench: {{ rate: 1000000000, burst: 1000000000 }}
+upstreams:
+  backend: {{ targets: ["127.0.0.1:18000"] }}
+routes:
+  - {{ name: plain, path_prefix: /plain/, upstream: backend, auth: none }}
+  - {{ name: api, path_prefix: /api/, upstream: backend, global_limit: {{ rate: 1000000000, per_s: 1 }} }}
+"#
+    );
+    let mut config = floodgate::config::parse(&text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut services = Vec::new();
+    floodgate::app::assemble(&mut config, &mut services)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .gateway
+}
+
+fn request(path: &str, token: Option<&str>) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+    req.insert_header("host", "api.example.test").expect("host");
+    req.insert_header("accept", "application/json").expect("accept");
+    if let Some(t) = token {
+        req.insert_header("authorization", format!("Bearer {t}"))
+            .expect("auth");
+    }
+    req
+}
+
+/// (allocations, bytes) per decision, over `n` decisions after a warm-up (caches filled).
+fn per_request(gw: &floodgate::proxy::Gateway, req: &RequestHeader, n: u64, now_ns: &mut u64) -> (f64, f64) {
+    let peer: IpAddr = [192, 0, 2, 7].into();
+    let mut run = |count: u64| {
+        for _ in 0..count {
+            *now_ns += 1000;
+            let mut ctx = RequestCtx::default();
+            black_box(matches!(
+                gw.decide(black_box(req), Some(peer), &mut ctx, *now_ns),
+                floodgate::proxy::decide::Verdict::Proxy
+            ));
+            black_box(&ctx);
+        }
+    };
+    run(100);
+    let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    run(n);
+    let (a1, b1) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    ((a1 - a0) as f64 / n as f64, (b1 - b0) as f64 / n as f64)
+}
+
+fn main() {
+    // The counter itself counts (else every budget would pass).
+    let before = ALLOCS.load(Ordering::Relaxed);
+    black_box(Vec::<u8>::with_capacity(64));
+    assert!(
+        ALLOCS.load(Ordering::Relaxed) > before,
+        "the counting allocator is not in use"
+    );
+    let n = if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        2_000
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k".into());
+    let claims = serde_json::json!({"sub": "consumer-42", "exp": now + 3600});
+    let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign");
+    let gw = gateway();
+    let mut now_ns = now * 1_000_000_000;
+    let (plain_allocs, plain_bytes) = per_request(&gw, &request("/plain/x", None), n, &mut now_ns);
+    let (full_allocs, full_bytes) = per_request(&gw, &request("/api/x", Some(&token)), n, &mut now_ns);
+    println!("decide, plain path: {plain_allocs:.2} allocations, {plain_bytes:.0} bytes per request");
+    println!("decide, full path (JWT + bucket + global window): {full_allocs:.2} allocations, {full_bytes:.0} bytes per request");
+    assert!(
+        plain_allocs <= PLAIN_BUDGET as f64,
+        "the plain path allocates {plain_allocs:.2} times per request, budget {PLAIN_BUDGET}"
+    );
+    assert!(
+        full_allocs <= FULL_BUDGET as f64,
+        "the full path allocates {full_allocs:.2} times per request, budget {FULL_BUDGET}"
+    );
+}
