@@ -346,6 +346,23 @@ fn the_admin_view_shows_tier_source_cluster_usage_and_this_instances_share() {
     assert!(remaining < BURST, "{v}");
     assert!(v["this_instance"]["share"].as_f64().is_some(), "{v}");
     // The other instance never saw the consumer: it reads the cluster's side from Redis.
+    // The sync's own figures reach /metrics.
+    let metrics = get(gws[0].admin, "/metrics").text();
+    assert!(
+        metrics.contains("floodgate_redis_sync_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floodgate_redis_sync_keys_waiting 0"),
+        "{metrics}"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        get_with(gws[0].addr, "/api/x", &[("authorization", auth.as_str())]);
+        get(gws[0].admin, "/metrics")
+            .text()
+            .lines()
+            .any(|l| l.starts_with("floodgate_redis_sync_keys ") && !l.ends_with(" 0"))
+    }));
     let other = view(&gws[1], "viewed", Some(ADMIN_TOKEN)).json();
     assert!(other["this_instance"].is_null(), "{other}");
     assert!(other["cluster"]["remaining"].as_f64().is_some(), "{other}");

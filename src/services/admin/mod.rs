@@ -107,6 +107,12 @@ impl Admin {
         t.state
             .global_limit_degraded
             .set(i64::from(sync.degraded.load(Ordering::Relaxed)));
+        t.state
+            .redis_sync_keys
+            .set(sync.keys_synced.load(Ordering::Relaxed) as i64);
+        t.state
+            .redis_sync_keys_waiting
+            .set(sync.keys_waiting.load(Ordering::Relaxed) as i64);
     }
 
     fn circuit_breakers(&self) -> serde_json::Value {
