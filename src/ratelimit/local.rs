@@ -72,11 +72,12 @@ pub struct Lease {
 }
 
 /// This instance's view of a key's cluster budget, as of its last settlement.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ShareView {
     pub tokens: f64,
     pub share: f64,
-    pub bucket: Option<Bucket>,
+    /// The tier it was last asked under.
+    pub bucket: Bucket,
 }
 
 /// One key's bucket as it stands.
@@ -345,7 +346,7 @@ impl LocalLimiter {
         shard.table.find(hash, |b| b.key == *key).map(|b| ShareView {
             tokens: b.tokens,
             share: f64::from(b.cluster.share),
-            bucket: Some(b.bucket),
+            bucket: b.bucket,
         })
     }
 }

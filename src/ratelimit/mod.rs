@@ -197,15 +197,7 @@ impl RateLimiter {
         let local = bucket.map(|bucket| LocalOutcome {
             policy,
             bucket,
-            decision: match self.supply() {
-                Some(supply) => self.local.take(&key, bucket, f64::from(cost), now_ns, supply),
-                None => Decision {
-                    allowed: false,
-                    remaining: 0,
-                    full_in_s: bucket.window_s(),
-                    retry_after_s: 1,
-                },
-            },
+            decision: self.take(&key, bucket, cost, now_ns),
         });
         if let Some(refused) = local.filter(|l| !l.decision.allowed) {
             return Outcome {
@@ -277,20 +269,25 @@ impl RateLimiter {
         let (name, by_tier) = self.route_limits.get(route)?.as_ref()?;
         let bucket = (*by_tier.get(tier)?)?;
         let key = LimitKey::Route(name.clone(), consumer.clone());
-        let decision = match self.supply() {
-            Some(supply) => self.local.take(&key, bucket, f64::from(cost), now_ns, supply),
+        Some(LocalOutcome {
+            policy: Policy::Route(route),
+            bucket,
+            decision: self.take(&key, bucket, cost, now_ns),
+        })
+    }
+
+    /// One bucket's decision where its tokens come from now: refused outright while
+    /// Redis is down under `deny`.
+    fn take(&self, key: &LimitKey, bucket: Bucket, cost: u32, now_ns: u64) -> Decision {
+        match self.supply() {
+            Some(supply) => self.local.take(key, bucket, f64::from(cost), now_ns, supply),
             None => Decision {
                 allowed: false,
                 remaining: 0,
                 full_in_s: bucket.window_s(),
                 retry_after_s: 1,
             },
-        };
-        Some(LocalOutcome {
-            policy: Policy::Route(route),
-            bucket,
-            decision,
-        })
+        }
     }
 
     /// Where bucket tokens come from now; `None` when Redis is down under `deny`.

@@ -48,8 +48,7 @@ impl Admin {
         } else {
             // A token names its tier per request; the bucket shows which one was seen.
             local
-                .and_then(|l| l.bucket)
-                .and_then(|b| tiers.iter().position(|t| t.bucket == b))
+                .and_then(|l| tiers.iter().position(|t| t.bucket == l.bucket))
                 .map(|t| (t, "token"))
         };
         let (cluster, cluster_error) = match &self.budgets {
