@@ -11,7 +11,7 @@ use crate::vocab::path::normalize_path;
 use crate::vocab::quota::{Period, Quota};
 use http::Method;
 use serde_yaml::Value;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// What the route validator reads from the sections before it.
@@ -120,40 +120,23 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
             per: Duration::from_secs(g.per_s),
         }
     });
-    let tier_limits = spec.limits.map(|limits| {
-        if auth == AuthPolicy::None {
-            problems.add(
-                format!("{path}.limits"),
-                "needs auth: required or optional (limits are per consumer)",
-            );
-        }
-        let mut by_tier = vec![None; known.tiers.len()];
-        for (name, bucket) in limits {
-            let key = format!("{path}.limits.{name}");
-            check_bucket(problems, &key, &bucket);
-            if let Some(id) = tier_id(problems, known.tiers, &key, &name) {
-                by_tier[id] = Some(bucket);
-            }
-        }
-        by_tier
-    });
+    let per_consumer = PerConsumer { path, auth, known };
+    let tier_limits = spec
+        .limits
+        .map(|limits| per_consumer.by_tier(problems, "limits", "limits", "limits", limits, check_bucket));
     let quota = spec.quota.map(|q| {
-        if auth == AuthPolicy::None {
-            problems.add(
-                format!("{path}.quota"),
-                "needs auth: required or optional (quotas are per consumer)",
-            );
-        }
-        let mut by_tier = vec![None; known.tiers.len()];
-        for (name, requests) in q.requests {
-            let key = format!("{path}.quota.requests.{name}");
-            if requests == 0 {
-                problems.add(key.clone(), "must be at least 1");
-            }
-            if let Some(id) = tier_id(problems, known.tiers, &key, &name) {
-                by_tier[id] = Some(requests);
-            }
-        }
+        let by_tier = per_consumer.by_tier(
+            problems,
+            "quota",
+            "quotas",
+            "quota.requests",
+            q.requests,
+            |problems, key, n| {
+                if *n == 0 {
+                    problems.add(key, "must be at least 1");
+                }
+            },
+        );
         let per = match q.per {
             QuotaPer::Day => Period::Day,
             QuotaPer::Month => Period::Month,
@@ -198,6 +181,43 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         compress,
         quota,
     })
+}
+
+/// A route policy counted per consumer and sized per tier (`limits`, `quota`).
+struct PerConsumer<'a> {
+    path: &'a str,
+    auth: AuthPolicy,
+    known: &'a Known<'a>,
+}
+
+impl PerConsumer<'_> {
+    /// `{tier: value}` as a value per tier id, each checked; the policy needs auth.
+    fn by_tier<T: Clone>(
+        &self,
+        problems: &mut Problems,
+        policy: &str,
+        plural: &str,
+        map_key: &str,
+        map: BTreeMap<String, T>,
+        check: impl Fn(&mut Problems, &str, &T),
+    ) -> Vec<Option<T>> {
+        let path = self.path;
+        if self.auth == AuthPolicy::None {
+            problems.add(
+                format!("{path}.{policy}"),
+                format!("needs auth: required or optional ({plural} are per consumer)"),
+            );
+        }
+        let mut by_tier = vec![None; self.known.tiers.len()];
+        for (name, value) in map {
+            let key = format!("{path}.{map_key}.{name}");
+            check(problems, &key, &value);
+            if let Some(id) = tier_id(problems, self.known.tiers, &key, &name) {
+                by_tier[id] = Some(value);
+            }
+        }
+        by_tier
+    }
 }
 
 fn action(
