@@ -15,29 +15,25 @@ pub trait Head {
     fn remove(&mut self, name: &HeaderName);
 }
 
-impl Head for RequestHeader {
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.insert_header(name, value)
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.append_header(name, value).map(drop)
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
+/// Pingora's two heads have the same three methods, not a trait for them.
+macro_rules! head {
+    ($head:ty) => {
+        impl Head for $head {
+            fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.insert_header(name, value)
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
+                self.append_header(name, value).map(drop)
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
 }
 
-impl Head for ResponseHeader {
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.insert_header(name, value)
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) -> Result<()> {
-        self.append_header(name, value).map(drop)
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-}
+head!(RequestHeader);
+head!(ResponseHeader);
 
 pub fn apply(head: &mut impl Head, rules: &HeaderRules, vars: &Vars<'_>, from_client: bool) -> Result<()> {
     for name in &rules.remove {
