@@ -368,22 +368,20 @@ impl ProxyHttp for Gateway {
         if self.route(ctx).is_some_and(|r| r.cors.is_some()) {
             // The route's policy alone decides who may read: the upstream's own CORS
             // headers (a framework that reflects every origin) never pass.
-            let upstream_cors: Vec<http::HeaderName> = response
-                .headers
-                .keys()
-                .filter(|n| n.as_str().starts_with("access-control-"))
-                .cloned()
-                .collect();
-            for name in upstream_cors {
-                response.remove_header(&name);
+            // (Collected only when there are some: most upstreams send none.)
+            let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
+            if response.headers.keys().any(is_cors) {
+                let upstream_cors: Vec<http::HeaderName> =
+                    response.headers.keys().filter(|n| is_cors(n)).cloned().collect();
+                for name in upstream_cors {
+                    response.remove_header(&name);
+                }
             }
             // The answer differs by origin, allowed or not: caches must keep them apart.
             response.append_header(header::VARY, "Origin")?;
             if let Some((origin, credentials)) = &ctx.cors {
-                for (name, value) in respond::cors_headers(origin, *credentials) {
-                    if name != "vary" {
-                        response.insert_header(name, value)?;
-                    }
+                for (name, value) in respond::cors_values(origin, *credentials) {
+                    response.insert_header(name, value)?;
                 }
             }
         }
