@@ -7,7 +7,6 @@
 //! cargo bench --bench allocations
 
 use floodgate::proxy::ctx::RequestCtx;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pingora_http::RequestHeader;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -46,7 +45,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+mod support;
+
+use support::{request, SECRET};
 
 fn gateway() -> floodgate::proxy::Gateway {
     let text = format!(
@@ -67,22 +68,7 @@ routes:
   - {{ name: api, path_prefix: /api/, upstream: backend, global_limit: {{ rate: 1000000000, per_s: 1 }} }}
 "#
     );
-    let mut config = floodgate::config::parse(&text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
-    let mut services = Vec::new();
-    floodgate::app::assemble(&mut config, &mut services)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .gateway
-}
-
-fn request(path: &str, token: Option<&str>) -> RequestHeader {
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
-    req.insert_header("host", "api.example.test").expect("host");
-    req.insert_header("accept", "application/json").expect("accept");
-    if let Some(t) = token {
-        req.insert_header("authorization", format!("Bearer {t}"))
-            .expect("auth");
-    }
-    req
+    support::gateway(&text)
 }
 
 /// (allocations, bytes) per decision, over `n` decisions after a warm-up (caches filled).
@@ -120,10 +106,7 @@ fn main() {
         2_000
     };
     let now = jsonwebtoken::get_current_timestamp();
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("k".into());
-    let claims = serde_json::json!({"sub": "consumer-42", "exp": now + 3600});
-    let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign");
+    let token = support::token(now);
     let gw = gateway();
     let mut now_ns = now * 1_000_000_000;
     let (plain_allocs, plain_bytes) = per_request(&gw, &request("/plain/x", None), n, &mut now_ns);

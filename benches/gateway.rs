@@ -4,12 +4,12 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::proxy::ctx::RequestCtx;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use pingora_http::RequestHeader;
 use std::hint::black_box;
 use std::net::IpAddr;
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+mod support;
+
+use support::{request, SECRET};
 
 fn config(auth_route: &str) -> String {
     format!(
@@ -37,32 +37,12 @@ routes:
 }
 
 fn gateway(auth_route: &str) -> floodgate::proxy::Gateway {
-    let mut config =
-        floodgate::config::parse(&config(auth_route), |_| None).unwrap_or_else(|p| panic!("{p:?}"));
-    let mut services = Vec::new();
-    floodgate::app::assemble(&mut config, &mut services)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .gateway
-}
-
-fn request(path: &str, token: Option<&str>) -> RequestHeader {
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
-    req.insert_header("host", "api.example.test").expect("host");
-    req.insert_header("user-agent", "bench/1.0").expect("ua");
-    req.insert_header("accept", "application/json").expect("accept");
-    if let Some(t) = token {
-        req.insert_header("authorization", format!("Bearer {t}"))
-            .expect("auth");
-    }
-    req
+    support::gateway(&config(auth_route))
 }
 
 fn bench(c: &mut Criterion) {
     let now = jsonwebtoken::get_current_timestamp();
-    let mut header = Header::new(Algorithm::HS256);
-    header.kid = Some("k".into());
-    let claims = serde_json::json!({"sub": "consumer-42", "exp": now + 3600});
-    let token = encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign");
+    let token = support::token(now);
     let peer: IpAddr = [192, 0, 2, 7].into();
 
     let open = gateway("auth: none");

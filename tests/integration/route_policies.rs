@@ -251,6 +251,23 @@ routes:
     )
 }
 
+/// `n` requests of the consumer to `path`, alternating between two instances on one
+/// Redis, `pace_ms` apart (pacing, not waiting): how many were admitted.
+fn alternate(redis: &Redis, path: &str, n: usize, pace_ms: u64) -> usize {
+    let gws = [
+        Gateway::start(&limits_body(Some(redis))),
+        Gateway::start(&limits_body(Some(redis))),
+    ];
+    let mut admitted = 0;
+    for i in 0..n {
+        let r = get_with(gws[i % 2].addr, path, &[("x-api-key", KEY)]);
+        assert!(r.status == 200 || r.status == 429, "status {}", r.status);
+        admitted += usize::from(r.status == 200);
+        std::thread::sleep(std::time::Duration::from_millis(pace_ms));
+    }
+    admitted
+}
+
 #[test]
 fn a_routes_tier_limit_sits_on_top_of_the_consumers_bucket() {
     let gw = Gateway::start(&limits_body(None));
@@ -278,18 +295,8 @@ fn a_routes_tier_limit_sits_on_top_of_the_consumers_bucket() {
 #[test]
 fn a_routes_tier_limit_is_one_budget_across_instances() {
     let redis = Redis::start();
-    let gws = [
-        Gateway::start(&limits_body(Some(&redis))),
-        Gateway::start(&limits_body(Some(&redis))),
-    ];
-    let mut admitted = 0;
-    for i in 0..40 {
-        let r = get_with(gws[i % 2].addr, "/export/x", &[("x-api-key", KEY)]);
-        assert!(r.status == 200 || r.status == 429, "status {}", r.status);
-        admitted += usize::from(r.status == 200);
-        // Paced over a few syncs, so leases move between the instances.
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    // Paced over a few syncs, so leases move between the instances.
+    let admitted = alternate(&redis, "/export/x", 40, 25);
     // A burst of 2 across both instances, plus at most the one-token advance the second
     // instance starts on before its first sync (the stated bound; repaid as debt).
     assert!((2..=3).contains(&admitted), "{admitted} admitted");
@@ -376,18 +383,8 @@ fn a_daily_quota_refuses_past_its_requests_until_the_day_ends() {
 #[test]
 fn a_quota_is_shared_by_instances_through_redis() {
     let redis = Redis::start();
-    let gws = [
-        Gateway::start(&limits_body(Some(&redis))),
-        Gateway::start(&limits_body(Some(&redis))),
-    ];
-    let mut admitted = 0;
-    for i in 0..16 {
-        let r = get_with(gws[i % 2].addr, "/daily/x", &[("x-api-key", KEY)]);
-        assert!(r.status == 200 || r.status == 429, "status {}", r.status);
-        admitted += usize::from(r.status == 200);
-        // Paced over syncs: the stated bound is what the others admit in one period.
-        std::thread::sleep(std::time::Duration::from_millis(150));
-    }
+    // Paced over syncs: the stated bound is what the others admit in one period.
+    let admitted = alternate(&redis, "/daily/x", 16, 150);
     // One quota of 4 across both instances, plus at most what the other instance admitted
     // within one sync period (the stated bound): at this pace, one request.
     assert!((4..=5).contains(&admitted), "{admitted} admitted");

@@ -1,0 +1,36 @@
+//! What the request-path benches share: a gateway assembled from config text
+//! (without a server), a prepared request head, and a signed token.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use pingora_http::RequestHeader;
+
+/// The HMAC secret of the benches' JWT key `k`.
+pub const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+pub fn gateway(text: &str) -> floodgate::proxy::Gateway {
+    let mut config = floodgate::config::parse(text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut services = Vec::new();
+    floodgate::app::assemble(&mut config, &mut services)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .gateway
+}
+
+pub fn request(path: &str, token: Option<&str>) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None).expect("request");
+    req.insert_header("host", "api.example.test").expect("host");
+    req.insert_header("user-agent", "bench/1.0").expect("ua");
+    req.insert_header("accept", "application/json").expect("accept");
+    if let Some(t) = token {
+        req.insert_header("authorization", format!("Bearer {t}"))
+            .expect("auth");
+    }
+    req
+}
+
+/// A token for `consumer-42`, valid for an hour from `now_s`, signed with key `k`.
+pub fn token(now_s: u64) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k".into());
+    let claims = serde_json::json!({"sub": "consumer-42", "exp": now_s + 3600});
+    encode(&header, &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("sign")
+}
