@@ -53,6 +53,13 @@ fn fleet(body: &str, n: usize) -> Vec<Gateway> {
     gateways(body, &format!("token: \"{ADMIN_TOKEN}\""), n)
 }
 
+/// `n` instances on `redis` under `mode`, each knowing how many there are.
+fn synced_fleet(redis: &Redis, mode: &str, n: usize) -> Vec<Gateway> {
+    let gws = fleet(&single(redis, mode), n);
+    await_instances(redis.addr(), n);
+    gws
+}
+
 /// Until every instance has heartbeated twice: each then knows how many there are.
 fn await_instances(addr: std::net::SocketAddr, n: usize) {
     let want = format!(":{n}");
@@ -153,8 +160,7 @@ fn assert_within(label: &str, admitted: usize, budget: f64, low: f64, high: f64)
 #[test]
 fn three_instances_with_a_consumer_spread_evenly_admit_one_budget() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 3);
-    await_instances(redis.addr(), 3);
+    let gws = synced_fleet(&redis, "local_share", 3);
     let auth = bearer("even");
     let run = drive(&gws, "/api/x", Some(&auth), 6, 6.0, |c, _| c % 3);
     assert!(run.errors.is_empty(), "{:?}", run.errors);
@@ -170,8 +176,7 @@ fn three_instances_with_a_consumer_spread_evenly_admit_one_budget() {
 #[test]
 fn all_of_a_consumers_traffic_on_one_of_three_instances_gets_the_whole_budget() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 3);
-    await_instances(redis.addr(), 3);
+    let gws = synced_fleet(&redis, "local_share", 3);
     let auth = bearer("sticky");
     let run = drive(&gws, "/api/x", Some(&auth), 3, 6.0, |_, _| 0);
     assert!(run.errors.is_empty(), "{:?}", run.errors);
@@ -181,8 +186,7 @@ fn all_of_a_consumers_traffic_on_one_of_three_instances_gets_the_whole_budget() 
 #[test]
 fn a_consumer_moving_to_another_instance_gets_its_budget_there_within_two_syncs() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 3);
-    await_instances(redis.addr(), 3);
+    let gws = synced_fleet(&redis, "local_share", 3);
     let auth = bearer("mover");
     // The first instance until 3 s, then the second: the burst is spent on the first.
     let run = drive(&gws, "/api/x", Some(&auth), 3, 7.0, |_, t| usize::from(t >= 3.0));
@@ -199,8 +203,7 @@ fn a_consumer_moving_to_another_instance_gets_its_budget_there_within_two_syncs(
 #[test]
 fn a_request_costing_more_than_an_instances_share_is_still_admitted() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 3);
-    await_instances(redis.addr(), 3);
+    let gws = synced_fleet(&redis, "local_share", 3);
     let auth = bearer("costly");
     let run = drive(&gws, "/costly/x", Some(&auth), 3, 4.0, |c, _| c % 3);
     assert!(run.errors.is_empty(), "{:?}", run.errors);
@@ -213,8 +216,7 @@ fn a_request_costing_more_than_an_instances_share_is_still_admitted() {
 #[test]
 fn an_anonymous_address_spread_over_three_instances_has_one_budget_too() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 3);
-    await_instances(redis.addr(), 3);
+    let gws = synced_fleet(&redis, "local_share", 3);
     let even = drive(&gws, "/open/x", None, 6, 6.0, |c, _| c % 3);
     assert!(even.errors.is_empty(), "{:?}", even.errors);
     assert_within(
@@ -233,8 +235,7 @@ fn an_anonymous_address_spread_over_three_instances_has_one_budget_too() {
 #[test]
 fn redis_killed_under_local_share_keeps_one_budget_and_pushes_the_outage_when_back() {
     let mut redis = Redis::start();
-    let gws = Arc::new(fleet(&single(&redis, "local_share"), 3));
-    await_instances(redis.addr(), 3);
+    let gws = Arc::new(synced_fleet(&redis, "local_share", 3));
     let auth = bearer("outage");
     let killer = {
         let gws = gws.clone();
@@ -286,8 +287,7 @@ fn a_frozen_or_killed_redis_under_each_mode() {
     ];
     for (mode, kill, low, high) in cases {
         let mut redis = Redis::start();
-        let gws = fleet(&single(&redis, mode), 2);
-        await_instances(redis.addr(), 2);
+        let gws = synced_fleet(&redis, mode, 2);
         if kill {
             redis.kill();
         } else {
@@ -314,8 +314,7 @@ fn a_frozen_or_killed_redis_under_each_mode() {
 #[test]
 fn the_admin_view_shows_tier_source_cluster_usage_and_this_instances_share() {
     let redis = Redis::start();
-    let gws = fleet(&single(&redis, "local_share"), 2);
-    await_instances(redis.addr(), 2);
+    let gws = synced_fleet(&redis, "local_share", 2);
     let auth = bearer("viewed");
     // Paced over a few syncs, so leases follow the first advance.
     let admitted = (0..30)
