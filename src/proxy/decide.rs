@@ -1,7 +1,7 @@
 //! What `request_filter` decides, without any I/O: route → client address rules
-//! → CORS preflight → auth → local bucket → global window → declared body size. A pure function of the request head, the
-//! peer address and the time, so it is unit-tested and benchmarked without a
-//! connection.
+//! → CORS preflight → auth → the rate limits → declared body size. A pure function
+//! of the request head, the peer address and the time, so it is unit-tested and
+//! benchmarked without a connection.
 
 use super::ctx::RequestCtx;
 use super::host::request_host;
@@ -137,11 +137,7 @@ impl Decider {
 
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
-        if outcome.local.is_some()
-            || outcome.route.is_some()
-            || outcome.global.is_some()
-            || outcome.quota.is_some()
-        {
+        if outcome.applied() {
             ctx.limit = Some(outcome);
         }
         if outcome.refused.is_some() {

@@ -70,6 +70,13 @@ pub struct Outcome {
     pub retry_after_s: u64,
 }
 
+impl Outcome {
+    /// Whether any policy applied to the request (and its answer carries headers).
+    pub fn applied(&self) -> bool {
+        self.local.is_some() || self.route.is_some() || self.global.is_some() || self.quota.is_some()
+    }
+}
+
 /// A route's own limit: its name (part of the limit key) and its bucket per tier id.
 pub type RouteLimit = (Arc<str>, Vec<Option<Bucket>>);
 
