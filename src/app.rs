@@ -5,7 +5,7 @@
 use crate::auth::jwt::JwksRefresh;
 use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::auth::Authenticator;
-use crate::config::{AccessLogTarget, Config, UpstreamKind};
+use crate::config::{AccessLogTarget, Config, TargetSpec, UpstreamKind};
 use crate::connection::guard::HeaderGuard;
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream::Deadlines;
@@ -189,10 +189,10 @@ pub fn assemble(
                 echo.add_tcp(&addr.to_string());
                 services.push(Box::new(echo));
                 log::info!("upstream {}: built-in echo on {addr}", upstream.name);
-                vec![addr]
+                vec![TargetSpec::Addr(addr)]
             }
         };
-        let (pool, health_service) = Pool::build(upstream, targets);
+        let (pool, health_service) = Pool::build(upstream, targets, &config.dns);
         services.extend(health_service);
         pools.push(pool);
     }

@@ -187,6 +187,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.test {
+        for warning in floodgate::upstream::discovery::unresolved_names(&config.upstreams, &config.dns) {
+            eprintln!("warning: {warning} (floodgate starts without it and keeps looking it up)");
+        }
         println!("{}: config OK", cli.conf);
         return ExitCode::SUCCESS;
     }

@@ -6,6 +6,7 @@
 
 mod access_log;
 mod auth;
+mod dns;
 mod header_rules;
 mod interpolate;
 mod listen;
@@ -41,6 +42,7 @@ const GATEWAY_TOP: &[&str] = &[
     "redis",
     "access_log",
     "state_file",
+    "dns",
 ];
 
 /// Read and validate a config file: what `-t` checks and what the server runs.
@@ -81,6 +83,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     let admin = listen::admin(&mut problems, take("admin"));
     let client = listen::client(&mut problems, take("client"));
     let upstreams = upstreams::upstreams(&mut problems, take("upstreams"));
+    let dns = dns::dns(&mut problems, take("dns"));
     let tiers = tiers::tiers(&mut problems, take("tiers"));
     let auth = auth::auth(&mut problems, take("auth"), &tiers);
     let anonymous = tiers::anonymous(&mut problems, take("anonymous"));
@@ -116,6 +119,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
             admin,
             client,
             upstreams,
+            dns,
             routes,
             auth,
             tiers,

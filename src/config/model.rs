@@ -23,6 +23,7 @@ pub struct Config {
     pub admin: Admin,
     pub client: ClientLimits,
     pub upstreams: Vec<Upstream>,
+    pub dns: Dns,
     pub routes: Vec<Route>,
     pub auth: Option<Auth>,
     /// Tier names and buckets; a tier's id is its index here.
@@ -146,12 +147,37 @@ pub struct BreakerSettings {
     pub half_open_requests: u32,
 }
 
+/// A configured target: an address as it is, or a name whose addresses are all
+/// targets, looked up again every `resolve_interval` off the request path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl std::fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetSpec::Addr(addr) => addr.fmt(f),
+            TargetSpec::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// The resolver upstream names are looked up with.
+#[derive(Clone, Debug, Default)]
+pub struct Dns {
+    /// Empty: the system's nameservers (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub name: String,
     pub kind: UpstreamKind,
-    /// Resolved once here: the request path never does DNS.
-    pub targets: Vec<SocketAddr>,
+    pub targets: Vec<TargetSpec>,
+    pub resolve_interval: Duration,
     pub balance: Balance,
     pub health_check: Option<HealthCheck>,
     pub connect_timeout: Duration,

@@ -99,6 +99,9 @@ pub(super) struct UpstreamSpec {
     pub(super) kind: UpstreamKind,
     #[serde(default)]
     pub(super) targets: Vec<String>,
+    /// How often names among the targets are looked up again.
+    #[serde(default = "default_resolve_interval_s")]
+    pub(super) resolve_interval_s: u64,
     #[serde(default)]
     pub(super) balance: Balance,
     pub(super) health_check: Option<HealthCheckSpec>,
@@ -140,6 +143,25 @@ fn default_one_u32() -> u32 {
 
 fn default_retries() -> u32 {
     1
+}
+
+fn default_resolve_interval_s() -> u64 {
+    5
+}
+
+/// The resolver for upstream names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DnsSpec {
+    /// `ip:port` of each nameserver; the system's (`/etc/resolv.conf`) when empty.
+    #[serde(default)]
+    pub(super) nameservers: Vec<String>,
+    #[serde(default = "default_dns_timeout_ms")]
+    pub(super) timeout_ms: u64,
+}
+
+fn default_dns_timeout_ms() -> u64 {
+    super::dns::DEFAULT_TIMEOUT_MS
 }
 
 #[derive(Debug, Deserialize)]

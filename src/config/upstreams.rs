@@ -1,12 +1,12 @@
-//! `upstreams`: targets (resolved once, here), balancing, health checks,
-//! timeouts, retries and circuit breakers.
+//! `upstreams`: targets (addresses, or names looked up in the background),
+//! balancing, health checks, timeouts, retries and circuit breakers.
 
-use super::model::{BreakerSettings, HealthCheck, Upstream, UpstreamKind};
+use super::model::{BreakerSettings, HealthCheck, TargetSpec, Upstream, UpstreamKind};
 use super::problems::Problems;
 use super::schema::{TimeoutsSpec, UpstreamSpec};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// More retries than this only multiply the load on a failing upstream.
@@ -31,8 +31,11 @@ fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpe
         .targets
         .iter()
         .enumerate()
-        .filter_map(|(i, t)| resolve_target(problems, &format!("{path}.targets[{i}]"), t))
+        .filter_map(|(i, t)| target(problems, &format!("{path}.targets[{i}]"), t))
         .collect();
+    if spec.resolve_interval_s == 0 {
+        problems.add(format!("{path}.resolve_interval_s"), "must be at least 1");
+    }
     match spec.kind {
         UpstreamKind::Http if spec.targets.is_empty() => problems.add(
             format!("{path}.targets"),
@@ -105,6 +108,7 @@ fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpe
         name,
         kind: spec.kind,
         targets,
+        resolve_interval: Duration::from_secs(spec.resolve_interval_s),
         balance: spec.balance,
         health_check,
         connect_timeout: Duration::from_millis(connect_ms),
@@ -115,29 +119,48 @@ fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpe
     }
 }
 
-/// Resolve a target once, at load; a name that does not resolve is a config error,
-/// never a panic inside `HttpPeer::new` at request time.
-fn resolve_target(problems: &mut Problems, path: &str, text: &str) -> Option<SocketAddr> {
+/// An address is taken as it is; a name is checked here and looked up at start
+/// and then every `resolve_interval_s`, never on the request path.
+fn target(problems: &mut Problems, path: &str, text: &str) -> Option<TargetSpec> {
     if let Ok(a) = text.parse::<SocketAddr>() {
-        return Some(a);
+        return Some(TargetSpec::Addr(a));
     }
-    if !text.contains(':') {
+    let Some((host, port)) = text.rsplit_once(':') else {
         problems.add(path, format!("\"{text}\" needs a port (host:port)"));
         return None;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        problems.add(path, format!("\"{text}\": the port must be a number up to 65535"));
+        return None;
+    };
+    if !is_host_name(host) {
+        problems.add(
+            path,
+            format!("\"{text}\": \"{host}\" is neither an IP address nor a DNS name"),
+        );
+        return None;
     }
-    match text.to_socket_addrs() {
-        Ok(mut addrs) => {
-            let first = addrs.next();
-            if first.is_none() {
-                problems.add(path, format!("\"{text}\" resolves to no address"));
-            }
-            first
-        }
-        Err(e) => {
-            problems.add(path, format!("cannot resolve \"{text}\": {e}"));
-            None
-        }
-    }
+    Some(TargetSpec::Name {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens
+/// (underscores too, as Kubernetes SRV-style names carry them), a trailing dot allowed.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -159,7 +182,17 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         let b = &ups[0];
-        assert_eq!(b.targets.len(), 2);
+        assert_eq!(
+            b.targets,
+            vec![
+                TargetSpec::Addr("127.0.0.1:9000".parse().expect("addr")),
+                TargetSpec::Name {
+                    host: "localhost".into(),
+                    port: 9001
+                },
+            ]
+        );
+        assert_eq!(b.resolve_interval, Duration::from_secs(5));
         assert_eq!(b.read_timeout, Duration::from_secs(5));
         assert_eq!(
             b.health_check.as_ref().map(|h| h.interval),
@@ -174,7 +207,7 @@ mod tests {
     #[test]
     fn every_problem_names_its_key() {
         let (_, problems) = parse(
-            "a: { targets: [\"nohost\"], timeouts: { read_ms: 0 }, retries: 11 }\n\
+            "a: { targets: [\"nohost\", \"bad_-.x:80\", \"h:http\"], timeouts: { read_ms: 0 }, retries: 11, resolve_interval_s: 0 }\n\
              e: { kind: echo, targets: [\"127.0.0.1:1\"] }\n\
              h: { targets: [] , health_check: { kind: tcp, path: x, interval_ms: 0 }, breaker: { failures: 0 } }\n",
         );
@@ -182,6 +215,9 @@ mod tests {
             problems,
             vec![
                 "upstreams.a.targets[0]: \"nohost\" needs a port (host:port)",
+                "upstreams.a.targets[1]: \"bad_-.x:80\": \"bad_-.x\" is neither an IP address nor a DNS name",
+                "upstreams.a.targets[2]: \"h:http\": the port must be a number up to 65535",
+                "upstreams.a.resolve_interval_s: must be at least 1",
                 "upstreams.a.timeouts.read_ms: must be greater than 0",
                 "upstreams.a.retries: at most 10",
                 "upstreams.e: kind: echo is served in-process and takes no targets or health_check",

@@ -286,6 +286,7 @@ pub struct StateMetrics {
     pub breaker_state: IntGaugeVec,
     pub breaker_transitions: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
+    pub upstream_resolve_errors: IntCounterVec,
     pub redis_sync_errors: IntCounter,
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
@@ -329,6 +330,16 @@ impl StateMetrics {
                         "1 when the target passes its health check",
                     ),
                     &["upstream", "target"],
+                )?,
+            )?,
+            upstream_resolve_errors: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "floodgate_upstream_resolve_errors_total",
+                        "Lookups of upstream target names that failed or found no address (the last good addresses stay)",
+                    ),
+                    &["upstream"],
                 )?,
             )?,
             redis_sync_errors: registered(

@@ -1,6 +1,9 @@
-//! Upstream target pools: load balancing with active health checks.
+//! Upstream target pools: discovery, load balancing with active health checks,
+//! and circuit breakers.
 
 pub mod breaker;
+pub mod discovery;
 pub mod pool;
+pub mod targets;
 
 pub use pool::Pool;

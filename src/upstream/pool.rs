@@ -1,20 +1,21 @@
 //! One [`Pool`] per configured upstream: a `pingora-load-balancing` LoadBalancer
-//! over targets resolved at load, plus its active health check, which runs as a
-//! background service (`app` registers it), and one circuit breaker per target.
-//! Health and breaker meet at selection: a target is a candidate only if it is
-//! healthy and its breaker admits a request. Selection is lock-free while breakers
-//! are closed: the balancer keeps its selector and health in `ArcSwap`s, and a
-//! closed breaker answers with one atomic load.
+//! over the targets discovery finds, plus a background service (`app` registers
+//! it) that runs the active health check and looks names up again, and one
+//! circuit breaker per target. Health, membership and breaker meet at selection:
+//! a target is a candidate only if it is healthy, has joined and its breaker
+//! admits a request. Selection is lock-free while breakers are closed: the
+//! balancer and the target set are `ArcSwap` snapshots, and a closed breaker
+//! answers with one atomic load.
 
-use super::breaker::{Admission, Breaker, BreakerState, SystemClock, Transition};
-use crate::config::{Balance, HealthCheckKind, Upstream};
+use super::breaker::{Admission, BreakerState, Transition};
+use super::discovery::Discovery;
+use super::targets::{JoinOnFirstPass, Target, Targets};
+use crate::config::{Balance, Dns, HealthCheckKind, TargetSpec, Upstream};
 use futures::FutureExt;
 use pingora_core::services::background::GenBackgroundService;
-use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::health_check::{HttpHealthCheck, TcpHealthCheck};
+use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,19 +36,18 @@ pub struct Pool {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub retries: u32,
-    pub targets: Vec<SocketAddr>,
-    /// One per target, in `targets` order; empty when the upstream has no breaker.
-    breakers: Vec<Breaker>,
-    /// Transitions per target into each state (indexed by `BreakerState::gauge`), for metrics.
-    transitions: Vec<[AtomicU64; 3]>,
+    targets: Arc<Targets>,
+    /// Failed lookups of the upstream's names, for metrics.
+    resolve_errors: Arc<AtomicU64>,
     balancer: Balancer,
 }
 
 /// A breaker's admission of one attempt, to be reported back exactly once.
 #[derive(Clone, Copy, Debug)]
 pub struct BreakerTicket {
-    /// Index into `targets`.
-    pub target: usize,
+    pub addr: SocketAddr,
+    /// The target's arrival the admission came from.
+    pub arrival: u64,
     pub admission: Admission,
 }
 
@@ -74,58 +74,53 @@ pub struct BreakerStatus {
 /// One target's state, for the admin API and metrics.
 pub struct TargetStatus {
     pub addr: SocketAddr,
+    /// Passes its health check and has joined the pool.
     pub healthy: bool,
     pub breaker: Option<BreakerStatus>,
     /// Transitions so far into closed, half-open and open.
     pub transitions: [u64; 3],
 }
 
-/// A background service that runs a pool's health checks.
-pub type HealthService = Box<dyn pingora_core::services::ServiceWithDependents>;
-
 impl Pool {
-    /// Builds the pool and, when the upstream has a health check, the service running it.
-    /// `targets` overrides the configured ones (the echo upstream's address is known only at build).
-    pub fn build(upstream: &Upstream, targets: Vec<SocketAddr>) -> (Pool, Option<HealthService>) {
+    /// Builds the pool, with its first membership, and the background service that
+    /// runs its health check and looks its names up again (when it has either).
+    pub fn build(
+        upstream: &Upstream,
+        specs: Vec<TargetSpec>,
+        dns: &Dns,
+    ) -> (Pool, Option<BackgroundService>) {
+        let targets = Arc::new(Targets::new(upstream.breaker, upstream.health_check.is_some()));
+        let discovery = Discovery::new(&upstream.name, specs, dns.clone(), targets.clone());
+        let resolve_errors = discovery.errors.clone();
         let (balancer, service) = match upstream.balance {
             Balance::RoundRobin => {
-                let (lb, svc) = balancer::<RoundRobin>(upstream, &targets);
+                let (lb, svc) = balancer::<RoundRobin>(upstream, discovery, &targets);
                 (Balancer::RoundRobin(lb), svc)
             }
             Balance::Random => {
-                let (lb, svc) = balancer::<Random>(upstream, &targets);
+                let (lb, svc) = balancer::<Random>(upstream, discovery, &targets);
                 (Balancer::Random(lb), svc)
             }
             Balance::ConsistentHash => {
-                let (lb, svc) = balancer::<Consistent>(upstream, &targets);
+                let (lb, svc) = balancer::<Consistent>(upstream, discovery, &targets);
                 (Balancer::ConsistentHash(lb), svc)
             }
         };
-        let breakers = match upstream.breaker {
-            Some(settings) => targets
-                .iter()
-                .map(|_| Breaker::new(settings, Arc::new(SystemClock)))
-                .collect(),
-            None => Vec::new(),
-        };
-        let transitions = breakers.iter().map(|_| Default::default()).collect();
         let pool = Pool {
-            transitions,
             name: upstream.name.clone(),
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
             write_timeout: upstream.write_timeout,
             retries: upstream.retries,
             targets,
-            breakers,
+            resolve_errors,
             balancer,
         };
         (pool, service)
     }
 
-    fn breaker_of(&self, addr: &SocketAddr) -> Option<(usize, &Breaker)> {
-        let index = self.targets.iter().position(|t| t == addr)?;
-        self.breakers.get(index).map(|b| (index, b))
+    pub fn resolve_errors(&self) -> u64 {
+        self.resolve_errors.load(Ordering::Relaxed)
     }
 
     /// A healthy target whose breaker admits a request and that has not failed this
@@ -133,14 +128,17 @@ impl Pool {
     /// concurrent request between the check and the admission; then the next
     /// candidate is tried.
     pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Selection {
+        let live = self.targets.snapshot();
         let mut lost_race: Vec<SocketAddr> = Vec::new();
-        for _ in 0..=self.targets.len() {
+        for _ in 0..=live.len() {
             let accept = |b: &Backend, healthy: bool| {
                 healthy
                     && b.addr.as_inet().is_some_and(|a| {
                         !exclude.contains(a)
                             && !lost_race.contains(a)
-                            && self.breaker_of(a).is_none_or(|(_, br)| br.allows())
+                            && live.get(a).is_some_and(|t| {
+                                t.joined() && t.breaker.as_ref().is_none_or(|br| br.allows())
+                            })
                     })
             };
             let chosen = match &self.balancer {
@@ -148,32 +146,35 @@ impl Pool {
                 Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
                 Balancer::ConsistentHash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
             };
-            let Some(addr) = chosen.and_then(|b| b.addr.as_inet().copied()) else {
+            let Some(target) = chosen.and_then(|b| b.addr.as_inet().and_then(|a| live.get(a))) else {
                 break;
             };
-            let Some((index, breaker)) = self.breaker_of(&addr) else {
-                return Selection::Target { addr, ticket: None };
+            let Some(breaker) = &target.breaker else {
+                return Selection::Target {
+                    addr: target.addr,
+                    ticket: None,
+                };
             };
             let (admission, transition) = breaker.try_acquire();
-            self.log_transition(addr, transition);
+            self.log_transition(target, transition);
             match admission {
                 Some(admission) => {
                     return Selection::Target {
-                        addr,
+                        addr: target.addr,
                         ticket: Some(BreakerTicket {
-                            target: index,
+                            addr: target.addr,
+                            arrival: target.arrival,
                             admission,
                         }),
                     }
                 }
-                None => lost_race.push(addr),
+                None => lost_race.push(target.addr),
             }
         }
         // The soonest a breaker lets a probe through; health checks are re-run every interval.
-        let soonest = self
-            .breakers
-            .iter()
-            .filter_map(Breaker::time_to_half_open)
+        let soonest = live
+            .values()
+            .filter_map(|t| t.breaker.as_ref()?.time_to_half_open())
             .min()
             .map_or(1, |d| d.as_secs_f64().ceil() as u64);
         Selection::Unavailable {
@@ -181,9 +182,14 @@ impl Pool {
         }
     }
 
-    /// The result of an attempt admitted by `select`: `None` gives the admission back unused.
+    /// The result of an attempt admitted by `select`: `None` gives the admission back
+    /// unused. A target removed (or removed and back) since then has no say any more.
     pub fn report(&self, ticket: BreakerTicket, success: Option<bool>) {
-        let Some(breaker) = self.breakers.get(ticket.target) else {
+        let live = self.targets.snapshot();
+        let Some(target) = live.get(&ticket.addr).filter(|t| t.arrival == ticket.arrival) else {
+            return;
+        };
+        let Some(breaker) = &target.breaker else {
             return;
         };
         let transition = match success {
@@ -194,41 +200,39 @@ impl Pool {
                 None
             }
         };
-        self.log_transition(self.targets[ticket.target], transition);
+        self.log_transition(target, transition);
     }
 
-    fn log_transition(&self, addr: SocketAddr, transition: Option<Transition>) {
+    fn log_transition(&self, target: &Target, transition: Option<Transition>) {
         if let Some(t) = transition {
-            if let Some(counts) = self.breaker_of(&addr).and_then(|(i, _)| self.transitions.get(i)) {
-                counts[t.to.gauge() as usize].fetch_add(1, Ordering::Relaxed);
-            }
+            target.transitions[t.to.gauge() as usize].fetch_add(1, Ordering::Relaxed);
             log::warn!(
-                "circuit breaker {}/{addr}: {} -> {}",
+                "circuit breaker {}/{}: {} -> {}",
                 self.name,
+                target.addr,
                 t.from.as_str(),
                 t.to.as_str()
             );
         }
     }
 
-    /// Health and breaker state of every target.
+    /// Health and breaker state of every target, by address.
     pub fn status(&self) -> Vec<TargetStatus> {
         let health = self.health();
-        self.targets
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| TargetStatus {
-                addr: *addr,
-                healthy: health.iter().any(|(a, h)| a == addr && *h),
-                breaker: self.breakers.get(i).map(|b| BreakerStatus {
+        let live = self.targets.snapshot();
+        let mut targets: Vec<&Arc<Target>> = live.values().collect();
+        targets.sort_unstable_by_key(|t| t.addr);
+        targets
+            .into_iter()
+            .map(|t| TargetStatus {
+                addr: t.addr,
+                healthy: t.joined() && health.iter().any(|(a, h)| *a == t.addr && *h),
+                breaker: t.breaker.as_ref().map(|b| BreakerStatus {
                     state: b.state(),
                     failures_in_window: b.failures_in_window(),
                     half_open_in: b.time_to_half_open(),
                 }),
-                transitions: self
-                    .transitions
-                    .get(i)
-                    .map_or([0; 3], |t| std::array::from_fn(|k| t[k].load(Ordering::Relaxed))),
+                transitions: std::array::from_fn(|k| t.transitions[k].load(Ordering::Relaxed)),
             })
             .collect()
     }
@@ -254,59 +258,83 @@ impl Pool {
     }
 }
 
-fn balancer<S>(upstream: &Upstream, targets: &[SocketAddr]) -> (Arc<LoadBalancer<S>>, Option<HealthService>)
+/// A health check or a name to look up again makes the balancer a background service.
+pub type BackgroundService = Box<dyn pingora_core::services::ServiceWithDependents>;
+
+fn balancer<S>(
+    upstream: &Upstream,
+    discovery: Discovery,
+    targets: &Arc<Targets>,
+) -> (Arc<LoadBalancer<S>>, Option<BackgroundService>)
 where
     S: BackendSelection + Send + Sync + 'static,
     S::Iter: BackendIter,
 {
-    let set: BTreeSet<Backend> = targets
-        .iter()
-        .map(|addr| Backend {
-            addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(*addr),
-            weight: 1,
-            ext: Default::default(),
-        })
-        .collect();
-    let mut backends = Backends::new(Static::new(set));
+    let has_names = discovery.has_names();
+    let probe_host = discovery.first_target().unwrap_or_default();
+    let mut backends = Backends::new(Box::new(discovery));
     if let Some(hc) = &upstream.health_check {
-        match hc.kind {
+        let check: Box<dyn HealthCheck + Send + Sync> = match hc.kind {
             HealthCheckKind::Tcp => {
                 let mut check = TcpHealthCheck::new();
                 check.consecutive_success = hc.consecutive_success;
                 check.consecutive_failure = hc.consecutive_failure;
                 check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
-                backends.set_health_check(check);
+                check
             }
             HealthCheckKind::Http => {
-                let host = hc
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| targets.first().map(ToString::to_string).unwrap_or_default());
+                let host = hc.host.clone().unwrap_or(probe_host);
                 let mut check = HttpHealthCheck::new(&host, false);
                 check.consecutive_success = hc.consecutive_success;
                 check.consecutive_failure = hc.consecutive_failure;
                 check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
                 check.peer_template.options.read_timeout = Some(upstream.read_timeout);
                 check.req.set_uri(hc.path.clone());
-                backends.set_health_check(Box::new(check));
+                Box::new(check)
             }
-        }
+        };
+        backends.set_health_check(Box::new(JoinOnFirstPass {
+            check,
+            targets: targets.clone(),
+        }));
     }
     let mut lb = LoadBalancer::<S>::from_backends(backends);
-    // Static discovery never blocks, so the first update completes at once and the
-    // pool has its targets before the first request.
-    if let Some(Err(e)) = lb.update().now_or_never() {
-        log::error!("upstream {}: initial target update failed: {e}", upstream.name);
-    }
+    first_update(&lb, upstream, has_names);
     if let Some(hc) = &upstream.health_check {
         lb.health_check_frequency = Some(hc.interval);
     }
+    if has_names {
+        lb.update_frequency = Some(upstream.resolve_interval);
+    }
     let lb = Arc::new(lb);
-    let service = upstream.health_check.as_ref().map(|_| {
+    let service = (upstream.health_check.is_some() || has_names).then(|| {
         Box::new(GenBackgroundService::new(
-            format!("health check {}", upstream.name),
+            format!("targets of upstream {}", upstream.name),
             lb.clone(),
-        )) as HealthService
+        )) as BackgroundService
     });
     (lb, service)
+}
+
+/// The pool has its first targets before the first request: addresses at once,
+/// names after one lookup on a runtime of its own (startup is not async yet).
+fn first_update<S>(lb: &LoadBalancer<S>, upstream: &Upstream, has_names: bool)
+where
+    S: BackendSelection + Send + Sync + 'static,
+    S::Iter: BackendIter,
+{
+    let result = if has_names {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime.block_on(lb.update()),
+            Err(e) => {
+                log::error!("upstream {}: no runtime for the first lookup: {e}", upstream.name);
+                return;
+            }
+        }
+    } else {
+        lb.update().now_or_never().unwrap_or(Ok(()))
+    };
+    if let Err(e) = result {
+        log::error!("upstream {}: initial target update failed: {e}", upstream.name);
+    }
 }

@@ -67,8 +67,11 @@ fn broken_configs_fail_naming_the_key() {
         &["upstreams.backend.targets[0]", "port"],
     );
     assert_rejected(
-        &BASE.replace("127.0.0.1:18000", "no-such-host.invalid:80"),
-        &["upstreams.backend.targets[0]", "cannot resolve"],
+        &BASE.replace("127.0.0.1:18000", "no such host:80"),
+        &[
+            "upstreams.backend.targets[0]",
+            "neither an IP address nor a DNS name",
+        ],
     );
     assert_rejected(
         &BASE.replace("127.0.0.1:18000", "${FLOODGATE_TEST_UNSET}"),

@@ -10,6 +10,7 @@ mod breakers;
 mod cluster_budget;
 mod config;
 mod consumers;
+mod discovery;
 mod exhaustion;
 mod forwarding_hardening;
 mod hardening;

@@ -18,7 +18,8 @@ routes:
     ))
 }
 
-fn served_by(gw: &Gateway, n: usize) -> Vec<String> {
+/// Who served `n` requests, each of which must succeed.
+pub(crate) fn served_by(gw: &Gateway, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
             let r = get(gw.addr, "/x");

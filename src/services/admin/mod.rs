@@ -63,12 +63,35 @@ fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
     )
 }
 
+/// Removes the series of `vec` for which `live(upstream, target)` is false.
+fn prune<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    live: impl Fn(&str, &str) -> bool,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> =
+                metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            let (Some(upstream), Some(target)) = (labels.get("upstream"), labels.get("target")) else {
+                continue;
+            };
+            if !live(upstream, target) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 impl Admin {
     /// Gauges that mirror state owned elsewhere are read at scrape time.
     fn refresh_gauges(&self) {
         let t = &self.telemetry;
+        let mut live: Vec<(&str, String)> = Vec::new();
         for (u, pool) in self.pools.iter().enumerate() {
             let upstream = t.upstream_name(u);
+            let errors = t.state.upstream_resolve_errors.with_label_values(&[upstream]);
+            errors.inc_by(pool.resolve_errors().saturating_sub(errors.get()));
             for target in pool.status() {
                 let addr = target.addr.to_string();
                 let labels = [upstream, addr.as_str()];
@@ -89,8 +112,14 @@ impl Admin {
                         counter.inc_by(count.saturating_sub(counter.get()));
                     }
                 }
+                live.push((upstream, addr));
             }
         }
+        // A target discovery removed takes its series with it.
+        let is_live = |upstream: &str, target: &str| live.iter().any(|(u, a)| *u == upstream && a == target);
+        prune(&t.state.upstream_healthy, is_live);
+        prune(&t.state.breaker_state, is_live);
+        prune(&t.state.breaker_transitions, is_live);
         t.state.open_connections.set(self.connections.open() as i64);
         let refused = self.connections.refused.load(Ordering::Relaxed);
         t.state

@@ -3,6 +3,7 @@
 
 mod browser;
 mod client;
+mod dns;
 mod exchange;
 mod gateway;
 mod load;
@@ -16,6 +17,7 @@ mod upstream;
 pub use self::redis::*;
 pub use browser::*;
 pub use client::*;
+pub use dns::*;
 pub use exchange::*;
 pub use gateway::*;
 pub use load::*;

@@ -33,7 +33,28 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("upstream bind");
+        Upstream::listening(name, TcpListener::bind("127.0.0.1:0").expect("upstream bind"))
+    }
+
+    /// One upstream per loopback address in `ips`, all on one port: the targets a
+    /// DNS name resolves to (a target's port comes from the config, not from DNS).
+    pub fn on_one_port(ips: &[&str]) -> Vec<Upstream> {
+        loop {
+            let first = TcpListener::bind((ips[0], 0)).expect("upstream bind");
+            let port = first.local_addr().expect("upstream addr").port();
+            let rest: Result<Vec<TcpListener>, _> =
+                ips[1..].iter().map(|ip| TcpListener::bind((*ip, port))).collect();
+            if let Ok(rest) = rest {
+                return std::iter::once(first)
+                    .chain(rest)
+                    .zip(ips)
+                    .map(|(listener, ip)| Upstream::listening(ip, listener))
+                    .collect();
+            }
+        }
+    }
+
+    fn listening(name: &str, listener: TcpListener) -> Upstream {
         let addr = listener.local_addr().expect("upstream addr");
         ports::claim(addr.port());
         let mut u = Upstream {

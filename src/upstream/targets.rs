@@ -1,0 +1,203 @@
+//! The live targets of one upstream and the state each carries (breaker,
+//! transition counts, whether it has joined). Discovery replaces the set; an
+//! address that stays keeps its state, a new one joins at once or after its first
+//! passing health check, a removed one is dropped here and in the balancer, so it
+//! gets no new requests while those in flight finish on their own connections.
+//! Readers take one lock-free snapshot per selection.
+
+use super::breaker::{Breaker, SystemClock};
+use crate::config::BreakerSettings;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_load_balancing::health_check::HealthCheck;
+use pingora_load_balancing::Backend;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub type TargetMap = HashMap<SocketAddr, Arc<Target>, foldhash::fast::RandomState>;
+
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Unique per arrival of an address: a ticket issued before a removal never
+    /// reaches the breaker of a later arrival at the same address.
+    pub arrival: u64,
+    pub breaker: Option<Breaker>,
+    /// Transitions into each breaker state (indexed by `BreakerState::gauge`).
+    pub transitions: [AtomicU64; 3],
+    joined: AtomicBool,
+}
+
+impl Target {
+    /// Whether it takes requests: it has joined the pool.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+}
+
+/// What a membership change did, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub added: Vec<SocketAddr>,
+    pub removed: Vec<SocketAddr>,
+}
+
+pub struct Targets {
+    live: ArcSwap<TargetMap>,
+    breaker: Option<BreakerSettings>,
+    /// New addresses wait for a first passing health check (the upstream has one).
+    gated: bool,
+    arrivals: AtomicU64,
+}
+
+impl Targets {
+    pub fn new(breaker: Option<BreakerSettings>, gated: bool) -> Targets {
+        Targets {
+            live: ArcSwap::default(),
+            breaker,
+            gated,
+            arrivals: AtomicU64::new(0),
+        }
+    }
+
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<TargetMap>> {
+        self.live.load()
+    }
+
+    /// Replaces the membership. `first` is the set found at start, which joins at
+    /// once like a static pool's; later arrivals wait for a check when gated.
+    pub fn set(&self, addrs: &BTreeSet<SocketAddr>, first: bool) -> Change {
+        let old = self.live.load_full();
+        if old.len() == addrs.len() && addrs.iter().all(|a| old.contains_key(a)) {
+            return Change::default();
+        }
+        let mut change = Change::default();
+        let mut next = TargetMap::with_capacity_and_hasher(addrs.len(), Default::default());
+        for addr in addrs {
+            let target = match old.get(addr) {
+                Some(kept) => kept.clone(),
+                None => {
+                    change.added.push(*addr);
+                    Arc::new(Target {
+                        addr: *addr,
+                        arrival: self.arrivals.fetch_add(1, Ordering::Relaxed),
+                        breaker: self.breaker.map(|s| Breaker::new(s, Arc::new(SystemClock))),
+                        transitions: Default::default(),
+                        joined: AtomicBool::new(first || !self.gated),
+                    })
+                }
+            };
+            next.insert(*addr, target);
+        }
+        change.removed = old.keys().filter(|a| !addrs.contains(a)).copied().collect();
+        change.removed.sort_unstable();
+        self.live.store(Arc::new(next));
+        change
+    }
+
+    fn passed_check(&self, addr: &SocketAddr) {
+        if let Some(target) = self.live.load().get(addr) {
+            if !target.joined.swap(true, Ordering::Relaxed) {
+                log::info!("target {addr} passed its first health check and joins");
+            }
+        }
+    }
+}
+
+/// The upstream's health check, which also lets a new target join on its first pass.
+pub struct JoinOnFirstPass {
+    pub check: Box<dyn HealthCheck + Send + Sync>,
+    pub targets: Arc<Targets>,
+}
+
+#[async_trait]
+impl HealthCheck for JoinOnFirstPass {
+    async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
+        let result = self.check.check(target).await;
+        if let (Ok(()), Some(addr)) = (&result, target.addr.as_inet()) {
+            self.targets.passed_check(addr);
+        }
+        result
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.check.health_status_change(target, healthy).await;
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.check.backend_summary(target)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.check.health_threshold(success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn addrs(ports: &[u16]) -> BTreeSet<SocketAddr> {
+        ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect()
+    }
+
+    fn breaker() -> Option<BreakerSettings> {
+        Some(BreakerSettings {
+            failures: 1,
+            window: Duration::from_secs(10),
+            open: Duration::from_secs(30),
+            half_open_requests: 1,
+        })
+    }
+
+    #[test]
+    fn addresses_that_stay_keep_their_state_and_new_ones_wait_when_gated() {
+        let targets = Targets::new(breaker(), true);
+        let change = targets.set(&addrs(&[1, 2]), true);
+        assert_eq!(change.added.len(), 2);
+        let first = targets.snapshot();
+        let kept = first[&addrs(&[2]).pop_first().expect("addr")].clone();
+        assert!(kept.joined(), "the set found at start joins at once");
+        let (admission, _) = kept.breaker.as_ref().expect("breaker").try_acquire();
+        kept.breaker
+            .as_ref()
+            .expect("breaker")
+            .record_failure(admission.expect("admitted"));
+
+        let change = targets.set(&addrs(&[2, 3]), false);
+        assert_eq!(
+            change,
+            Change {
+                added: addrs(&[3]).into_iter().collect(),
+                removed: addrs(&[1]).into_iter().collect(),
+            }
+        );
+        let now = targets.snapshot();
+        let stayed = &now[&kept.addr];
+        assert!(Arc::ptr_eq(stayed, &kept), "the same state object");
+        assert!(!stayed.breaker.as_ref().expect("breaker").allows(), "still open");
+        let arrived = &now[&addrs(&[3]).pop_first().expect("addr")];
+        assert!(!arrived.joined(), "waits for a health check");
+        targets.passed_check(&arrived.addr);
+        assert!(arrived.joined());
+        assert_eq!(targets.set(&addrs(&[2, 3]), false), Change::default());
+    }
+
+    #[test]
+    fn without_a_health_check_arrivals_join_at_once_and_a_return_is_a_new_arrival() {
+        let targets = Targets::new(None, false);
+        targets.set(&addrs(&[1]), true);
+        let before = targets.snapshot()[&addrs(&[1]).pop_first().expect("addr")].arrival;
+        targets.set(&addrs(&[]), false);
+        assert!(targets.snapshot().is_empty());
+        targets.set(&addrs(&[1]), false);
+        let again = targets.snapshot()[&addrs(&[1]).pop_first().expect("addr")].clone();
+        assert!(again.joined());
+        assert_ne!(again.arrival, before);
+    }
+}

@@ -1,0 +1,223 @@
+//! Upstream discovery by DNS through the real gateway: a name's addresses are the
+//! targets, looked up again every `resolve_interval_s` from a DNS server of the test's
+//! own (`dns.nameservers`), never the machine's resolver.
+
+use crate::common::*;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "api.floodgate.test";
+
+/// Resolve interval 1 s, lookup timeout 300 ms (2 attempts); the bound on seeing a DNS
+/// change is their sum plus a health-check pass (see the README).
+fn gateway(dns: &DnsServer, port: u16, extra: &str) -> Gateway {
+    gateway_every(dns, port, 1, extra)
+}
+
+fn gateway_every(dns: &DnsServer, port: u16, resolve_interval_s: u64, extra: &str) -> Gateway {
+    Gateway::start(&format!(
+        r#"
+dns: {{ nameservers: ["{}"], timeout_ms: 300 }}
+upstreams:
+  backend:
+    targets: ["{NAME}:{port}"]
+    resolve_interval_s: {resolve_interval_s}
+{extra}
+routes:
+  - {{ name: api, path_prefix: /, upstream: backend }}
+"#,
+        dns.addr
+    ))
+}
+
+fn ips(last: &[u8]) -> Vec<Ipv4Addr> {
+    last.iter().map(|b| Ipv4Addr::new(127, 0, 0, *b)).collect()
+}
+
+/// Who served `n` requests (the test upstreams are named by their address).
+fn served_by(gw: &Gateway, n: usize) -> BTreeSet<String> {
+    crate::upstreams::served_by(gw, n).into_iter().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// The targets `/metrics` has health series for: what the pool holds now.
+fn targets_in_metrics(gw: &Gateway) -> BTreeSet<String> {
+    get(gw.admin, "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("floodgate_upstream_healthy{"))
+        .filter_map(|l| l.split("target=\"").nth(1)?.split(':').next().map(String::from))
+        .collect()
+}
+
+fn resolve_errors(gw: &Gateway) -> u64 {
+    get(gw.admin, "/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with("floodgate_upstream_resolve_errors_total{upstream=\"backend\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_address_is_a_target_and_the_set_follows_dns_while_removed_ones_drain() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2, 3])));
+    let gw = gateway(&dns, ups[0].addr.port(), "");
+    assert_eq!(served_by(&gw, 20), set(&["127.0.0.2", "127.0.0.3"]));
+    assert_eq!(targets_in_metrics(&gw), set(&["127.0.0.2", "127.0.0.3"]));
+
+    // A request in flight on .2 when .2 leaves the answer finishes there.
+    ups[0].set_mode(Mode::Slow(Duration::from_millis(1500)));
+    let reached = ups[0].hits();
+    let in_flight = {
+        let addr = gw.addr;
+        thread::spawn(move || {
+            (0..4)
+                .map(|_| get(addr, "/slow"))
+                .find(|r| r.json()["upstream"] == "127.0.0.2")
+        })
+    };
+    assert!(eventually(Duration::from_secs(5), || ups[0].hits() > reached));
+    let changed = Instant::now();
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[3, 4])));
+    assert!(
+        eventually(Duration::from_secs(5), || targets_in_metrics(&gw)
+            == set(&["127.0.0.3", "127.0.0.4"])),
+        "the pool follows the answer, and the series of the removed target go: {:?}",
+        targets_in_metrics(&gw)
+    );
+    eprintln!("DNS change seen by the pool after {:?}", changed.elapsed());
+    let drained = in_flight.join().expect("in-flight thread");
+    let drained = drained.expect("a request reached 127.0.0.2");
+    assert_eq!(
+        drained.status, 200,
+        "the in-flight request finished on its target"
+    );
+
+    let before = ups[0].hits();
+    assert_eq!(served_by(&gw, 20), set(&["127.0.0.3", "127.0.0.4"]));
+    assert_eq!(ups[0].hits(), before, "a removed target got new requests");
+}
+
+#[test]
+fn a_new_address_joins_only_after_its_first_passing_health_check() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2", "127.0.0.3"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2])));
+    // Checks every 3 s: without the join rule, a new target would take requests for
+    // up to 3 s before its first check.
+    let gw = gateway(
+        &dns,
+        ups[0].addr.port(),
+        "    health_check: { kind: http, path: /health, interval_ms: 3000 }",
+    );
+    assert_eq!(served_by(&gw, 5), set(&["127.0.0.2"]));
+
+    ups[1].healthy.store(false, Ordering::SeqCst);
+    // .3 fails its checks (it serves requests fine); .9 has nothing listening.
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2, 3, 9])));
+    assert!(eventually(Duration::from_secs(5), || targets_in_metrics(&gw)
+        .len()
+        == 3));
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        assert_eq!(served_by(&gw, 5), set(&["127.0.0.2"]));
+    }
+    assert_eq!(
+        ups[1].hits(),
+        0,
+        "a target that never passed a check got requests"
+    );
+
+    ups[1].healthy.store(true, Ordering::SeqCst);
+    assert!(
+        eventually(Duration::from_secs(10), || served_by(&gw, 4)
+            .contains("127.0.0.3")),
+        "it joins once a check passes"
+    );
+}
+
+#[test]
+fn a_failing_lookup_keeps_the_last_good_targets() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2", "127.0.0.3"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2, 3])));
+    let gw = gateway(&dns, ups[0].addr.port(), "");
+    assert_eq!(served_by(&gw, 10), set(&["127.0.0.2", "127.0.0.3"]));
+
+    for failure in [
+        DnsAnswer::ServFail,
+        DnsAnswer::NxDomain,
+        DnsAnswer::Silent,
+        DnsAnswer::Addrs(vec![]),
+    ] {
+        let errors = resolve_errors(&gw);
+        dns.set(NAME, failure.clone());
+        assert!(
+            eventually(Duration::from_secs(6), || resolve_errors(&gw) > errors),
+            "{failure:?} is counted"
+        );
+        assert_eq!(
+            served_by(&gw, 10),
+            set(&["127.0.0.2", "127.0.0.3"]),
+            "{failure:?} keeps the last good set"
+        );
+    }
+    assert!(gw.log().contains("cannot resolve"), "logged: {}", gw.log());
+
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[3])));
+    assert!(eventually(Duration::from_secs(5), || served_by(&gw, 4)
+        == set(&["127.0.0.3"])));
+}
+
+#[test]
+fn a_name_that_does_not_resolve_at_start_is_a_warning_and_is_looked_up_again() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    let port = ups[0].addr.port();
+    let config = format!(
+        "listen: [\"127.0.0.1:1\"]\nadmin: {{ listen: \"127.0.0.1:2\" }}\ndns: {{ nameservers: [\"{}\"], timeout_ms: 300 }}\n\
+         upstreams: {{ b: {{ targets: [\"{NAME}:{port}\"] }} }}\n\
+         routes: [{{ name: r, path_prefix: /, upstream: b }}]\n",
+        dns.addr
+    );
+    let (ok, out) = check_config(&config, &[]);
+    assert!(
+        ok,
+        "a name that does not resolve yet is not a config error: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "warning: upstreams.b.targets[0]: cannot resolve {NAME}:{port} now"
+        )),
+        "{out}"
+    );
+
+    let gw = gateway(&dns, port, "");
+    let r = get(gw.addr, "/x");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2])));
+    assert!(eventually(Duration::from_secs(5), || get(gw.addr, "/x").status == 200));
+}
+
+#[test]
+fn requests_never_ask_the_nameserver() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2])));
+    let gw = gateway_every(&dns, ups[0].addr.port(), 3600, "");
+    // One lookup builds the pool, one more starts the background service's rounds.
+    assert!(eventually(Duration::from_secs(5), || dns.queries() >= 2));
+    let asked = dns.queries();
+    assert_eq!(served_by(&gw, 200), set(&["127.0.0.2"]));
+    assert_eq!(dns.queries(), asked, "a request looked a name up");
+}
