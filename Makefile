@@ -23,9 +23,17 @@ deps:
 	$(call need,cmake:cmake)
 
 # The tests also start redis-server (single, Cluster, Sentinel, TLS with openssl-made
-# certificates) and headless Chromium; benches/load.sh drives wrk.
+# certificates) and headless Chromium; benches/load.sh drives wrk. The fleet's files in
+# docker/ are checked with promtool, haproxy -c, and two Python tools in a virtualenv under
+# target/tools: kubernetes-validate (it carries the Kubernetes schemas) and check-jsonschema
+# (the compose spec).
+TOOLS := $(CURDIR)/target/tools
 test-deps:
-	$(call need,cmake:cmake redis-server:redis-server redis-cli:redis-tools openssl:openssl wrk:wrk chromium:chromium)
+	$(call need,cmake:cmake redis-server:redis-server redis-cli:redis-tools openssl:openssl wrk:wrk chromium:chromium promtool:prometheus haproxy:haproxy python3:python3)
+	@python3 -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+	@[ -x $(TOOLS)/bin/kubernetes-validate ] && [ -x $(TOOLS)/bin/check-jsonschema ] || { \
+	  echo "installing kubernetes-validate and check-jsonschema into $(TOOLS)"; \
+	  python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q kubernetes-validate==1.37.0 check-jsonschema==0.39.0; }
 
 build: deps
 	cargo build --release
@@ -34,7 +42,7 @@ run: deps
 	cargo run --release -- -c $(CONFIG)
 
 test: test-deps
-	cargo test --all-targets
+	FLOODGATE_TOOLS=$(TOOLS)/bin cargo test --all-targets
 
 lint:
 	cargo fmt --all -- --check

@@ -12,6 +12,7 @@ mod config;
 mod consumers;
 mod discovery;
 mod exhaustion;
+mod fleet;
 mod forwarding_hardening;
 mod hardening;
 mod host_hardening;
