@@ -133,6 +133,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         pools,
         telemetry,
         connections,
+        scrape: Default::default(),
     };
     // The admin listener gets the proxy's header deadline and head checks, and a
     // small connection cap of its own: it must stay reachable when the proxy is full.

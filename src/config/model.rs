@@ -130,7 +130,7 @@ pub enum HealthCheckKind {
 pub struct HealthCheck {
     pub kind: HealthCheckKind,
     pub path: http::Uri,
-    /// Host header of the probe; the target's address when absent.
+    /// Host header of the probe; the first target as configured when absent.
     pub host: Option<String>,
     pub interval: Duration,
     pub consecutive_success: usize,

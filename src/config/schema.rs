@@ -54,7 +54,7 @@ pub(super) struct HealthCheckSpec {
     pub(super) kind: HealthCheckKind,
     #[serde(default = "default_health_path")]
     pub(super) path: String,
-    /// Host header of the probe; the target's address when absent.
+    /// Host header of the probe; the first target as configured when absent.
     pub(super) host: Option<String>,
     #[serde(default = "default_health_interval_ms")]
     pub(super) interval_ms: u64,

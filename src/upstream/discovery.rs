@@ -1,16 +1,21 @@
 //! Upstream membership: configured addresses as they are, names looked up with an
 //! in-process resolver (the configured nameservers, or the system's) by the
 //! balancer's background service every `resolve_interval`, never on the request
-//! path. Every address a name resolves to is a target. A lookup that fails or
-//! finds nothing keeps that name's last good addresses and is logged and counted,
-//! so a DNS outage never empties a pool.
+//! path. Every address a name resolves to is a target: its A records, or its AAAA
+//! records when it has no A record. A lookup that fails, finds nothing or outlasts
+//! its deadline keeps that name's last good addresses and is logged and counted, so
+//! a DNS outage never empties a pool.
 
 use super::targets::Targets;
 use crate::config::{Dns, TargetSpec, Upstream};
 use async_trait::async_trait;
+use futures::future::join_all;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
+use hickory_resolver::ResolveError;
 use hickory_resolver::TokioResolver;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::Backend;
@@ -18,6 +23,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Lookup attempts per name; its deadline is this many `dns.timeout`s, search
+/// domains and retries included, so a slow nameserver never holds up the health
+/// checks that share the background service for longer.
+const ATTEMPTS: u32 = 2;
 
 pub struct Discovery {
     upstream: String,
@@ -53,23 +64,39 @@ impl Discovery {
         self.specs.first().map(ToString::to_string)
     }
 
-    /// The current addresses: configured ones, and each name's fresh or last good lookup.
+    /// The current addresses: configured ones, and each name's fresh or last good
+    /// lookup (the names looked up together, each within its deadline).
     pub async fn addresses(&self) -> BTreeSet<SocketAddr> {
-        let mut resolver = None;
-        let mut found = BTreeSet::new();
-        for (i, spec) in self.specs.iter().enumerate() {
-            match spec {
-                TargetSpec::Addr(addr) => {
-                    found.insert(*addr);
-                }
-                TargetSpec::Name { host, port } => {
-                    let looked_up = match resolver.get_or_insert_with(|| build_resolver(&self.dns)) {
-                        Ok(resolver) => lookup(resolver, host, *port).await,
-                        Err(e) => Err(e.clone()),
-                    };
-                    found.extend(self.remember(i, spec, looked_up));
-                }
-            }
+        let mut found: BTreeSet<SocketAddr> = self
+            .specs
+            .iter()
+            .filter_map(|spec| match spec {
+                TargetSpec::Addr(addr) => Some(*addr),
+                TargetSpec::Name { .. } => None,
+            })
+            .collect();
+        if !self.has_names() {
+            return found;
+        }
+        let resolver = build_resolver(&self.dns);
+        let deadline = self.dns.timeout * ATTEMPTS;
+        let (resolver, deadline) = (&resolver, deadline);
+        let lookups = self.specs.iter().enumerate().filter_map(|(i, spec)| match spec {
+            TargetSpec::Name { host, port } => Some(async move {
+                let looked_up = match resolver {
+                    Ok(resolver) => match tokio::time::timeout(deadline, lookup(resolver, host, *port)).await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(format!("no answer within {deadline:?}")),
+                    },
+                    Err(e) => Err(e.clone()),
+                };
+                (i, spec, looked_up)
+            }),
+            TargetSpec::Addr(_) => None,
+        });
+        for (i, spec, looked_up) in join_all(lookups).await {
+            found.extend(self.remember(i, spec, looked_up));
         }
         found
     }
@@ -141,19 +168,19 @@ pub fn unresolved_names(upstreams: &[Upstream], dns: &Dns) -> Vec<String> {
     if names.is_empty() {
         return Vec::new();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return vec![format!("dns: no runtime to look names up: {e}")],
-    };
-    runtime.block_on(async {
+    super::startup_runtime::block_on(async {
         let resolver = build_resolver(dns);
         let mut unresolved = Vec::new();
         for (path, spec) in names {
             let TargetSpec::Name { host, port } = spec else {
                 continue;
             };
+            let deadline = dns.timeout * ATTEMPTS;
             let looked_up = match &resolver {
-                Ok(resolver) => lookup(resolver, host, *port).await.map(drop),
+                Ok(resolver) => match tokio::time::timeout(deadline, lookup(resolver, host, *port)).await {
+                    Ok(result) => result.map(drop),
+                    Err(_) => Err(format!("no answer within {deadline:?}")),
+                },
                 Err(e) => Err(e.clone()),
             };
             if let Err(why) = looked_up {
@@ -162,32 +189,68 @@ pub fn unresolved_names(upstreams: &[Upstream], dns: &Dns) -> Vec<String> {
         }
         unresolved
     })
+    .unwrap_or_else(|e| vec![format!("dns: no runtime to look names up: {e}")])
 }
 
 /// A resolver per round: it reads the system's configuration afresh and holds no
-/// connection across rounds (or across the runtimes that run them).
+/// connection across rounds (or across the runtimes that run them). Configured
+/// nameservers replace only the system's nameservers: its search domains and
+/// `ndots` still apply, as they would to any program in the pod.
 fn build_resolver(dns: &Dns) -> Result<TokioResolver, String> {
-    let mut builder = if dns.nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| format!("no system resolver configuration: {e}"))?
-    } else {
-        let mut config = ResolverConfig::new();
-        for addr in &dns.nameservers {
-            config.add_name_server(NameServerConfig::new(*addr, Protocol::Udp));
-            config.add_name_server(NameServerConfig::new(*addr, Protocol::Tcp));
+    let system = hickory_resolver::system_conf::read_system_conf();
+    let (config, mut options) = match (system, dns.nameservers.is_empty()) {
+        (Ok(system), true) => system,
+        (Err(e), true) => return Err(format!("no system resolver configuration: {e}")),
+        (system, false) => {
+            let (base, options) = system.unwrap_or_default();
+            let servers: Vec<NameServerConfig> = dns
+                .nameservers
+                .iter()
+                .flat_map(|addr| [Protocol::Udp, Protocol::Tcp].map(|p| NameServerConfig::new(*addr, p)))
+                .collect();
+            let config = ResolverConfig::from_parts(base.domain().cloned(), base.search().to_vec(), servers);
+            (config, options)
         }
-        TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
     };
-    let options: &mut ResolverOpts = builder.options_mut();
-    options.timeout = dns.timeout;
-    options.attempts = 2;
-    // Every round asks the nameserver: a moved pod is seen within one interval.
-    options.cache_size = 0;
+    set_options(&mut options, dns.timeout);
+    let mut builder = TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+    *builder.options_mut() = options;
     Ok(builder.build())
 }
 
+fn set_options(options: &mut ResolverOpts, timeout: Duration) {
+    options.timeout = timeout;
+    options.attempts = ATTEMPTS as usize;
+    // Every round asks the nameserver: a moved pod is seen within one interval.
+    options.cache_size = 0;
+}
+
+/// The name exists and has no A record (NOERROR, no data): SERVFAIL, NXDOMAIN and
+/// time-outs are failures.
+fn has_no_a_record(e: &ResolveError) -> bool {
+    e.proto().is_some_and(|p| {
+        matches!(
+            p.kind(),
+            ProtoErrorKind::NoRecordsFound {
+                response_code: ResponseCode::NoError,
+                ..
+            }
+        )
+    })
+}
+
+/// A records, or AAAA records when the name has no A record. A failed A query is a
+/// failed lookup, never a reason to fall back to AAAA: a pool must not swap
+/// families because one query timed out.
 async fn lookup(resolver: &TokioResolver, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let found = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
-    let mut addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    let mut addrs: Vec<SocketAddr> = match resolver.ipv4_lookup(host).await {
+        Ok(found) => found.iter().map(|a| SocketAddr::new(a.0.into(), port)).collect(),
+        Err(e) if has_no_a_record(&e) => {
+            let found = resolver.ipv6_lookup(host).await.map_err(|e| e.to_string())?;
+            found.iter().map(|a| SocketAddr::new(a.0.into(), port)).collect()
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     addrs.sort_unstable();
     addrs.dedup();
     if addrs.is_empty() {

@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod discovery;
 pub mod pool;
+pub mod startup_runtime;
 pub mod targets;
 
 pub use pool::Pool;

@@ -9,7 +9,7 @@
 
 use super::breaker::{Admission, BreakerState, Transition};
 use super::discovery::Discovery;
-use super::targets::{JoinOnFirstPass, Target, Targets};
+use super::targets::{JoinAfterChecks, Target, Targets};
 use crate::config::{Balance, Dns, HealthCheckKind, TargetSpec, Upstream};
 use futures::FutureExt;
 use pingora_core::services::background::GenBackgroundService;
@@ -293,7 +293,7 @@ where
                 Box::new(check)
             }
         };
-        backends.set_health_check(Box::new(JoinOnFirstPass {
+        backends.set_health_check(Box::new(JoinAfterChecks {
             check,
             targets: targets.clone(),
         }));
@@ -302,6 +302,9 @@ where
     first_update(&lb, upstream, has_names);
     if let Some(hc) = &upstream.health_check {
         lb.health_check_frequency = Some(hc.interval);
+        // Targets are checked together: one that hangs until its timeout delays
+        // neither the others nor the next lookup of names.
+        lb.parallel_health_check = true;
     }
     if has_names {
         lb.update_frequency = Some(upstream.resolve_interval);
@@ -324,8 +327,8 @@ where
     S::Iter: BackendIter,
 {
     let result = if has_names {
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime.block_on(lb.update()),
+        match super::startup_runtime::block_on(lb.update()) {
+            Ok(result) => result,
             Err(e) => {
                 log::error!("upstream {}: no runtime for the first lookup: {e}", upstream.name);
                 return;

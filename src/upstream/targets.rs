@@ -1,7 +1,7 @@
 //! The live targets of one upstream and the state each carries (breaker,
 //! transition counts, whether it has joined). Discovery replaces the set; an
-//! address that stays keeps its state, a new one joins at once or after its first
-//! passing health check, a removed one is dropped here and in the balancer, so it
+//! address that stays keeps its state, a new one joins at once or after passing
+//! `consecutive_success` health checks in a row, a removed one is dropped here and in the balancer, so it
 //! gets no new requests while those in flight finish on their own connections.
 //! Readers take one lock-free snapshot per selection.
 
@@ -13,7 +13,7 @@ use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::Backend;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub type TargetMap = HashMap<SocketAddr, Arc<Target>, foldhash::fast::RandomState>;
@@ -27,6 +27,8 @@ pub struct Target {
     /// Transitions into each breaker state (indexed by `BreakerState::gauge`).
     pub transitions: [AtomicU64; 3],
     joined: AtomicBool,
+    /// Checks passed in a row, until it joins.
+    passes: AtomicUsize,
 }
 
 impl Target {
@@ -85,6 +87,7 @@ impl Targets {
                         breaker: self.breaker.map(|s| Breaker::new(s, Arc::new(SystemClock))),
                         transitions: Default::default(),
                         joined: AtomicBool::new(first || !self.gated),
+                        passes: AtomicUsize::new(0),
                     })
                 }
             };
@@ -96,27 +99,35 @@ impl Targets {
         change
     }
 
-    fn passed_check(&self, addr: &SocketAddr) {
-        if let Some(target) = self.live.load().get(addr) {
-            if !target.joined.swap(true, Ordering::Relaxed) {
-                log::info!("target {addr} passed its first health check and joins");
-            }
+    /// A check's result; `needed` passes in a row let a new target join.
+    fn checked(&self, addr: &SocketAddr, passed: bool, needed: usize) {
+        let live = self.live.load();
+        let Some(target) = live.get(addr).filter(|t| !t.joined()) else {
+            return;
+        };
+        if !passed {
+            target.passes.store(0, Ordering::Relaxed);
+        } else if target.passes.fetch_add(1, Ordering::Relaxed) + 1 >= needed
+            && !target.joined.swap(true, Ordering::Relaxed)
+        {
+            log::info!("target {addr} passed its health checks and joins");
         }
     }
 }
 
-/// The upstream's health check, which also lets a new target join on its first pass.
-pub struct JoinOnFirstPass {
+/// The upstream's health check, which also lets a new target join once it passes.
+pub struct JoinAfterChecks {
     pub check: Box<dyn HealthCheck + Send + Sync>,
     pub targets: Arc<Targets>,
 }
 
 #[async_trait]
-impl HealthCheck for JoinOnFirstPass {
+impl HealthCheck for JoinAfterChecks {
     async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
         let result = self.check.check(target).await;
-        if let (Ok(()), Some(addr)) = (&result, target.addr.as_inet()) {
-            self.targets.passed_check(addr);
+        if let Some(addr) = target.addr.as_inet() {
+            let needed = self.check.health_threshold(true);
+            self.targets.checked(addr, result.is_ok(), needed);
         }
         result
     }
@@ -182,8 +193,12 @@ mod tests {
         assert!(Arc::ptr_eq(stayed, &kept), "the same state object");
         assert!(!stayed.breaker.as_ref().expect("breaker").allows(), "still open");
         let arrived = &now[&addrs(&[3]).pop_first().expect("addr")];
-        assert!(!arrived.joined(), "waits for a health check");
-        targets.passed_check(&arrived.addr);
+        assert!(!arrived.joined(), "waits for health checks");
+        targets.checked(&arrived.addr, true, 2);
+        targets.checked(&arrived.addr, false, 2);
+        targets.checked(&arrived.addr, true, 2);
+        assert!(!arrived.joined(), "two passes in a row are needed");
+        targets.checked(&arrived.addr, true, 2);
         assert!(arrived.joined());
         assert_eq!(targets.set(&addrs(&[2, 3]), false), Change::default());
     }

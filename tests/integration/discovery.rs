@@ -150,6 +150,9 @@ fn a_failing_lookup_keeps_the_last_good_targets() {
     let dns = DnsServer::start();
     let ups = Upstream::on_one_port(&["127.0.0.2", "127.0.0.3"]);
     dns.set(NAME, DnsAnswer::Addrs(ips(&[2, 3])));
+    // AAAA records are used only when there is no A record, never because the A
+    // question failed: nothing listens on ::1 here.
+    dns.set_aaaa(NAME, vec![std::net::Ipv6Addr::LOCALHOST]);
     let gw = gateway(&dns, ups[0].addr.port(), "");
     assert_eq!(served_by(&gw, 10), set(&["127.0.0.2", "127.0.0.3"]));
 
@@ -159,6 +162,10 @@ fn a_failing_lookup_keeps_the_last_good_targets() {
         DnsAnswer::Silent,
         DnsAnswer::Addrs(vec![]),
     ] {
+        if failure == DnsAnswer::Addrs(vec![]) {
+            // No A record: the AAAA records would be the answer, so none either.
+            dns.set_aaaa(NAME, vec![]);
+        }
         let errors = resolve_errors(&gw);
         dns.set(NAME, failure.clone());
         assert!(

@@ -51,6 +51,8 @@ pub struct Admin {
     pub telemetry: Arc<Telemetry>,
     /// The proxy listener's connection caps.
     pub connections: Arc<ConnectionLimits>,
+    /// One scrape at a time: the mirrored series are read, updated and pruned together.
+    pub scrape: std::sync::Mutex<()>,
 }
 
 /// The dashboard: one self-contained page (no CDN) polling the JSON endpoints.
@@ -261,8 +263,10 @@ impl Admin {
                 stats::stats(&self.telemetry, crate::vocab::clock::unix_now().as_secs()).to_string(),
             ),
             (true, "/metrics") => {
+                let scraping = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
                 self.refresh_gauges();
                 let body = self.telemetry.render();
+                drop(scraping);
                 Response::builder()
                     .status(200)
                     .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")

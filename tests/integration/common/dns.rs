@@ -1,13 +1,13 @@
 //! A real DNS server on loopback (UDP and TCP, one thread each) whose answers the test
-//! sets: A records for a name, NXDOMAIN, SERVFAIL, or silence. The gateway's resolver is
+//! sets: A records for a name, NXDOMAIN, SERVFAIL, or silence; and AAAA records. The gateway's resolver is
 //! pointed at it with `dns.nameservers`; the machine's resolver is never touched.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -22,7 +22,14 @@ pub enum DnsAnswer {
     Silent,
 }
 
-type Zone = Arc<Mutex<HashMap<String, DnsAnswer>>>;
+/// A questions get the answer; AAAA questions get the name's IPv6 addresses.
+#[derive(Default)]
+struct Records {
+    a: HashMap<String, DnsAnswer>,
+    aaaa: HashMap<String, Vec<Ipv6Addr>>,
+}
+
+type Zone = Arc<Mutex<Records>>;
 
 pub struct DnsServer {
     pub addr: SocketAddr,
@@ -91,10 +98,14 @@ impl DnsServer {
         server
     }
 
-    /// What `name` (as the gateway's config spells it) answers from now on.
+    /// What `name` (as the gateway's config spells it) answers to A questions from now on.
     pub fn set(&self, name: &str, answer: DnsAnswer) {
-        let key = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
-        self.zone.lock().expect("zone").insert(key, answer);
+        self.zone.lock().expect("zone").a.insert(fqdn(name), answer);
+    }
+
+    /// The AAAA records of `name`.
+    pub fn set_aaaa(&self, name: &str, addrs: Vec<Ipv6Addr>) {
+        self.zone.lock().expect("zone").aaaa.insert(fqdn(name), addrs);
     }
 
     pub fn queries(&self) -> usize {
@@ -109,15 +120,34 @@ impl Drop for DnsServer {
     }
 }
 
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
+}
+
 fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(query).ok()?;
     let question = query.queries().first()?.clone();
-    let answer = zone
+    let name = question.name().to_ascii().to_ascii_lowercase();
+    let answer = {
+        let zone = zone.lock().expect("zone");
+        let known = zone.a.contains_key(&name) || zone.aaaa.contains_key(&name);
+        match question.query_type() {
+            // AAAA questions are answered whatever the A answer is set to.
+            RecordType::AAAA if known => DnsAnswer::Addrs(vec![]),
+            _ => zone.a.get(&name).cloned().unwrap_or(if known {
+                DnsAnswer::Addrs(vec![])
+            } else {
+                DnsAnswer::NxDomain
+            }),
+        }
+    };
+    let v6 = zone
         .lock()
         .expect("zone")
-        .get(&question.name().to_ascii().to_ascii_lowercase())
+        .aaaa
+        .get(&name)
         .cloned()
-        .unwrap_or(DnsAnswer::NxDomain);
+        .unwrap_or_default();
     let mut reply = Message::new();
     reply
         .set_id(query.id())
@@ -135,10 +165,18 @@ fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
         DnsAnswer::ServFail => {
             reply.set_response_code(ResponseCode::ServFail);
         }
-        // An AAAA question gets an empty NOERROR answer: the names are IPv4-only.
         DnsAnswer::Addrs(ips) if question.query_type() == RecordType::A => {
             for ip in ips {
                 reply.add_answer(Record::from_rdata(question.name().clone(), 1, RData::A(A(ip))));
+            }
+        }
+        DnsAnswer::Addrs(_) if question.query_type() == RecordType::AAAA => {
+            for ip in v6 {
+                reply.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    1,
+                    RData::AAAA(AAAA(ip)),
+                ));
             }
         }
         DnsAnswer::Addrs(_) => {}
