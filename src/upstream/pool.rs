@@ -173,7 +173,7 @@ impl Pool {
         }
         // The soonest a breaker lets a probe through; health checks are re-run every interval.
         let soonest = live
-            .values()
+            .iter()
             .filter_map(|t| t.breaker.as_ref()?.time_to_half_open())
             .min()
             .map_or(1, |d| d.as_secs_f64().ceil() as u64);
@@ -220,10 +220,7 @@ impl Pool {
     pub fn status(&self) -> Vec<TargetStatus> {
         let health = self.health();
         let live = self.targets.snapshot();
-        let mut targets: Vec<&Arc<Target>> = live.values().collect();
-        targets.sort_unstable_by_key(|t| t.addr);
-        targets
-            .into_iter()
+        live.iter()
             .map(|t| TargetStatus {
                 addr: t.addr,
                 healthy: t.joined() && health.iter().any(|(a, h)| *a == t.addr && *h),
