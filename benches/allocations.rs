@@ -47,28 +47,14 @@ static ALLOCATOR: Counting = Counting;
 
 mod support;
 
-use support::{request, SECRET};
+use support::request;
 
 fn gateway() -> floodgate::proxy::Gateway {
-    let text = format!(
-        r#"
-listen: ["127.0.0.1:18080"]
-admin: {{ listen: "127.0.0.1:19091" }}
-access_log: "off"
-auth:
-  jwt:
-    keys: [{{ kid: k, alg: HS256, secret: "{SECRET}" }}]
-  default_tier: bench
-tiers:
-  bench: {{ rate: 1000000000, burst: 1000000000 }}
-upstreams:
-  backend: {{ targets: ["127.0.0.1:18000"] }}
-routes:
-  - {{ name: plain, path_prefix: /plain/, upstream: backend, auth: none }}
-  - {{ name: api, path_prefix: /api/, upstream: backend, global_limit: {{ rate: 1000000000, per_s: 1 }} }}
-"#
-    );
-    support::gateway(&text)
+    support::gateway(&support::config_with(
+        r#"  - { name: plain, path_prefix: /plain/, upstream: backend, auth: none }
+  - { name: api, path_prefix: /api/, upstream: backend, global_limit: { rate: 1000000000, per_s: 1 } }
+"#,
+    ))
 }
 
 /// (allocations, bytes) per decision, over `n` decisions after a warm-up (caches filled).

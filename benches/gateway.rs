@@ -9,31 +9,18 @@ use std::net::IpAddr;
 
 mod support;
 
-use support::{request, SECRET};
+use support::request;
 
 fn config(auth_route: &str) -> String {
-    format!(
-        r#"
-listen: ["127.0.0.1:18080"]
-admin: {{ listen: "127.0.0.1:19091" }}
-access_log: "off"
-auth:
-  jwt:
-    keys: [{{ kid: k, alg: HS256, secret: "{SECRET}" }}]
-  default_tier: bench
-tiers:
-  bench: {{ rate: 1000000000, burst: 1000000000 }}
-upstreams:
-  backend: {{ targets: ["127.0.0.1:18000"] }}
-routes:
-  - {{ name: health, path_prefix: /health, respond: {{ status: 200, body: ok }}, auth: none }}
+    support::config_with(&format!(
+        r#"  - {{ name: health, path_prefix: /health, respond: {{ status: 200, body: ok }}, auth: none }}
   - {{ name: users, path_prefix: /api/users/, upstream: backend, {auth_route} }}
   - {{ name: orders, path_prefix: /api/orders/, upstream: backend }}
   - {{ name: reports, path_prefix: /api/reports/, upstream: backend, cost: 5 }}
   - {{ name: api, path_prefix: /api/, upstream: backend, global_limit: {{ rate: 1000000000, per_s: 1 }} }}
   - {{ name: static, path_prefix: /static/, upstream: backend, auth: none }}
 "#
-    )
+    ))
 }
 
 fn gateway(auth_route: &str) -> floodgate::proxy::Gateway {

@@ -7,6 +7,26 @@ use pingora_http::RequestHeader;
 /// The HMAC secret of the benches' JWT key `k`.
 pub const SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
 
+/// A gateway config: JWT auth with key `k`, an unlimited tier, one upstream, and `routes`.
+pub fn config_with(routes: &str) -> String {
+    format!(
+        r#"
+listen: ["127.0.0.1:18080"]
+admin: {{ listen: "127.0.0.1:19091" }}
+access_log: "off"
+auth:
+  jwt:
+    keys: [{{ kid: k, alg: HS256, secret: "{SECRET}" }}]
+  default_tier: bench
+tiers:
+  bench: {{ rate: 1000000000, burst: 1000000000 }}
+upstreams:
+  backend: {{ targets: ["127.0.0.1:18000"] }}
+routes:
+{routes}"#
+    )
+}
+
 pub fn gateway(text: &str) -> floodgate::proxy::Gateway {
     let mut config = floodgate::config::parse(text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
     let mut services = Vec::new();

@@ -16,7 +16,7 @@ fn body(redis: Option<&Redis>) -> String {
 auth:
   api_keys:
     keys:
-      - {{ consumer: configured, key: "sha256:{}", tier: gold }}
+      - {{ consumer: configured, key: "{}", tier: gold }}
   default_tier: free
 tiers:
   free: {{ rate: 100, burst: 100 }}
@@ -25,13 +25,8 @@ routes:
   - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
 {redis}
 "#,
-        sha256_hex("configured-key")
+        floodgate::auth::api_key::hash_key("configured-key")
     )
-}
-
-fn sha256_hex(key: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 fn start(redis: Option<&Redis>) -> Gateway {

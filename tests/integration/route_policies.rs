@@ -6,15 +6,19 @@ use crate::common::*;
 
 const KEY: &str = "policy-test-key";
 
+/// The one consumer `app` (key `KEY`), on tier `free`.
+fn app_key_auth() -> String {
+    format!(
+        "auth:\n  api_keys:\n    keys: [{{ consumer: app, key: \"{}\", tier: free }}]\n  default_tier: free\n",
+        floodgate::auth::api_key::hash_key(KEY)
+    )
+}
+
 fn body(upstream: &Upstream, trusted: &str) -> String {
-    use sha2::Digest;
+    let auth = app_key_auth();
     format!(
         r#"
-auth:
-  api_keys:
-    keys: [{{ consumer: app, key: "sha256:{}", tier: free }}]
-  default_tier: free
-tiers:
+{auth}tiers:
   free: {{ rate: 1000, burst: 1000 }}
 trusted_proxies: [{trusted}]
 upstreams:
@@ -51,7 +55,6 @@ routes:
   - {{ name: big-only, path_prefix: /big-only, upstream: backend, auth: none, compress: {{ min_bytes: 1000000 }} }}
   - {{ name: text-only, path_prefix: /text-only, upstream: backend, auth: none, compress: {{ types: [text/plain], min_bytes: 1 }} }}
 "#,
-        hex::encode(sha2::Sha256::digest(KEY.as_bytes())),
         upstream.addr
     )
 }
@@ -230,15 +233,11 @@ fn bad_policies_are_config_errors_naming_the_key() {
 }
 
 fn limits_body(redis: Option<&Redis>) -> String {
-    use sha2::Digest;
     let redis = redis.map_or(String::new(), |r| format!("redis: {{ url: \"{}\" }}", r.url()));
+    let auth = app_key_auth();
     format!(
         r#"
-auth:
-  api_keys:
-    keys: [{{ consumer: app, key: "sha256:{}", tier: free }}]
-  default_tier: free
-tiers:
+{auth}tiers:
   free: {{ rate: 0.01, burst: 60 }}
   gold: {{ rate: 1000, burst: 1000 }}
 routes:
@@ -246,8 +245,7 @@ routes:
   - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }} }}
   - {{ name: daily, path_prefix: /daily, respond: {{ status: 200, body: ok }}, quota: {{ per: day, requests: {{ free: 4 }} }} }}
 {redis}
-"#,
-        hex::encode(sha2::Sha256::digest(KEY.as_bytes()))
+"#
     )
 }
 
