@@ -78,21 +78,11 @@ impl Discovery {
         if !self.has_names() {
             return found;
         }
-        let resolver = build_resolver(&self.dns);
-        let deadline = self.dns.timeout * ATTEMPTS;
-        let (resolver, deadline) = (&resolver, deadline);
+        let resolver = &build_resolver(&self.dns);
         let lookups = self.specs.iter().enumerate().filter_map(|(i, spec)| match spec {
-            TargetSpec::Name { host, port } => Some(async move {
-                let looked_up = match resolver {
-                    Ok(resolver) => match tokio::time::timeout(deadline, lookup(resolver, host, *port)).await
-                    {
-                        Ok(result) => result,
-                        Err(_) => Err(format!("no answer within {deadline:?}")),
-                    },
-                    Err(e) => Err(e.clone()),
-                };
-                (i, spec, looked_up)
-            }),
+            TargetSpec::Name { host, port } => {
+                Some(async move { (i, spec, lookup_within(resolver, &self.dns, host, *port).await) })
+            }
             TargetSpec::Addr(_) => None,
         });
         for (i, spec, looked_up) in join_all(lookups).await {
@@ -175,14 +165,7 @@ pub fn unresolved_names(upstreams: &[Upstream], dns: &Dns) -> Vec<String> {
             let TargetSpec::Name { host, port } = spec else {
                 continue;
             };
-            let deadline = dns.timeout * ATTEMPTS;
-            let looked_up = match &resolver {
-                Ok(resolver) => match tokio::time::timeout(deadline, lookup(resolver, host, *port)).await {
-                    Ok(result) => result.map(drop),
-                    Err(_) => Err(format!("no answer within {deadline:?}")),
-                },
-                Err(e) => Err(e.clone()),
-            };
+            let looked_up = lookup_within(&resolver, dns, host, *port).await;
             if let Err(why) = looked_up {
                 unresolved.push(format!("{path}: cannot resolve {spec} now: {why}"));
             }
@@ -223,6 +206,20 @@ fn set_options(options: &mut ResolverOpts, timeout: Duration) {
     options.attempts = ATTEMPTS as usize;
     // Every round asks the nameserver: a moved pod is seen within one interval.
     options.cache_size = 0;
+}
+
+/// `lookup` within the name's deadline.
+async fn lookup_within(
+    resolver: &Result<TokioResolver, String>,
+    dns: &Dns,
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, String> {
+    let resolver = resolver.as_ref().map_err(Clone::clone)?;
+    let deadline = dns.timeout * ATTEMPTS;
+    tokio::time::timeout(deadline, lookup(resolver, host, port))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {deadline:?}")))
 }
 
 /// The name exists and has no A record (NOERROR, no data): SERVFAIL, NXDOMAIN and

@@ -128,10 +128,10 @@ fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(query).ok()?;
     let question = query.queries().first()?.clone();
     let name = question.name().to_ascii().to_ascii_lowercase();
-    let answer = {
+    let (answer, v6) = {
         let zone = zone.lock().expect("zone");
         let known = zone.a.contains_key(&name) || zone.aaaa.contains_key(&name);
-        match question.query_type() {
+        let answer = match question.query_type() {
             // AAAA questions are answered whatever the A answer is set to.
             RecordType::AAAA if known => DnsAnswer::Addrs(vec![]),
             _ => zone.a.get(&name).cloned().unwrap_or(if known {
@@ -139,15 +139,9 @@ fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
             } else {
                 DnsAnswer::NxDomain
             }),
-        }
+        };
+        (answer, zone.aaaa.get(&name).cloned().unwrap_or_default())
     };
-    let v6 = zone
-        .lock()
-        .expect("zone")
-        .aaaa
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
     let mut reply = Message::new();
     reply
         .set_id(query.id())
