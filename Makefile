@@ -6,11 +6,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint build deps test-deps
 
-# Installs the Debian packages named (command:package pairs) whose command is missing.
+# Installs the Debian packages named (command:package pairs) whose command is missing
+# (looked for in /usr/sbin too, where haproxy lives, off a user's PATH).
 define need
 	@missing=""; \
 	for pair in $(1); do \
-	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
+	  command -v "$${pair%%:*}" >/dev/null || [ -x "/usr/sbin/$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -220,7 +220,7 @@ fn answer_then_close(stream: &mut TcpStream, limit: Duration) -> (Resp, bool) {
 }
 
 #[test]
-fn a_body_over_4_kib_is_refused_before_it_is_sent_and_an_unread_body_closes_the_connection() {
+fn a_body_over_64_kib_is_refused_before_it_is_sent_and_an_unread_body_closes_the_connection() {
     let gw = with_token();
     // Only the head is sent; the 10 MB never follow.
     let mut s = TcpStream::connect(gw.admin).expect("connect");

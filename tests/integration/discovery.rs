@@ -38,8 +38,8 @@ fn ips(last: &[u8]) -> Vec<Ipv4Addr> {
 }
 
 /// Who served `n` requests (the test upstreams are named by their address).
-fn served_by(gw: &Gateway, n: usize) -> BTreeSet<String> {
-    crate::upstreams::served_by(gw, n).into_iter().collect()
+fn served_by_set(gw: &Gateway, n: usize) -> BTreeSet<String> {
+    served_by(gw, n).into_iter().collect()
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {
@@ -71,7 +71,7 @@ fn every_address_is_a_target_and_the_set_follows_dns_while_removed_ones_drain() 
     let ups = Upstream::on_one_port(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     dns.set(NAME, DnsAnswer::Addrs(ips(&[2, 3])));
     let gw = gateway(&dns, ups[0].addr.port(), "");
-    assert_eq!(served_by(&gw, 20), set(&["127.0.0.2", "127.0.0.3"]));
+    assert_eq!(served_by_set(&gw, 20), set(&["127.0.0.2", "127.0.0.3"]));
     assert_eq!(targets_in_metrics(&gw), set(&["127.0.0.2", "127.0.0.3"]));
 
     // A request in flight on .2 when .2 leaves the answer finishes there.
@@ -103,7 +103,7 @@ fn every_address_is_a_target_and_the_set_follows_dns_while_removed_ones_drain() 
     );
 
     let before = ups[0].hits();
-    assert_eq!(served_by(&gw, 20), set(&["127.0.0.3", "127.0.0.4"]));
+    assert_eq!(served_by_set(&gw, 20), set(&["127.0.0.3", "127.0.0.4"]));
     assert_eq!(ups[0].hits(), before, "a removed target got new requests");
 }
 
@@ -119,7 +119,7 @@ fn a_new_address_joins_only_after_its_first_passing_health_check() {
         ups[0].addr.port(),
         "    health_check: { kind: http, path: /health, interval_ms: 3000 }",
     );
-    assert_eq!(served_by(&gw, 5), set(&["127.0.0.2"]));
+    assert_eq!(served_by_set(&gw, 5), set(&["127.0.0.2"]));
 
     ups[1].healthy.store(false, Ordering::SeqCst);
     // .3 fails its checks (it serves requests fine); .9 has nothing listening.
@@ -129,7 +129,7 @@ fn a_new_address_joins_only_after_its_first_passing_health_check() {
         == 3));
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
-        assert_eq!(served_by(&gw, 5), set(&["127.0.0.2"]));
+        assert_eq!(served_by_set(&gw, 5), set(&["127.0.0.2"]));
     }
     assert_eq!(
         ups[1].hits(),
@@ -139,7 +139,7 @@ fn a_new_address_joins_only_after_its_first_passing_health_check() {
 
     ups[1].healthy.store(true, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(10), || served_by(&gw, 4)
+        eventually(Duration::from_secs(10), || served_by_set(&gw, 4)
             .contains("127.0.0.3")),
         "it joins once a check passes"
     );
@@ -154,7 +154,7 @@ fn a_failing_lookup_keeps_the_last_good_targets() {
     // question failed: nothing listens on ::1 here.
     dns.set_aaaa(NAME, vec![std::net::Ipv6Addr::LOCALHOST]);
     let gw = gateway(&dns, ups[0].addr.port(), "");
-    assert_eq!(served_by(&gw, 10), set(&["127.0.0.2", "127.0.0.3"]));
+    assert_eq!(served_by_set(&gw, 10), set(&["127.0.0.2", "127.0.0.3"]));
 
     for failure in [
         DnsAnswer::ServFail,
@@ -173,7 +173,7 @@ fn a_failing_lookup_keeps_the_last_good_targets() {
             "{failure:?} is counted"
         );
         assert_eq!(
-            served_by(&gw, 10),
+            served_by_set(&gw, 10),
             set(&["127.0.0.2", "127.0.0.3"]),
             "{failure:?} keeps the last good set"
         );
@@ -181,7 +181,7 @@ fn a_failing_lookup_keeps_the_last_good_targets() {
     assert!(gw.log().contains("cannot resolve"), "logged: {}", gw.log());
 
     dns.set(NAME, DnsAnswer::Addrs(ips(&[3])));
-    assert!(eventually(Duration::from_secs(5), || served_by(&gw, 4)
+    assert!(eventually(Duration::from_secs(5), || served_by_set(&gw, 4)
         == set(&["127.0.0.3"])));
 }
 
@@ -225,6 +225,6 @@ fn requests_never_ask_the_nameserver() {
     // One lookup builds the pool, one more starts the background service's rounds.
     assert!(eventually(Duration::from_secs(5), || dns.queries() >= 2));
     let asked = dns.queries();
-    assert_eq!(served_by(&gw, 200), set(&["127.0.0.2"]));
+    assert_eq!(served_by_set(&gw, 200), set(&["127.0.0.2"]));
     assert_eq!(dns.queries(), asked, "a request looked a name up");
 }

@@ -1,8 +1,10 @@
 //! Per-route policies through the real gateway: client address allow and deny
-//! lists (with and without a trusted proxy) and CORS (preflights answered by the
-//! gateway, actual answers and refusals readable by allowed origins only).
+//! lists (with and without a trusted proxy), CORS (preflights answered by the
+//! gateway, actual answers and refusals readable by allowed origins only), header
+//! rules, compression, per-route limits and quotas (with Redis and the state file).
 
 use crate::common::*;
+use std::time::Duration;
 
 const KEY: &str = "policy-test-key";
 
@@ -349,7 +351,18 @@ fn responses_are_compressed_where_the_route_and_the_client_agree() {
 
 #[test]
 fn a_daily_quota_refuses_past_its_requests_until_the_day_ends() {
-    let gw = Gateway::start_admin(&limits_body(None), "token: \"admin-token-0123456789\"");
+    // The day must not end between the requests and the check of Retry-After.
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    };
+    let left_today = 86_400 - unix_now() % 86_400;
+    if left_today < 30 {
+        std::thread::sleep(Duration::from_secs(left_today + 1));
+    }
+    let gw = Gateway::start(&limits_body(None));
     let call = || get_with(gw.addr, "/daily/x", &[("x-api-key", KEY)]);
     for i in 0..4 {
         let r = call();
@@ -362,11 +375,7 @@ fn a_daily_quota_refuses_past_its_requests_until_the_day_ends() {
     assert_eq!(refused.status, 429);
     assert_eq!(refused.json()["error"], "quota_exceeded");
     assert_eq!(refused.json()["scope"], "quota");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let to_midnight = 86_400 - now % 86_400;
+    let to_midnight = 86_400 - unix_now() % 86_400;
     let retry: u64 = refused
         .header("retry-after")
         .expect("retry-after")

@@ -18,17 +18,6 @@ routes:
     ))
 }
 
-/// Who served `n` requests, each of which must succeed.
-pub(crate) fn served_by(gw: &Gateway, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let r = get(gw.addr, "/x");
-            assert_eq!(r.status, 200, "{}", r.text());
-            r.json()["upstream"].as_str().unwrap_or_default().to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn round_robin_spreads_evenly() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));

@@ -35,7 +35,7 @@ pub struct DnsServer {
     pub addr: SocketAddr,
     zone: Zone,
     /// Questions asked so far (A and AAAA alike).
-    pub queries: Arc<AtomicUsize>,
+    queries: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 

@@ -255,4 +255,15 @@ fn answer(
     (status, answer.to_string())
 }
 
+/// Which test upstreams (by name) served `n` GETs through `gw`, each of which must succeed.
+pub fn served_by(gw: &super::Gateway, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let r = super::get(gw.addr, "/x");
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["upstream"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
 // ------------------------------------------------------------------ the gateway
