@@ -205,12 +205,6 @@ pub fn assemble(
         .and_then(|a| a.api_keys.as_ref())
         .map(|k| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
         .unwrap_or_default();
-    let config_digests = config
-        .auth
-        .as_ref()
-        .and_then(|a| a.api_keys.as_ref())
-        .map(|k| k.keys.iter().map(|k| k.digest).collect())
-        .unwrap_or_default();
     // Runtime keys need `auth.api_keys` (its header; its keys may be none).
     let default_tier = config
         .auth
@@ -377,7 +371,6 @@ pub fn assemble(
             store: consumer_store,
             state_file,
             runtime_keys,
-            config_digests,
             key_tiers,
             default_tier,
         },

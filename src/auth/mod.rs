@@ -115,10 +115,6 @@ impl Authenticator {
         self.jwt.as_ref()
     }
 
-    pub fn api_keys(&self) -> Option<&api_key::ApiKeys> {
-        self.api_keys.as_ref()
-    }
-
     pub fn api_key_header(&self) -> Option<&HeaderName> {
         self.api_keys.as_ref().map(|k| k.header())
     }

@@ -171,7 +171,6 @@ impl ProxyHttp for Gateway {
                 mut extra,
                 close,
             } => {
-                self.compress_at(session, 0);
                 if let Some((origin, credentials)) = &ctx.cors {
                     extra.extend(respond::cors_headers(origin, *credentials));
                 }
@@ -377,8 +376,7 @@ impl ProxyHttp for Gateway {
                     response.remove_header(&name);
                 }
             }
-            // The answer differs by origin, allowed or not: caches must keep them apart.
-            response.append_header(header::VARY, "Origin")?;
+            response.append_header(header::VARY, respond::VARY_ORIGIN)?;
             if let Some((origin, credentials)) = &ctx.cors {
                 for (name, value) in respond::cors_values(origin, *credentials) {
                     response.insert_header(name, value)?;
@@ -443,8 +441,6 @@ impl ProxyHttp for Gateway {
         // or was abandoned by the client.
         let upstream_fault = *e.esource() == ErrorSource::Upstream;
         self.settle(ctx, upstream_fault.then_some(false));
-        // The gateway's own error answer is never compressed.
-        self.compress_at(session, 0);
         let status = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout

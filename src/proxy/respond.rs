@@ -4,11 +4,13 @@
 use crate::vocab::error_body::{error_body, REQUEST_ID};
 use bytes::Bytes;
 use http::HeaderValue;
+use pingora_core::modules::http::compression::ResponseCompression;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Writes a complete gateway-made response. `close` ends the connection after it,
-/// for requests whose body was not read or whose framing is not trusted.
+/// Writes a complete gateway-made response, never compressed (only proxied answers
+/// of a `compress` route are). `close` ends the connection after it, for requests
+/// whose body was not read or whose framing is not trusted.
 pub async fn send(
     session: &mut Session,
     status: u16,
@@ -30,6 +32,9 @@ pub async fn send(
     }
     if close {
         session.set_keepalive(None);
+    }
+    if let Some(compression) = session.downstream_modules_ctx.get_mut::<ResponseCompression>() {
+        compression.adjust_level(0);
     }
     let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
     session.write_response_header(Box::new(header), head_only).await?;
@@ -60,6 +65,9 @@ pub async fn send_error(
 }
 
 /// The gateway's headers a browser script may want to read.
+/// Answers on a CORS route differ by origin, allowed or not: caches keep them apart.
+pub const VARY_ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
+
 const EXPOSED: HeaderValue =
     HeaderValue::from_static("RateLimit, RateLimit-Policy, Retry-After, X-Request-Id");
 
@@ -86,7 +94,7 @@ pub fn cors_values(
 /// The same, with `Vary: Origin`, for an answer the gateway makes itself.
 pub fn cors_headers(origin: &HeaderValue, credentials: bool) -> Vec<(&'static str, String)> {
     cors_values(origin, credentials)
-        .chain([("vary", HeaderValue::from_static("Origin"))])
+        .chain([("vary", VARY_ORIGIN)])
         .map(|(name, value)| (name, value.to_str().unwrap_or_default().to_string()))
         .collect()
 }

@@ -18,7 +18,7 @@ use http::{Method, Response};
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,8 +32,6 @@ pub struct Consumers {
     /// Without Redis, where writes are kept across restarts (if anywhere).
     pub state_file: Option<Arc<StateFileWriter>>,
     pub runtime_keys: Arc<RuntimeKeys>,
-    /// Digests of the config's keys, which a runtime key may not take.
-    pub config_digests: HashSet<[u8; 32]>,
     /// The tiers of the config's API-key consumers.
     pub key_tiers: HashMap<String, TierId>,
     /// The tier of a runtime key created without one (`None` without `auth.api_keys`).
@@ -234,9 +232,6 @@ impl Admin {
             return unavailable("no randomness from the operating system");
         };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if self.consumers.config_digests.contains(&digest) {
-            return error(409, "conflict", "this key is one of the config's");
-        }
         let key_id = match new_secret() {
             Some(id) => id[3..15].to_string(),
             None => return unavailable("no randomness from the operating system"),

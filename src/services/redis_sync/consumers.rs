@@ -17,6 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The admin API's way to Redis, over the sync's connection.
+/// The consumers' Redis keys share one hash slot, so a write's transaction is one slot's.
+fn consumers_key(prefix: &str, what: &str) -> String {
+    format!("{{{prefix}:consumers}}:{what}")
+}
+
 #[derive(Clone)]
 pub struct ConsumerStore {
     backend: Arc<ArcSwapOption<Backend>>,
@@ -25,7 +30,7 @@ pub struct ConsumerStore {
 
 impl ConsumerStore {
     fn key(&self, what: &str) -> String {
-        format!("{{{}:consumers}}:{what}", self.prefix)
+        consumers_key(&self.prefix, what)
     }
 
     /// The sync's connection; at start-up, worth waiting a moment for.
@@ -98,7 +103,7 @@ impl RedisSync {
     }
 
     fn consumers_key(&self, what: &str) -> String {
-        format!("{{{}:consumers}}:{what}", self.key_prefix)
+        consumers_key(&self.key_prefix, what)
     }
 
     /// The round's one small read: the version and the epoch marker.
