@@ -12,7 +12,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 16;
-/// Keys counted at most; past it the oldest periods are forgotten first.
+/// Keys counted at most; past it the least recently asked are forgotten first.
 const MAX_KEYS: usize = 1 << 20;
 /// A key touched this recently has its cluster total read back every round.
 const REFRESH_S: u64 = 60;
@@ -40,6 +40,23 @@ struct Count {
     listed: bool,
     /// Unix seconds of the last request that asked.
     touched_s: u64,
+}
+
+/// Forgets keys untouched for over a month (they hold no current period of either
+/// kind), else the least recently asked one that is not waiting for a sync.
+fn make_room(counts: &mut HashMap<(usize, Arc<str>), Count>, unix_s: u64) {
+    counts.retain(|_, c| c.listed || unix_s.saturating_sub(c.touched_s) < 32 * 86_400);
+    if counts.len() < MAX_KEYS / SHARDS {
+        return;
+    }
+    let oldest = counts
+        .iter()
+        .filter(|(_, c)| !c.listed)
+        .min_by_key(|(_, c)| c.touched_s)
+        .map(|(k, _)| k.clone());
+    if let Some(oldest) = oldest {
+        counts.remove(&oldest);
+    }
 }
 
 /// One key's counts to push: (route, consumer, period, delta).
@@ -86,11 +103,13 @@ impl QuotaCounter {
         let end = quota.per.end_s(period);
         let mut shard = self.shard(route, consumer);
         let Shard { counts, listed } = &mut *shard;
-        if counts.len() >= MAX_KEYS / SHARDS {
-            // Keys untouched for longer than a month hold no current period of either kind.
-            counts.retain(|_, c| c.listed || unix_s.saturating_sub(c.touched_s) < 32 * 86_400);
+        let key = (route, consumer.clone());
+        // Room is made only for a new key, so a full shard costs a scan per new key,
+        // never per request.
+        if counts.len() >= MAX_KEYS / SHARDS && !counts.contains_key(&key) {
+            make_room(counts, unix_s);
         }
-        let count = counts.entry((route, consumer.clone())).or_default();
+        let count = counts.entry(key).or_default();
         if count.period != period {
             *count = Count {
                 period,
