@@ -30,7 +30,7 @@ deps:
 # (the compose spec).
 TOOLS := $(CURDIR)/target/tools
 test-deps:
-	$(call need,cmake:cmake redis-server:redis-server redis-cli:redis-tools openssl:openssl wrk:wrk chromium:chromium promtool:prometheus haproxy:haproxy python3:python3)
+	$(call need,cmake:cmake curl:curl redis-server:redis-server redis-cli:redis-tools openssl:openssl wrk:wrk chromium:chromium promtool:prometheus haproxy:haproxy python3:python3)
 	@python3 -c 'import ensurepip' 2>/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
 	@[ -x $(TOOLS)/bin/kubernetes-validate ] && [ -x $(TOOLS)/bin/check-jsonschema ] || { \
 	  echo "installing kubernetes-validate and check-jsonschema into $(TOOLS)"; \

@@ -5,8 +5,8 @@
 use crate::auth::jwt::JwksRefresh;
 use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::auth::Authenticator;
-use crate::config::{AccessLogTarget, Config, TargetSpec, UpstreamKind};
-use crate::connection::guard::HeaderGuard;
+use crate::config::{AccessLogTarget, Config, Listener, TargetSpec, UpstreamKind};
+use crate::connection::guard::{HeaderGuard, ListenerPlan};
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream::Deadlines;
 use crate::error::StartupError;
@@ -23,6 +23,7 @@ use crate::services::{
 use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
 use crate::vocab::identity::TierOverrides;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
@@ -51,7 +52,8 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
     let upgrading = opt.upgrade;
     if !upgrading {
-        for addr in config.listen.iter().chain(std::iter::once(&config.admin.listen)) {
+        let proxy_addrs = config.listen.iter().map(|l| &l.addr);
+        for addr in proxy_addrs.chain(std::iter::once(&config.admin.listen)) {
             TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr: *addr, source })?;
         }
     }
@@ -101,7 +103,12 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         server.add_boxed_service(service);
     }
     let limits = gateway.limits();
-    let proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, gateway);
+    // An HTTP/2 connection with no stream open is closed after the keep-alive time
+    // an idle HTTP/1.1 connection gets.
+    let mut http = HttpServerOptions::default();
+    http.h2_idle_timeout = Some(std::time::Duration::from_secs(config.client.keepalive_timeout_s));
+    proxy.server_options = Some(http);
     let deadlines = Deadlines {
         header: config.client.header_timeout,
         send: config.client.send_timeout,
@@ -110,10 +117,26 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         config.client.max_connections,
         config.client.max_connections_per_ip,
     );
-    let guarded = HeaderGuard::new(proxy, limits, deadlines, connections.clone());
+    for warning in crate::config::expiring_certificates(&config.listen, std::time::SystemTime::now()) {
+        log::warn!("certificate: {warning}");
+    }
+    let plans = config
+        .listen
+        .iter()
+        .map(listener_plan)
+        .collect::<Result<Vec<_>, _>>()?;
+    let guarded = HeaderGuard::new(
+        proxy,
+        limits,
+        deadlines,
+        connections.clone(),
+        plans,
+        config.trusted_proxies.clone(),
+    );
     let mut proxy_service = Service::new("floodgate proxy".to_string(), guarded);
-    for addr in &config.listen {
-        proxy_service.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_BUFFERS));
+    // Pingora sees plain TCP on every listener: the guard does TLS under floodgate's deadline.
+    for listener in &config.listen {
+        proxy_service.add_listener(ListenerConfig::tcp(listener.addr.to_string()).l4_buffer(CLIENT_BUFFERS));
     }
     server.add_service(proxy_service);
 
@@ -142,6 +165,8 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         limits,
         deadlines,
         ConnectionLimits::new(ADMIN_MAX_CONNECTIONS, None),
+        Vec::new(),
+        Default::default(),
     );
     let mut admin = Service::new("floodgate admin".to_string(), admin_guard);
     admin.add_tcp(&config.admin.listen.to_string());
@@ -149,12 +174,27 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     server.add_service(background_service(
         "readiness",
         ReadinessProbe {
-            listeners: config.listen.clone(),
+            listeners: config.listen.iter().map(|l| l.addr).collect(),
             ready,
             jwks,
         },
     ));
     Ok(server)
+}
+
+fn listener_plan(listener: &Listener) -> Result<ListenerPlan, StartupError> {
+    let tls = match &listener.tls {
+        Some(tls) => Some(Arc::new(
+            crate::tls::server::acceptor(&tls.certs, tls.h2).ok_or(StartupError::Tls(listener.addr))?,
+        )),
+        None => None,
+    };
+    Ok(ListenerPlan {
+        addr: listener.addr,
+        tls,
+        h2c: listener.h2c,
+        proxy_protocol: listener.proxy_protocol,
+    })
 }
 
 /// The proxy and what the admin listener and readiness read, without a Pingora
@@ -349,7 +389,7 @@ pub fn assemble(
         routes,
         auth,
         limiter: limiter.clone(),
-        trusted_proxies: std::mem::take(&mut config.trusted_proxies),
+        trusted_proxies: config.trusted_proxies.clone(),
         overrides: overrides.clone(),
     };
     let gateway = Gateway::new(

@@ -36,4 +36,6 @@ pub enum StartupError {
     Metrics(String),
     #[error("cannot bind the echo upstream on 127.0.0.1: {0}")]
     EchoBind(std::io::Error),
+    #[error("cannot set up TLS on {0}")]
+    Tls(std::net::SocketAddr),
 }

@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod services;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod vocab;
 

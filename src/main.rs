@@ -190,12 +190,17 @@ fn main() -> ExitCode {
         for warning in floodgate::upstream::discovery::unresolved_names(&config.upstreams, &config.dns) {
             eprintln!("warning: {warning} (floodgate starts without it and keeps looking it up)");
         }
+        for warning in floodgate::config::expiring_certificates(&config.listen, std::time::SystemTime::now())
+        {
+            eprintln!("warning: {warning}");
+        }
         println!("{}: config OK", cli.conf);
         return ExitCode::SUCCESS;
     }
 
     if cli.upgrade {
-        if let Err(why) = running_instance(&config.listen) {
+        let addrs: Vec<_> = config.listen.iter().map(|l| l.addr).collect();
+        if let Err(why) = running_instance(&addrs) {
             eprintln!("floodgate -u: no running floodgate to take over: {why}");
             return ExitCode::FAILURE;
         }

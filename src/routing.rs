@@ -68,6 +68,7 @@ mod tests {
             tier_limits: None,
             compress: None,
             quota: None,
+            websocket_idle: None,
         }
     }
 

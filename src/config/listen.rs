@@ -1,13 +1,17 @@
-//! Where floodgate listens and what it accepts from clients: `listen`, `admin`,
-//! `client` and `trusted_proxies`.
+//! Where floodgate listens and what it accepts from clients: `listen` (plain,
+//! TLS, h2c, PROXY protocol), `admin`, `client` and `trusted_proxies`.
 
-use super::model::{Admin, ClientLimits};
+use super::model::{Admin, ClientLimits, Listener, ListenerTls};
 use super::problems::Problems;
-use super::schema::{AdminSpec, ClientSpec};
+use super::schema::{AdminSpec, ClientSpec, ListenerSpec};
+use crate::tls::certs;
 use crate::vocab::client_addr::TrustedProxies;
 use serde_yaml::Value;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// How long before its expiry a certificate is warned about (`-t` and at start).
+const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
 /// Shortest admin token accepted: a guessable token is an open admin API.
 const MIN_ADMIN_TOKEN_CHARS: usize = 16;
@@ -22,7 +26,7 @@ pub(super) fn socket_addr(problems: &mut Problems, path: &str, text: &str) -> Op
     }
 }
 
-pub(super) fn listen(problems: &mut Problems, value: Option<Value>) -> Vec<SocketAddr> {
+pub(super) fn listen(problems: &mut Problems, value: Option<Value>) -> Vec<Listener> {
     let Some(value) = value else {
         problems.add(
             "listen",
@@ -30,13 +34,69 @@ pub(super) fn listen(problems: &mut Problems, value: Option<Value>) -> Vec<Socke
         );
         return Vec::new();
     };
-    let list: Vec<String> = problems.section("listen", value).unwrap_or_default();
-    if list.is_empty() {
+    let entries: Vec<Value> = problems.section("listen", value).unwrap_or_default();
+    if entries.is_empty() {
         problems.add("listen", "needs at least one address");
     }
-    list.iter()
+    entries
+        .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| socket_addr(problems, &format!("listen[{i}]"), s))
+        .filter_map(|(i, entry)| listener(problems, &format!("listen[{i}]"), entry))
+        .collect()
+}
+
+/// One `listen` entry: an address string (plain HTTP/1.1), or a map with `addr`.
+fn listener(problems: &mut Problems, path: &str, entry: Value) -> Option<Listener> {
+    if let Value::String(text) = &entry {
+        return Some(Listener {
+            addr: socket_addr(problems, path, text)?,
+            tls: None,
+            h2c: false,
+            proxy_protocol: false,
+        });
+    }
+    let spec = problems.section::<ListenerSpec>(path, entry)?;
+    let addr = socket_addr(problems, &format!("{path}.addr"), &spec.addr);
+    if spec.h2c && spec.tls.is_some() {
+        problems.add(
+            format!("{path}.h2c"),
+            "is for plain listeners: on TLS, HTTP/2 is agreed by ALPN (tls.h2)",
+        );
+    }
+    let tls = spec.tls.map(|tls| {
+        if tls.certs.is_empty() {
+            problems.add(
+                format!("{path}.tls.certs"),
+                "needs at least one cert_file/key_file pair",
+            );
+        }
+        let certs = tls
+            .certs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                certs::load_pair(&c.cert_file, &c.key_file)
+                    .map_err(|why| problems.add(format!("{path}.tls.certs[{i}]"), why))
+                    .ok()
+            })
+            .collect();
+        ListenerTls { certs, h2: tls.h2 }
+    });
+    Some(Listener {
+        addr: addr?,
+        tls,
+        h2c: spec.h2c,
+        proxy_protocol: spec.proxy_protocol,
+    })
+}
+
+/// Certificates served by the listeners that have expired or expire within 14 days.
+pub fn expiring_certificates(listen: &[Listener], now: SystemTime) -> Vec<String> {
+    listen
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|tls| &tls.certs)
+        .filter_map(|cert| cert.expiry_warning(now, CERT_EXPIRY_WARNING))
         .collect()
 }
 

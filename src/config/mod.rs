@@ -20,6 +20,7 @@ mod state_file;
 mod tiers;
 mod upstreams;
 
+pub use listen::expiring_certificates;
 pub use model::*;
 
 use crate::error::{ConfigProblem, StartupError};
@@ -88,6 +89,14 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     let auth = auth::auth(&mut problems, take("auth"), &tiers);
     let anonymous = tiers::anonymous(&mut problems, take("anonymous"));
     let trusted_proxies = listen::trusted_proxies(&mut problems, take("trusted_proxies"));
+    for (i, _) in listen.iter().enumerate().filter(|(_, l)| l.proxy_protocol) {
+        if trusted_proxies.is_empty() {
+            problems.add(
+                format!("listen[{i}].proxy_protocol"),
+                "needs trusted_proxies: only they may send a PROXY header",
+            );
+        }
+    }
     let redis = redis::redis(&mut problems, take("redis"));
     let names: Vec<String> = tiers.iter().map(|t| t.name.clone()).collect();
     let state_file = state_file::state_file(&mut problems, take("state_file"), &names, redis.is_some());
@@ -105,7 +114,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     let routes = routes::routes(&mut problems, take("routes"), &known);
 
     if let Some(admin) = admin.as_ref().filter(|_| problems.is_empty()) {
-        if listen.contains(&admin.listen) {
+        if listen.iter().any(|l| l.addr == admin.listen) {
             problems.add(
                 "admin.listen",
                 format!("{} is also a proxy listen address", admin.listen),

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// The whole validated configuration: Pingora's server keys and the gateway's.
 pub struct Config {
     pub server: ServerConf,
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listener>,
     pub admin: Admin,
     pub client: ClientLimits,
     pub upstreams: Vec<Upstream>,
@@ -172,11 +172,32 @@ pub struct Dns {
     pub timeout: Duration,
 }
 
+/// A proxy listen address and how its connections start.
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub tls: Option<ListenerTls>,
+    /// HTTP/2 in the clear, told apart from HTTP/1.1 by its preface.
+    pub h2c: bool,
+    /// A PROXY header (v1 or v2) from a trusted proxy gives the client's address.
+    pub proxy_protocol: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenerTls {
+    /// The first is served to clients whose SNI no certificate names.
+    pub certs: Vec<crate::tls::certs::CertPair>,
+    /// ALPN offers `h2` as well as `http/1.1`.
+    pub h2: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub name: String,
     pub kind: UpstreamKind,
     pub targets: Vec<TargetSpec>,
+    /// TLS or not, HTTP/2 or HTTP/1.1, for requests and health checks alike.
+    pub transport: crate::tls::upstream::Transport,
     pub resolve_interval: Duration,
     pub balance: Balance,
     pub health_check: Option<HealthCheck>,
@@ -246,6 +267,9 @@ pub struct Route {
     pub tier_limits: Option<Vec<Option<Bucket>>>,
     pub compress: Option<crate::vocab::route_policy::Compress>,
     pub quota: Option<crate::vocab::quota::Quota>,
+    /// WebSocket upgrades on this route stay open while idle up to this long
+    /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.
+    pub websocket_idle: Option<Duration>,
 }
 
 impl Route {

@@ -143,6 +143,18 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         };
         Quota { per, by_tier }
     });
+    let websocket_idle = spec.websocket.map(|ws| {
+        if ws.idle_timeout_s == 0 {
+            problems.add(format!("{path}.websocket.idle_timeout_s"), "must be at least 1");
+        }
+        if matches!(action, RouteAction::Respond { .. }) {
+            problems.add(
+                format!("{path}.websocket"),
+                "needs an upstream to carry the WebSocket",
+            );
+        }
+        Duration::from_secs(ws.idle_timeout_s)
+    });
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
     let compress = route_policies::compress(problems, path, spec.compress);
@@ -180,6 +192,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         tier_limits,
         compress,
         quota,
+        websocket_idle,
     })
 }
 

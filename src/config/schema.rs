@@ -6,6 +6,62 @@ use super::model::{AuthPolicy, Balance, HealthCheckKind, OnUnavailable, Upstream
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// A `listen` entry in its map form (the plain form is an address string).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerSpec {
+    pub(super) addr: String,
+    pub(super) tls: Option<ListenerTlsSpec>,
+    #[serde(default)]
+    pub(super) h2c: bool,
+    #[serde(default)]
+    pub(super) proxy_protocol: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListenerTlsSpec {
+    pub(super) certs: Vec<CertSpec>,
+    #[serde(default = "default_true")]
+    pub(super) h2: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertSpec {
+    pub(super) cert_file: String,
+    pub(super) key_file: String,
+}
+
+/// How an upstream is reached over TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamTlsSpec {
+    /// The first named target's host when absent.
+    pub(super) sni: Option<String>,
+    #[serde(default = "default_true")]
+    pub(super) verify: bool,
+    /// Trusted CAs instead of the system's.
+    pub(super) ca_file: Option<String>,
+    /// A client certificate to present (with `key_file`).
+    pub(super) cert_file: Option<String>,
+    pub(super) key_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebSocketSpec {
+    #[serde(default = "default_websocket_idle_s")]
+    pub(super) idle_timeout_s: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_websocket_idle_s() -> u64 {
+    300
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminSpec {
@@ -111,6 +167,10 @@ pub(super) struct UpstreamSpec {
     pub(super) retries: u32,
     /// One breaker per target; none when absent.
     pub(super) breaker: Option<BreakerSpec>,
+    pub(super) tls: Option<UpstreamTlsSpec>,
+    /// Speak HTTP/2 to the targets (ALPN h2 over TLS, h2c without).
+    #[serde(default)]
+    pub(super) http2: bool,
 }
 
 /// `failures` failures (connect errors, timeouts, 5xx) within `window_s` open a
@@ -210,6 +270,7 @@ pub(super) struct RouteSpec {
     pub(super) limits: Option<BTreeMap<String, super::model::Bucket>>,
     pub(super) compress: Option<CompressSpec>,
     pub(super) quota: Option<QuotaSpec>,
+    pub(super) websocket: Option<WebSocketSpec>,
 }
 
 #[derive(Debug, Deserialize)]

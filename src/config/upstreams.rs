@@ -3,10 +3,13 @@
 
 use super::model::{BreakerSettings, HealthCheck, TargetSpec, Upstream, UpstreamKind};
 use super::problems::Problems;
-use super::schema::{TimeoutsSpec, UpstreamSpec};
+use super::schema::{TimeoutsSpec, UpstreamSpec, UpstreamTlsSpec};
+use crate::tls::certs;
+use crate::tls::upstream::{Transport, UpstreamTls};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// More retries than this only multiply the load on a failing upstream.
@@ -27,7 +30,7 @@ pub(super) fn upstreams(problems: &mut Problems, value: Option<Value>) -> Vec<Up
 }
 
 fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpec) -> Upstream {
-    let targets = spec
+    let targets: Vec<TargetSpec> = spec
         .targets
         .iter()
         .enumerate()
@@ -104,9 +107,16 @@ fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpe
             half_open_requests: b.half_open_requests,
         }
     });
+    let transport = Transport {
+        tls: spec
+            .tls
+            .and_then(|tls| upstream_tls(problems, path, tls, &targets)),
+        http2: spec.http2,
+    };
     Upstream {
         name,
         kind: spec.kind,
+        transport,
         targets,
         resolve_interval: Duration::from_secs(spec.resolve_interval_s),
         balance: spec.balance,
@@ -144,6 +154,60 @@ fn target(problems: &mut Problems, path: &str, text: &str) -> Option<TargetSpec>
         host: host.to_ascii_lowercase(),
         port,
     })
+}
+
+/// An upstream's TLS, its files read and checked now. With verification on, an
+/// SNI is needed (Pingora skips verification without one): the configured one,
+/// else the first named target's host.
+fn upstream_tls(
+    problems: &mut Problems,
+    path: &str,
+    spec: UpstreamTlsSpec,
+    targets: &[TargetSpec],
+) -> Option<Arc<UpstreamTls>> {
+    let first_name = targets.iter().find_map(|t| match t {
+        TargetSpec::Name { host, .. } => Some(host.trim_end_matches('.').to_string()),
+        TargetSpec::Addr(_) => None,
+    });
+    let sni = match spec.sni.or(first_name) {
+        Some(sni) => sni,
+        None if spec.verify => {
+            problems.add(
+                format!("{path}.tls.sni"),
+                "required to verify targets given by address: the name their certificate carries",
+            );
+            return None;
+        }
+        None => String::new(),
+    };
+    let ca = match &spec.ca_file {
+        Some(file) => match certs::load_chain(file) {
+            Ok(chain) => Some(chain),
+            Err(why) => {
+                problems.add(format!("{path}.tls.ca_file"), why);
+                return None;
+            }
+        },
+        None => None,
+    };
+    let client = match (&spec.cert_file, &spec.key_file) {
+        (Some(cert), Some(key)) => match certs::load_pair(cert, key) {
+            Ok(pair) => Some(pair),
+            Err(why) => {
+                problems.add(format!("{path}.tls.cert_file"), why);
+                return None;
+            }
+        },
+        (None, None) => None,
+        _ => {
+            problems.add(
+                format!("{path}.tls"),
+                "cert_file and key_file go together (the client certificate and its key)",
+            );
+            return None;
+        }
+    };
+    Some(Arc::new(UpstreamTls::new(sni, spec.verify, ca, client.as_ref())))
 }
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens

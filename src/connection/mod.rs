@@ -1,8 +1,11 @@
 //! Connection-level protections in front of any HTTP application (the proxy
-//! and the admin listener): connection caps, the header and send deadlines of
-//! a wrapped stream, and strict checks of request heads.
+//! and the admin listener): PROXY headers, connection caps, TLS, the header and
+//! send deadlines of a wrapped stream (HTTP/1.1 and HTTP/2), and strict checks of
+//! request heads.
 
 pub mod guard;
+pub mod h2_frames;
 pub mod head;
 pub mod limits;
+pub mod proxy_protocol;
 pub mod stream;

@@ -10,11 +10,19 @@
 //!   (a client that stopped reading its response) ends the connection, as NGINX's
 //!   `send_timeout` does.
 //!
-//! The proxy tells the stream where a request stands through [`HeadClock`],
-//! reached from the phases as a task-local of the connection's task: the head
-//! was parsed (no deadline while the request runs), the request is done (the next
-//! byte read starts a new head).
+//! The stream sits above TLS, so it sees what the client means, not ciphertext;
+//! the TLS handshake (and a PROXY header) must finish by the same instant the first
+//! head is due, which the guard enforces before the stream exists.
+//!
+//! On HTTP/1.1 the proxy tells the stream where a request stands through
+//! [`HeadClock`], reached from the phases as a task-local of the connection's task:
+//! the head was parsed (no deadline while the request runs), the request is done
+//! (the next byte read starts a new head). On HTTP/2, requests run in tasks of their
+//! own, so the stream follows the frames instead ([`H2Frames`]): a header block must
+//! arrive whole within the deadline of its first byte, and the first one within the
+//! deadline of the accept.
 
+use super::h2_frames::H2Frames;
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -71,12 +79,25 @@ pub struct Deadlines {
     pub send: Duration,
 }
 
+/// What the client speaks on the connection, as far as the deadlines care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    /// HTTP/2 agreed by ALPN.
+    Http2,
+    /// HTTP/2 in the clear, known from its preface (reported as ALPN h2 so Pingora speaks it).
+    H2c,
+}
+
 /// A client connection under the gateway's deadlines, with bytes the guard
 /// already read put back in front.
 pub struct GuardedStream {
     inner: Stream,
     rewound: Bytes,
     clock: Arc<HeadClock>,
+    protocol: Protocol,
+    /// HTTP/2 only.
+    frames: Option<H2Frames>,
     deadlines: Deadlines,
     head_due: Option<Instant>,
     head_timer: Pin<Box<Sleep>>,
@@ -96,17 +117,35 @@ fn timed_out(what: &str) -> std::io::Error {
 }
 
 impl GuardedStream {
-    pub fn new(inner: Stream, clock: Arc<HeadClock>, deadlines: Deadlines) -> Self {
-        let due = Instant::now() + deadlines.header;
+    /// `due`: when the connection's first head must be in (the accept plus the header deadline).
+    pub fn new(
+        inner: Stream,
+        clock: Arc<HeadClock>,
+        deadlines: Deadlines,
+        due: Instant,
+        protocol: Protocol,
+    ) -> Self {
         GuardedStream {
             inner,
             rewound: Bytes::new(),
             clock,
+            protocol,
+            frames: (protocol != Protocol::Http1).then(H2Frames::default),
             deadlines,
             head_due: Some(due),
             head_timer: Box::pin(tokio::time::sleep_until(due)),
             send_timer: None,
         }
+    }
+
+    /// Found to be h2c from its first bytes: the deadline follows HTTP/2 frames, whose
+    /// first header block is still due when the accept's deadline says.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        if protocol != self.protocol {
+            self.protocol = protocol;
+            self.frames = (protocol != Protocol::Http1).then(H2Frames::default);
+        }
+        self
     }
 
     /// Puts bytes back to be read again before anything new.
@@ -151,10 +190,11 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.frames.is_some() {
+            return this.poll_read_h2(cx, buf);
+        }
         if !this.rewound.is_empty() {
-            let n = this.rewound.len().min(buf.remaining());
-            buf.put_slice(&this.rewound[..n]);
-            this.rewound.advance(n);
+            this.read_rewound(buf);
             return Poll::Ready(Ok(()));
         }
         let state = this.clock.0.load(Ordering::Relaxed);
@@ -174,12 +214,55 @@ impl AsyncRead for GuardedStream {
                 this.arm_head(Instant::now() + this.deadlines.header);
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if state == IN_HEAD && this.head_due.is_some() => {
-                match this.head_timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(timed_out("the request head did not arrive in time"))),
-                    Poll::Pending => Poll::Pending,
+            Poll::Pending if state == IN_HEAD && this.head_due.is_some() => this.poll_head_timer(cx),
+            other => other,
+        }
+    }
+}
+
+impl GuardedStream {
+    fn read_rewound(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.rewound.len().min(buf.remaining());
+        buf.put_slice(&self.rewound[..n]);
+        self.rewound.advance(n);
+    }
+
+    fn poll_head_timer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.head_timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out("the request head did not arrive in time"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// HTTP/2: the deadline runs while a header block is open, and from the accept
+    /// until the first block is whole.
+    fn poll_read_h2(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.head_due.is_some_and(|due| Instant::now() >= due) {
+            return Poll::Ready(Err(timed_out("the request head did not arrive in time")));
+        }
+        let before = buf.filled().len();
+        let polled = if self.rewound.is_empty() {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        } else {
+            self.read_rewound(buf);
+            Poll::Ready(Ok(()))
+        };
+        let Some(frames) = self.frames.as_mut() else {
+            return polled;
+        };
+        match polled {
+            Poll::Ready(Ok(())) => {
+                frames.feed(&buf.filled()[before..]);
+                if frames.in_block() {
+                    if self.head_due.is_none() {
+                        self.arm_head(Instant::now() + self.deadlines.header);
+                    }
+                } else if frames.blocks_done() > 0 {
+                    self.head_due = None;
                 }
+                Poll::Ready(Ok(()))
             }
+            Poll::Pending if self.head_due.is_some() => self.poll_head_timer(cx),
             other => other,
         }
     }
@@ -235,7 +318,10 @@ impl Ssl for GuardedStream {
         self.inner.get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        match self.protocol {
+            Protocol::H2c => Some(ALPN::H2),
+            _ => self.inner.selected_alpn_proto(),
+        }
     }
 }
 

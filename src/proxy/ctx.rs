@@ -41,6 +41,10 @@ pub struct RequestCtx {
     pub cors: Option<(http::HeaderValue, bool)>,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
+    /// A WebSocket upgrade on a route with its own idle timeout: that timeout.
+    pub websocket_idle: Option<Duration>,
+    /// The upstream switched protocols: a WebSocket session is open.
+    pub websocket_open: bool,
 }
 
 /// An upstream attempt its target's breaker admitted and has not heard back about.

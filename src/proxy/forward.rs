@@ -34,6 +34,16 @@ const CLIENT_FORWARDING: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_
 /// Headers a `Connection` header may not remove: the request's framing and target.
 const NOT_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
+/// The client's connection as this hop saw it.
+pub struct Hop {
+    /// The connection's address.
+    pub peer: Option<IpAddr>,
+    /// The X-Forwarded-Proto to send; `None` keeps a trusted proxy's.
+    pub proto: Option<&'static str>,
+    /// The client's (validated) Host header.
+    pub host: Option<HeaderValue>,
+}
+
 pub struct Forwarding {
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
@@ -110,17 +120,16 @@ impl Forwarding {
     }
 
     /// The upstream request head of one attempt. `strip` is the route prefix to
-    /// remove from the path; `peer` is the connection's address; `host` is the
-    /// client's (validated) Host header.
+    /// remove from the path; `hop` is what the gateway knows of the client's connection.
     pub fn rewrite(
         &self,
         upstream: &mut RequestHeader,
         ctx: &RequestCtx,
         strip: Option<&str>,
-        peer: Option<IpAddr>,
-        host: Option<HeaderValue>,
+        hop: Hop,
         rules: Option<&HeaderRules>,
     ) -> Result<()> {
+        let Hop { peer, proto, host } = hop;
         if ctx.normalized_path.is_some() || strip.is_some() {
             let path = ctx.normalized_path.as_deref().unwrap_or(upstream.uri.path());
             let stripped = strip
@@ -161,7 +170,9 @@ impl Forwarding {
             };
             upstream.insert_header("x-real-ip", text)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(proto) = proto {
+            upstream.insert_header("x-forwarded-proto", proto)?;
+        }
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }

@@ -4,7 +4,7 @@
 
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
-use super::forward::Forwarding;
+use super::forward::{Forwarding, Hop};
 use super::respond;
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -31,6 +31,7 @@ use std::time::Duration;
 
 /// Pooled upstream connections idle longer than this are closed.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 pub struct Gateway {
     decider: Decider,
@@ -113,6 +114,13 @@ impl Gateway {
     }
 }
 
+/// `Upgrade: websocket` (the token is case-insensitive).
+fn is_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -154,6 +162,10 @@ impl ProxyHttp for Gateway {
             .decide(session.req_header(), peer, ctx, unix_now().as_nanos() as u64)
         {
             Verdict::Proxy => {
+                ctx.websocket_idle = self
+                    .route(ctx)
+                    .and_then(|r| r.websocket_idle)
+                    .filter(|_| is_websocket(session.req_header()));
                 let level = self
                     .route(ctx)
                     .and_then(|r| r.compress.as_ref())
@@ -249,8 +261,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream_started = Some(std::time::Instant::now());
         ctx.attempts += 1;
         let mut peer = HttpPeer::new(target, false, String::new());
+        pool.transport.apply(&mut peer);
         peer.options.connection_timeout = Some(pool.connect_timeout);
-        peer.options.read_timeout = Some(pool.read_timeout);
+        peer.options.read_timeout = Some(ctx.websocket_idle.unwrap_or(pool.read_timeout));
         peer.options.write_timeout = Some(pool.write_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         Ok(Box::new(peer))
@@ -308,9 +321,17 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let proxy_said = upstream.headers.contains_key(X_FORWARDED_PROTO)
+            && peer.is_some_and(|p| self.decider.trusted_proxies.contains(p));
+        let proto = match session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            _ if proxy_said => None,
+            true => Some("https"),
+            false => Some("http"),
+        };
         let host = session.req_header().headers.get(header::HOST).cloned();
         let rules = route.and_then(|r| r.request_headers.as_ref());
-        self.forwarding.rewrite(upstream, ctx, strip, peer, host, rules)
+        self.forwarding
+            .rewrite(upstream, ctx, strip, Hop { peer, proto, host }, rules)
     }
 
     async fn upstream_response_filter(
@@ -343,6 +364,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket_open {
+            ctx.websocket_open = true;
+            self.telemetry.state.websockets_open.inc();
+        }
         if self.keepalive().is_none() {
             session.set_keepalive(None);
         }
@@ -392,6 +417,9 @@ impl ProxyHttp for Gateway {
         self.settle(ctx, None);
         let Some(started) = ctx.started else { return };
         self.telemetry.state.inflight.dec();
+        if ctx.websocket_open {
+            self.telemetry.state.websockets_open.dec();
+        }
         let duration = started.elapsed();
         // 499: the client left before any answer (NGINX's convention).
         let status = session.response_written().map_or(499, |r| r.status.as_u16());

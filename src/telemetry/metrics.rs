@@ -131,7 +131,16 @@ pub(super) struct Metrics {
     upstream_duration: Vec<Histogram>,
     ratelimited: IntCounterVec,
     auth_failures: IntCounterVec,
+    /// WebSocket sessions that ended, and how long they lasted, by route: kept out
+    /// of the request histograms, whose percentiles hours-long sessions would skew.
+    websocket_sessions: Vec<IntCounter>,
+    websocket_duration: Vec<Histogram>,
 }
+
+/// WebSocket session lengths: seconds to a day.
+const SESSION_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+];
 
 impl Metrics {
     /// `route_names` in route-table order, `upstream_names` in pool order.
@@ -190,6 +199,35 @@ impl Metrics {
                 &["route", "reason"],
             )?,
         )?;
+        let websocket_sessions = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "floodgate_websocket_sessions_total",
+                    "WebSocket sessions ended, by route",
+                ),
+                &["route"],
+            )?,
+        )?;
+        let websocket_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "floodgate_websocket_session_duration_seconds",
+                    "How long WebSocket sessions lasted, by route",
+                )
+                .buckets(SESSION_BUCKETS.to_vec()),
+                &["route"],
+            )?,
+        )?;
+        let websocket_sessions = route_names
+            .iter()
+            .map(|r| websocket_sessions.with_label_values(&[r.as_str()]))
+            .collect();
+        let websocket_duration = route_names
+            .iter()
+            .map(|r| websocket_duration.with_label_values(&[r.as_str()]))
+            .collect();
         // Histograms resolved once per route and upstream: no label lookup per request.
         let route_duration = route_names
             .iter()
@@ -212,6 +250,8 @@ impl Metrics {
             upstream_duration,
             ratelimited,
             auth_failures,
+            websocket_sessions,
+            websocket_duration,
         })
     }
 
@@ -230,6 +270,13 @@ impl Metrics {
         let route_slot = r.route.unwrap_or(self.route_names.len());
         self.requests
             .inc(route_slot, route, method_index(r.method), r.status);
+        if r.status == 101 {
+            if let Some(i) = r.route {
+                self.websocket_sessions[i].inc();
+                self.websocket_duration[i].observe(r.duration.as_secs_f64());
+            }
+            return;
+        }
         let hist = r
             .route
             .and_then(|i| self.route_duration.get(i))
@@ -296,6 +343,7 @@ pub struct StateMetrics {
     pub admin_writes: IntCounterVec,
     pub open_connections: IntGauge,
     pub connections_refused: IntCounter,
+    pub websockets_open: IntGauge,
 }
 
 impl StateMetrics {
@@ -393,6 +441,10 @@ impl StateMetrics {
                     )
                     .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 )?,
+            )?,
+            websockets_open: registered(
+                registry,
+                IntGauge::new("floodgate_websocket_sessions_open", "WebSocket sessions open now")?,
             )?,
             open_connections: registered(
                 registry,

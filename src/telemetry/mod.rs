@@ -68,7 +68,10 @@ impl Telemetry {
 
     pub fn record(&self, r: &RequestRecord<'_>, now_s: u64) {
         self.metrics.record(r);
-        self.live.record(r, now_s);
+        // A WebSocket session is not a request of the second it ends in.
+        if r.status != 101 {
+            self.live.record(r, now_s);
+        }
     }
 
     pub fn access_log_enabled(&self) -> bool {

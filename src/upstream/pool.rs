@@ -11,6 +11,7 @@ use super::breaker::{Admission, BreakerState, Transition};
 use super::discovery::Discovery;
 use super::targets::{JoinAfterChecks, Target, Targets};
 use crate::config::{Balance, Dns, HealthCheckKind, TargetSpec, Upstream};
+use crate::tls::upstream::Transport;
 use futures::FutureExt;
 use pingora_core::services::background::GenBackgroundService;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -36,6 +37,7 @@ pub struct Pool {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub retries: u32,
+    pub transport: Transport,
     targets: Arc<Targets>,
     /// Failed lookups of the upstream's names, for metrics.
     resolve_errors: Arc<AtomicU64>,
@@ -112,6 +114,7 @@ impl Pool {
             read_timeout: upstream.read_timeout,
             write_timeout: upstream.write_timeout,
             retries: upstream.retries,
+            transport: upstream.transport.clone(),
             targets,
             resolve_errors,
             balancer,
@@ -277,6 +280,7 @@ where
                 check.consecutive_success = hc.consecutive_success;
                 check.consecutive_failure = hc.consecutive_failure;
                 check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
+                upstream.transport.apply_basic(&mut check.peer_template);
                 check
             }
             HealthCheckKind::Http => {
@@ -286,6 +290,7 @@ where
                 check.consecutive_failure = hc.consecutive_failure;
                 check.peer_template.options.connection_timeout = Some(upstream.connect_timeout);
                 check.peer_template.options.read_timeout = Some(upstream.read_timeout);
+                upstream.transport.apply(&mut check.peer_template);
                 check.req.set_uri(hc.path.clone());
                 Box::new(check)
             }

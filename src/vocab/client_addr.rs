@@ -9,6 +9,12 @@ use std::net::IpAddr;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TrustedProxies {
     pub fn new(nets: Vec<IpNet>) -> Self {
         TrustedProxies(nets)
     }
@@ -29,7 +35,7 @@ impl TrustedProxies {
             .unwrap_or(peer)
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,

@@ -21,4 +21,5 @@ mod proxy;
 mod ratelimit;
 mod route_policies;
 mod telemetry;
+mod tls;
 mod upstreams;

@@ -45,6 +45,17 @@ impl Gateway {
         )
     }
 
+    /// As `start`, with more `listen` entries (TLS, h2c, PROXY protocol listeners).
+    pub fn start_listening(body: &str, more_listen: Vec<String>) -> Gateway {
+        Gateway::launch(
+            body,
+            Options {
+                more_listen,
+                ..Options::default()
+            },
+        )
+    }
+
     /// As `start_logging`, returning once the process answers `/health`, not waiting for
     /// `/ready`: for tests of what comes before the gateway is ready.
     pub fn start_unready(body: &str, rust_log: &str) -> Gateway {

@@ -12,6 +12,7 @@ mod process;
 mod redis;
 mod redis_modes;
 mod systemd;
+mod tls;
 mod upstream;
 
 pub use self::redis::*;
@@ -25,6 +26,7 @@ pub use ports::*;
 pub use process::*;
 pub use redis_modes::*;
 pub use systemd::*;
+pub use tls::*;
 pub use upstream::*;
 
 use std::thread;

@@ -28,6 +28,8 @@ pub struct Options {
     /// An `access_log` in the temp dir (see `Setup::access_log`), away from the process log.
     pub own_access_log: bool,
     pub rust_log: String,
+    /// More `listen` entries after the harness's own, each a YAML flow value.
+    pub more_listen: Vec<String>,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             admin_keys: String::new(),
             own_access_log: false,
             rust_log: "info".into(),
+            more_listen: Vec::new(),
         }
     }
 }
@@ -112,7 +115,7 @@ impl Setup {
         };
         let text = format!(
             "version: 1\nthreads: {}\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: {}\n\
-             graceful_shutdown_timeout_seconds: {}\nlisten: [\"{}\"]\nadmin: {{ listen: \"{}\"{admin_keys} }}\n\
+             graceful_shutdown_timeout_seconds: {}\nlisten: [\"{}\"{}]\nadmin: {{ listen: \"{}\"{admin_keys} }}\n\
              {access_log}{}",
             o.threads,
             self.pid_file.display(),
@@ -120,6 +123,7 @@ impl Setup {
             o.grace,
             o.drain,
             self.addr,
+            o.more_listen.iter().map(|l| format!(", {l}")).collect::<String>(),
             self.admin,
             self.body,
         );

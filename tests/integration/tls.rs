@@ -1,0 +1,339 @@
+//! TLS termination, HTTP/2 and h2c, the guard's deadlines over both, PROXY protocol,
+//! and upstreams over TLS and HTTP/2 — with curl, openssl s_client, a rustls client
+//! and the h2 crate as the clients.
+
+use crate::common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ECHO: &str =
+    "upstreams:\n  echo: { kind: echo }\nroutes:\n  - { name: all, path_prefix: /, upstream: echo }\n";
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// curl against the TLS listener as `host` (resolved to it): (HTTP version, status, body).
+fn curl_tls(pki: &Pki, addr: SocketAddr, host: &str, flags: &[&str]) -> (String, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert", &pki.path("ca.pem")])
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", addr.port())])
+        .args(["-w", "\n%{http_version} %{http_code}"])
+        .args(flags)
+        .arg(format!("https://{host}:{}/hello", addr.port()))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (version, status) = last.split_once(' ').unwrap_or(("", ""));
+    (version.to_string(), status.to_string(), body.to_string())
+}
+
+/// `openssl s_client` to the listener with `args`: what it printed, and whether it connected.
+fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// Waits until the peer closes `stream` (EOF or reset), up to `limit`: how long it took.
+fn closed_within(stream: &mut impl Read, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Some(start.elapsed()),
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn tls_listener_speaks_h1_and_h2_and_picks_the_certificate_by_sni() {
+    let pki = Pki::new();
+    let tls = loopback(free_port());
+    let gw = Gateway::start_listening(ECHO, vec![pki.listener(tls, &["api.test", "admin.test"], "")]);
+
+    let (version, status, body) = curl_tls(&pki, tls, "api.test", &["--http2"]);
+    assert_eq!((version.as_str(), status.as_str()), ("2", "200"), "{body}");
+    assert!(body.contains("\"x-forwarded-proto\":\"https\""), "{body}");
+    let (version, status, _) = curl_tls(&pki, tls, "admin.test", &["--http1.1"]);
+    assert_eq!((version.as_str(), status.as_str()), ("1.1", "200"));
+
+    for (sni, subject) in [
+        ("admin.test", "CN = admin.test"),
+        ("api.test", "CN = api.test"),
+        ("unknown.test", "CN = api.test"),
+    ] {
+        let (_, text) = s_client(tls, &["-servername", sni]);
+        assert!(
+            text.contains(&format!("subject={subject}")) || text.contains(&format!("s:{subject}")),
+            "{sni}: {text}"
+        );
+    }
+    let (_, text) = s_client(tls, &["-alpn", "h2,http/1.1"]);
+    assert!(text.contains("ALPN protocol: h2"), "{text}");
+    // The plain listener is untouched, and says http.
+    let plain = get(gw.addr, "/x");
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain.text().contains("\"x-forwarded-proto\":\"http\""),
+        "{}",
+        plain.text()
+    );
+}
+
+#[test]
+fn only_tls_1_2_and_1_3_are_spoken() {
+    let pki = Pki::new();
+    let tls = loopback(free_port());
+    let _gw = Gateway::start_listening(ECHO, vec![pki.listener(tls, &["api.test"], "")]);
+    for version in ["-tls1_2", "-tls1_3"] {
+        let (ok, text) = s_client(tls, &[version]);
+        assert!(ok && text.contains("Cipher is"), "{version}: {text}");
+    }
+    // SECLEVEL=0 lets the client offer TLS 1.0/1.1: any refusal is the gateway's.
+    for version in ["-tls1", "-tls1_1"] {
+        let (_, text) = s_client(tls, &[version, "-cipher", "DEFAULT@SECLEVEL=0"]);
+        assert!(
+            !text.contains("Cipher is ECDHE") && text.contains("alert"),
+            "{version}: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_handshake_and_a_slow_head_over_tls_are_cut_at_the_header_deadline() {
+    let pki = Pki::new();
+    let tls = loopback(free_port());
+    let body = format!("client: {{ header_timeout_ms: 1000 }}\n{ECHO}");
+    let gw = Gateway::start_listening(&body, vec![pki.listener(tls, &["api.test"], "")]);
+
+    // Half a TLS record header, then nothing: Pingora alone would wait 60 s.
+    let mut stalled = TcpStream::connect(tls).expect("connect");
+    stalled.write_all(&[0x16, 0x03, 0x01]).expect("write");
+    stalled.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    let waited = closed_within(&mut stalled, Duration::from_secs(15));
+    assert!(
+        waited.is_some(),
+        "a stalled handshake is closed by the header deadline"
+    );
+
+    // Slowloris over TLS: a byte every 300 ms never completes a head in time.
+    let mut slow = tls_connect(&pki, tls, "api.test", &[b"http/1.1"]).expect("handshake");
+    let head = b"GET / HTTP/1.1\r\nHost: api.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut answer = Vec::new();
+    for b in head {
+        if slow.write_all(&[*b]).and_then(|_| slow.flush()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // Oversized and ambiguous heads over TLS get the plain listener's answers.
+    let mut big = tls_connect(&pki, tls, "api.test", &[b"http/1.1"]).expect("handshake");
+    let huge = "a".repeat(70 * 1024);
+    let _ = big.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n").as_bytes());
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 431"));
+    let mut smuggle = tls_connect(&pki, tls, "api.test", &[b"http/1.1"]).expect("handshake");
+    smuggle
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = smuggle.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"));
+    assert_eq!(get(gw.addr, "/").status, 200, "the gateway still serves");
+}
+
+#[test]
+fn h2c_listener_speaks_both_and_http2_heads_are_bounded_too() {
+    let h2c = loopback(free_port());
+    let body = format!("client: {{ header_timeout_ms: 1000 }}\n{ECHO}");
+    let _gw = Gateway::start_listening(&body, vec![format!("{{ addr: \"{h2c}\", h2c: true }}")]);
+    let (status, text, _) = h2c_request(h2c, "/over-h2c").expect("h2c request");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("/over-h2c"), "{text}");
+    assert_eq!(get(h2c, "/h1-too").status, 200);
+
+    // A HEADERS frame that never ends: the stream is cut at the header deadline.
+    let mut conn = TcpStream::connect(h2c).expect("connect");
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    conn.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).expect("settings");
+    conn.write_all(&[0, 0, 40, 0x1, 0x4, 0, 0, 0, 1, 0x82, 0x86])
+        .expect("partial headers");
+    conn.set_read_timeout(Some(Duration::from_secs(1))).ok();
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(15)).is_some(),
+        "a stalled h2 head is cut"
+    );
+
+    // A header list over the limit is refused, the connection stays usable for others.
+    let huge = "a".repeat(70 * 1024);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-H", &format!("x-big: {huge}")])
+        .arg(format!("http://{h2c}/big"))
+        .output()
+        .expect("curl runs");
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(code, "200", "an oversized h2 header list is not proxied");
+    assert_eq!(h2c_request(h2c, "/after").map(|r| r.0), Ok(200));
+}
+
+#[test]
+fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
+    let pki = Pki::new();
+    let plain = loopback(free_port());
+    let tls = loopback(free_port());
+    let body = format!("trusted_proxies: [\"127.0.0.1\"]\n{ECHO}");
+    let _gw = Gateway::start_listening(
+        &body,
+        vec![
+            format!("{{ addr: \"{plain}\", proxy_protocol: true }}"),
+            pki.listener(tls, &["api.test"], ", proxy_protocol: true"),
+        ],
+    );
+    let mut v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n".to_vec();
+    v1.extend_from_slice(b"GET /v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let resp = raw_request(plain, &v1);
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.text().contains("\"x-real-ip\":\"203.0.113.7\""),
+        "{}",
+        resp.text()
+    );
+
+    // v2 in front of a TLS handshake.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 198, 51, 100, 9, 127, 0, 0, 1, 0x15, 0xb3, 0x01, 0xbb,
+    ]);
+    let mut tcp = TcpStream::connect(tls).expect("connect");
+    tcp.write_all(&v2).expect("v2 header");
+    let mut stream = tls_over(&pki, tcp, "api.test", &[]).expect("handshake after the header");
+    stream
+        .write_all(b"GET /v2 HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("\"x-real-ip\":\"198.51.100.9\""), "{answer}");
+
+    // Garbage where the header should be ends the connection.
+    let resp = raw_exchange(plain, b"PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(resp.is_empty(), "{}", String::from_utf8_lossy(&resp));
+}
+
+#[test]
+fn proxy_protocol_is_ignored_from_untrusted_peers() {
+    let plain = loopback(free_port());
+    let body = format!("trusted_proxies: [\"10.9.9.9\"]\n{ECHO}");
+    let _gw = Gateway::start_listening(
+        &body,
+        vec![format!("{{ addr: \"{plain}\", proxy_protocol: true }}")],
+    );
+    let resp = raw_request(
+        plain,
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(resp.status, 400, "an untrusted peer cannot pick its address");
+    assert_eq!(
+        get(plain, "/direct").status,
+        200,
+        "and is served as a direct client"
+    );
+}
+
+#[test]
+fn upstreams_over_tls_are_verified_and_can_present_a_client_certificate() {
+    let pki = Pki::new();
+    let good = HttpsUpstream::start(&pki, "upstream.test", None);
+    let stranger = HttpsUpstream::start(&pki, "stranger.test", None);
+    let mtls = HttpsUpstream::start(&pki, "upstream.test", Some("ca.pem"));
+    let ca = pki.path("ca.pem");
+    let body = format!(
+        "upstreams:\n\
+         \x20 good: {{ targets: [\"{}\"], tls: {{ sni: upstream.test, ca_file: {ca} }}, health_check: {{ kind: http, path: /, interval_ms: 200 }} }}\n\
+         \x20 stranger: {{ targets: [\"{}\"], tls: {{ sni: stranger.test, ca_file: {ca} }} }}\n\
+         \x20 mtls: {{ targets: [\"{}\"], tls: {{ sni: upstream.test, ca_file: {ca}, cert_file: {}, key_file: {} }} }}\n\
+         routes:\n\
+         \x20 - {{ name: good, path_prefix: /good, upstream: good }}\n\
+         \x20 - {{ name: stranger, path_prefix: /stranger, upstream: stranger }}\n\
+         \x20 - {{ name: mtls, path_prefix: /mtls, upstream: mtls }}\n",
+        good.addr,
+        stranger.addr,
+        mtls.addr,
+        pki.path("client.test.pem"),
+        pki.path("client.test.key"),
+    );
+    let gw = Gateway::start(&body);
+    let resp = get(gw.addr, "/good");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("tls upstream; client -"), "{}", resp.text());
+    let resp = get(gw.addr, "/stranger");
+    assert_eq!(
+        resp.status, 502,
+        "a certificate from an untrusted CA is never accepted"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || gw
+            .log()
+            .to_lowercase()
+            .contains("certificate")),
+        "the failure is logged as a certificate problem: {}",
+        gw.log()
+    );
+    let resp = get(gw.addr, "/mtls");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.text().contains("client client.test"), "{}", resp.text());
+}
+
+#[test]
+fn grpc_style_trailers_pass_through_to_an_h2_upstream() {
+    let upstream = start_h2_upstream();
+    let h2c = loopback(free_port());
+    let body = format!(
+        "upstreams:\n  grpc: {{ targets: [\"{upstream}\"], http2: true }}\nroutes:\n  - {{ name: grpc, path_prefix: /, upstream: grpc }}\n"
+    );
+    let _gw = Gateway::start_listening(&body, vec![format!("{{ addr: \"{h2c}\", h2c: true }}")]);
+    let (status, text, trailers) = h2c_request(h2c, "/pkg.Service/Call").expect("h2 request");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, "h2 upstream /pkg.Service/Call");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..]),
+        "{trailers:?}"
+    );
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"all good"[..])
+    );
+}
