@@ -337,3 +337,177 @@ fn grpc_style_trailers_pass_through_to_an_h2_upstream() {
         Some(&b"all good"[..])
     );
 }
+
+#[test]
+fn tls_config_mistakes_name_their_key_and_expiring_certificates_are_warned_about() {
+    let pki = Pki::new();
+    let head = "admin: { listen: \"127.0.0.1:9\" }\n";
+    let (api_pem, api_key) = (pki.path("api.test.pem"), pki.path("api.test.key"));
+    let listener = |cert: &str, key: &str| {
+        format!("listen:\n  - \"127.0.0.1:1\"\n  - {{ addr: \"127.0.0.1:2\", tls: {{ certs: [{{ cert_file: {cert}, key_file: {key} }}] }} }}\n")
+    };
+
+    let (ok, out) = check_config(
+        &format!("{}{head}{ECHO}", listener(&api_pem, &pki.path("admin.test.key"))),
+        &[],
+    );
+    assert!(
+        !ok && out.contains("listen[1].tls.certs[0]") && out.contains("is not the key of"),
+        "{out}"
+    );
+    let (ok, out) = check_config(
+        &format!("{}{head}{ECHO}", listener("/nonexistent.pem", &api_key)),
+        &[],
+    );
+    assert!(
+        !ok && out.contains("listen[1].tls.certs[0]: /nonexistent.pem"),
+        "{out}"
+    );
+    let (ok, out) = check_config(
+        &format!("listen: [{{ adr: \"127.0.0.1:2\" }}]\n{head}{ECHO}"),
+        &[],
+    );
+    assert!(!ok && out.contains("listen[0]") && out.contains("adr"), "{out}");
+    let (ok, out) = check_config(
+        &format!("listen: [{{ addr: \"127.0.0.1:2\", proxy_protocol: true }}]\n{head}{ECHO}"),
+        &[],
+    );
+    assert!(
+        !ok && out.contains("listen[0].proxy_protocol: needs trusted_proxies"),
+        "{out}"
+    );
+
+    let (soon_pem, soon_key) = (pki.path("soon.test.pem"), pki.path("soon.test.key"));
+    let (ok, out) = check_config(&format!("{}{head}{ECHO}", listener(&soon_pem, &soon_key)), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("warning: {soon_pem} expires in 2 days")),
+        "{out}"
+    );
+
+    let by_addr = "upstreams:\n  u: { targets: [\"127.0.0.1:1\"], tls: {} }\nroutes:\n  - { name: r, path_prefix: /, upstream: u }\n";
+    let (ok, out) = check_config(&format!("listen: [\"127.0.0.1:1\"]\n{head}{by_addr}"), &[]);
+    assert!(!ok && out.contains("upstreams.u.tls.sni: required"), "{out}");
+}
+
+/// A WebSocket echo upstream: answers the upgrade, then sends back every frame's
+/// payload as an unmasked text frame (payloads under 126 bytes: all this test sends).
+fn start_websocket_echo() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("ws bind");
+    let addr = listener.local_addr().expect("ws addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).is_ok() {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                );
+                let mut header = [0u8; 2];
+                while conn.read_exact(&mut header).is_ok() {
+                    let len = usize::from(header[1] & 0x7f);
+                    let mut mask = [0u8; 4];
+                    let mut payload = vec![0u8; len];
+                    if conn
+                        .read_exact(&mut mask)
+                        .and_then(|_| conn.read_exact(&mut payload))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    for (i, b) in payload.iter_mut().enumerate() {
+                        *b ^= mask[i % 4];
+                    }
+                    let mut frame = vec![0x81, len as u8];
+                    frame.extend_from_slice(&payload);
+                    if conn.write_all(&frame).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A masked text frame, as a client sends it.
+fn client_frame(text: &str) -> Vec<u8> {
+    let mask = [7u8, 1, 9, 3];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+fn read_text_frame(conn: &mut TcpStream) -> String {
+    let mut header = [0u8; 2];
+    conn.read_exact(&mut header).expect("frame header");
+    let mut payload = vec![0u8; usize::from(header[1] & 0x7f)];
+    conn.read_exact(&mut payload).expect("frame payload");
+    String::from_utf8_lossy(&payload).into_owned()
+}
+
+#[test]
+fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
+    let upstream = start_websocket_echo();
+    let body = format!(
+        "upstreams:\n  chat: {{ targets: [\"{upstream}\"], timeouts: {{ read_ms: 300 }} }}\n\
+         routes:\n  - {{ name: ws, path_prefix: /ws/, upstream: chat, websocket: {{ idle_timeout_s: 5 }} }}\n"
+    );
+    let gw = Gateway::start(&body);
+    let mut conn = TcpStream::connect(gw.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    conn.write_all(
+        b"GET /ws/room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).expect("101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    conn.write_all(&client_frame("hello")).expect("frame");
+    assert_eq!(read_text_frame(&mut conn), "hello");
+    // Idle for longer than read_ms: the session's own idle timeout holds it open.
+    std::thread::sleep(Duration::from_millis(1200));
+    conn.write_all(&client_frame("still there"))
+        .expect("frame after idling");
+    assert_eq!(read_text_frame(&mut conn), "still there");
+    let metrics = get(gw.admin, "/metrics").text();
+    assert!(
+        metrics.contains("floodgate_websocket_sessions_open 1"),
+        "{metrics}"
+    );
+    drop(conn);
+
+    let ended = eventually(Duration::from_secs(5), || {
+        get(gw.admin, "/metrics")
+            .text()
+            .contains("floodgate_websocket_sessions_total{route=\"ws\"} 1")
+    });
+    let metrics = get(gw.admin, "/metrics").text();
+    assert!(ended, "{metrics}");
+    assert!(
+        metrics.contains("floodgate_websocket_sessions_open 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floodgate_websocket_session_duration_seconds_count{route=\"ws\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floodgate_request_duration_seconds_count{route=\"ws\"} 0")
+            || !metrics.contains("floodgate_request_duration_seconds_count{route=\"ws\"}"),
+        "a session is not a request in the latency histogram: {metrics}"
+    );
+}
