@@ -73,7 +73,8 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         .server
         .graceful_shutdown_timeout_seconds
         .unwrap_or(DEFAULT_DRAIN_S);
-    config.server.grace_period_seconds = Some(config.server.grace_period_seconds.unwrap_or(0).max(drain));
+    let grace = config.server.grace_period_seconds.unwrap_or(0).max(drain);
+    config.server.grace_period_seconds = Some(grace);
 
     let server_conf = std::mem::take(&mut config.server);
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
@@ -97,6 +98,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
             phases: std::sync::Mutex::new(Some(phases)),
             draining,
             inflight: telemetry.state.inflight.clone(),
+            grace: std::time::Duration::from_secs(grace),
         },
     ));
     for service in services {

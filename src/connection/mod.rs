@@ -9,3 +9,4 @@ pub mod head;
 pub mod limits;
 pub mod proxy_protocol;
 pub mod stream;
+pub mod ws_frames;

@@ -23,6 +23,7 @@
 //! deadline of the accept.
 
 use super::h2_frames::H2Frames;
+use super::ws_frames::WsFrames;
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -32,16 +33,26 @@ use pingora_core::protocols::{
 };
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 const BETWEEN_REQUESTS: u8 = 0;
 const IN_HEAD: u8 = 1;
 const IN_REQUEST: u8 = 2;
+/// The upstream switched protocols: a WebSocket session runs on the connection.
+const WEBSOCKET: u8 = 3;
+
+/// Set when the drain window is over: open WebSocket sessions close.
+static WEBSOCKETS_CLOSING: AtomicBool = AtomicBool::new(false);
+static CLOSE_WEBSOCKETS: Notify = Notify::const_new();
+/// Status 1001 "going away", the close a server sends when it shuts down.
+const GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
 
 tokio::task_local! {
     static CONNECTION: Arc<HeadClock>;
@@ -68,6 +79,18 @@ pub fn head_received() {
     let _ = CONNECTION.try_with(|c| c.0.store(IN_REQUEST, Ordering::Relaxed));
 }
 
+/// The upstream accepted a WebSocket upgrade: the connection now carries its frames.
+pub fn websocket_opened() {
+    let _ = CONNECTION.try_with(|c| c.0.store(WEBSOCKET, Ordering::Relaxed));
+}
+
+/// Ends every open WebSocket session: each gets a close frame where the gateway
+/// stands between two of the upstream's frames, then its connection ends.
+pub fn close_websockets() {
+    WEBSOCKETS_CLOSING.store(true, Ordering::Release);
+    CLOSE_WEBSOCKETS.notify_waiters();
+}
+
 /// The request is done: the next byte read starts the next head.
 pub fn request_done() {
     let _ = CONNECTION.try_with(|c| c.0.store(BETWEEN_REQUESTS, Ordering::Relaxed));
@@ -91,6 +114,26 @@ pub enum Protocol {
 
 /// A client connection under the gateway's deadlines, with bytes the guard
 /// already read put back in front.
+struct WebSocketState {
+    written: WsFrames,
+    close: Pin<Box<Notified<'static>>>,
+    /// The session was ended here: what the upstream still sends goes nowhere.
+    closed: bool,
+}
+
+impl WebSocketState {
+    fn new() -> Self {
+        let mut close = Box::pin(CLOSE_WEBSOCKETS.notified());
+        // Registered now, so a close announced before the first poll is not missed.
+        close.as_mut().enable();
+        WebSocketState {
+            written: WsFrames::default(),
+            close,
+            closed: false,
+        }
+    }
+}
+
 pub struct GuardedStream {
     inner: Stream,
     rewound: Bytes,
@@ -98,6 +141,8 @@ pub struct GuardedStream {
     protocol: Protocol,
     /// HTTP/2 only.
     frames: Option<H2Frames>,
+    /// After a WebSocket upgrade: what was written, and the drain's call to close.
+    websocket: Option<WebSocketState>,
     deadlines: Deadlines,
     head_due: Option<Instant>,
     head_timer: Pin<Box<Sleep>>,
@@ -131,6 +176,7 @@ impl GuardedStream {
             clock,
             protocol,
             frames: (protocol != Protocol::Http1).then(H2Frames::default),
+            websocket: None,
             deadlines,
             head_due: Some(due),
             head_timer: Box::pin(tokio::time::sleep_until(due)),
@@ -156,6 +202,15 @@ impl GuardedStream {
     fn arm_head(&mut self, due: Instant) {
         self.head_due = Some(due);
         self.head_timer.as_mut().reset(due);
+    }
+
+    /// After an upgrade, bytes written are followed frame by frame; once the
+    /// session was closed here, they are dropped.
+    fn websocket_writes(&mut self) -> Option<&mut WebSocketState> {
+        if self.websocket.is_none() && self.clock.0.load(Ordering::Relaxed) == WEBSOCKET {
+            self.websocket = Some(WebSocketState::new());
+        }
+        self.websocket.as_mut()
     }
 
     /// Runs `op` on the inner stream's write side under the send deadline.
@@ -198,6 +253,9 @@ impl AsyncRead for GuardedStream {
             return Poll::Ready(Ok(()));
         }
         let state = this.clock.0.load(Ordering::Relaxed);
+        if state == WEBSOCKET {
+            return this.poll_read_websocket(cx, buf);
+        }
         if state == IN_REQUEST {
             this.head_due = None;
         }
@@ -225,6 +283,33 @@ impl GuardedStream {
         let n = self.rewound.len().min(buf.remaining());
         buf.put_slice(&self.rewound[..n]);
         self.rewound.advance(n);
+    }
+
+    /// A WebSocket session reads as usual until the drain closes it: then it says
+    /// goodbye with a close frame if it can, and reads as ended.
+    fn poll_read_websocket(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let ws = self.websocket.get_or_insert_with(WebSocketState::new);
+        if !ws.closed && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
+            match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Pending => {}
+                ready => return ready,
+            }
+            if ws.close.as_mut().poll(cx).is_pending() && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        if !ws.closed {
+            ws.closed = true;
+            if ws.written.at_boundary() {
+                let _ = Pin::new(&mut self.inner).poll_write(cx, &GOING_AWAY);
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_head_timer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -270,8 +355,15 @@ impl GuardedStream {
 
 impl AsyncWrite for GuardedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        self.get_mut()
-            .write_with_deadline(cx, |inner, cx| inner.poll_write(cx, buf))
+        let this = self.get_mut();
+        if this.websocket_writes().is_some_and(|ws| ws.closed) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let written = this.write_with_deadline(cx, |inner, cx| inner.poll_write(cx, buf));
+        if let (Poll::Ready(Ok(n)), Some(ws)) = (&written, this.websocket.as_mut()) {
+            ws.written.feed(&buf[..*n]);
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -279,8 +371,20 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.get_mut()
-            .write_with_deadline(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+        let this = self.get_mut();
+        if this.websocket_writes().is_some_and(|ws| ws.closed) {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        let written = this.write_with_deadline(cx, |inner, cx| inner.poll_write_vectored(cx, bufs));
+        if let (Poll::Ready(Ok(n)), Some(ws)) = (&written, this.websocket.as_mut()) {
+            let mut left = *n;
+            for b in bufs {
+                let take = left.min(b.len());
+                ws.written.feed(&b[..take]);
+                left -= take;
+            }
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -367,6 +367,7 @@ impl ProxyHttp for Gateway {
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket_open {
             ctx.websocket_open = true;
             self.telemetry.state.websockets_open.inc();
+            stream::websocket_opened();
         }
         if self.keepalive().is_none() {
             session.set_keepalive(None);

@@ -451,14 +451,74 @@ fn read_text_frame(conn: &mut TcpStream) -> String {
     String::from_utf8_lossy(&payload).into_owned()
 }
 
+/// A WebSocket session through the gateway at `addr`, upgraded.
+fn open_websocket(addr: SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    conn.write_all(
+        b"GET /ws/room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("upgrade request");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        conn.read_exact(&mut byte).expect("101 head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    conn
+}
+
+fn websocket_route(upstream: SocketAddr) -> String {
+    format!(
+        "upstreams:\n  chat: {{ targets: [\"{upstream}\"], timeouts: {{ read_ms: 300 }} }}\n\
+         routes:\n  - {{ name: ws, path_prefix: /ws/, upstream: chat, websocket: {{ idle_timeout_s: 5 }} }}\n"
+    )
+}
+
+/// SIGTERM with a WebSocket open and a drain window of 3 s: the session keeps
+/// working into the window, then gets a close frame (1001) and ends, and the
+/// process exits.
+#[test]
+fn a_websocket_gets_the_drain_window_then_a_close_frame() {
+    let upstream = start_websocket_echo();
+    let mut setup = Setup::new(
+        &websocket_route(upstream),
+        Options {
+            drain: 3,
+            ..Options::default()
+        },
+    );
+    let mut gw = setup.start();
+    let mut conn = open_websocket(setup.addr);
+    signal(gw.pid(), "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    conn.write_all(&client_frame("draining"))
+        .expect("frame during the drain");
+    assert_eq!(
+        read_text_frame(&mut conn),
+        "draining",
+        "the session works during the drain"
+    );
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert_eq!(
+        rest,
+        [0x88, 0x02, 0x03, 0xE9],
+        "a close frame, going away, then the end"
+    );
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", setup.log());
+}
+
 #[test]
 fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
     let upstream = start_websocket_echo();
-    let body = format!(
-        "upstreams:\n  chat: {{ targets: [\"{upstream}\"], timeouts: {{ read_ms: 300 }} }}\n\
-         routes:\n  - {{ name: ws, path_prefix: /ws/, upstream: chat, websocket: {{ idle_timeout_s: 5 }} }}\n"
-    );
-    let gw = Gateway::start(&body);
+    let gw = Gateway::start(&websocket_route(upstream));
     let mut conn = TcpStream::connect(gw.addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
     conn.write_all(
