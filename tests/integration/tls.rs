@@ -519,23 +519,7 @@ fn a_websocket_gets_the_drain_window_then_a_close_frame() {
 fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
     let upstream = start_websocket_echo();
     let gw = Gateway::start(&websocket_route(upstream));
-    let mut conn = TcpStream::connect(gw.addr).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    conn.write_all(
-        b"GET /ws/room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .expect("upgrade request");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        conn.read_exact(&mut byte).expect("101 head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut conn = open_websocket(gw.addr);
     conn.write_all(&client_frame("hello")).expect("frame");
     assert_eq!(read_text_frame(&mut conn), "hello");
     // Idle for longer than read_ms: the session's own idle timeout holds it open.
