@@ -555,3 +555,128 @@ fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
         "a session is not a request in the latency histogram: {metrics}"
     );
 }
+
+/// The DER of the first certificate in a PEM file.
+fn first_cert_der(path: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .expect("pem")
+        .next()
+        .expect("a certificate")
+        .expect("parses")
+        .to_vec()
+}
+
+/// The certificate the TLS listener serves now.
+fn served_cert(pki: &Pki, addr: SocketAddr) -> Vec<u8> {
+    let conn = tls_connect(pki, addr, "api.test", &[]).expect("handshake");
+    conn.conn.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// Graceful upgrades under TLS load (a fresh TLS connection per request, two clients):
+/// no request fails, and a certificate rotated on disk is served after the upgrade.
+#[test]
+fn a_graceful_upgrade_under_tls_load_fails_nothing_and_serves_a_rotated_certificate() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let pki = Pki::new();
+    let live = |ext: &str| pki.path(&format!("live.{ext}"));
+    let install = |name: &str| {
+        for ext in ["pem", "key"] {
+            std::fs::copy(pki.path(&format!("{name}.{ext}")), live(ext)).expect("install certificate");
+        }
+    };
+    install("api.test");
+    let tls = loopback(free_port());
+    let entry = format!(
+        "{{ addr: \"{tls}\", tls: {{ certs: [{{ cert_file: {}, key_file: {} }}] }} }}",
+        live("pem"),
+        live("key")
+    );
+    let options = Options {
+        threads: 2,
+        grace: 1,
+        more_listen: vec![entry],
+        ..Options::default()
+    };
+    let mut setup = Setup::new(ECHO, options);
+    let mut current = setup.start();
+    assert_eq!(served_cert(&pki, tls), first_cert_der(&live("pem")));
+
+    let stop = AtomicBool::new(false);
+    let ok = AtomicUsize::new(0);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        match tls_get(&pki, tls) {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let started = eventually(Duration::from_secs(10), || ok.load(Ordering::SeqCst) > 50);
+        // Rotate: a new key and certificate for the same name, in place on disk.
+        pki.leaf("api.test", "ca", 365, "serverAuth");
+        install("api.test");
+        for round in 1..=2 {
+            let before = ok.load(Ordering::SeqCst);
+            let mut next = setup.spawn(&["-u"]);
+            setup.wait_for_upgrade_socket(&mut next);
+            signal(current.pid(), "QUIT");
+            let limit = CLOSE_TIMEOUT + Duration::from_secs(setup.opts.grace + setup.opts.drain + 15);
+            let exited = current.wait_exit(limit).is_some_and(|s| s.success());
+            let went_on = eventually(Duration::from_secs(10), || {
+                ok.load(Ordering::SeqCst) > before + 50
+            });
+            current = next;
+            if !(started && exited && went_on) {
+                stop.store(true, Ordering::SeqCst);
+                panic!(
+                    "round {round}: started {started}, old exited {exited}, load went on {went_on}: {}",
+                    setup.log()
+                );
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client"))
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed TLS requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        served_cert(&pki, tls),
+        first_cert_der(&live("pem")),
+        "the rotated certificate is served"
+    );
+}
+
+/// One request on a fresh TLS connection.
+fn tls_get(pki: &Pki, addr: SocketAddr) -> Result<(), String> {
+    let mut stream = tls_connect(pki, addr, "api.test", &[])?;
+    stream
+        .write_all(b"GET /load HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    if answer.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "answer: {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(80)])
+        ))
+    }
+}
