@@ -111,6 +111,11 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
     let mut http = HttpServerOptions::default();
     http.h2_idle_timeout = Some(std::time::Duration::from_secs(config.client.keepalive_timeout_s));
     proxy.server_options = Some(http);
+    // An HTTP/2 header list is held to the size an HTTP/1.1 head may have; Pingora's
+    // defaults bound the streams (100 at once) and the h2 crate counts resets (rapid reset).
+    let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(config.client.max_header_bytes).unwrap_or(u32::MAX));
+    proxy.h2_options = Some(h2);
     let deadlines = Deadlines {
         header: config.client.header_timeout,
         send: config.client.send_timeout,

@@ -680,3 +680,25 @@ fn tls_get(pki: &Pki, addr: SocketAddr) -> Result<(), String> {
         ))
     }
 }
+
+/// The connection cap counts a TLS connection from its accept: two that stall before
+/// their handshake fill a cap of two, and a third is closed unread until one goes.
+#[test]
+fn connection_caps_count_tls_connections_from_their_accept() {
+    let pki = Pki::new();
+    let tls = loopback(free_port());
+    let body = format!("client: {{ max_connections: 2 }}\n{ECHO}");
+    let _gw = Gateway::start_listening(&body, vec![pki.listener(tls, &["api.test"], "")]);
+    let first = TcpStream::connect(tls).expect("first");
+    let _second = TcpStream::connect(tls).expect("second");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        tls_connect(&pki, tls, "api.test", &[]).is_err(),
+        "a third connection over the cap"
+    );
+    drop(first);
+    assert!(
+        eventually(Duration::from_secs(5), || tls_get(&pki, tls).is_ok()),
+        "admitted again once one closed"
+    );
+}
