@@ -11,8 +11,16 @@
 #              jwt+limit+metrics  jwt plus tier rate limits and the metrics endpoint (hook: needs
 #                                 features under construction; fails at `floodgate -t` until then)
 #              redis              jwt+limit with the global limit shared through redis (hook, ditto)
+#              tls                plain over TLS (the same ECDSA P-256 certificate on both),
+#                                 kept-alive connections
+#              tls-new            plain over TLS with a new connection, so a full handshake, per
+#                                 request (wrk with `Connection: close`; session resumption off
+#                                 on both sides)
+#              h2                 plain over TLS with HTTP/2: h2load, CONNS connections with
+#                                 STREAMS streams each (the p50 column is h2load's mean, p99 its max)
 #   DURATION   seconds per measured run (10)     CONNS    wrk connections (50)
 #   THREADS    wrk threads (1)                   ROUNDS   alternation rounds, medians shown (3)
+#   STREAMS    h2 streams per connection (100)
 #   WARMUP     seconds of warm-up per target (2, 0 = none)
 #   ACCESS_LOG floodgate's access_log (off, as NGINX's is here; stdout or a file path to include
 #              the cost of the JSON access log)
@@ -35,6 +43,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-3}
+STREAMS=${STREAMS:-100}
 WARMUP=${WARMUP:-2}
 ACCESS_LOG=${ACCESS_LOG:-off}
 PROXY_CPU=0
@@ -48,8 +57,10 @@ REDIS_PORT=${REDIS_PORT:-18114}
 die() { echo "load.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
-case $SCENARIO in plain | jwt | jwt+limit+metrics | redis) ;; *) die "unknown SCENARIO '$SCENARIO'" ;; esac
-for v in DURATION CONNS THREADS ROUNDS WARMUP; do
+case $SCENARIO in plain | jwt | jwt+limit+metrics | redis | tls | tls-new | h2) ;; *) die "unknown SCENARIO '$SCENARIO'" ;; esac
+TLS=""; [[ $SCENARIO == tls* || $SCENARIO == h2 ]] && TLS=1
+SCHEME=http; [[ -n $TLS ]] && SCHEME=https
+for v in DURATION CONNS THREADS ROUNDS WARMUP STREAMS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number"
 done
 ((DURATION > 0 && CONNS > 0 && THREADS > 0 && ROUNDS > 0)) || die "DURATION, CONNS, THREADS, ROUNDS must be > 0"
@@ -62,6 +73,8 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light
 command -v wrk >/dev/null || missing+=(wrk)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v ss >/dev/null || missing+=(iproute2)
+[[ $SCENARIO == h2 ]] && ! command -v h2load >/dev/null && missing+=(nghttp2-client)
+[[ -n $TLS ]] && ! command -v openssl >/dev/null && missing+=(openssl)
 [[ $SCENARIO == redis ]] && ! command -v redis-server >/dev/null && missing+=(redis-server)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
@@ -120,6 +133,23 @@ start() {
   log "$name pid=$pid on 127.0.0.1:$port, CPU $cpu"
 }
 
+# ---------------------------------------------------------------- TLS (one certificate for both)
+NGINX_LISTEN="listen 127.0.0.1:$NGINX_PORT backlog=4096;"
+NGINX_TLS=""
+FG_LISTEN="\"127.0.0.1:$FG_PORT\""
+if [[ -n $TLS ]]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
+    -addext subjectAltName=DNS:bench.test -keyout "$OUT/bench.key" -out "$OUT/bench.pem" 2>/dev/null
+  NGINX_LISTEN="listen 127.0.0.1:$NGINX_PORT ssl http2 backlog=4096;"
+  NGINX_TLS="ssl_certificate $OUT/bench.pem; ssl_certificate_key $OUT/bench.key;
+        ssl_protocols TLSv1.2 TLSv1.3;"
+  FG_LISTEN="{ addr: \"127.0.0.1:$FG_PORT\", tls: { certs: [{ cert_file: $OUT/bench.pem, key_file: $OUT/bench.key }] } }"
+  if [[ $SCENARIO == tls-new ]]; then
+    # Every handshake a full one: neither side resumes sessions.
+    NGINX_TLS="$NGINX_TLS ssl_session_tickets off; ssl_session_cache off;"
+  fi
+fi
+
 # ---------------------------------------------------------------- origin and NGINX proxy
 # One worker, no logs, long keep-alive: the part both NGINX configs share.
 nginx_conf_head() {
@@ -152,7 +182,8 @@ EOF
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        $NGINX_LISTEN
+        $NGINX_TLS
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -189,7 +220,7 @@ tiers:
   HEADERS=(-H "Authorization: Bearer $token")
 }
 case $SCENARIO in
-  plain) ;;
+  plain | tls | tls-new | h2) ;;
   jwt) jwt_setup ;;
   jwt+limit+metrics)
     # HOOK: jwt, plus a route-wide limit far above what one core can serve (the cost of the
@@ -217,7 +248,7 @@ pid_file: $OUT/floodgate.pid
 upgrade_sock: $OUT/floodgate-upgrade.sock
 grace_period_seconds: 0
 graceful_shutdown_timeout_seconds: 1
-listen: ["127.0.0.1:$FG_PORT"]
+listen: [$FG_LISTEN]
 admin: { listen: "127.0.0.1:$FG_ADMIN_PORT" }
 client: { keepalive_timeout_s: 120 }
 access_log: $ACCESS_LOG
@@ -244,7 +275,7 @@ fi
 
 # A request through each proxy must work before anything is measured.
 for port in "$NGINX_PORT" "$FG_PORT"; do
-  body=$(curl -sf "${HEADERS[@]}" "http://127.0.0.1:$port/bench") || die "no 200 through :$port"
+  body=$(curl -skf "${HEADERS[@]}" "$SCHEME://127.0.0.1:$port/bench") || die "no 200 through :$port"
   [[ $body == ok ]] || die "unexpected answer through :$port: $body"
 done
 
@@ -265,11 +296,17 @@ ms() { # wrk latency (123.45us, 1.20ms, 2.00s) -> milliseconds
   awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /ms$/) v += 0;
                          else if (t ~ /m$/) v *= 60000; else if (t ~ /s$/) v *= 1000; printf "%.3f", v }'
 }
-drive() { # drive PORT SECONDS OUTFILE ; wrk on the load CPU, in the background so traps stay live
+CLOSE=(); [[ $SCENARIO == tls-new ]] && CLOSE=(-H "Connection: close")
+drive() { # drive PORT SECONDS OUTFILE ; wrk (h2load) on the load CPU, in the background so traps stay live
   local port=$1 secs=$2 out=$3 rc=0
-  timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
-    wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${HEADERS[@]}" "http://127.0.0.1:$port/bench" \
-    >"$out" 2>&1 &
+  if [[ $SCENARIO == h2 ]]; then
+    timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
+      h2load -t"$THREADS" -c"$CONNS" -m"$STREAMS" -D"$secs" "https://127.0.0.1:$port/bench" >"$out" 2>&1 &
+  else
+    timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
+      wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${HEADERS[@]}" "${CLOSE[@]}" \
+      "$SCHEME://127.0.0.1:$port/bench" >"$out" 2>&1 &
+  fi
   DRIVER_PID=$!
   wait "$DRIVER_PID" || rc=$?
   DRIVER_PID=""
@@ -295,12 +332,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
     c0=$(cpu_ticks "${PID_OF[$t]}")
     drive "${PORT_OF[$t]}" "$DURATION" "$raw" || log "wrk exited non-zero for $t round $r"
     c1=$(cpu_ticks "${PID_OF[$t]}")
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$raw")
-    p50=$(ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
-    p99=$(ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
-    reqs=$(awk '/requests in/ { print $1 }' "$raw")
-    errs=$(awk '/Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
-                /Non-2xx or 3xx responses:/ { e += $NF } END { print e + 0 }' "$raw")
+    if [[ $SCENARIO == h2 ]]; then
+      rps=$(awk '/^finished in/ { print $4 }' "$raw")
+      p50=$(ms "$(awk '/^time for request:/ { print $6 }' "$raw")")
+      p99=$(ms "$(awk '/^time for request:/ { print $5 }' "$raw")")
+      reqs=$(awk '/^requests:/ { print $8 }' "$raw")
+      errs=$(awk '/^requests:/ { print $10 + $12 } /^status codes:/ { gsub(",", ""); print $7 + $9 }' "$raw" |
+        awk '{ e += $1 } END { print e + 0 }')
+    else
+      rps=$(awk '/^Requests\/sec:/ { print $2 }' "$raw")
+      p50=$(ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
+      p99=$(ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
+      reqs=$(awk '/requests in/ { print $1 }' "$raw")
+      errs=$(awk '/Socket errors:/ { gsub(",", ""); e += $4 + $6 + $8 + $10 }
+                  /Non-2xx or 3xx responses:/ { e += $NF } END { print e + 0 }' "$raw")
+    fi
     [[ -n $rps && -n $reqs ]] || die "could not read wrk output $raw"
     cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
     per=$(awk -v c="$cpu" -v n="$reqs" 'BEGIN { printf "%.2f", n ? c / n * 1e6 : 0 }')
