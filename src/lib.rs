@@ -3,7 +3,9 @@
 //! ```text
 //! conf/floodgate.yaml ─config::load→ Config (validated, keys loaded) ─app::build→ Gateway + services
 //!
-//! request → [proxy::guard: header deadline, 431/400 on bad framing]
+//! connection → [connection::guard: PROXY header, caps, TLS handshake, header deadline (h1 and h2),
+//!                431/400 on bad framing]
+//! request
 //!         → request_filter [route → auth → local bucket → global window] (no I/O)
 //!         → upstream_peer  [select_with(healthy ∧ breaker allows ∧ not yet tried)] (503 when nothing is left)
 //!         → upstream_response_filter / fail_to_connect / fail_to_proxy [breaker.record once per attempt;

@@ -214,7 +214,7 @@ fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
     let plain = loopback(free_port());
     let tls = loopback(free_port());
     let body = format!("trusted_proxies: [\"127.0.0.1\"]\n{ECHO}");
-    let _gw = Gateway::start_listening(
+    let gw = Gateway::start_listening(
         &body,
         vec![
             format!("{{ addr: \"{plain}\", proxy_protocol: true }}"),
@@ -222,13 +222,27 @@ fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
         ],
     );
     let mut v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n".to_vec();
-    v1.extend_from_slice(b"GET /v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    v1.extend_from_slice(
+        b"GET /v1 HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
     let resp = raw_request(plain, &v1);
     assert_eq!(resp.status, 200);
     assert!(
         resp.text().contains("\"x-real-ip\":\"203.0.113.7\""),
         "{}",
         resp.text()
+    );
+    // The client (not a trusted proxy) cannot claim https; a trusted proxy can.
+    assert!(
+        resp.text().contains("\"x-forwarded-proto\":\"http\""),
+        "{}",
+        resp.text()
+    );
+    let from_proxy = get_with(gw.addr, "/direct", &[("X-Forwarded-Proto", "https")]);
+    assert!(
+        from_proxy.text().contains("\"x-forwarded-proto\":\"https\""),
+        "{}",
+        from_proxy.text()
     );
 
     // v2 in front of a TLS handshake.
