@@ -165,11 +165,26 @@ fn upstream_tls(
     spec: UpstreamTlsSpec,
     targets: &[TargetSpec],
 ) -> Option<Arc<UpstreamTls>> {
-    let first_name = targets.iter().find_map(|t| match t {
-        TargetSpec::Name { host, .. } => Some(host.trim_end_matches('.').to_string()),
-        TargetSpec::Addr(_) => None,
-    });
-    let sni = match spec.sni.or(first_name) {
+    let mut names: Vec<String> = targets
+        .iter()
+        .filter_map(|t| match t {
+            TargetSpec::Name { host, .. } => Some(host.trim_end_matches('.').to_string()),
+            TargetSpec::Addr(_) => None,
+        })
+        .collect();
+    names.dedup();
+    if spec.verify && spec.sni.is_none() && names.len() > 1 {
+        problems.add(
+            format!("{path}.tls.sni"),
+            "required when the targets have different names: the one name every target's certificate carries",
+        );
+        return None;
+    }
+    if spec.verify && spec.sni.as_deref() == Some("") {
+        problems.add(format!("{path}.tls.sni"), "must not be empty while verify is on");
+        return None;
+    }
+    let sni = match spec.sni.or(names.into_iter().next()) {
         Some(sni) => sni,
         None if spec.verify => {
             problems.add(

@@ -17,6 +17,7 @@ pub struct H2Frames {
     /// The frame being read carries END_HEADERS of a header block.
     ends_block: bool,
     in_block: bool,
+    blocks_started: u64,
     blocks_done: u64,
 }
 
@@ -29,6 +30,7 @@ impl Default for H2Frames {
             payload_left: 0,
             ends_block: false,
             in_block: false,
+            blocks_started: 0,
             blocks_done: 0,
         }
     }
@@ -38,6 +40,11 @@ impl H2Frames {
     /// A header block has started and not yet ended.
     pub fn in_block(&self) -> bool {
         self.in_block
+    }
+
+    /// Header blocks begun so far (a new one needs a deadline of its own).
+    pub fn blocks_started(&self) -> u64 {
+        self.blocks_started
     }
 
     /// Header blocks received whole so far.
@@ -78,6 +85,7 @@ impl H2Frames {
         self.ends_block = matches!(kind, HEADERS | CONTINUATION) && flags & END_HEADERS != 0;
         if kind == HEADERS {
             self.in_block = true;
+            self.blocks_started += 1;
         }
         if self.payload_left == 0 {
             self.frame_done();
@@ -143,6 +151,11 @@ mod tests {
         let mut frames = H2Frames::default();
         frames.feed(&bytes);
         assert_eq!(frames.blocks_done(), 1);
+        assert_eq!(
+            frames.blocks_started(),
+            2,
+            "a new block in the same read is seen as new"
+        );
         assert!(frames.in_block(), "the second block is still open");
     }
 }

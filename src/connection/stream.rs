@@ -114,11 +114,25 @@ pub enum Protocol {
 
 /// A client connection under the gateway's deadlines, with bytes the guard
 /// already read put back in front.
+/// Where a WebSocket session stands with respect to the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The drain asked to close: the upstream's frame being written is finished,
+    /// then the close frame goes out.
+    Closing,
+    /// The close frame is out (or could not be): reads end, writes go nowhere.
+    Closed,
+}
+
 struct WebSocketState {
     written: WsFrames,
     close: Pin<Box<Notified<'static>>>,
-    /// The session was ended here: what the upstream still sends goes nowhere.
-    closed: bool,
+    phase: Phase,
+    /// Bytes of the close frame written so far.
+    close_sent: usize,
+    /// The read side, parked until the frame being written ends.
+    reader: Option<std::task::Waker>,
 }
 
 impl WebSocketState {
@@ -129,7 +143,9 @@ impl WebSocketState {
         WebSocketState {
             written: WsFrames::default(),
             close,
-            closed: false,
+            phase: Phase::Open,
+            close_sent: 0,
+            reader: None,
         }
     }
 }
@@ -285,29 +301,44 @@ impl GuardedStream {
         self.rewound.advance(n);
     }
 
-    /// A WebSocket session reads as usual until the drain closes it: then it says
-    /// goodbye with a close frame if it can, and reads as ended.
+    /// A WebSocket session reads as usual until the drain closes it: then the
+    /// upstream's frame being written is finished, a close frame follows, and the
+    /// session reads as ended.
     fn poll_read_websocket(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let ws = self.websocket.get_or_insert_with(WebSocketState::new);
-        if !ws.closed && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
-            match Pin::new(&mut self.inner).poll_read(cx, buf) {
-                Poll::Pending => {}
-                ready => return ready,
+        if ws.phase == Phase::Open {
+            if !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
+                match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                    Poll::Pending => {}
+                    ready => return ready,
+                }
+                if ws.close.as_mut().poll(cx).is_pending() && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
             }
-            if ws.close.as_mut().poll(cx).is_pending() && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
+            ws.phase = Phase::Closing;
+        }
+        if ws.phase == Phase::Closing {
+            if !ws.written.at_boundary() {
+                // The writer finishes the frame and wakes this side.
+                ws.reader = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-        }
-        if !ws.closed {
-            ws.closed = true;
-            if ws.written.at_boundary() {
-                let _ = Pin::new(&mut self.inner).poll_write(cx, &GOING_AWAY);
-                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            while ws.close_sent < GOING_AWAY.len() {
+                match Pin::new(&mut self.inner).poll_write(cx, &GOING_AWAY[ws.close_sent..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => ws.close_sent += n,
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => break,
+                }
             }
+            if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
+                return Poll::Pending;
+            }
+            ws.phase = Phase::Closed;
         }
         Poll::Ready(Ok(()))
     }
@@ -337,12 +368,16 @@ impl GuardedStream {
         };
         match polled {
             Poll::Ready(Ok(())) => {
+                let started = frames.blocks_started();
                 frames.feed(&buf.filled()[before..]);
+                let first_done = frames.blocks_done() > 0;
                 if frames.in_block() {
-                    if self.head_due.is_none() {
+                    // A block begun in this read gets its own deadline, unless the first
+                    // block (due from the accept) is still not whole.
+                    if self.head_due.is_none() || (first_done && frames.blocks_started() != started) {
                         self.arm_head(Instant::now() + self.deadlines.header);
                     }
-                } else if frames.blocks_done() > 0 {
+                } else if first_done {
                     self.head_due = None;
                 }
                 Poll::Ready(Ok(()))
@@ -356,12 +391,25 @@ impl GuardedStream {
 impl AsyncWrite for GuardedStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.websocket_writes().is_some_and(|ws| ws.closed) {
-            return Poll::Ready(Ok(buf.len()));
+        let mut buf = buf;
+        if let Some(ws) = this.websocket_writes() {
+            match ws.phase {
+                Phase::Open => {}
+                // Only the rest of the frame being written; what follows goes nowhere.
+                Phase::Closing if !ws.written.at_boundary() => {
+                    buf = &buf[..buf.len().min(ws.written.frame_left())]
+                }
+                Phase::Closing | Phase::Closed => return Poll::Ready(Ok(buf.len())),
+            }
         }
         let written = this.write_with_deadline(cx, |inner, cx| inner.poll_write(cx, buf));
         if let (Poll::Ready(Ok(n)), Some(ws)) = (&written, this.websocket.as_mut()) {
             ws.written.feed(&buf[..*n]);
+            if ws.phase == Phase::Closing && ws.written.at_boundary() {
+                if let Some(reader) = ws.reader.take() {
+                    reader.wake();
+                }
+            }
         }
         written
     }
@@ -372,8 +420,10 @@ impl AsyncWrite for GuardedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.websocket_writes().is_some_and(|ws| ws.closed) {
-            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        if this.websocket_writes().is_some_and(|ws| ws.phase != Phase::Open) {
+            // Closing is rare: one slice at a time keeps the frame accounting simple.
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            return Pin::new(this).poll_write(cx, first);
         }
         let written = this.write_with_deadline(cx, |inner, cx| inner.poll_write_vectored(cx, bufs));
         if let (Poll::Ready(Ok(n)), Some(ws)) = (&written, this.websocket.as_mut()) {

@@ -19,6 +19,16 @@ impl WsFrames {
         self.head_done && self.header_have == 0 && self.payload_left == 0
     }
 
+    /// How many bytes may still be written without passing the end of the frame
+    /// in progress (inside a frame header, one at a time: its length is not known yet).
+    pub fn frame_left(&self) -> usize {
+        if self.header_have > 0 || !self.head_done {
+            1
+        } else {
+            usize::try_from(self.payload_left).unwrap_or(usize::MAX)
+        }
+    }
+
     /// Takes the next bytes written to the client, in order.
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !self.head_done {

@@ -71,7 +71,12 @@ impl Forwarding {
     /// names with `_` (CGI and WSGI upstreams read `X_Consumer_Id` as
     /// `X-Consumer-Id`).
     pub fn strip_client_headers(&self, req: &mut RequestHeader, keep_underscores: bool) {
-        let upgrade = req.headers.contains_key(header::UPGRADE);
+        // Only a WebSocket upgrade is passed on: an `Upgrade: h2c` the upstream accepted
+        // would let the client talk to it past the gateway's checks.
+        let upgrade = req
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         let named: Vec<String> = req
             .headers
             .get_all(header::CONNECTION)
@@ -250,6 +255,19 @@ mod tests {
             !kept.headers.contains_key("x_consumer_id"),
             "a gateway-owned name is dropped in any spelling"
         );
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_reaches_the_upstream() {
+        let forwarding = Forwarding::new(None, &[]);
+        for (protocol, passes) in [("websocket", true), ("WebSocket", true), ("h2c", false)] {
+            let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+            req.append_header("connection", "Upgrade").expect("header");
+            req.append_header("upgrade", protocol).expect("header");
+            forwarding.strip_client_headers(&mut req, false);
+            assert_eq!(req.headers.contains_key("upgrade"), passes, "{protocol}");
+            assert_eq!(req.headers.contains_key("connection"), passes, "{protocol}");
+        }
     }
 
     #[test]

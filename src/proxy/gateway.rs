@@ -364,10 +364,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket_open {
+        if response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !ctx.websocket_open
+            && is_websocket(session.req_header())
+        {
             ctx.websocket_open = true;
             self.telemetry.state.websockets_open.inc();
             stream::websocket_opened();
+            // The client's side of an idle session is bounded like the upstream's.
+            if let Some(idle) = ctx.websocket_idle {
+                session.set_read_timeout(Some(idle));
+            }
         }
         if self.keepalive().is_none() {
             session.set_keepalive(None);

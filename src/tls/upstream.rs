@@ -11,6 +11,9 @@ use pingora_core::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 
+/// Requests in flight on one HTTP/2 connection to a target (what most servers allow).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
 pub struct UpstreamTls {
     /// Sent as SNI and, when verifying, the name the certificate must carry.
     pub sni: String,
@@ -82,10 +85,13 @@ impl Transport {
             // Over TLS, h2 is agreed by ALPN; in the clear it is spoken from the start (h2c).
             peer.options.set_http_version(2, 2);
             peer.options.alpn = ALPN::H2;
+            // Pingora's default is one stream per connection: no multiplexing.
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
         }
     }
 
-    /// A TCP health check's peer: a TLS handshake too when the upstream uses TLS.
+    /// A TCP health check's peer: a TLS handshake too when the upstream uses TLS (with
+    /// an SNI: Pingora's basic peer speaks TLS only then).
     pub fn apply_basic(&self, peer: &mut BasicPeer) {
         if let Some(tls) = &self.tls {
             peer.sni.clone_from(&tls.sni);

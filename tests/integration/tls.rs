@@ -402,6 +402,12 @@ fn tls_config_mistakes_name_their_key_and_expiring_certificates_are_warned_about
     let by_addr = "upstreams:\n  u: { targets: [\"127.0.0.1:1\"], tls: {} }\nroutes:\n  - { name: r, path_prefix: /, upstream: u }\n";
     let (ok, out) = check_config(&format!("listen: [\"127.0.0.1:1\"]\n{head}{by_addr}"), &[]);
     assert!(!ok && out.contains("upstreams.u.tls.sni: required"), "{out}");
+    let two_names = "upstreams:\n  u: { targets: [\"a.invalid:443\", \"b.invalid:443\"], tls: {} }\nroutes:\n  - { name: r, path_prefix: /, upstream: u }\n";
+    let (ok, out) = check_config(&format!("listen: [\"127.0.0.1:1\"]\n{head}{two_names}"), &[]);
+    assert!(
+        !ok && out.contains("upstreams.u.tls.sni: required when the targets have different names"),
+        "{out}"
+    );
 }
 
 /// A WebSocket echo upstream: answers the upgrade, then sends back every frame's
