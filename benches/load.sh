@@ -13,9 +13,10 @@
 #              redis              jwt+limit with the global limit shared through redis (hook, ditto)
 #              tls                plain over TLS (the same ECDSA P-256 certificate on both),
 #                                 kept-alive connections
-#              tls-new            plain over TLS with a new connection, so a full handshake, per
-#                                 request (wrk with `Connection: close`; session resumption off
-#                                 on both sides)
+#              tls-new            plain over TLS, a new connection and a full handshake per
+#                                 request: CONNS `openssl s_time -new -www /bench` clients (wrk
+#                                 with `Connection: close` would resume TLS sessions); no
+#                                 latency columns
 #              h2                 plain over TLS with HTTP/2: h2load, CONNS connections with
 #                                 STREAMS streams each (the p50 column is h2load's mean, p99 its max)
 #   DURATION   seconds per measured run (10)     CONNS    wrk connections (50)
@@ -144,10 +145,6 @@ if [[ -n $TLS ]]; then
   NGINX_TLS="ssl_certificate $OUT/bench.pem; ssl_certificate_key $OUT/bench.key;
         ssl_protocols TLSv1.2 TLSv1.3;"
   FG_LISTEN="{ addr: \"127.0.0.1:$FG_PORT\", tls: { certs: [{ cert_file: $OUT/bench.pem, key_file: $OUT/bench.key }] } }"
-  if [[ $SCENARIO == tls-new ]]; then
-    # Every handshake a full one: neither side resumes sessions.
-    NGINX_TLS="$NGINX_TLS ssl_session_tickets off; ssl_session_cache off;"
-  fi
 fi
 
 # ---------------------------------------------------------------- origin and NGINX proxy
@@ -296,15 +293,20 @@ ms() { # wrk latency (123.45us, 1.20ms, 2.00s) -> milliseconds
   awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /ms$/) v += 0;
                          else if (t ~ /m$/) v *= 60000; else if (t ~ /s$/) v *= 1000; printf "%.3f", v }'
 }
-CLOSE=(); [[ $SCENARIO == tls-new ]] && CLOSE=(-H "Connection: close")
-drive() { # drive PORT SECONDS OUTFILE ; wrk (h2load) on the load CPU, in the background so traps stay live
+drive() { # drive PORT SECONDS OUTFILE ; wrk (h2load, s_time) on the load CPU, in the background so traps stay live
   local port=$1 secs=$2 out=$3 rc=0
-  if [[ $SCENARIO == h2 ]]; then
+  if [[ $SCENARIO == tls-new ]]; then
+    # -new: a full handshake for every connection (no session resumption).
+    timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" bash -c "
+      for i in \$(seq $CONNS); do
+        openssl s_time -new -www /bench -connect 127.0.0.1:$port -time $secs 2>&1 | grep 'real seconds' &
+      done; wait" >"$out" 2>&1 &
+  elif [[ $SCENARIO == h2 ]]; then
     timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
       h2load -t"$THREADS" -c"$CONNS" -m"$STREAMS" -D"$secs" "https://127.0.0.1:$port/bench" >"$out" 2>&1 &
   else
     timeout -k 5 $((secs + 30)) taskset -c "$LOAD_CPU" \
-      wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${HEADERS[@]}" "${CLOSE[@]}" \
+      wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" --latency "${HEADERS[@]}" \
       "$SCHEME://127.0.0.1:$port/bench" >"$out" 2>&1 &
   fi
   DRIVER_PID=$!
@@ -332,7 +334,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     c0=$(cpu_ticks "${PID_OF[$t]}")
     drive "${PORT_OF[$t]}" "$DURATION" "$raw" || log "wrk exited non-zero for $t round $r"
     c1=$(cpu_ticks "${PID_OF[$t]}")
-    if [[ $SCENARIO == h2 ]]; then
+    if [[ $SCENARIO == tls-new ]]; then
+      reqs=$(awk '/real seconds/ { n += $1 } END { print n + 0 }' "$raw")
+      rps=$(awk -v n="$reqs" -v d="$DURATION" 'BEGIN { printf "%.1f", n / d }')
+      p50=0 p99=0 errs=0
+    elif [[ $SCENARIO == h2 ]]; then
       rps=$(awk '/^finished in/ { print $4 }' "$raw")
       p50=$(ms "$(awk '/^time for request:/ { print $6 }' "$raw")")
       p99=$(ms "$(awk '/^time for request:/ { print $5 }' "$raw")")
