@@ -304,6 +304,8 @@ impl GuardedStream {
     /// A WebSocket session reads as usual until the drain closes it: then the
     /// upstream's frame being written is finished, a close frame follows, and the
     /// session reads as ended.
+    #[cold]
+    #[inline(never)]
     fn poll_read_websocket(
         &mut self,
         cx: &mut Context<'_>,

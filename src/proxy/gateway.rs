@@ -321,8 +321,8 @@ impl ProxyHttp for Gateway {
             _ => None,
         };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
-        let proxy_said = upstream.headers.contains_key(X_FORWARDED_PROTO)
-            && peer.is_some_and(|p| self.decider.trusted_proxies.contains(p));
+        let proxy_said = peer.is_some_and(|p| self.decider.trusted_proxies.contains(p))
+            && upstream.headers.contains_key(X_FORWARDED_PROTO);
         let proto = match session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
             _ if proxy_said => None,
             true => Some("https"),

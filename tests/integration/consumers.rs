@@ -288,6 +288,13 @@ fn cli(gw: &Gateway, token: Option<&str>, args: &[&str]) -> (bool, String, Strin
     (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
+/// `cli` that must succeed: its standard output, or a failure showing what it printed.
+fn cli_ok(gw: &Gateway, token: Option<&str>, args: &[&str]) -> String {
+    let (ok, out, err) = cli(gw, token, args);
+    assert!(ok, "floodgate consumer {args:?} failed: {err}{out}\n{}", gw.log());
+    out
+}
+
 #[test]
 fn the_consumer_cli_drives_the_admin_api() {
     let gw = start(None);
@@ -300,13 +307,11 @@ fn the_consumer_cli_drives_the_admin_api() {
     assert_eq!(with_key(&gw, key), 200);
     let (ok, out, _) = cli(&gw, token, &["keys", "auth0|cli"]);
     assert!(ok && out.contains(key_id) && !out.contains(key), "{out}");
-    assert!(cli(&gw, token, &["set-tier", "auth0|cli", "free"]).0);
-    assert!(cli(&gw, token, &["show", "auth0|cli"])
-        .1
-        .contains("\"tier_source\":\"override\""));
-    assert!(cli(&gw, token, &["clear-tier", "auth0|cli"]).0);
-    assert!(cli(&gw, token, &["list"]).1.contains("auth0|cli"));
-    assert!(cli(&gw, token, &["revoke", "auth0|cli", key_id]).0);
+    cli_ok(&gw, token, &["set-tier", "auth0|cli", "free"]);
+    assert!(cli_ok(&gw, token, &["show", "auth0|cli"]).contains("\"tier_source\":\"override\""));
+    cli_ok(&gw, token, &["clear-tier", "auth0|cli"]);
+    assert!(cli_ok(&gw, token, &["list"]).contains("auth0|cli"));
+    cli_ok(&gw, token, &["revoke", "auth0|cli", key_id]);
     assert_eq!(with_key(&gw, key), 401);
     let (ok, _, err) = cli(&gw, token, &["revoke", "auth0|cli", key_id]);
     assert!(!ok && err.contains("404"), "{err}");
