@@ -89,8 +89,8 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     let auth = auth::auth(&mut problems, take("auth"), &tiers);
     let anonymous = tiers::anonymous(&mut problems, take("anonymous"));
     let trusted_proxies = listen::trusted_proxies(&mut problems, take("trusted_proxies"));
-    for (i, _) in listen.iter().enumerate().filter(|(_, l)| l.proxy_protocol) {
-        if trusted_proxies.is_empty() {
+    if trusted_proxies.is_empty() {
+        for (i, _) in listen.iter().enumerate().filter(|(_, l)| l.proxy_protocol) {
             problems.add(
                 format!("listen[{i}].proxy_protocol"),
                 "needs trusted_proxies: only they may send a PROXY header",

@@ -50,7 +50,8 @@ pub struct HeaderGuard<A> {
     limits: HeadLimits,
     deadlines: Deadlines,
     connections: Arc<ConnectionLimits>,
-    /// None: every connection is plain HTTP/1.1 (the admin listener).
+    /// The listeners whose connections start with more than HTTP/1.1 (TLS, h2c, a
+    /// PROXY header); a connection on any other is plain, and costs no address lookup.
     listeners: Vec<ListenerPlan>,
     trusted_proxies: TrustedProxies,
 }
@@ -61,9 +62,10 @@ impl<A> HeaderGuard<A> {
         limits: HeadLimits,
         deadlines: Deadlines,
         connections: Arc<ConnectionLimits>,
-        listeners: Vec<ListenerPlan>,
+        mut listeners: Vec<ListenerPlan>,
         trusted_proxies: TrustedProxies,
     ) -> Self {
+        listeners.retain(|l| l.tls.is_some() || l.h2c || l.proxy_protocol);
         HeaderGuard {
             inner: Arc::new(inner),
             limits,
@@ -75,6 +77,9 @@ impl<A> HeaderGuard<A> {
     }
 
     fn plan(&self, stream: &Stream) -> Option<&ListenerPlan> {
+        if self.listeners.is_empty() {
+            return None;
+        }
         let local = stream.get_socket_digest()?.local_addr()?.as_inet().copied()?;
         self.listeners.iter().find(|l| l.serves(local))
     }
@@ -86,7 +91,7 @@ enum Refusal {
     Answer(u16),
 }
 
-fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+fn peer_ip<S: GetSocketDigest + ?Sized>(stream: &S) -> Option<IpAddr> {
     stream
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
@@ -100,7 +105,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderGuard<A> {
         let (stream, _slot, protocol) = match plan.filter(|p| p.proxy_protocol || p.tls.is_some()) {
             None => {
                 // Dropping the stream closes the connection unread.
-                let slot = self.connections.admit(peer_ip(&stream))?;
+                let slot = self.connections.admit(peer_ip(&*stream))?;
                 (stream, slot, Protocol::Http1)
             }
             Some(plan) => self.start(plan, stream, due).await?,
@@ -144,16 +149,11 @@ impl<A> HeaderGuard<A> {
             log::error!("an accepted connection is not a TCP stream");
             return None;
         };
-        let peer = l4
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        if plan.proxy_protocol && peer.is_some_and(|ip| self.trusted_proxies.contains(ip)) {
+        if plan.proxy_protocol && peer_ip(&*l4).is_some_and(|ip| self.trusted_proxies.contains(ip)) {
             take_proxy_header(&mut l4, due).await?;
         }
-        let client = l4
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let slot = self.connections.admit(client)?;
+        // The client's address: the PROXY header's, when one was read.
+        let slot = self.connections.admit(peer_ip(&*l4))?;
         let Some(acceptor) = &plan.tls else {
             return Some((l4, slot, Protocol::Http1));
         };

@@ -112,8 +112,6 @@ pub enum Protocol {
     H2c,
 }
 
-/// A client connection under the gateway's deadlines, with bytes the guard
-/// already read put back in front.
 /// Where a WebSocket session stands with respect to the drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -150,6 +148,8 @@ impl WebSocketState {
     }
 }
 
+/// A client connection under the gateway's deadlines, with bytes the guard
+/// already read put back in front.
 pub struct GuardedStream {
     inner: Stream,
     rewound: Bytes,

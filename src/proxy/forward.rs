@@ -34,6 +34,13 @@ const CLIENT_FORWARDING: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_
 /// Headers a `Connection` header may not remove: the request's framing and target.
 const NOT_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
+/// `Upgrade: websocket` (the token is case-insensitive).
+pub fn is_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
 /// The client's connection as this hop saw it.
 pub struct Hop {
     /// The connection's address.
@@ -73,10 +80,7 @@ impl Forwarding {
     pub fn strip_client_headers(&self, req: &mut RequestHeader, keep_underscores: bool) {
         // Only a WebSocket upgrade is passed on: an `Upgrade: h2c` the upstream accepted
         // would let the client talk to it past the gateway's checks.
-        let upgrade = req
-            .headers
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let upgrade = is_websocket(req);
         let named: Vec<String> = req
             .headers
             .get_all(header::CONNECTION)

@@ -4,7 +4,7 @@
 
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
-use super::forward::{Forwarding, Hop};
+use super::forward::{is_websocket, Forwarding, Hop};
 use super::respond;
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -112,13 +112,6 @@ impl Gateway {
             self.pools[pending.upstream].report(pending.ticket, outcome);
         }
     }
-}
-
-/// `Upgrade: websocket` (the token is case-insensitive).
-fn is_websocket(req: &RequestHeader) -> bool {
-    req.headers
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 #[async_trait]

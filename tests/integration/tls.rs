@@ -15,6 +15,14 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// A gateway running `body` with a TLS listener serving `certs` (the first the default), besides
+/// the harness's plain one: the TLS listener's address and the gateway.
+fn tls_gateway(pki: &Pki, body: &str, certs: &[&str]) -> (SocketAddr, Gateway) {
+    let tls = loopback(free_port());
+    let gw = Gateway::start_listening(body, vec![pki.listener(tls, certs, "")]);
+    (tls, gw)
+}
+
 /// curl against the TLS listener as `host` (resolved to it): (HTTP version, status, body).
 fn curl_tls(pki: &Pki, addr: SocketAddr, host: &str, flags: &[&str]) -> (String, String, String) {
     let out = Command::new("curl")
@@ -59,8 +67,7 @@ fn closed_within(stream: &mut impl Read, limit: Duration) -> Option<Duration> {
 #[test]
 fn tls_listener_speaks_h1_and_h2_and_picks_the_certificate_by_sni() {
     let pki = Pki::new();
-    let tls = loopback(free_port());
-    let gw = Gateway::start_listening(ECHO, vec![pki.listener(tls, &["api.test", "admin.test"], "")]);
+    let (tls, gw) = tls_gateway(&pki, ECHO, &["api.test", "admin.test"]);
 
     let (version, status, body) = curl_tls(&pki, tls, "api.test", &["--http2"]);
     assert_eq!((version.as_str(), status.as_str()), ("2", "200"), "{body}");
@@ -94,8 +101,7 @@ fn tls_listener_speaks_h1_and_h2_and_picks_the_certificate_by_sni() {
 #[test]
 fn only_tls_1_2_and_1_3_are_spoken() {
     let pki = Pki::new();
-    let tls = loopback(free_port());
-    let _gw = Gateway::start_listening(ECHO, vec![pki.listener(tls, &["api.test"], "")]);
+    let (tls, _gw) = tls_gateway(&pki, ECHO, &["api.test"]);
     for version in ["-tls1_2", "-tls1_3"] {
         let (ok, text) = s_client(tls, &[version]);
         assert!(ok && text.contains("Cipher is"), "{version}: {text}");
@@ -113,9 +119,8 @@ fn only_tls_1_2_and_1_3_are_spoken() {
 #[test]
 fn a_stalled_handshake_and_a_slow_head_over_tls_are_cut_at_the_header_deadline() {
     let pki = Pki::new();
-    let tls = loopback(free_port());
     let body = format!("client: {{ header_timeout_ms: 1000 }}\n{ECHO}");
-    let gw = Gateway::start_listening(&body, vec![pki.listener(tls, &["api.test"], "")]);
+    let (tls, gw) = tls_gateway(&pki, &body, &["api.test"]);
 
     // Half a TLS record header, then nothing: Pingora alone would wait 60 s.
     let mut stalled = TcpStream::connect(tls).expect("connect");
@@ -706,9 +711,8 @@ fn tls_get(pki: &Pki, addr: SocketAddr) -> Result<(), String> {
 #[test]
 fn connection_caps_count_tls_connections_from_their_accept() {
     let pki = Pki::new();
-    let tls = loopback(free_port());
     let body = format!("client: {{ max_connections: 2 }}\n{ECHO}");
-    let _gw = Gateway::start_listening(&body, vec![pki.listener(tls, &["api.test"], "")]);
+    let (tls, _gw) = tls_gateway(&pki, &body, &["api.test"]);
     let first = TcpStream::connect(tls).expect("first");
     let _second = TcpStream::connect(tls).expect("second");
     std::thread::sleep(Duration::from_millis(300));
