@@ -2,8 +2,28 @@
 //! unless the peer is a trusted proxy, in which case the right-most untrusted
 //! `X-Forwarded-For` hop, so a client cannot pick its own address.
 
+use http::HeaderValue;
 use ipnet::IpNet;
+use std::cell::RefCell;
 use std::net::IpAddr;
+
+thread_local! {
+    /// The last address this worker formatted: a connection's requests all come from one.
+    static LAST_FORMATTED: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// `ip` as text, for `X-Forwarded-For`, `X-Real-IP` and the access log: formatted
+/// once per run of requests from one address on a worker, then shared.
+pub fn text(ip: IpAddr) -> HeaderValue {
+    LAST_FORMATTED.with_borrow_mut(|last| match last {
+        Some((seen, text)) if *seen == ip => text.clone(),
+        _ => {
+            let text = HeaderValue::try_from(ip.to_string()).expect("an address is a header value");
+            *last = Some((ip, text.clone()));
+            text
+        }
+    })
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -47,6 +67,13 @@ impl TrustedProxies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_as_text() {
+        for ip in ["10.0.0.1", "10.0.0.1", "::1", "10.0.0.2"] {
+            assert_eq!(text(ip.parse().expect("ip")), ip);
+        }
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_peers() {
