@@ -61,11 +61,7 @@ impl ApiKeys {
         for key in config.keys {
             by_prefix.entry(prefix(&key.digest)).or_default().push(Entry {
                 digest: key.digest,
-                identity: Identity {
-                    consumer: Arc::from(key.consumer),
-                    tier: key.tier,
-                    headers: Arc::from([]),
-                },
+                identity: Identity::new(Arc::from(key.consumer), key.tier, Arc::from([])),
             });
         }
         ApiKeys {
@@ -124,11 +120,11 @@ impl ApiKeys {
                     .ok_or(Failure::UnknownApiKey)?;
                 mark_used(&runtime, now_s);
                 Verified {
-                    identity: Identity {
-                        consumer: runtime.consumer.clone(),
-                        tier: runtime.tier.unwrap_or(self.default_tier),
-                        headers: Arc::from([]),
-                    },
+                    identity: Identity::new(
+                        runtime.consumer.clone(),
+                        runtime.tier.unwrap_or(self.default_tier),
+                        Arc::from([]),
+                    ),
                     runtime: Some((runtime, generation)),
                 }
             }

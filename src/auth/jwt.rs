@@ -376,14 +376,7 @@ impl JwtVerifier {
             let value = HeaderValue::from_str(&text).map_err(|_| Failure::BadClaims)?;
             headers.push((header.clone(), value));
         }
-        Ok((
-            Identity {
-                consumer: Arc::from(consumer),
-                tier,
-                headers: Arc::from(headers),
-            },
-            exp,
-        ))
+        Ok((Identity::new(Arc::from(consumer), tier, Arc::from(headers)), exp))
     }
 }
 

@@ -237,8 +237,9 @@ impl<A> HeaderGuard<A> {
 }
 
 async fn write_error(stream: &mut GuardedStream, status: u16) -> std::io::Result<()> {
-    let request_id = error_body::new_request_id();
-    let body = error_body::error_body(status, &request_id);
+    let request_id = error_body::RequestId::new();
+    let request_id = request_id.as_str();
+    let body = error_body::error_body(status, request_id);
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -2,6 +2,7 @@
 
 use crate::ratelimit::Outcome;
 use crate::upstream::pool::BreakerTicket;
+use crate::vocab::error_body::RequestId;
 use crate::vocab::identity::Identity;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ pub struct RequestCtx {
     /// Time until the upstream's response header.
     pub upstream_elapsed: Option<Duration>,
     /// The caller's sane X-Request-Id or a new one; on every response and sent upstream.
-    pub request_id: String,
+    pub request_id: RequestId,
     /// Index into the route table.
     pub route: Option<usize>,
     /// The normalized path when it differs from what the client sent.

@@ -65,7 +65,7 @@ impl Decider {
         now_ns: u64,
     ) -> Verdict<'_> {
         let (Some(path), Ok(host)) = (normalize_path(req.uri.path()), request_host(req)) else {
-            return Verdict::error(400, &ctx.request_id, Vec::new(), true);
+            return Verdict::error(400, ctx.request_id.as_str(), Vec::new(), true);
         };
         // A CORS preflight is routed by the method it asks about, to a route with CORS.
         let preflight = (req.method == Method::OPTIONS && req.headers.contains_key(header::ORIGIN))
@@ -75,12 +75,12 @@ impl Decider {
             .and_then(|asked| self.routes.find(host, &asked, &path))
             .filter(|(_, r)| r.cors.is_some());
         let Some((index, route)) = preflight.or_else(|| self.routes.find(host, &req.method, &path)) else {
-            return Verdict::error(404, &ctx.request_id, Vec::new(), false);
+            return Verdict::error(404, ctx.request_id.as_str(), Vec::new(), false);
         };
         // What the upstream receives must be what was routed and authorised.
         if !route.allow_ambiguous_paths && is_ambiguous(req.uri.path()) {
             ctx.route = Some(index);
-            return Verdict::error(400, &ctx.request_id, Vec::new(), false);
+            return Verdict::error(400, ctx.request_id.as_str(), Vec::new(), false);
         }
         ctx.route = Some(index);
         if let Cow::Owned(p) = path {
@@ -103,7 +103,7 @@ impl Decider {
                 body: coded_error_body(
                     "forbidden_address",
                     "this client address may not use this route",
-                    &ctx.request_id,
+                    ctx.request_id.as_str(),
                 ),
                 extra: Vec::new(),
                 close: false,
@@ -132,7 +132,7 @@ impl Decider {
             } else {
                 Vec::new()
             };
-            return Verdict::error(status, &ctx.request_id, extra, false);
+            return Verdict::error(status, ctx.request_id.as_str(), extra, false);
         }
 
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
@@ -144,7 +144,10 @@ impl Decider {
             return Verdict::Answer {
                 status: 429,
                 content_type: "application/json",
-                body: Bytes::from(ratelimit::headers::refused_body(&outcome, &ctx.request_id)),
+                body: Bytes::from(ratelimit::headers::refused_body(
+                    &outcome,
+                    ctx.request_id.as_str(),
+                )),
                 extra: ratelimit::headers::headers(&self.limiter, &outcome),
                 close: false,
             };
@@ -167,7 +170,7 @@ impl Decider {
                 close: false,
             },
             RouteAction::Proxy { .. } if declared_body_too_large(req, route) => {
-                Verdict::error(413, &ctx.request_id, Vec::new(), true)
+                Verdict::error(413, ctx.request_id.as_str(), Vec::new(), true)
             }
             RouteAction::Proxy { .. } => Verdict::Proxy,
         }

@@ -5,15 +5,19 @@
 
 use super::ctx::RequestCtx;
 use crate::auth::Authenticator;
+use crate::vocab::client_addr;
 use crate::vocab::error_body::REQUEST_ID;
 use crate::vocab::header_rules::{HeaderRules, Vars};
-use http::{header, HeaderName, HeaderValue};
+use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
 use std::net::IpAddr;
 
 const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 const CONSUMER_TIER: HeaderName = HeaderName::from_static("x-consumer-tier");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers that describe one hop and must not be forwarded (names, not text, so
 /// removing one costs a hash lookup and no parsing).
@@ -29,14 +33,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Client-sent forwarding headers the gateway replaces with what it resolved:
 /// an upstream must never read a client's claim about its own address.
-const CLIENT_FORWARDING: [HeaderName; 2] = [header::FORWARDED, HeaderName::from_static("x-real-ip")];
+const CLIENT_FORWARDING: [HeaderName; 2] = [header::FORWARDED, X_REAL_IP];
 
 /// Headers a `Connection` header may not remove: the request's framing and target.
 const NOT_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
 
 /// `Upgrade: websocket` (the token is case-insensitive).
-pub fn is_websocket(req: &RequestHeader) -> bool {
-    req.headers
+pub fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
@@ -76,47 +80,39 @@ impl Forwarding {
     /// Removes hop-by-hop headers, those a `Connection` header names, any client
     /// copy of a header the gateway sets and, unless the route keeps them, header
     /// names with `_` (CGI and WSGI upstreams read `X_Consumer_Id` as
-    /// `X-Consumer-Id`).
-    pub fn strip_client_headers(&self, req: &mut RequestHeader, keep_underscores: bool) {
+    /// `X-Consumer-Id`). One pass over the names; most requests lose none.
+    pub fn strip_client_headers(&self, headers: &mut HeaderMap, keep_underscores: bool) {
         // Only a WebSocket upgrade is passed on: an `Upgrade: h2c` the upstream accepted
         // would let the client talk to it past the gateway's checks.
-        let upgrade = is_websocket(req);
-        let named: Vec<String> = req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty() && t != "upgrade" && !NOT_HOP_BY_HOP.contains(&t.as_str()))
-            .collect();
-        for name in named {
-            req.remove_header(name.as_str());
-        }
-        for name in &HOP_BY_HOP {
+        let upgrade = is_websocket(headers);
+        let nominated = |name: &HeaderName| {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|token| {
+                    let token = token.trim();
+                    token.eq_ignore_ascii_case(name.as_str())
+                        && !token.eq_ignore_ascii_case("upgrade")
+                        && !NOT_HOP_BY_HOP.iter().any(|n| token.eq_ignore_ascii_case(n))
+                })
+        };
+        let doomed = |name: &HeaderName| {
             // A protocol upgrade (WebSocket) needs Connection and Upgrade to reach the upstream.
-            if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-                continue;
-            }
-            req.remove_header(name);
-        }
-        for name in &CLIENT_FORWARDING {
-            req.remove_header(name);
-        }
-        for name in &self.gateway_headers {
-            req.remove_header(name);
-        }
-        // Even where a route keeps `_` names, an underscore spelling of a header the
-        // gateway owns (`X_Consumer_Id`, `X_Real_IP`) is never forwarded.
-        let underscored: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|name| name.as_str().contains('_'))
-            .filter(|name| !keep_underscores || self.owns(&name.as_str().replace('_', "-")))
-            .cloned()
-            .collect();
-        for name in underscored {
-            req.remove_header(&name);
+            let hop = HOP_BY_HOP.contains(name)
+                && !(upgrade && (name == header::CONNECTION || name == header::UPGRADE));
+            hop || CLIENT_FORWARDING.contains(name)
+                || self.gateway_headers.contains(name)
+                // Even where a route keeps `_` names, an underscore spelling of a header
+                // the gateway owns (`X_Consumer_Id`, `X_Real_IP`) is never forwarded.
+                || (name.as_str().contains('_')
+                    && (!keep_underscores || self.owns(&name.as_str().replace('_', "-"))))
+                || (headers.contains_key(header::CONNECTION) && nominated(name))
+        };
+        let gone: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+        for name in gone {
+            headers.remove(&name);
         }
     }
 
@@ -132,7 +128,7 @@ impl Forwarding {
     /// remove from the path; `hop` is what the gateway knows of the client's connection.
     pub fn rewrite(
         &self,
-        upstream: &mut RequestHeader,
+        upstream: &mut request::Parts,
         ctx: &RequestCtx,
         strip: Option<&str>,
         hop: Hop,
@@ -153,50 +149,55 @@ impl Forwarding {
                 uri.push('?');
                 uri.push_str(q);
             }
-            let uri = http::Uri::try_from(uri)
+            upstream.uri = http::Uri::try_from(uri)
                 .map_err(|e| Error::because(ErrorType::InternalError, "rewriting path", e))?;
-            upstream.set_uri(uri);
         }
 
-        // The peer is the client unless a trusted proxy forwarded for it: format once.
-        let peer_text = peer.map(|ip| ip.to_string());
+        let headers = &mut upstream.headers;
+        // The peer is the client unless a trusted proxy forwarded for it.
+        let peer_text = peer.map(client_addr::text);
         if let Some(ip) = &peer_text {
             // Every X-Forwarded-For line the client sent, in order, then this hop.
-            let mut forwarded = String::new();
-            for prior in upstream.headers.get_all("x-forwarded-for") {
-                if let Ok(prior) = prior.to_str() {
-                    forwarded.push_str(prior);
-                    forwarded.push_str(", ");
+            let forwarded = match headers.get_all(X_FORWARDED_FOR).iter().next() {
+                None => ip.clone(),
+                Some(_) => {
+                    let mut joined = Vec::new();
+                    for prior in headers.get_all(X_FORWARDED_FOR) {
+                        joined.extend_from_slice(prior.as_bytes());
+                        joined.extend_from_slice(b", ");
+                    }
+                    joined.extend_from_slice(ip.as_bytes());
+                    HeaderValue::from_bytes(&joined)
+                        .map_err(|e| Error::because(ErrorType::InternalError, "joining X-Forwarded-For", e))?
                 }
-            }
-            forwarded.push_str(ip);
-            upstream.insert_header("x-forwarded-for", forwarded)?;
+            };
+            headers.insert(X_FORWARDED_FOR, forwarded);
         }
         if let Some(client) = ctx.client_ip {
             let text = match peer_text {
                 Some(text) if peer == Some(client) => text,
-                _ => client.to_string(),
+                _ => client_addr::text(client),
             };
-            upstream.insert_header("x-real-ip", text)?;
+            headers.insert(X_REAL_IP, text);
         }
         if let Some(proto) = proto {
-            upstream.insert_header("x-forwarded-proto", proto)?;
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
         if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
+            headers.insert(X_FORWARDED_HOST, host);
         }
-        upstream.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(identity) = &ctx.identity {
-            upstream.insert_header(CONSUMER_ID, &*identity.consumer)?;
+            headers.insert(CONSUMER_ID, identity.consumer_header.clone());
             if let Some(tier) = self.tier_names.get(identity.tier) {
-                upstream.insert_header(CONSUMER_TIER, tier.clone())?;
+                headers.insert(CONSUMER_TIER, tier.clone());
             }
             for (name, value) in identity.headers.iter() {
-                upstream.insert_header(name.clone(), value.clone())?;
+                headers.insert(name.clone(), value.clone());
             }
         }
         if let Some(rules) = rules {
-            super::rules::apply(upstream, rules, &self.vars(ctx), true)?;
+            super::rules::apply(headers, rules, &self.vars(ctx), true);
         }
         Ok(())
     }
@@ -209,7 +210,7 @@ impl Forwarding {
             tier: identity
                 .and_then(|i| self.tier_names.get(i.tier))
                 .and_then(|t| t.to_str().ok()),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client_ip: ctx.client_ip,
             claims: identity.map_or(&[], |i| &i.headers[..]),
         }
@@ -220,10 +221,20 @@ impl Forwarding {
 mod tests {
     use super::*;
 
+    fn head(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        headers
+    }
+
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-        for (k, v) in [
+        let mut req = head(&[
             ("connection", "keep-alive, x-secret-hop"),
             ("x-secret-hop", "1"),
             ("keep-alive", "timeout=5"),
@@ -233,9 +244,7 @@ mod tests {
             ("forwarded", "for=1.2.3.4"),
             ("x-real-ip", "1.2.3.4"),
             ("traceparent", "00-abc-def-01"),
-        ] {
-            req.append_header(k, v).expect("header");
-        }
+        ]);
         let forwarding = Forwarding::new(None, &[]);
         let mut kept = req.clone();
         forwarding.strip_client_headers(&mut req, false);
@@ -249,14 +258,14 @@ mod tests {
             "forwarded",
             "x-real-ip",
         ] {
-            assert!(!req.headers.contains_key(gone), "{gone} was forwarded");
+            assert!(!req.contains_key(gone), "{gone} was forwarded");
         }
-        assert!(req.headers.contains_key("traceparent"));
-        kept.append_header("x_custom", "1").expect("header");
+        assert!(req.contains_key("traceparent"));
+        kept.append("x_custom", HeaderValue::from_static("1"));
         forwarding.strip_client_headers(&mut kept, true);
-        assert!(kept.headers.contains_key("x_custom"));
+        assert!(kept.contains_key("x_custom"));
         assert!(
-            !kept.headers.contains_key("x_consumer_id"),
+            !kept.contains_key("x_consumer_id"),
             "a gateway-owned name is dropped in any spelling"
         );
     }
@@ -265,29 +274,24 @@ mod tests {
     fn only_a_websocket_upgrade_reaches_the_upstream() {
         let forwarding = Forwarding::new(None, &[]);
         for (protocol, passes) in [("websocket", true), ("WebSocket", true), ("h2c", false)] {
-            let mut req = RequestHeader::build("GET", b"/", None).expect("request");
-            req.append_header("connection", "Upgrade").expect("header");
-            req.append_header("upgrade", protocol).expect("header");
+            let mut req = head(&[("connection", "Upgrade"), ("upgrade", protocol)]);
             forwarding.strip_client_headers(&mut req, false);
-            assert_eq!(req.headers.contains_key("upgrade"), passes, "{protocol}");
-            assert_eq!(req.headers.contains_key("connection"), passes, "{protocol}");
+            assert_eq!(req.contains_key("upgrade"), passes, "{protocol}");
+            assert_eq!(req.contains_key("connection"), passes, "{protocol}");
         }
     }
 
     #[test]
     fn a_connection_header_cannot_remove_the_host_or_the_framing() {
-        let mut req = RequestHeader::build("POST", b"/", None).expect("request");
-        for (k, v) in [
+        let mut req = head(&[
             ("host", "example.test"),
             ("content-length", "3"),
             ("connection", "Host, Content-Length, x-hop"),
             ("x-hop", "1"),
-        ] {
-            req.append_header(k, v).expect("header");
-        }
+        ]);
         Forwarding::new(None, &[]).strip_client_headers(&mut req, false);
-        assert!(req.headers.contains_key("host"));
-        assert!(req.headers.contains_key("content-length"));
-        assert!(!req.headers.contains_key("x-hop"));
+        assert!(req.contains_key("host"));
+        assert!(req.contains_key("content-length"));
+        assert!(!req.contains_key("x-hop"));
     }
 }

@@ -4,8 +4,8 @@
 
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
-use super::forward::{is_websocket, Forwarding, Hop};
-use super::respond;
+use super::forward::{is_websocket, Forwarding, Hop, X_FORWARDED_PROTO};
+use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
 use crate::connection::stream;
@@ -14,7 +14,7 @@ use crate::telemetry::{AccessLine, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
 use crate::vocab::clock::unix_now;
-use crate::vocab::error_body::{self, REQUEST_ID};
+use crate::vocab::error_body::{RequestId, REQUEST_ID};
 use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,7 +31,6 @@ use std::time::Duration;
 
 /// Pooled upstream connections idle longer than this are closed.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
-const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 pub struct Gateway {
     decider: Decider,
@@ -42,8 +41,9 @@ pub struct Gateway {
     telemetry: Arc<Telemetry>,
     /// Set from a graceful upgrade or stop on: answers close their connection.
     draining: Arc<AtomicBool>,
-    /// Some route compresses responses: Pingora's compression module reads
-    /// `Accept-Encoding` on every request, and each request sets its route's level.
+    /// Some route compresses responses: only then is Pingora's compression module
+    /// on (it reads `Accept-Encoding` on every request), and each request sets its
+    /// route's level.
     compression: bool,
 }
 
@@ -119,8 +119,9 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        // Enabled only if some route compresses; each request then sets its level.
-        modules.add_module(ResponseCompressionBuilder::enable(u32::from(self.compression)));
+        if self.compression {
+            modules.add_module(ResponseCompressionBuilder::enable(1));
+        }
     }
 
     fn new_ctx(&self) -> RequestCtx {
@@ -131,8 +132,7 @@ impl ProxyHttp for Gateway {
         ctx.started = Some(std::time::Instant::now());
         stream::head_received();
         self.telemetry.state.inflight.inc();
-        ctx.request_id =
-            error_body::request_id(session.req_header().headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = RequestId::from_request(session.req_header().headers.get(REQUEST_ID));
         // Only where the client keeps the connection: HTTP/1.0 without keep-alive and
         // `Connection: close` stay closed.
         if session.get_keepalive().is_some() {
@@ -141,7 +141,7 @@ impl ProxyHttp for Gateway {
         // Later requests on a kept-alive connection never pass the guard: check them here.
         if let Some(h1) = session.as_downstream().as_http1() {
             if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {
-                respond::send_error(session, problem.status(), &ctx.request_id, &[], true).await?;
+                respond::send_error(session, problem.status(), ctx.request_id.as_str(), &[], true).await?;
                 return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
             }
         }
@@ -158,15 +158,21 @@ impl ProxyHttp for Gateway {
                 ctx.websocket_idle = self
                     .route(ctx)
                     .and_then(|r| r.websocket_idle)
-                    .filter(|_| is_websocket(session.req_header()));
+                    .filter(|_| is_websocket(&session.req_header().headers));
                 let level = self
                     .route(ctx)
                     .and_then(|r| r.compress.as_ref())
                     .map_or(0, |c| c.level);
                 self.compress_at(session, level);
                 let keep_underscores = self.route(ctx).is_some_and(|r| r.allow_underscore_headers);
-                self.forwarding
-                    .strip_client_headers(session.req_header_mut(), keep_underscores);
+                let implied_host = host::implied_host(session.req_header());
+                parts::edit_request(session.req_header_mut(), |req| {
+                    if let Some(host) = implied_host {
+                        req.headers.insert(header::HOST, host);
+                    }
+                    self.forwarding
+                        .strip_client_headers(&mut req.headers, keep_underscores);
+                });
                 Ok(false)
             }
             Verdict::Answer {
@@ -184,7 +190,7 @@ impl ProxyHttp for Gateway {
                     status,
                     content_type,
                     body,
-                    &ctx.request_id,
+                    ctx.request_id.as_str(),
                     &extra,
                     close,
                 )
@@ -323,8 +329,10 @@ impl ProxyHttp for Gateway {
         };
         let host = session.req_header().headers.get(header::HOST).cloned();
         let rules = route.and_then(|r| r.request_headers.as_ref());
-        self.forwarding
-            .rewrite(upstream, ctx, strip, Hop { peer, proto, host }, rules)
+        parts::edit_request(upstream, |upstream| {
+            self.forwarding
+                .rewrite(upstream, ctx, strip, Hop { peer, proto, host }, rules)
+        })
     }
 
     async fn upstream_response_filter(
@@ -356,10 +364,9 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        response.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS
             && !ctx.websocket_open
-            && is_websocket(session.req_header())
+            && is_websocket(&session.req_header().headers)
         {
             ctx.websocket_open = true;
             self.telemetry.state.websockets_open.inc();
@@ -372,12 +379,8 @@ impl ProxyHttp for Gateway {
         if self.keepalive().is_none() {
             session.set_keepalive(None);
         }
-        if let Some(outcome) = &ctx.limit {
-            for (name, value) in ratelimit::headers::headers(&self.decider.limiter, outcome) {
-                response.insert_header(name, value)?;
-            }
-        }
-        if let Some(compress) = self.route(ctx).and_then(|r| r.compress.as_ref()) {
+        let route = self.route(ctx);
+        if let Some(compress) = route.and_then(|r| r.compress.as_ref()) {
             let length = response
                 .headers
                 .get(header::CONTENT_LENGTH)
@@ -387,28 +390,35 @@ impl ProxyHttp for Gateway {
                 self.compress_at(session, 0);
             }
         }
-        if let Some(rules) = self.route(ctx).and_then(|r| r.response_headers.as_ref()) {
-            super::rules::apply(response, rules, &self.forwarding.vars(ctx), false)?;
-        }
-        if self.route(ctx).is_some_and(|r| r.cors.is_some()) {
-            // The route's policy alone decides who may read: the upstream's own CORS
-            // headers (a framework that reflects every origin) never pass.
-            // (Collected only when there are some: most upstreams send none.)
-            let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
-            if response.headers.keys().any(is_cors) {
-                let upstream_cors: Vec<http::HeaderName> =
-                    response.headers.keys().filter(|n| is_cors(n)).cloned().collect();
-                for name in upstream_cors {
-                    response.remove_header(&name);
+        parts::edit_response(response, |response| {
+            let headers = &mut response.headers;
+            headers.insert(REQUEST_ID, ctx.request_id.header());
+            if let Some(outcome) = &ctx.limit {
+                ratelimit::headers::insert(headers, &self.decider.limiter, outcome);
+            }
+            if let Some(rules) = route.and_then(|r| r.response_headers.as_ref()) {
+                super::rules::apply(headers, rules, &self.forwarding.vars(ctx), false);
+            }
+            if route.is_some_and(|r| r.cors.is_some()) {
+                // The route's policy alone decides who may read: the upstream's own CORS
+                // headers (a framework that reflects every origin) never pass.
+                // (Collected only when there are some: most upstreams send none.)
+                let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
+                if headers.keys().any(is_cors) {
+                    let upstream_cors: Vec<http::HeaderName> =
+                        headers.keys().filter(|n| is_cors(n)).cloned().collect();
+                    for name in upstream_cors {
+                        headers.remove(&name);
+                    }
+                }
+                headers.append(header::VARY, respond::VARY_ORIGIN);
+                if let Some((origin, credentials)) = &ctx.cors {
+                    for (name, value) in respond::cors_values(origin, *credentials) {
+                        headers.insert(name, value);
+                    }
                 }
             }
-            response.append_header(header::VARY, respond::VARY_ORIGIN)?;
-            if let Some((origin, credentials)) = &ctx.cors {
-                for (name, value) in respond::cors_values(origin, *credentials) {
-                    response.insert_header(name, value)?;
-                }
-            }
-        }
+        });
         Ok(())
     }
 
@@ -451,7 +461,7 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             self.telemetry.log_access(&AccessLine {
                 time_ms: now_ms,
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.as_str(),
                 route: route.map(|r| r.name.as_str()),
                 method: req.method.as_str(),
                 path: ctx.normalized_path.as_deref().unwrap_or(req.uri.path()),
@@ -489,7 +499,7 @@ impl ProxyHttp for Gateway {
         // Nothing can be written once the response has started or the client is gone.
         if status > 0 && session.response_written().is_none() {
             if ctx.request_id.is_empty() {
-                ctx.request_id = error_body::new_request_id();
+                ctx.request_id = RequestId::new();
             }
             let mut extra: Vec<(&'static str, String)> = ctx
                 .retry_after_s
@@ -499,7 +509,8 @@ impl ProxyHttp for Gateway {
             if let Some((origin, credentials)) = &ctx.cors {
                 extra.extend(respond::cors_headers(origin, *credentials));
             }
-            if let Err(write_err) = respond::send_error(session, status, &ctx.request_id, &extra, true).await
+            if let Err(write_err) =
+                respond::send_error(session, status, ctx.request_id.as_str(), &extra, true).await
             {
                 log::debug!("could not send {status} to the client: {write_err}");
             }

@@ -30,6 +30,15 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<&str>, BadHost> {
     }
 }
 
+/// The Host an absolute-form target without a Host header names (HTTP/1.0 allows
+/// it): the request is forwarded in origin-form, which needs the Host header.
+pub fn implied_host(req: &RequestHeader) -> Option<http::HeaderValue> {
+    if req.headers.contains_key(header::HOST) {
+        return None;
+    }
+    target_authority(req.raw_path()).and_then(|a| http::HeaderValue::from_str(a).ok())
+}
+
 /// The authority of an absolute-form request target, if it is one.
 fn target_authority(target: &[u8]) -> Option<&str> {
     let scheme_end = target.windows(3).position(|w| w == b"://")?;
@@ -138,8 +147,13 @@ mod tests {
         let mut disagreeing = absolute.clone();
         disagreeing.insert_header("host", "other.test").expect("host");
         assert_eq!(request_host(&disagreeing), Err(BadHost));
+        assert_eq!(
+            implied_host(&absolute).as_ref().map(|h| h.as_bytes()),
+            Some(&b"Admin.internal"[..])
+        );
         let mut agreeing = absolute;
         agreeing.insert_header("host", "admin.internal:80").expect("host");
         assert_eq!(request_host(&agreeing), Ok(Some("admin.internal")));
+        assert_eq!(implied_host(&agreeing), None);
     }
 }

@@ -20,7 +20,7 @@ pub async fn send(
     extra: &[(&'static str, String)],
     close: bool,
 ) -> pingora_error::Result<()> {
-    let mut header = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut header = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     // 204 carries neither (RFC 9110 §8.6).
     if status != 204 {
         header.insert_header(http::header::CONTENT_TYPE, content_type)?;

@@ -3,63 +3,188 @@
 //! per policy that applied), the legacy `X-RateLimit-*` trio, and `Retry-After` on 429s.
 
 use super::{Outcome, RateLimiter};
-use std::fmt::Write;
+use crate::config::Bucket;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::OnceLock;
 
 /// Policy name of a route's global window in the headers.
 const GLOBAL_POLICY: &str = "global";
+/// The longest policy list the headers carry: four items of a name (at most 64
+/// bytes, a tier, route or the fixed names) and two numbers each.
+const LIST_CAPACITY: usize = 4 * (64 + 48);
 
-pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, String)> {
-    let mut policy = String::with_capacity(64);
-    let mut state = String::with_capacity(64);
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// A structured-field list written on the stack, then copied once into its value.
+struct List {
+    buf: [u8; LIST_CAPACITY],
+    len: usize,
+}
+
+impl List {
+    fn new() -> Self {
+        List {
+            buf: [0; LIST_CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn item(&mut self, name: &str, first: (u8, u64), second: (u8, u64)) {
+        let mut first_num = itoa::Buffer::new();
+        let mut second_num = itoa::Buffer::new();
+        let sep: &[u8] = if self.len == 0 { b"" } else { b", " };
+        let parts: [&[u8]; 9] = [
+            sep,
+            b"\"",
+            name.as_bytes(),
+            b"\";",
+            &[first.0, b'='],
+            first_num.format(first.1).as_bytes(),
+            b";",
+            &[second.0, b'='],
+            second_num.format(second.1).as_bytes(),
+        ];
+        for part in parts {
+            // A full buffer truncates the list; the names are bounded so that it never is.
+            let n = part.len().min(LIST_CAPACITY - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&part[..n]);
+            self.len += n;
+        }
+    }
+
+    fn value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(&self.buf[..self.len]).ok()
+    }
+
+    /// The list as a value that lives as long as the process.
+    fn leaked(&self) -> Option<HeaderValue> {
+        let text: &'static [u8] = Box::leak(self.buf[..self.len].into());
+        HeaderValue::from_maybe_shared(Bytes::from_static(text)).ok()
+    }
+}
+
+/// A static value: cloning it touches no reference count, so workers share
+/// nothing when they send it. Built once per process (limits change with a new
+/// process, through a graceful upgrade), so what is leaked is bounded.
+fn leaked_number(n: u64) -> HeaderValue {
+    let text: &'static [u8] = Box::leak(itoa::Buffer::new().format(n).as_bytes().into());
+    HeaderValue::from_maybe_shared(Bytes::from_static(text)).expect("digits are a header value")
+}
+
+/// Numbers below this are sent from a table: remaining requests and seconds
+/// to wait are mostly small.
+const SMALL_NUMBERS: u64 = 1024;
+
+fn number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    if n >= SMALL_NUMBERS {
+        return HeaderValue::from(n);
+    }
+    TABLE.get_or_init(|| (0..SMALL_NUMBERS).map(leaked_number).collect())[n as usize].clone()
+}
+
+/// A bucket policy's `RateLimit-Policy` item and its limit, built once at load:
+/// a response under that policy alone (the common case) sends them as they are.
+pub struct PolicyValues {
+    policy: HeaderValue,
+    limit: HeaderValue,
+}
+
+impl PolicyValues {
+    pub fn new(name: &str, bucket: Bucket) -> Option<Self> {
+        let mut list = List::new();
+        list.item(name, (b'q', bucket.burst as u64), (b'w', bucket.window_s()));
+        Some(PolicyValues {
+            policy: list.leaked()?,
+            limit: leaked_number(bucket.burst as u64),
+        })
+    }
+}
+
+/// The headers of a decision, in the order they are sent.
+fn values(limiter: &RateLimiter, outcome: &Outcome) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let mut policy = List::new();
+    let mut state = List::new();
     let mut legacy = None;
-    for (i, bucket_outcome) in [&outcome.local, &outcome.route].into_iter().flatten().enumerate() {
+    for bucket_outcome in [&outcome.local, &outcome.route].into_iter().flatten() {
         let name = limiter.policy_name(bucket_outcome.policy);
         let (bucket, d) = (bucket_outcome.bucket, bucket_outcome.decision);
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(
-            policy,
-            "{sep}\"{name}\";q={};w={}",
-            bucket.burst as u64,
-            bucket.window_s()
-        );
-        let _ = write!(state, "{sep}\"{name}\";r={};t={}", d.remaining, d.full_in_s);
+        policy.item(name, (b'q', bucket.burst as u64), (b'w', bucket.window_s()));
+        state.item(name, (b'r', d.remaining), (b't', d.full_in_s));
         // The legacy trio speaks of the tightest bucket: the one that refused, or the last.
         if legacy.is_none() || outcome.refused != Some(super::Scope::Local) {
             legacy = Some((bucket.burst as u64, d.remaining, d.full_in_s));
         }
     }
     if let Some(g) = &outcome.global {
-        let sep = if policy.is_empty() { "" } else { ", " };
-        let _ = write!(policy, "{sep}\"{GLOBAL_POLICY}\";q={};w={}", g.limit, g.window_s);
-        let _ = write!(
-            state,
-            "{sep}\"{GLOBAL_POLICY}\";r={};t={}",
-            g.remaining, g.reset_s
-        );
+        policy.item(GLOBAL_POLICY, (b'q', g.limit), (b'w', g.window_s));
+        state.item(GLOBAL_POLICY, (b'r', g.remaining), (b't', g.reset_s));
         if legacy.is_none() || outcome.refused == Some(super::Scope::Global) {
             legacy = Some((g.limit, g.remaining, g.reset_s));
         }
     }
     if let Some(q) = &outcome.quota {
-        let sep = if policy.is_empty() { "" } else { ", " };
-        let _ = write!(policy, "{sep}\"quota\";q={};w={}", q.limit, q.period_s);
-        let _ = write!(state, "{sep}\"quota\";r={};t={}", q.remaining, q.reset_s);
+        policy.item("quota", (b'q', q.limit), (b'w', q.period_s));
+        state.item("quota", (b'r', q.remaining), (b't', q.reset_s));
         if legacy.is_none() || outcome.refused == Some(super::Scope::Quota) {
             legacy = Some((q.limit, q.remaining, q.reset_s));
         }
     }
-    let mut out = Vec::with_capacity(6);
-    if let Some((limit, remaining, reset)) = legacy {
-        out.push(("ratelimit-policy", policy));
-        out.push(("ratelimit", state));
-        out.push(("x-ratelimit-limit", limit.to_string()));
-        out.push(("x-ratelimit-remaining", remaining.to_string()));
-        out.push(("x-ratelimit-reset", reset.to_string()));
+    let alone = outcome.route.is_none() && outcome.global.is_none() && outcome.quota.is_none();
+    let prebuilt = outcome
+        .local
+        .filter(|_| alone)
+        .and_then(|l| limiter.policy_values(l.policy))
+        .map(|p| (p.policy.clone(), p.limit.clone()));
+    let legacy = legacy.into_iter().flat_map(move |(limit, remaining, reset)| {
+        let (policy, limit) = match prebuilt.clone() {
+            Some((policy, limit)) => (Some(policy), limit),
+            None => (policy.value(), number(limit)),
+        };
+        [
+            policy.map(|v| (RATELIMIT_POLICY, v)),
+            state.value().map(|v| (RATELIMIT, v)),
+            Some((X_RATELIMIT_LIMIT, limit)),
+            Some((X_RATELIMIT_REMAINING, number(remaining))),
+            Some((X_RATELIMIT_RESET, number(reset))),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    let retry = outcome
+        .refused
+        .map(|_| (http::header::RETRY_AFTER, number(outcome.retry_after_s.max(1))));
+    legacy.chain(retry)
+}
+
+/// Adds a proxied response's rate-limit headers.
+pub fn insert(headers: &mut HeaderMap, limiter: &RateLimiter, outcome: &Outcome) {
+    for (name, value) in values(limiter, outcome) {
+        headers.insert(name, value);
     }
-    if outcome.refused.is_some() {
-        out.push(("retry-after", outcome.retry_after_s.max(1).to_string()));
-    }
-    out
+}
+
+/// The same headers, for an answer the gateway makes itself.
+pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, String)> {
+    const NAMES: [&str; 6] = [
+        "ratelimit-policy",
+        "ratelimit",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "retry-after",
+    ];
+    values(limiter, outcome)
+        .filter_map(|(name, value)| {
+            let name = NAMES.into_iter().find(|n| name == *n)?;
+            Some((name, value.to_str().ok()?.to_string()))
+        })
+        .collect()
 }
 
 /// The 429 body: the gateway's JSON error fields plus `scope` and `retry_after_s`.

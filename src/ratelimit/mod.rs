@@ -100,6 +100,8 @@ pub struct RateLimiter {
     pub local: LocalLimiter,
     tiers: Vec<Tier>,
     anonymous: Option<Bucket>,
+    /// The response header values of each tier's bucket, then the anonymous one's.
+    policy_values: Vec<Option<headers::PolicyValues>>,
     /// Indexed like the route table; `None` for routes without a global limit.
     globals: Vec<Option<Arc<GlobalWindow>>>,
     /// `None` in single-instance mode (no Redis).
@@ -119,8 +121,14 @@ impl RateLimiter {
         globals: Vec<Option<Arc<GlobalWindow>>>,
         on_unavailable: Option<OnUnavailable>,
     ) -> Self {
+        let policy_values = tiers
+            .iter()
+            .map(|t| headers::PolicyValues::new(&t.name, t.bucket))
+            .chain([anonymous.and_then(|b| headers::PolicyValues::new("anonymous", b))])
+            .collect();
         RateLimiter {
             local: LocalLimiter::new(MAX_BUCKETS),
+            policy_values,
             tiers,
             anonymous,
             globals,
@@ -177,6 +185,16 @@ impl RateLimiter {
             Policy::Anonymous => "anonymous",
             Policy::Route(route) => self.route_name(route),
         }
+    }
+
+    /// The prebuilt header values of a tier's or the anonymous bucket.
+    pub fn policy_values(&self, policy: Policy) -> Option<&headers::PolicyValues> {
+        let i = match policy {
+            Policy::Tier(t) => t,
+            Policy::Anonymous => self.tiers.len(),
+            Policy::Route(_) => return None,
+        };
+        self.policy_values.get(i)?.as_ref()
     }
 
     pub fn globals(&self) -> impl Iterator<Item = &Arc<GlobalWindow>> {

@@ -3,21 +3,51 @@
 //! every response carries.
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// A new request id: 128 random bits in hex.
-pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+/// A request's id, kept as the header value it is sent as (upstream and to the
+/// client); empty until the request head is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(HeaderValue);
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static(""))
+    }
 }
 
-/// The caller's X-Request-Id if it is short and plain (safe in logs and headers),
-/// else a new one.
-pub fn request_id(sent: Option<&[u8]>) -> String {
-    match sent {
-        Some(v) if sane_request_id(v) => String::from_utf8_lossy(v).into_owned(),
-        _ => new_request_id(),
+impl RequestId {
+    /// A new request id: 128 random bits in hex.
+    pub fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = fastrand::u128(..);
+        let text: [u8; 32] = std::array::from_fn(|i| HEX[(bits >> (124 - 4 * i)) as usize & 0xf]);
+        RequestId(HeaderValue::from_bytes(&text).expect("hex is a header value"))
+    }
+
+    /// The caller's X-Request-Id if it is short and plain (safe in logs and
+    /// headers, and sent on as it came), else a new one.
+    pub fn from_request(sent: Option<&HeaderValue>) -> Self {
+        match sent {
+            Some(v) if sane_request_id(v.as_bytes()) => RequestId(v.clone()),
+            _ => RequestId::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The id as text: a sane one always is.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
     }
 }
 
@@ -85,12 +115,17 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        assert_eq!(request_id(Some(b"abc-123_x.y:z")), "abc-123_x.y:z");
+        let sent = |v: &[u8]| HeaderValue::from_bytes(v).expect("value");
+        let from = |v: &[u8]| RequestId::from_request(Some(&sent(v)));
+        assert_eq!(from(b"abc-123_x.y:z").as_str(), "abc-123_x.y:z");
         for bad in [&b""[..], b"has space", &[b'a'; 129]] {
-            let id = request_id(Some(bad));
-            assert_eq!(id.len(), 32, "{bad:?} was kept");
-            assert!(sane_request_id(id.as_bytes()));
+            let id = from(bad);
+            assert_eq!(id.as_str().len(), 32, "{bad:?} was kept");
+            assert!(sane_request_id(id.as_str().as_bytes()));
         }
-        assert_eq!(request_id(None).len(), 32);
+        assert_eq!(RequestId::from_request(None).as_str().len(), 32);
+        assert_ne!(RequestId::new(), RequestId::new());
+        assert!(RequestId::new().as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(RequestId::default().is_empty());
     }
 }
