@@ -11,11 +11,20 @@
 //! most one request per peer per sync, plus what the others admit in one sync
 //! interval when the load is very uneven.
 //!
-//! State is one small mutex per route (a few arithmetic operations under it, no
-//! allocation, no I/O); routes never share one.
+//! State is a few atomics per route, and no lock: three window slots (window index
+//! % 3), each tagged with the window it counts and reset by the first request of a
+//! newer one (requests arriving during that reset wait out its two stores). A
+//! request reads the current and previous slots and takes its cost by
+//! compare-and-swap on this instance's current count, so racing workers never
+//! admit past the limit. Routes never share one.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Window slots: the current and previous windows, and one a late request or the
+/// sync may still be reading while the next window begins.
+const SLOTS: u64 = 3;
+/// A slot's window tag while one thread resets it for a newer window.
+const RESETTING: u64 = u64::MAX;
 
 /// What this instance knows of the rest of the cluster when it decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,43 +58,66 @@ pub struct GlobalDecision {
     pub window_s: u64,
 }
 
+/// One window's counts. The request path writes `window`, `mine` and `unpushed`;
+/// the sync task writes `synced`, `pushed` and `others`.
 #[derive(Default)]
-struct Counts {
-    /// Window index (unix time / window length) these counts belong to.
-    window: u64,
-    mine_cur: u64,
-    mine_prev: u64,
-    /// Other instances' counts, as of the last sync.
-    others_cur: u64,
-    others_prev: u64,
-    /// This instance's counts not yet in Redis, by window. Kept through an outage
-    /// and pushed when Redis returns; windows too old to matter are dropped.
-    unpushed: BTreeMap<u64, u64>,
-    /// What this instance has pushed, per window, to tell its share from the total.
-    pushed_cur: u64,
-    pushed_prev: u64,
+struct Slot {
+    /// The window `mine` and `unpushed` count in, or `RESETTING`.
+    window: AtomicU64,
+    /// This instance's admissions in the window.
+    mine: AtomicU64,
+    /// Those not yet drained for a sync. Kept through an outage (a failed sync
+    /// gives them back) and pushed when Redis returns, while the window matters.
+    unpushed: AtomicU64,
+    /// The window `pushed` and `others` belong to.
+    synced: AtomicU64,
+    /// What this instance has pushed for the window, to tell its share from the total.
+    pushed: AtomicU64,
+    /// Other instances' count for the window, as of the last sync.
+    others: AtomicU64,
 }
 
-impl Counts {
-    fn roll(&mut self, window: u64) {
-        if window == self.window {
-            return;
+impl Slot {
+    /// The window held, once a reset under way (two stores) is done.
+    fn held(&self) -> u64 {
+        let mut spins = 0;
+        loop {
+            let window = self.window.load(Ordering::Acquire);
+            if window != RESETTING {
+                return window;
+            }
+            backoff(&mut spins);
         }
-        let (cur, others, pushed) = if window == self.window + 1 {
-            (self.mine_cur, self.others_cur, self.pushed_cur)
+    }
+
+    /// This instance's count in `window`; 0 if the slot holds another.
+    fn mine_in(&self, window: u64) -> u64 {
+        if self.held() == window {
+            self.mine.load(Ordering::Relaxed)
         } else {
-            (0, 0, 0)
-        };
-        if window > self.window {
-            self.mine_prev = cur;
-            self.others_prev = others;
-            self.pushed_prev = pushed;
-            self.mine_cur = 0;
-            self.others_cur = 0;
-            self.pushed_cur = 0;
-            self.window = window;
-            self.unpushed.retain(|w, _| *w + 1 >= window);
+            0
         }
+    }
+
+    /// (others, pushed) for `window` as of the last sync; zeros if none.
+    fn synced_in(&self, window: u64) -> (u64, u64) {
+        if self.synced.load(Ordering::Acquire) != window {
+            return (0, 0);
+        }
+        // `install` stores others before pushed: a read racing it sees the new
+        // pushed only with the new others, and may see the new others with the old
+        // pushed, which only overstates the count.
+        let pushed = self.pushed.load(Ordering::Acquire);
+        (self.others.load(Ordering::Relaxed), pushed)
+    }
+}
+
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -93,7 +125,9 @@ pub struct GlobalWindow {
     pub route: String,
     pub limit: u64,
     pub window_ms: u64,
-    counts: Mutex<Counts>,
+    /// The newest window a request or a sync has seen.
+    newest: AtomicU64,
+    slots: [Slot; SLOTS as usize],
 }
 
 /// One sync's worth of work for a route: counts to push, by window.
@@ -101,99 +135,186 @@ pub struct Drained {
     pub deltas: Vec<(u64, u64)>,
 }
 
+// Races between the sync task (drain, restore, install) and requests: a count
+// taken while a drain runs is either in it or left for the next one, and a slot
+// reset racing a drain or restore can at worst carry counts of a window too old to
+// matter into the newer one. A count of the current or previous window is never
+// lost, nor pushed twice.
 impl GlobalWindow {
     pub fn new(route: String, limit: u64, window_ms: u64) -> Self {
         GlobalWindow {
             route,
             limit,
             window_ms,
-            counts: Mutex::new(Counts::default()),
+            newest: AtomicU64::new(0),
+            slots: Default::default(),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn window_of(&self, now_ms: u64) -> u64 {
         now_ms / self.window_ms
     }
 
+    fn slot(&self, window: u64) -> &Slot {
+        &self.slots[(window % SLOTS) as usize]
+    }
+
+    /// The slot counting `window`, reset for it if it still holds an older one;
+    /// `None` if it already holds a newer one.
+    fn claim(&self, window: u64) -> Option<&Slot> {
+        let slot = self.slot(window);
+        let mut spins = 0;
+        loop {
+            let held = slot.window.load(Ordering::Acquire);
+            if held == window {
+                return Some(slot);
+            }
+            if held == RESETTING {
+                backoff(&mut spins);
+                continue;
+            }
+            if held > window {
+                return None;
+            }
+            // Three windows back or older: its counts no longer matter.
+            if slot
+                .window
+                .compare_exchange(held, RESETTING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                slot.mine.store(0, Ordering::Relaxed);
+                slot.unpushed.store(0, Ordering::Relaxed);
+                slot.window.store(window, Ordering::Release);
+                return Some(slot);
+            }
+        }
+    }
+
     /// The hot-path decision, from what `view` says this instance can know.
     pub fn try_take(&self, cost: u64, now_ms: u64, view: ClusterView) -> GlobalDecision {
-        let window = self.window_of(now_ms);
-        let elapsed = (now_ms % self.window_ms) as f64 / self.window_ms as f64;
-        let mut c = self.lock();
-        c.roll(window);
-        let (limit, prev, cur) = match view {
-            ClusterView::LocalShare { instances } => {
-                ((self.limit / instances.max(1)).max(1), c.mine_prev, c.mine_cur)
+        let mut window = self.window_of(now_ms);
+        let mut into_ms = now_ms % self.window_ms;
+        let cur = loop {
+            let newest = self.newest.load(Ordering::Relaxed);
+            if window < newest {
+                // Late (a worker paused across a boundary): it counts in the newest
+                // window, with the whole of the previous one.
+                window = newest;
+                into_ms = 0;
+            } else if window > newest {
+                self.newest.fetch_max(window, Ordering::Relaxed);
             }
-            ClusterView::Alone | ClusterView::Synced { .. } => {
-                let unseen = c.mine_cur.saturating_sub(c.pushed_cur);
-                (
-                    self.limit,
-                    c.mine_prev + c.others_prev,
-                    c.others_cur + c.pushed_cur + unseen * view.instances(),
-                )
+            if let Some(slot) = self.claim(window) {
+                break slot;
             }
         };
-        let estimate = prev as f64 * (1.0 - elapsed) + cur as f64;
-        let allowed = estimate + cost as f64 <= limit as f64;
+        let elapsed = into_ms as f64 / self.window_ms as f64;
+        let (mine_prev, others_prev) = match window.checked_sub(1) {
+            Some(p) => (self.slot(p).mine_in(p), self.slot(p).synced_in(p).0),
+            None => (0, 0),
+        };
+        let (others_cur, pushed_cur) = cur.synced_in(window);
+        let (limit, prev) = match view {
+            ClusterView::LocalShare { instances } => ((self.limit / instances.max(1)).max(1), mine_prev),
+            ClusterView::Alone | ClusterView::Synced { .. } => (self.limit, mine_prev + others_prev),
+        };
+        let estimate_at = |mine_cur: u64| {
+            let cur = match view {
+                ClusterView::LocalShare { .. } => mine_cur,
+                ClusterView::Alone | ClusterView::Synced { .. } => {
+                    let unseen = mine_cur.saturating_sub(pushed_cur);
+                    others_cur + pushed_cur + unseen * view.instances()
+                }
+            };
+            prev as f64 * (1.0 - elapsed) + cur as f64
+        };
+        // Decided on the count it replaces: a worker that raced ahead makes the
+        // exchange fail, and the decision is made again on the new count.
+        let mut mine = cur.mine.load(Ordering::Relaxed);
+        let (allowed, estimate) = loop {
+            let estimate = estimate_at(mine);
+            if estimate + cost as f64 > limit as f64 {
+                break (false, estimate);
+            }
+            match cur
+                .mine
+                .compare_exchange_weak(mine, mine + cost, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break (true, estimate),
+                Err(now) => mine = now,
+            }
+        };
         if allowed {
-            c.mine_cur += cost;
-            *c.unpushed.entry(window).or_default() += cost;
+            cur.unpushed.fetch_add(cost, Ordering::Release);
         }
         let used = estimate + if allowed { cost as f64 } else { 0.0 };
         GlobalDecision {
             allowed,
             limit,
             remaining: (limit as f64 - used).max(0.0) as u64,
-            reset_s: (self.window_ms - now_ms % self.window_ms).div_ceil(1000),
+            reset_s: (self.window_ms - into_ms).div_ceil(1000),
             window_s: self.window_ms.div_ceil(1000),
         }
     }
 
     /// Takes the unpushed counts for a sync. On failure they go back with `restore`.
     pub fn drain(&self) -> Drained {
-        let mut c = self.lock();
-        Drained {
-            deltas: std::mem::take(&mut c.unpushed).into_iter().collect(),
+        let newest = self.newest.load(Ordering::Relaxed);
+        let mut deltas = Vec::new();
+        for slot in &self.slots {
+            let n = slot.unpushed.swap(0, Ordering::Acquire);
+            // Read after the swap: if the slot was reset meanwhile, `n` may hold
+            // the newer window's counts, and is pushed under it.
+            let window = slot.held();
+            if n > 0 && window + 1 >= newest {
+                deltas.push((window, n));
+            }
         }
+        deltas.sort_unstable();
+        Drained { deltas }
     }
 
     pub fn restore(&self, drained: Drained) {
-        let mut c = self.lock();
-        let oldest_useful = c.window.saturating_sub(1);
-        for (w, n) in drained.deltas {
-            if w >= oldest_useful {
-                *c.unpushed.entry(w).or_default() += n;
+        let newest = self.newest.load(Ordering::Relaxed);
+        for (window, n) in drained.deltas {
+            let slot = self.slot(window);
+            if window + 1 >= newest && slot.held() == window {
+                slot.unpushed.fetch_add(n, Ordering::Release);
             }
         }
     }
 
     /// After a successful push: the cluster totals of `window` and the one before.
     pub fn install(&self, pushed: &Drained, window: u64, total_cur: u64, total_prev: u64) {
-        let mut c = self.lock();
-        c.roll(window);
-        if c.window != window {
+        if self.newest.fetch_max(window, Ordering::Relaxed) > window {
             return; // time moved on during the sync; the next one catches up
         }
-        for (w, n) in &pushed.deltas {
-            if *w == window {
-                c.pushed_cur += n;
-            } else if *w + 1 == window {
-                c.pushed_prev += n;
+        let set = |w: u64, total: u64| {
+            let slot = self.slot(w);
+            let mut mine: u64 = pushed
+                .deltas
+                .iter()
+                .filter(|(d, _)| *d == w)
+                .map(|(_, n)| n)
+                .sum();
+            if slot.synced.load(Ordering::Relaxed) == w {
+                mine += slot.pushed.load(Ordering::Relaxed);
             }
+            slot.others.store(total.saturating_sub(mine), Ordering::Relaxed);
+            slot.pushed.store(mine, Ordering::Release);
+            slot.synced.store(w, Ordering::Release);
+        };
+        set(window, total_cur);
+        if let Some(prev) = window.checked_sub(1) {
+            set(prev, total_prev);
         }
-        c.others_cur = total_cur.saturating_sub(c.pushed_cur);
-        c.others_prev = total_prev.saturating_sub(c.pushed_prev);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn a_single_instance_window_admits_the_limit() {
@@ -286,5 +407,66 @@ mod tests {
             })
             .count();
         assert_eq!(admitted, 30);
+    }
+
+    #[test]
+    fn workers_racing_on_one_window_never_admit_past_the_limit() {
+        let g = GlobalWindow::new("r".into(), 1000, 1000);
+        let admitted = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..2_500 {
+                        if g.try_take(1, 10_000, ClusterView::Alone).allowed {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.into_inner(), 1000);
+    }
+
+    #[test]
+    fn counts_taken_while_syncs_drain_are_drained_exactly_once() {
+        let g = GlobalWindow::new("r".into(), 1_000_000, 1000);
+        let admitted = AtomicU64::new(0);
+        let done = AtomicBool::new(false);
+        let mut drained = 0;
+        std::thread::scope(|s| {
+            let takers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        // Two windows: the second one's first takes reset a slot
+                        // while drains run.
+                        for i in 0..20_000u64 {
+                            let now = if i < 10_000 { 10_000 } else { 11_000 } + i % 1000;
+                            if g.try_take(1, now, ClusterView::Alone).allowed {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            s.spawn(|| {
+                for t in takers {
+                    t.join().expect("taker");
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut fail = false;
+            while !done.load(Ordering::Acquire) {
+                let d = g.drain();
+                fail = !fail;
+                if fail {
+                    g.restore(d); // a failed sync: pushed by a later one
+                } else {
+                    drained += d.deltas.iter().map(|(_, n)| n).sum::<u64>();
+                }
+            }
+        });
+        drained += g.drain().deltas.iter().map(|(_, n)| n).sum::<u64>();
+        assert_eq!(drained, admitted.into_inner());
+        assert_eq!(drained, 60_000);
     }
 }
