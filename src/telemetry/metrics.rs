@@ -1,7 +1,8 @@
 //! The Prometheus side: every series the gateway exports, built and registered
 //! here, and the text exposition. The per-request series are resolved to their
-//! children once (per route and upstream) or on first use (per route, method and
-//! status), so recording a request takes no registry lock and hashes no labels.
+//! children once (per route and upstream, per route and limit scope or auth
+//! failure reason) or on first use (per route, method and status), so recording a
+//! request takes no registry lock and hashes no labels.
 
 use super::RequestRecord;
 use prometheus::core::Collector;
@@ -30,6 +31,71 @@ fn method_index(method: &http::Method) -> usize {
         .iter()
         .position(|m| *m == method.as_str())
         .unwrap_or(METHODS.len() - 1)
+}
+
+/// `floodgate_ratelimited_total`'s scopes (`ratelimit::Scope::as_str`).
+const SCOPES: [&str; 4] = ["local", "route", "global", "quota"];
+/// `floodgate_auth_failures_total`'s reasons (`auth::Failure::reason`).
+const REASONS: [&str; 21] = [
+    "missing",
+    "ambiguous_credentials",
+    "unsupported_scheme",
+    "malformed",
+    "too_large",
+    "alg_none",
+    "alg_mismatch",
+    "crit_header",
+    "unknown_kid",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "issued_in_future",
+    "duplicate_key",
+    "missing_exp",
+    "wrong_issuer",
+    "wrong_audience",
+    "bad_claims",
+    "unknown_tier",
+    "unknown_api_key",
+    "tier_forbidden",
+];
+
+/// A counter by route and one more label from a fixed set, every child resolved
+/// at start (so each shows from the first scrape, at 0). A value outside the set
+/// is still counted, through the vector.
+struct FixedLabelCounters {
+    vec: IntCounterVec,
+    values: &'static [&'static str],
+    /// (route slot × values + value) → counter.
+    children: Box<[IntCounter]>,
+}
+
+impl FixedLabelCounters {
+    /// `routes`: the route labels by slot.
+    fn new(vec: IntCounterVec, values: &'static [&'static str], routes: &[&str]) -> Self {
+        let children = routes
+            .iter()
+            .flat_map(|r| values.iter().map(move |v| [*r, *v]))
+            .map(|labels| vec.with_label_values(&labels))
+            .collect();
+        FixedLabelCounters {
+            vec,
+            values,
+            children,
+        }
+    }
+
+    fn inc(&self, route_slot: usize, route: &str, value: &str) {
+        let child = self
+            .values
+            .iter()
+            .position(|v| *v == value)
+            .and_then(|i| self.children.get(route_slot * self.values.len() + i));
+        match child {
+            Some(c) => c.inc(),
+            None => self.vec.with_label_values(&[route, value]).inc(),
+        }
+    }
 }
 
 /// One route × method's counters, indexed by status − 100.
@@ -129,8 +195,8 @@ pub(super) struct Metrics {
     /// For requests that matched no route.
     unrouted_duration: Histogram,
     upstream_duration: Vec<Histogram>,
-    ratelimited: IntCounterVec,
-    auth_failures: IntCounterVec,
+    ratelimited: FixedLabelCounters,
+    auth_failures: FixedLabelCounters,
     /// WebSocket sessions that ended, and how long they lasted, by route: kept out
     /// of the request histograms, whose percentiles hours-long sessions would skew.
     websocket_sessions: Vec<IntCounter>,
@@ -240,6 +306,9 @@ impl Metrics {
             .collect();
         // Routes take slots 0..n; requests that matched none take slot n.
         let requests = RequestCounters::new(requests, route_names.len() + 1);
+        let route_labels: Vec<&str> = route_names.iter().map(String::as_str).chain(["none"]).collect();
+        let ratelimited = FixedLabelCounters::new(ratelimited, &SCOPES, &route_labels);
+        let auth_failures = FixedLabelCounters::new(auth_failures, &REASONS, &route_labels);
         Ok(Metrics {
             registry,
             route_names,
@@ -288,10 +357,10 @@ impl Metrics {
             }
         }
         if let Some(scope) = r.limited {
-            self.ratelimited.with_label_values(&[route, scope]).inc();
+            self.ratelimited.inc(route_slot, route, scope);
         }
         if let Some(reason) = r.auth_failure {
-            self.auth_failures.with_label_values(&[route, reason]).inc();
+            self.auth_failures.inc(route_slot, route, reason);
         }
     }
 
@@ -482,5 +551,89 @@ mod tests {
             method_index(&http::Method::from_bytes(b"BREW").expect("method")),
             9
         );
+    }
+
+    #[test]
+    fn fixed_labels_are_resolved_per_route_and_others_still_counted() {
+        let vec = IntCounterVec::new(Opts::new("t", "t"), &["route", "scope"]).expect("vec");
+        let counters = FixedLabelCounters::new(vec.clone(), &SCOPES, &["a", "b", "none"]);
+        assert_eq!(
+            vec.with_label_values(&["none", "quota"]).get(),
+            0,
+            "resolved at start"
+        );
+        counters.inc(1, "b", "global");
+        counters.inc(2, "none", "local");
+        counters.inc(0, "a", "unheard_of");
+        counters.inc(7, "none", "route");
+        assert_eq!(vec.with_label_values(&["b", "global"]).get(), 1);
+        assert_eq!(vec.with_label_values(&["a", "global"]).get(), 0);
+        assert_eq!(vec.with_label_values(&["none", "local"]).get(), 1);
+        assert_eq!(vec.with_label_values(&["a", "unheard_of"]).get(), 1);
+        assert_eq!(vec.with_label_values(&["none", "route"]).get(), 1);
+    }
+
+    #[test]
+    fn every_scope_and_reason_is_in_its_fixed_set() {
+        use crate::auth::Failure;
+        use crate::ratelimit::Scope;
+        for s in [Scope::Local, Scope::Route, Scope::Global, Scope::Quota] {
+            // A new scope stops this compiling until it is listed above.
+            match s {
+                Scope::Local | Scope::Route | Scope::Global | Scope::Quota => {}
+            }
+            assert!(SCOPES.contains(&s.as_str()), "{s:?}");
+        }
+        let failures = [
+            Failure::Missing,
+            Failure::AmbiguousCredentials,
+            Failure::UnsupportedScheme,
+            Failure::Malformed,
+            Failure::TooLarge,
+            Failure::AlgNone,
+            Failure::AlgMismatch,
+            Failure::CritHeader,
+            Failure::UnknownKid,
+            Failure::BadSignature,
+            Failure::Expired,
+            Failure::NotYetValid,
+            Failure::IssuedInFuture,
+            Failure::DuplicateKey,
+            Failure::MissingExp,
+            Failure::WrongIssuer,
+            Failure::WrongAudience,
+            Failure::BadClaims,
+            Failure::UnknownTier,
+            Failure::UnknownApiKey,
+            Failure::TierForbidden,
+        ];
+        for f in failures {
+            // A new reason stops this compiling until it is listed above.
+            match f {
+                Failure::Missing
+                | Failure::AmbiguousCredentials
+                | Failure::UnsupportedScheme
+                | Failure::Malformed
+                | Failure::TooLarge
+                | Failure::AlgNone
+                | Failure::AlgMismatch
+                | Failure::CritHeader
+                | Failure::UnknownKid
+                | Failure::BadSignature
+                | Failure::Expired
+                | Failure::NotYetValid
+                | Failure::IssuedInFuture
+                | Failure::DuplicateKey
+                | Failure::MissingExp
+                | Failure::WrongIssuer
+                | Failure::WrongAudience
+                | Failure::BadClaims
+                | Failure::UnknownTier
+                | Failure::UnknownApiKey
+                | Failure::TierForbidden => {}
+            }
+            assert!(REASONS.contains(&f.reason()), "{f:?}");
+        }
+        assert_eq!(REASONS.len(), failures.len());
     }
 }
