@@ -85,18 +85,20 @@ impl Forwarding {
         // Only a WebSocket upgrade is passed on: an `Upgrade: h2c` the upstream accepted
         // would let the client talk to it past the gateway's checks.
         let upgrade = is_websocket(headers);
+        let has_connection = headers.contains_key(header::CONNECTION);
         let nominated = |name: &HeaderName| {
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|token| {
-                    let token = token.trim();
-                    token.eq_ignore_ascii_case(name.as_str())
-                        && !token.eq_ignore_ascii_case("upgrade")
-                        && !NOT_HOP_BY_HOP.iter().any(|n| token.eq_ignore_ascii_case(n))
-                })
+            has_connection
+                && headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .any(|token| {
+                        let token = token.trim();
+                        token.eq_ignore_ascii_case(name.as_str())
+                            && !token.eq_ignore_ascii_case("upgrade")
+                            && !NOT_HOP_BY_HOP.iter().any(|n| token.eq_ignore_ascii_case(n))
+                    })
         };
         let doomed = |name: &HeaderName| {
             // A protocol upgrade (WebSocket) needs Connection and Upgrade to reach the upstream.
@@ -108,7 +110,7 @@ impl Forwarding {
                 // the gateway owns (`X_Consumer_Id`, `X_Real_IP`) is never forwarded.
                 || (name.as_str().contains('_')
                     && (!keep_underscores || self.owns(&name.as_str().replace('_', "-"))))
-                || (headers.contains_key(header::CONNECTION) && nominated(name))
+                || nominated(name)
         };
         let gone: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
         for name in gone {
@@ -154,6 +156,8 @@ impl Forwarding {
         }
 
         let headers = &mut upstream.headers;
+        // Room for what is added below at once, not a regrowth halfway.
+        headers.reserve(8 + ctx.identity.as_ref().map_or(0, |i| i.headers.len()));
         // The peer is the client unless a trusted proxy forwarded for it.
         let peer_text = peer.map(client_addr::text);
         if let Some(ip) = &peer_text {

@@ -116,7 +116,9 @@ impl Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    /// Boxed: Pingora copies each request's whole future into a box, and the
+    /// context is part of it unless it is a pointer.
+    type CTX = Box<RequestCtx>;
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         if self.compression {
@@ -124,11 +126,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::default()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
         stream::head_received();
         self.telemetry.state.inflight.inc();
@@ -148,7 +150,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<bool> {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         match self
             .decider
@@ -205,7 +207,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
@@ -217,7 +219,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<Box<HttpPeer>> {
         let Some(upstream) = self.route(ctx).and_then(|r| r.upstream()) else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a proxy route");
         };
@@ -272,7 +274,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(target) = ctx.target {
@@ -292,7 +294,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
@@ -310,7 +312,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         let route = self.route(ctx);
         let strip = match route.map(|r| &r.action) {
@@ -339,7 +341,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         // A switch of protocols nobody asked for would hand the client raw upstream bytes.
@@ -362,7 +364,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         if response.status == http::StatusCode::SWITCHING_PROTOCOLS
             && !ctx.websocket_open
@@ -392,6 +394,8 @@ impl ProxyHttp for Gateway {
         }
         parts::edit_response(response, |response| {
             let headers = &mut response.headers;
+            // Room for the request id and the rate-limit headers at once.
+            headers.reserve(7);
             headers.insert(REQUEST_ID, ctx.request_id.header());
             if let Some(outcome) = &ctx.limit {
                 ratelimit::headers::insert(headers, &self.decider.limiter, outcome);
@@ -422,7 +426,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         stream::request_done();
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
@@ -475,7 +479,12 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<RequestCtx>,
+    ) -> FailToProxy {
         // An attempt still open here failed on the upstream's side (a timeout, a reset),
         // or was abandoned by the client.
         let upstream_fault = *e.esource() == ErrorSource::Upstream;

@@ -56,7 +56,9 @@ impl AccessLine<'_> {
         out.extend_from_slice(b",\"upstream\":");
         match self.upstream {
             Some(addr) => {
-                let _ = write!(out, "\"{addr}\"");
+                out.push(b'"');
+                write_target(out, addr);
+                out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
         }
@@ -89,6 +91,15 @@ fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
 fn json_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
+    // Most values need no escape: one branch-free pass tells.
+    if !bytes
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escaped: &[u8] = match b {
@@ -112,6 +123,29 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
     }
     out.extend_from_slice(&bytes[plain_from..]);
     out.push(b'"');
+}
+
+/// Upstream targets a worker remembers as text: pools are small.
+const TARGETS_REMEMBERED: usize = 16;
+
+thread_local! {
+    static TARGETS: RefCell<Vec<(SocketAddr, Box<str>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An upstream target's address, formatted once per worker.
+fn write_target(out: &mut Vec<u8>, addr: SocketAddr) {
+    TARGETS.with_borrow_mut(|known| {
+        if let Some((_, text)) = known.iter().find(|(a, _)| *a == addr) {
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+        let text: Box<str> = addr.to_string().into();
+        out.extend_from_slice(text.as_bytes());
+        if known.len() == TARGETS_REMEMBERED {
+            known.remove(0);
+        }
+        known.push((addr, text));
+    });
 }
 
 thread_local! {
