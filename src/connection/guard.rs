@@ -116,6 +116,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for HeaderGuard<A> {
         if protocol == Protocol::Http1 {
             match self.read_head(&mut stream, h2c).await {
                 Ok((head, detected)) => {
+                    if detected == Protocol::Http1 {
+                        clock.first_head_checked();
+                    }
                     stream = stream.with_protocol(detected);
                     stream.rewind(head.freeze());
                 }

@@ -2,7 +2,7 @@
 //! serves a request with both Content-Length and Transfer-Encoding by dropping the
 //! length, and reads heads up to 1 MiB. Envoy and NGINX reject these; so do we.
 //! Pure over bytes, shared by `guard` (first request of a connection) and
-//! `early_request_filter` (every request).
+//! `early_request_filter` (every later one).
 
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -51,9 +51,17 @@ pub fn check(head: &[u8], limits: HeadLimits) -> Result<(), HeadProblem> {
     if head.len() > limits.max_bytes {
         return Err(HeadProblem::TooLarge);
     }
-    let mut lines = head
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    // Lines and colons found with memchr: this runs on every request.
+    let mut rest = head;
+    let mut lines = std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    });
     let request_line = lines.next().ok_or(HeadProblem::Malformed)?;
     let version = request_line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     let needs_host = version == b"HTTP/1.1";
@@ -69,10 +77,7 @@ pub fn check(head: &[u8], limits: HeadLimits) -> Result<(), HeadProblem> {
         if fields > limits.max_headers {
             return Err(HeadProblem::TooManyFields);
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadProblem::Malformed)?;
+        let colon = memchr::memchr(b':', line).ok_or(HeadProblem::Malformed)?;
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;

@@ -60,12 +60,24 @@ tokio::task_local! {
 
 /// Where the connection's current request stands.
 #[derive(Debug)]
-pub struct HeadClock(AtomicU8);
+pub struct HeadClock {
+    state: AtomicU8,
+    /// The guard checked the first head already: the phases need not again.
+    first_checked: AtomicBool,
+}
 
 impl HeadClock {
     /// A new connection: its first head is due from now.
     pub fn new() -> Arc<Self> {
-        Arc::new(HeadClock(AtomicU8::new(IN_HEAD)))
+        Arc::new(HeadClock {
+            state: AtomicU8::new(IN_HEAD),
+            first_checked: AtomicBool::new(false),
+        })
+    }
+
+    /// The guard read and checked the connection's first head.
+    pub fn first_head_checked(&self) {
+        self.first_checked.store(true, Ordering::Relaxed);
     }
 
     /// Runs a connection's processing with its clock reachable from the phases.
@@ -75,13 +87,19 @@ impl HeadClock {
 }
 
 /// The request head has been parsed: no header deadline while the request runs.
-pub fn head_received() {
-    let _ = CONNECTION.try_with(|c| c.0.store(IN_REQUEST, Ordering::Relaxed));
+/// True when the guard has checked this head already (a connection's first).
+pub fn head_received() -> bool {
+    CONNECTION
+        .try_with(|c| {
+            c.state.store(IN_REQUEST, Ordering::Relaxed);
+            c.first_checked.swap(false, Ordering::Relaxed)
+        })
+        .unwrap_or(false)
 }
 
 /// The upstream accepted a WebSocket upgrade: the connection now carries its frames.
 pub fn websocket_opened() {
-    let _ = CONNECTION.try_with(|c| c.0.store(WEBSOCKET, Ordering::Relaxed));
+    let _ = CONNECTION.try_with(|c| c.state.store(WEBSOCKET, Ordering::Relaxed));
 }
 
 /// Ends every open WebSocket session: each gets a close frame where the gateway
@@ -93,7 +111,7 @@ pub fn close_websockets() {
 
 /// The request is done: the next byte read starts the next head.
 pub fn request_done() {
-    let _ = CONNECTION.try_with(|c| c.0.store(BETWEEN_REQUESTS, Ordering::Relaxed));
+    let _ = CONNECTION.try_with(|c| c.state.store(BETWEEN_REQUESTS, Ordering::Relaxed));
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,7 +241,7 @@ impl GuardedStream {
     /// After an upgrade, bytes written are followed frame by frame; once the
     /// session was closed here, they are dropped.
     fn websocket_writes(&mut self) -> Option<&mut WebSocketState> {
-        if self.websocket.is_none() && self.clock.0.load(Ordering::Relaxed) == WEBSOCKET {
+        if self.websocket.is_none() && self.clock.state.load(Ordering::Relaxed) == WEBSOCKET {
             self.websocket = Some(WebSocketState::new());
         }
         self.websocket.as_mut()
@@ -268,7 +286,7 @@ impl AsyncRead for GuardedStream {
             this.read_rewound(buf);
             return Poll::Ready(Ok(()));
         }
-        let state = this.clock.0.load(Ordering::Relaxed);
+        let state = this.clock.state.load(Ordering::Relaxed);
         if state == WEBSOCKET {
             return this.poll_read_websocket(cx, buf);
         }
@@ -284,7 +302,7 @@ impl AsyncRead for GuardedStream {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         match polled {
             Poll::Ready(Ok(())) if state == BETWEEN_REQUESTS && buf.filled().len() > before => {
-                this.clock.0.store(IN_HEAD, Ordering::Relaxed);
+                this.clock.state.store(IN_HEAD, Ordering::Relaxed);
                 this.arm_head(Instant::now() + this.deadlines.header);
                 Poll::Ready(Ok(()))
             }

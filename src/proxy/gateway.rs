@@ -132,7 +132,7 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
-        stream::head_received();
+        let checked = stream::head_received();
         self.telemetry.state.inflight.inc();
         ctx.request_id = RequestId::from_request(session.req_header().headers.get(REQUEST_ID));
         // Only where the client keeps the connection: HTTP/1.0 without keep-alive and
@@ -141,7 +141,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(self.keepalive());
         }
         // Later requests on a kept-alive connection never pass the guard: check them here.
-        if let Some(h1) = session.as_downstream().as_http1() {
+        if let Some(h1) = session.as_downstream().as_http1().filter(|_| !checked) {
             if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {
                 respond::send_error(session, problem.status(), ctx.request_id.as_str(), &[], true).await?;
                 return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
@@ -345,8 +345,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
         // A switch of protocols nobody asked for would hand the client raw upstream bytes.
-        let upgrade_asked = session.req_header().headers.contains_key(header::UPGRADE);
-        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !session.req_header().headers.contains_key(header::UPGRADE)
+        {
             self.settle(ctx, Some(false));
             return Error::e_explain(ErrorType::HTTPStatus(502), "101 without an Upgrade request").map_err(
                 |mut e: Box<Error>| {

@@ -139,27 +139,23 @@ fn values(limiter: &RateLimiter, outcome: &Outcome) -> impl Iterator<Item = (Hea
     let prebuilt = outcome
         .local
         .filter(|_| alone)
-        .and_then(|l| limiter.policy_values(l.policy))
-        .map(|p| (p.policy.clone(), p.limit.clone()));
-    let legacy = legacy.into_iter().flat_map(move |(limit, remaining, reset)| {
-        let (policy, limit) = match prebuilt.clone() {
-            Some((policy, limit)) => (Some(policy), limit),
+        .and_then(|l| limiter.policy_values(l.policy));
+    let mut out: [Option<(HeaderName, HeaderValue)>; 6] = Default::default();
+    if let Some((limit, remaining, reset)) = legacy {
+        let (policy, limit) = match prebuilt {
+            Some(p) => (Some(p.policy.clone()), p.limit.clone()),
             None => (policy.value(), number(limit)),
         };
-        [
-            policy.map(|v| (RATELIMIT_POLICY, v)),
-            state.value().map(|v| (RATELIMIT, v)),
-            Some((X_RATELIMIT_LIMIT, limit)),
-            Some((X_RATELIMIT_REMAINING, number(remaining))),
-            Some((X_RATELIMIT_RESET, number(reset))),
-        ]
-        .into_iter()
-        .flatten()
-    });
-    let retry = outcome
+        out[0] = policy.map(|v| (RATELIMIT_POLICY, v));
+        out[1] = state.value().map(|v| (RATELIMIT, v));
+        out[2] = Some((X_RATELIMIT_LIMIT, limit));
+        out[3] = Some((X_RATELIMIT_REMAINING, number(remaining)));
+        out[4] = Some((X_RATELIMIT_RESET, number(reset)));
+    }
+    out[5] = outcome
         .refused
         .map(|_| (http::header::RETRY_AFTER, number(outcome.retry_after_s.max(1))));
-    legacy.chain(retry)
+    out.into_iter().flatten()
 }
 
 /// Adds a proxied response's rate-limit headers.
