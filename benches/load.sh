@@ -19,7 +19,9 @@
 #                                 latency columns
 #              gateway            the gateway's everyday path: an API key, a per-consumer limit,
 #                                 a circuit breaker, metrics and the JSON access log to a file;
-#                                 against NGINX plain and the peers a user would pick instead,
+#                                 against NGINX plain, a bare Pingora proxy (benches/bare-pingora:
+#                                 Pingora as it builds by default, nothing configured), and the
+#                                 peers a user would pick instead,
 #                                 configured the same way: NGINX as a gateway (an API-key `map`,
 #                                 `limit_req` keyed by the key, JSON access log) and Traefik 3
 #                                 (rateLimit keyed by the API-key header, circuitBreaker,
@@ -65,9 +67,10 @@ REDIS_PORT=${REDIS_PORT:-18114}
 NGINX_GW_PORT=${NGINX_GW_PORT:-18115}
 TRAEFIK_PORT=${TRAEFIK_PORT:-18116}
 TRAEFIK_METRICS_PORT=${TRAEFIK_METRICS_PORT:-18117}
+BARE_PINGORA_PORT=${BARE_PINGORA_PORT:-18118}
 API_KEY=floodgate-bench-key-0123456789
 TARGETS=(floodgate nginx)
-[[ $SCENARIO == gateway ]] && TARGETS+=(nginx-gw traefik)
+[[ $SCENARIO == gateway ]] && TARGETS+=(bare-pingora nginx-gw traefik)
 
 die() { echo "load.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -113,6 +116,12 @@ else
   BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/floodgate
 fi
 [[ -x $BIN ]] || die "no floodgate binary at $BIN"
+if [[ $SCENARIO == gateway ]]; then
+  log "cargo build --release (benches/bare-pingora)"
+  cargo build --release --manifest-path "$HERE/bare-pingora/Cargo.toml" \
+    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora" >&2
+  BARE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora/release/bare-pingora
+fi
 
 OUT=${OUT:-$(mktemp -d /tmp/floodgate-load.XXXXXX)}
 mkdir -p "$OUT/origin/tmp" "$OUT/nginx/tmp" "$OUT/raw"
@@ -272,6 +281,9 @@ EOF
   start traefik "$TRAEFIK_PORT" "$PROXY_CPU" env GOMAXPROCS=1 "$TRAEFIK_VENV/bin/traefik" \
     --configFile="$OUT/traefik/traefik.yml"
   TRAEFIK_PID=$STARTED
+  start bare-pingora "$BARE_PINGORA_PORT" "$PROXY_CPU" env BARE_LISTEN="127.0.0.1:$BARE_PINGORA_PORT" \
+    BARE_UPSTREAM="127.0.0.1:$ORIGIN_PORT" "$BARE_BIN"
+  BARE_PINGORA_PID=$STARTED
 fi
 
 # ---------------------------------------------------------------- floodgate, per scenario
@@ -365,8 +377,10 @@ if [[ $SCENARIO == jwt+limit+metrics || $SCENARIO == redis ]]; then
   OWNED+=("$!")
 fi
 
-declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT [nginx-gw]=$NGINX_GW_PORT [traefik]=$TRAEFIK_PORT)
-declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID [nginx-gw]=${NGINX_GW_PID:-} [traefik]=${TRAEFIK_PID:-})
+declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT [nginx-gw]=$NGINX_GW_PORT [traefik]=$TRAEFIK_PORT
+  [bare-pingora]=$BARE_PINGORA_PORT)
+declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID [nginx-gw]=${NGINX_GW_PID:-} [traefik]=${TRAEFIK_PID:-}
+  [bare-pingora]=${BARE_PINGORA_PID:-})
 
 # A request through each proxy must work before anything is measured.
 for t in "${TARGETS[@]}"; do
@@ -475,16 +489,18 @@ done
     }
     NR > 1 { for (k = 3; k <= 9; k++) v[$1, k] = v[$1, k] " " $k; seen[$1] = 1 }
     END {
-      printf "| %-9s | %10s | %8s | %8s | %8s | %15s | %9s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req", "CPU/nginx"
-      printf "|-----------|------------|----------|----------|----------|-----------------|-----------|\n"
+      printf "| %-12s | %10s | %8s | %8s | %8s | %15s | %9s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req", "CPU/nginx"
+      printf "|--------------|------------|----------|----------|----------|-----------------|-----------|\n"
       for (t in seen) for (k = 3; k <= 9; k++) m[t, k] = median(v[t, k])
       n = split(targets, order, " ")
       for (i = 1; i <= n; i++) { t = order[i]
-        printf "| %-9s | %10.0f | %8.3f | %8.3f | %8d | %15.2f | %9.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9],
+        printf "| %-12s | %10.0f | %8.3f | %8.3f | %8d | %15.2f | %9.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9],
           m[t, 9] / m["nginx", 9] }
-      printf "| %-9s | %10.2f | %8.2f | %8.2f | %8s | %15.2f | %9s |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
+      printf "| %-12s | %10.2f | %8.2f | %8.2f | %8s | %15.2f | %9s |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
         m["floodgate", 4] / m["nginx", 4], m["floodgate", 5] / m["nginx", 5], "", m["floodgate", 9] / m["nginx", 9], ""
       print "ratio = floodgate / nginx (req/s: higher is better for floodgate; latency and CPU: lower is)"
+      if ((("bare-pingora", 9) in m) && m["bare-pingora", 9] > 0)
+        printf "CPU per request, floodgate / bare Pingora: %.2f\n", m["floodgate", 9] / m["bare-pingora", 9]
     }' "$RESULTS"
   echo "raw results: $OUT"
 } | tee "$OUT/summary.txt"
