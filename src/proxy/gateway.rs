@@ -18,7 +18,7 @@ use crate::vocab::error_body::{RequestId, REQUEST_ID};
 use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header;
+use http::{header, request, response};
 use pingora_core::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
 use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -103,6 +103,56 @@ impl Gateway {
 
     fn route(&self, ctx: &RequestCtx) -> Option<&crate::config::Route> {
         ctx.route.map(|i| &self.decider.routes.routes()[i])
+    }
+
+    /// The upstream request head of one attempt: the path (normalized, the route's
+    /// prefix stripped), forwarding headers, the caller's identity, the route's
+    /// rules. A pure function of the head and the context, so benchmarks run it too.
+    pub fn upstream_head(&self, upstream: &mut request::Parts, ctx: &RequestCtx, hop: Hop) -> Result<()> {
+        let route = self.route(ctx);
+        let strip = match route.map(|r| &r.action) {
+            Some(RouteAction::Proxy {
+                strip_prefix: true, ..
+            }) => route.map(|r| r.path_prefix.as_str()),
+            _ => None,
+        };
+        let rules = route.and_then(|r| r.request_headers.as_ref());
+        self.forwarding.rewrite(upstream, ctx, strip, hop, rules)
+    }
+
+    /// What the gateway adds to a proxied response's head: the request id, the
+    /// rate-limit headers, the route's rules and CORS policy.
+    pub fn response_head(&self, response: &mut response::Parts, ctx: &RequestCtx) {
+        let route = self.route(ctx);
+        let headers = &mut response.headers;
+        // Room for the request id and the rate-limit headers at once.
+        headers.reserve(7);
+        headers.insert(REQUEST_ID, ctx.request_id.header());
+        if let Some(outcome) = &ctx.limit {
+            ratelimit::headers::insert(headers, &self.decider.limiter, outcome);
+        }
+        if let Some(rules) = route.and_then(|r| r.response_headers.as_ref()) {
+            super::rules::apply(headers, rules, &self.forwarding.vars(ctx), false);
+        }
+        if route.is_some_and(|r| r.cors.is_some()) {
+            // The route's policy alone decides who may read: the upstream's own CORS
+            // headers (a framework that reflects every origin) never pass.
+            // (Collected only when there are some: most upstreams send none.)
+            let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
+            if headers.keys().any(is_cors) {
+                let upstream_cors: Vec<http::HeaderName> =
+                    headers.keys().filter(|n| is_cors(n)).cloned().collect();
+                for name in upstream_cors {
+                    headers.remove(&name);
+                }
+            }
+            headers.append(header::VARY, respond::VARY_ORIGIN);
+            if let Some((origin, credentials)) = &ctx.cors {
+                for (name, value) in respond::cors_values(origin, *credentials) {
+                    headers.insert(name, value);
+                }
+            }
+        }
     }
 
     /// Reports the current attempt to its target's breaker, once: `Some(success)`,
@@ -314,13 +364,6 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
-        let route = self.route(ctx);
-        let strip = match route.map(|r| &r.action) {
-            Some(RouteAction::Proxy {
-                strip_prefix: true, ..
-            }) => route.map(|r| r.path_prefix.as_str()),
-            _ => None,
-        };
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let proxy_said = peer.is_some_and(|p| self.decider.trusted_proxies.contains(p))
             && upstream.headers.contains_key(X_FORWARDED_PROTO);
@@ -330,10 +373,8 @@ impl ProxyHttp for Gateway {
             false => Some("http"),
         };
         let host = session.req_header().headers.get(header::HOST).cloned();
-        let rules = route.and_then(|r| r.request_headers.as_ref());
         parts::edit_request(upstream, |upstream| {
-            self.forwarding
-                .rewrite(upstream, ctx, strip, Hop { peer, proto, host }, rules)
+            self.upstream_head(upstream, ctx, Hop { peer, proto, host })
         })
     }
 
@@ -393,37 +434,7 @@ impl ProxyHttp for Gateway {
                 self.compress_at(session, 0);
             }
         }
-        parts::edit_response(response, |response| {
-            let headers = &mut response.headers;
-            // Room for the request id and the rate-limit headers at once.
-            headers.reserve(7);
-            headers.insert(REQUEST_ID, ctx.request_id.header());
-            if let Some(outcome) = &ctx.limit {
-                ratelimit::headers::insert(headers, &self.decider.limiter, outcome);
-            }
-            if let Some(rules) = route.and_then(|r| r.response_headers.as_ref()) {
-                super::rules::apply(headers, rules, &self.forwarding.vars(ctx), false);
-            }
-            if route.is_some_and(|r| r.cors.is_some()) {
-                // The route's policy alone decides who may read: the upstream's own CORS
-                // headers (a framework that reflects every origin) never pass.
-                // (Collected only when there are some: most upstreams send none.)
-                let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
-                if headers.keys().any(is_cors) {
-                    let upstream_cors: Vec<http::HeaderName> =
-                        headers.keys().filter(|n| is_cors(n)).cloned().collect();
-                    for name in upstream_cors {
-                        headers.remove(&name);
-                    }
-                }
-                headers.append(header::VARY, respond::VARY_ORIGIN);
-                if let Some((origin, credentials)) = &ctx.cors {
-                    for (name, value) in respond::cors_values(origin, *credentials) {
-                        headers.insert(name, value);
-                    }
-                }
-            }
-        });
+        parts::edit_response(response, |response| self.response_head(response, ctx));
         Ok(())
     }
 

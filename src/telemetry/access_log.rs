@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// Lines the channel holds before new ones are dropped.
 pub const ACCESS_LOG_QUEUE: usize = 16_384;
+/// Room a line's buffer starts with: most lines fit.
+pub const LINE_CAPACITY: usize = 320;
 
 /// One access-log line: a JSON object with these keys, in this order, one per
 /// line, which log shippers parse. Borrowed from the request's state.
@@ -202,7 +204,7 @@ impl AccessLog {
     /// Queues `line`; never waits.
     pub(super) fn send(&self, line: &AccessLine<'_>) {
         if let Some(tx) = &self.lines {
-            let mut buf = Vec::with_capacity(320);
+            let mut buf = Vec::with_capacity(LINE_CAPACITY);
             line.write(&mut buf);
             buf.push(b'\n');
             if tx.try_send(buf).is_err() {

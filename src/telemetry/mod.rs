@@ -13,7 +13,7 @@ mod access_log;
 mod live;
 mod metrics;
 
-pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE};
+pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
 pub use live::SecondCounts;
 pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
 
