@@ -219,6 +219,27 @@ fn client_claims_about_its_address_are_replaced_by_what_the_gateway_resolved() {
 }
 
 #[test]
+fn an_absolute_form_target_reaches_the_upstream_in_origin_form_with_its_host() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up);
+    for raw in [
+        // HTTP/1.0 allows no Host: the target's authority becomes it.
+        &b"GET http://origin.test/pub/a?q=1 HTTP/1.0\r\n\r\n"[..],
+        b"GET http://origin.test/pub/a?q=1 HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw_request(gw.addr, raw);
+        assert_eq!(r.status, 200, "{}: {}", show(raw), r.text());
+        assert_eq!(r.json()["url"], "/pub/a?q=1", "{}", show(raw));
+        assert_eq!(
+            r.upstream_header("host").as_deref(),
+            Some("origin.test"),
+            "{}",
+            show(raw)
+        );
+    }
+}
+
+#[test]
 fn a_connection_header_cannot_remove_the_host_or_the_body_framing() {
     let up = Upstream::start("u");
     let gw = gateway(&up);
