@@ -221,6 +221,16 @@ fn api_keys(problems: &mut Problems, spec: ApiKeysSpec, tiers: &[Tier], default_
             Some(name) => tier_id(problems, tiers, &format!("{path}.tier"), name),
             None => Some(default_tier),
         };
+        // The consumer id is sent upstream as X-Consumer-Id.
+        if key.consumer.is_empty()
+            || key.consumer.len() > 128
+            || http::HeaderValue::from_str(&key.consumer).is_err()
+        {
+            problems.add(
+                format!("{path}.consumer"),
+                "1 to 128 printable characters (it is sent as X-Consumer-Id)",
+            );
+        }
         let mut digest = [0u8; 32];
         let parsed = key
             .key
@@ -281,6 +291,25 @@ mod tests {
         assert_eq!(keys.keys[0].digest[..2], [0x5e, 0x88]);
         assert_eq!(keys.keys[0].tier, 2, "premium is the third seed tier");
         assert_eq!(auth.default_tier, 0);
+    }
+
+    #[test]
+    fn a_config_key_s_consumer_must_be_a_header_value() {
+        let long = "c".repeat(129);
+        for (consumer, ok) in [
+            ("acme corp", true),
+            ("\"\"", false),
+            ("\"a\\u0001b\"", false),
+            (long.as_str(), false),
+        ] {
+            let found = problems(&format!(
+                "  api_keys: {{ keys: [{{ consumer: {consumer}, key: \"{DIGEST}\" }}] }}\n"
+            ));
+            let refused = found.iter().any(|p| {
+                p == "auth.api_keys.keys[0].consumer: 1 to 128 printable characters (it is sent as X-Consumer-Id)"
+            });
+            assert_eq!(refused, !ok, "{consumer}: {found:?}");
+        }
     }
 
     #[test]

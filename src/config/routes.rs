@@ -39,13 +39,11 @@ pub(super) fn routes(problems: &mut Problems, value: Option<Value>, known: &Know
             continue;
         };
         // Names go into Redis keys (`:`-separated), metric labels and RateLimit headers.
-        if spec.name.is_empty()
-            || !spec
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        {
-            problems.add(format!("{path}.name"), "letters, digits, '_', '.' and '-' only");
+        if !is_plain_name(&spec.name) {
+            problems.add(
+                format!("{path}.name"),
+                "1 to 64 letters, digits, '_', '.' and '-' only",
+            );
         }
         if !names.insert(spec.name.clone()) {
             problems.add(
@@ -278,6 +276,15 @@ fn action(
             })
         }
     }
+}
+
+/// A name safe in headers, metric labels and Redis keys, short enough for a
+/// rate-limit header's list of policies.
+pub(super) fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]

@@ -38,6 +38,13 @@ pub(super) fn tiers(problems: &mut Problems, value: Option<Value>) -> Vec<Tier> 
         );
     }
     for (name, bucket) in &map {
+        // Names go into headers (X-Consumer-Tier, RateLimit-Policy), metric labels and keys.
+        if !super::routes::is_plain_name(name) {
+            problems.add(
+                format!("tiers.{name}"),
+                "a tier name is 1 to 64 letters, digits, '_', '.' and '-'",
+            );
+        }
         check_bucket(problems, &format!("tiers.{name}"), bucket);
     }
     map.into_iter()
@@ -102,6 +109,17 @@ mod tests {
             parse("{}").1,
             vec!["tiers: needs at least one tier (or leave it out for the seed tiers)"]
         );
+    }
+
+    #[test]
+    fn tier_names_are_safe_in_headers_and_keys() {
+        let long = "t".repeat(65);
+        for bad in ["\"gold tier\"", "gold:x", long.as_str()] {
+            let (_, problems) = parse(&format!("{bad}: {{ rate: 1, burst: 1 }}"));
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(problems[0].ends_with("a tier name is 1 to 64 letters, digits, '_', '.' and '-'"));
+        }
+        assert!(parse("gold-2.v_1: { rate: 1, burst: 1 }").1.is_empty());
     }
 
     #[test]

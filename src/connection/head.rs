@@ -30,9 +30,15 @@ impl HeadProblem {
     }
 }
 
+/// Empty lines before a request line are skipped (RFC 9112 §2.2), as Pingora's
+/// parser skips them: the checks must see the head it serves.
+fn leading_blank_lines(buf: &[u8]) -> usize {
+    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
 /// Index just past the blank line ending the head, if `buf` holds a whole head.
 pub fn head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+    let mut i = leading_blank_lines(buf);
     while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
         let nl = i + pos;
         let rest = &buf[nl + 1..];
@@ -52,7 +58,7 @@ pub fn check(head: &[u8], limits: HeadLimits) -> Result<(), HeadProblem> {
         return Err(HeadProblem::TooLarge);
     }
     // Lines and colons found with memchr: this runs on every request.
-    let mut rest = head;
+    let mut rest = &head[leading_blank_lines(head)..];
     let mut lines = std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
@@ -178,9 +184,26 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_before_the_request_line_hide_nothing() {
+        assert_eq!(check_str("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(()));
+        assert_eq!(
+            check_str("\r\n\r\nGET / HTTP/1.1\r\nX: 1\r\n\r\n"),
+            Err(HeadProblem::MissingHost)
+        );
+        assert_eq!(
+            check_str(
+                "\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ),
+            Err(HeadProblem::LengthAndChunked)
+        );
+    }
+
+    #[test]
     fn finds_the_end_of_a_head() {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"), Some(27));
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
+        assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(31));
+        assert_eq!(head_end(b"\r\n\r\n"), None);
     }
 }

@@ -64,7 +64,12 @@ impl Decider {
         ctx: &mut RequestCtx,
         now_ns: u64,
     ) -> Verdict<'_> {
-        let (Some(path), Ok(host)) = (normalize_path(req.uri.path()), request_host(req)) else {
+        // A target that is not UTF-8 would be routed and forwarded as a lossy rendering.
+        let (true, Some(path), Ok(host)) = (
+            req.raw_path_is_utf8(),
+            normalize_path(req.uri.path()),
+            request_host(req),
+        ) else {
             return Verdict::error(400, ctx.request_id.as_str(), Vec::new(), true);
         };
         // A CORS preflight is routed by the method it asks about, to a route with CORS.

@@ -187,9 +187,11 @@ impl Forwarding {
         if let Some(proto) = proto {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         }
-        if let Some(host) = host {
-            headers.insert(X_FORWARDED_HOST, host);
-        }
+        // Without a host to name, a client's own claim goes.
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
         headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(identity) = &ctx.identity {
             headers.insert(CONSUMER_ID, identity.consumer_header.clone());

@@ -372,7 +372,7 @@ impl ProxyHttp for Gateway {
             true => Some("https"),
             false => Some("http"),
         };
-        let host = session.req_header().headers.get(header::HOST).cloned();
+        let host = host::forwarded_host(session.req_header());
         parts::edit_request(upstream, |upstream| {
             self.upstream_head(upstream, ctx, Hop { peer, proto, host })
         })

@@ -16,8 +16,8 @@ pub struct BadHost;
 /// (`GET http://host/path`) names one too: Pingora keeps its authority only in the
 /// raw target, and it must agree with a Host header when both are sent.
 pub fn request_host(req: &RequestHeader) -> Result<Option<&str>, BadHost> {
-    let from_header = match req.headers.get(header::HOST) {
-        Some(value) => Some(split_authority(value.to_str().map_err(|_| BadHost)?).ok_or(BadHost)?),
+    let from_header = match host_or_authority(req)? {
+        Some(value) => Some(split_authority(value).ok_or(BadHost)?),
         None => None,
     };
     let from_target = match target_authority(req.raw_path()) {
@@ -27,6 +27,23 @@ pub fn request_host(req: &RequestHeader) -> Result<Option<&str>, BadHost> {
     match (from_header, from_target) {
         (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => Err(BadHost),
         (h, t) => Ok(h.or(t)),
+    }
+}
+
+/// The Host header, or an HTTP/2 request's `:authority` (which replaces it there).
+fn host_or_authority(req: &RequestHeader) -> Result<Option<&str>, BadHost> {
+    match req.headers.get(header::HOST) {
+        Some(value) => value.to_str().map(Some).map_err(|_| BadHost),
+        None => Ok(req.uri.authority().map(|a| a.as_str())),
+    }
+}
+
+/// The client's (unchecked) host as a header value, for `X-Forwarded-Host`: the Host
+/// header, or an HTTP/2 request's `:authority`.
+pub fn forwarded_host(req: &RequestHeader) -> Option<http::HeaderValue> {
+    match req.headers.get(header::HOST) {
+        Some(value) => Some(value.clone()),
+        None => http::HeaderValue::from_str(req.uri.authority()?.as_str()).ok(),
     }
 }
 
@@ -151,6 +168,18 @@ mod tests {
             implied_host(&absolute).as_ref().map(|h| h.as_bytes()),
             Some(&b"Admin.internal"[..])
         );
+        let (mut h2, ()) = http::Request::get("https://Api.test:8443/x")
+            .body(())
+            .expect("h2")
+            .into_parts();
+        h2.version = http::Version::HTTP_2;
+        let h2 = RequestHeader::from(h2);
+        assert_eq!(
+            request_host(&h2),
+            Ok(Some("Api.test")),
+            ":authority names the host"
+        );
+        assert_eq!(forwarded_host(&h2).expect("authority"), "Api.test:8443");
         let mut agreeing = absolute;
         agreeing.insert_header("host", "admin.internal:80").expect("host");
         assert_eq!(request_host(&agreeing), Ok(Some("admin.internal")));

@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 
 /// Policy name of a route's global window in the headers.
 const GLOBAL_POLICY: &str = "global";
-/// The longest policy list the headers carry: four items of a name (at most 64
-/// bytes, a tier, route or the fixed names) and two numbers each.
-const LIST_CAPACITY: usize = 4 * (64 + 48);
+/// The longest policy list the headers carry: four items, each a name (tier and
+/// route names are at most 64 bytes, checked at load) and two numbers of at most
+/// 20 digits with their separators (50 bytes).
+const LIST_CAPACITY: usize = 4 * (64 + 50);
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

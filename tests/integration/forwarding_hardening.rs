@@ -219,7 +219,7 @@ fn client_claims_about_its_address_are_replaced_by_what_the_gateway_resolved() {
 }
 
 #[test]
-fn an_absolute_form_target_reaches_the_upstream_in_origin_form_with_its_host() {
+fn a_target_reaches_the_upstream_in_origin_form_with_its_host_and_only_if_it_is_utf8() {
     let up = Upstream::start("u");
     let gw = gateway(&up);
     for raw in [
@@ -237,6 +237,14 @@ fn an_absolute_form_target_reaches_the_upstream_in_origin_form_with_its_host() {
             show(raw)
         );
     }
+    // Bytes that are not UTF-8 would be routed and forwarded as a lossy rendering.
+    let hits = up.hits();
+    let r = raw_request(
+        gw.addr,
+        b"GET /pub/a\xff HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(up.hits(), hits, "nothing reached the upstream");
 }
 
 #[test]

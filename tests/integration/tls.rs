@@ -169,6 +169,25 @@ fn a_stalled_handshake_and_a_slow_head_over_tls_are_cut_at_the_header_deadline()
 }
 
 #[test]
+fn an_http2_authority_routes_like_a_host_and_is_the_forwarded_host() {
+    let h2c = loopback(free_port());
+    let body = "upstreams:\n  echo: { kind: echo }\nroutes:\n  \
+                - { name: scoped, host: scoped.test, path_prefix: /, respond: { status: 200, body: scoped } }\n  \
+                - { name: all, path_prefix: /, upstream: echo }\n";
+    let _gw = Gateway::start_listening(body, vec![format!("{{ addr: \"{h2c}\", h2c: true }}")]);
+    let (status, text, _) = h2c_request_to(h2c, "scoped.test:8080", "/x").expect("h2c request");
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "scoped"),
+        ":authority routes like Host"
+    );
+    let (status, text, _) = h2c_request_to(h2c, "other.test", "/x").expect("h2c request");
+    assert_eq!(status, 200, "{text}");
+    let echoed: serde_json::Value = serde_json::from_str(&text).expect("echo json");
+    assert_eq!(echoed["headers"]["x-forwarded-host"], "other.test", "{text}");
+}
+
+#[test]
 fn h2c_listener_speaks_both_and_http2_heads_are_bounded_too() {
     let h2c = loopback(free_port());
     let body = format!("client: {{ header_timeout_ms: 1000 }}\n{ECHO}");

@@ -257,6 +257,15 @@ pub fn start_h2_upstream() -> SocketAddr {
 
 /// One request over HTTP/2 in the clear to `addr`: the status, the body, and the trailers.
 pub fn h2c_request(addr: SocketAddr, path: &str) -> Result<(u16, String, http::HeaderMap), String> {
+    h2c_request_to(addr, &addr.to_string(), path)
+}
+
+/// The same, with `authority` as the request's `:authority`.
+pub fn h2c_request_to(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+) -> Result<(u16, String, http::HeaderMap), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -268,7 +277,7 @@ pub fn h2c_request(addr: SocketAddr, path: &str) -> Result<(u16, String, http::H
         let (mut client, conn) = h2::client::handshake(tcp).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let request = http::Request::builder()
-            .uri(format!("http://{addr}{path}"))
+            .uri(format!("http://{authority}{path}"))
             .header("te", "trailers")
             .body(())
             .map_err(|e| e.to_string())?;
