@@ -4,7 +4,7 @@
 
 use crate::auth::jwt::JwksRefresh;
 use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Failure};
 use crate::config::{AccessLogTarget, Config, Listener, TargetSpec, UpstreamKind};
 use crate::connection::guard::{HeaderGuard, ListenerPlan};
 use crate::connection::limits::ConnectionLimits;
@@ -13,14 +13,14 @@ use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
 use crate::ratelimit::global::GlobalWindow;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimiter, Scope};
 use crate::routing::RouteTable;
 use crate::services::{
     access_log::AccessLogWriter, admin::Admin, admin::Consumers, admin::StateFileWriter, drain::Drain,
     echo::Echo, jwks::JwksRefresher, quota_saver::QuotaSaver, readiness::ReadinessProbe,
     redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
 };
-use crate::telemetry::{Telemetry, ACCESS_LOG_QUEUE};
+use crate::telemetry::{FixedLabels, Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
 use crate::vocab::identity::TierOverrides;
 use pingora_core::apps::HttpServerOptions;
@@ -368,6 +368,10 @@ pub fn assemble(
         Telemetry::new(
             routes.routes().iter().map(|r| r.name.clone()).collect(),
             config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            FixedLabels {
+                limit_scopes: Scope::ALL.map(Scope::as_str).to_vec(),
+                auth_failure_reasons: Failure::ALL.map(Failure::reason).to_vec(),
+            },
             access_log,
         )
         .map_err(|e| StartupError::Metrics(e.to_string()))?,

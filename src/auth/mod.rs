@@ -48,6 +48,31 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Every failure, for the metrics' label set.
+    pub const ALL: [Failure; 21] = [
+        Failure::Missing,
+        Failure::AmbiguousCredentials,
+        Failure::UnsupportedScheme,
+        Failure::Malformed,
+        Failure::TooLarge,
+        Failure::AlgNone,
+        Failure::AlgMismatch,
+        Failure::CritHeader,
+        Failure::UnknownKid,
+        Failure::BadSignature,
+        Failure::Expired,
+        Failure::NotYetValid,
+        Failure::IssuedInFuture,
+        Failure::DuplicateKey,
+        Failure::MissingExp,
+        Failure::WrongIssuer,
+        Failure::WrongAudience,
+        Failure::BadClaims,
+        Failure::UnknownTier,
+        Failure::UnknownApiKey,
+        Failure::TierForbidden,
+    ];
+
     pub fn reason(self) -> &'static str {
         match self {
             Failure::Missing => "missing",
@@ -172,6 +197,37 @@ fn bearer_token(value: &HeaderValue) -> Result<&str, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_failure_once() {
+        // A new failure stops this compiling until it has its place in `ALL`.
+        for (i, f) in Failure::ALL.into_iter().enumerate() {
+            let place = match f {
+                Failure::Missing => 0,
+                Failure::AmbiguousCredentials => 1,
+                Failure::UnsupportedScheme => 2,
+                Failure::Malformed => 3,
+                Failure::TooLarge => 4,
+                Failure::AlgNone => 5,
+                Failure::AlgMismatch => 6,
+                Failure::CritHeader => 7,
+                Failure::UnknownKid => 8,
+                Failure::BadSignature => 9,
+                Failure::Expired => 10,
+                Failure::NotYetValid => 11,
+                Failure::IssuedInFuture => 12,
+                Failure::DuplicateKey => 13,
+                Failure::MissingExp => 14,
+                Failure::WrongIssuer => 15,
+                Failure::WrongAudience => 16,
+                Failure::BadClaims => 17,
+                Failure::UnknownTier => 18,
+                Failure::UnknownApiKey => 19,
+                Failure::TierForbidden => 20,
+            };
+            assert_eq!(i, place, "{f:?}");
+        }
+    }
 
     #[test]
     fn bearer_parsing() {

@@ -40,6 +40,9 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, for the metrics' label set.
+    pub const ALL: [Scope; 4] = [Scope::Local, Scope::Route, Scope::Global, Scope::Quota];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Local => "local",
@@ -360,6 +363,20 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_holds_every_scope_once() {
+        // A new scope stops this compiling until it has its place in `ALL`.
+        for (i, s) in Scope::ALL.into_iter().enumerate() {
+            let place = match s {
+                Scope::Local => 0,
+                Scope::Route => 1,
+                Scope::Global => 2,
+                Scope::Quota => 3,
+            };
+            assert_eq!(i, place, "{s:?}");
+        }
+    }
 
     fn limiter() -> RateLimiter {
         RateLimiter::new(

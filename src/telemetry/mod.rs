@@ -15,7 +15,7 @@ mod metrics;
 
 pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
 pub use live::SecondCounts;
-pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
+pub use metrics::{FixedLabels, RequestTotals, RouteTotals, LATENCY_BUCKETS};
 
 use crate::vocab::limit_key::LimitKey;
 use access_log::AccessLog;
@@ -54,13 +54,14 @@ impl Telemetry {
     pub fn new(
         route_names: Vec<String>,
         upstream_names: Vec<String>,
+        fixed_labels: FixedLabels,
         access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let state = StateMetrics::new(&registry)?;
         Ok(Telemetry {
             access_log: AccessLog::new(access_log, &registry)?,
-            metrics: Metrics::new(registry, route_names, upstream_names)?,
+            metrics: Metrics::new(registry, route_names, upstream_names, fixed_labels)?,
             live: Live::new(),
             state,
         })
