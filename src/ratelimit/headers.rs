@@ -6,7 +6,6 @@ use super::{Outcome, RateLimiter};
 use crate::config::Bucket;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use std::sync::OnceLock;
 
 /// Policy name of a route's global window in the headers.
 const GLOBAL_POLICY: &str = "global";
@@ -15,11 +14,23 @@ const GLOBAL_POLICY: &str = "global";
 /// 20 digits with their separators (50 bytes).
 const LIST_CAPACITY: usize = 4 * (64 + 50);
 
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// The headers, in the order they are sent.
+const NAMES: [&str; 6] = [
+    "ratelimit-policy",
+    "ratelimit",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "retry-after",
+];
+const HEADER_NAMES: [HeaderName; 6] = [
+    HeaderName::from_static(NAMES[0]),
+    HeaderName::from_static(NAMES[1]),
+    HeaderName::from_static(NAMES[2]),
+    HeaderName::from_static(NAMES[3]),
+    HeaderName::from_static(NAMES[4]),
+    HeaderName::from_static(NAMES[5]),
+];
 
 /// A structured-field list written on the stack, then copied once into its value.
 struct List {
@@ -62,60 +73,74 @@ impl List {
         HeaderValue::from_bytes(&self.buf[..self.len]).ok()
     }
 
-    /// The list as a value that lives as long as the process.
     fn leaked(&self) -> Option<HeaderValue> {
-        let text: &'static [u8] = Box::leak(self.buf[..self.len].into());
-        HeaderValue::from_maybe_shared(Bytes::from_static(text)).ok()
+        leaked(&self.buf[..self.len])
     }
 }
 
-/// A static value: cloning it touches no reference count, so workers share
-/// nothing when they send it. Built once per process (limits change with a new
-/// process, through a graceful upgrade), so what is leaked is bounded.
-fn leaked_number(n: u64) -> HeaderValue {
-    let text: &'static [u8] = Box::leak(itoa::Buffer::new().format(n).as_bytes().into());
-    HeaderValue::from_maybe_shared(Bytes::from_static(text)).expect("digits are a header value")
+/// A value that lives as long as the process: cloning it touches no reference
+/// count, so workers share nothing when they send it. Only built at load (limits
+/// change with a new process, through a graceful upgrade), so what is leaked is
+/// bounded.
+fn leaked(text: &[u8]) -> Option<HeaderValue> {
+    let text: &'static [u8] = Box::leak(text.into());
+    HeaderValue::from_maybe_shared(Bytes::from_static(text)).ok()
 }
 
-/// Numbers below this are sent from a table: remaining requests and seconds
+/// Numbers below `SMALL` as values built at load: remaining requests and seconds
 /// to wait are mostly small.
-const SMALL_NUMBERS: u64 = 1024;
+pub(super) struct Numbers(Vec<HeaderValue>);
 
-fn number(n: u64) -> HeaderValue {
-    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    if n >= SMALL_NUMBERS {
-        return HeaderValue::from(n);
+impl Numbers {
+    const SMALL: u64 = 1024;
+
+    pub(super) fn new() -> Self {
+        let digits = |n: u64| leaked(itoa::Buffer::new().format(n).as_bytes()).expect("digits are a value");
+        Numbers((0..Self::SMALL).map(digits).collect())
     }
-    TABLE.get_or_init(|| (0..SMALL_NUMBERS).map(leaked_number).collect())[n as usize].clone()
+
+    fn get(&self, n: u64) -> HeaderValue {
+        match self.0.get(n as usize) {
+            Some(v) => v.clone(),
+            None => HeaderValue::from(n),
+        }
+    }
 }
 
 /// A bucket policy's `RateLimit-Policy` item and its limit, built once at load:
 /// a response under that policy alone (the common case) sends them as they are.
-pub struct PolicyValues {
+pub(super) struct PolicyValues {
     policy: HeaderValue,
     limit: HeaderValue,
 }
 
 impl PolicyValues {
-    pub fn new(name: &str, bucket: Bucket) -> Option<Self> {
+    pub(super) fn new(name: &str, bucket: Bucket) -> Option<Self> {
         let mut list = List::new();
         list.item(name, (b'q', bucket.burst as u64), (b'w', bucket.window_s()));
         Some(PolicyValues {
             policy: list.leaked()?,
-            limit: leaked_number(bucket.burst as u64),
+            limit: leaked(itoa::Buffer::new().format(bucket.burst as u64).as_bytes())?,
         })
     }
 }
 
-/// The headers of a decision, in the order they are sent.
-fn values(limiter: &RateLimiter, outcome: &Outcome) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+/// The values of a decision's headers, by their place in `NAMES`.
+fn values(limiter: &RateLimiter, outcome: &Outcome) -> [Option<HeaderValue>; 6] {
+    let alone = outcome.route.is_none() && outcome.global.is_none() && outcome.quota.is_none();
+    let prebuilt = outcome
+        .local
+        .filter(|_| alone)
+        .and_then(|l| limiter.policy_values(l.policy));
     let mut policy = List::new();
     let mut state = List::new();
     let mut legacy = None;
     for bucket_outcome in [&outcome.local, &outcome.route].into_iter().flatten() {
         let name = limiter.policy_name(bucket_outcome.policy);
         let (bucket, d) = (bucket_outcome.bucket, bucket_outcome.decision);
-        policy.item(name, (b'q', bucket.burst as u64), (b'w', bucket.window_s()));
+        if prebuilt.is_none() {
+            policy.item(name, (b'q', bucket.burst as u64), (b'w', bucket.window_s()));
+        }
         state.item(name, (b'r', d.remaining), (b't', d.full_in_s));
         // The legacy trio speaks of the tightest bucket: the one that refused, or the last.
         if legacy.is_none() || outcome.refused != Some(super::Scope::Local) {
@@ -136,51 +161,36 @@ fn values(limiter: &RateLimiter, outcome: &Outcome) -> impl Iterator<Item = (Hea
             legacy = Some((q.limit, q.remaining, q.reset_s));
         }
     }
-    let alone = outcome.route.is_none() && outcome.global.is_none() && outcome.quota.is_none();
-    let prebuilt = outcome
-        .local
-        .filter(|_| alone)
-        .and_then(|l| limiter.policy_values(l.policy));
-    let mut out: [Option<(HeaderName, HeaderValue)>; 6] = Default::default();
+    let numbers = &limiter.numbers;
+    let mut out: [Option<HeaderValue>; 6] = Default::default();
     if let Some((limit, remaining, reset)) = legacy {
-        let (policy, limit) = match prebuilt {
-            Some(p) => (Some(p.policy.clone()), p.limit.clone()),
-            None => (policy.value(), number(limit)),
+        (out[0], out[2]) = match prebuilt {
+            Some(p) => (Some(p.policy.clone()), Some(p.limit.clone())),
+            None => (policy.value(), Some(numbers.get(limit))),
         };
-        out[0] = policy.map(|v| (RATELIMIT_POLICY, v));
-        out[1] = state.value().map(|v| (RATELIMIT, v));
-        out[2] = Some((X_RATELIMIT_LIMIT, limit));
-        out[3] = Some((X_RATELIMIT_REMAINING, number(remaining)));
-        out[4] = Some((X_RATELIMIT_RESET, number(reset)));
+        out[1] = state.value();
+        out[3] = Some(numbers.get(remaining));
+        out[4] = Some(numbers.get(reset));
     }
-    out[5] = outcome
-        .refused
-        .map(|_| (http::header::RETRY_AFTER, number(outcome.retry_after_s.max(1))));
-    out.into_iter().flatten()
+    out[5] = outcome.refused.map(|_| numbers.get(outcome.retry_after_s.max(1)));
+    out
 }
 
 /// Adds a proxied response's rate-limit headers.
 pub fn insert(headers: &mut HeaderMap, limiter: &RateLimiter, outcome: &Outcome) {
-    for (name, value) in values(limiter, outcome) {
-        headers.insert(name, value);
+    for (name, value) in HEADER_NAMES.into_iter().zip(values(limiter, outcome)) {
+        if let Some(value) = value {
+            headers.insert(name, value);
+        }
     }
 }
 
 /// The same headers, for an answer the gateway makes itself.
 pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, String)> {
-    const NAMES: [&str; 6] = [
-        "ratelimit-policy",
-        "ratelimit",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-        "retry-after",
-    ];
-    values(limiter, outcome)
-        .filter_map(|(name, value)| {
-            let name = NAMES.into_iter().find(|n| name == *n)?;
-            Some((name, value.to_str().ok()?.to_string()))
-        })
+    NAMES
+        .into_iter()
+        .zip(values(limiter, outcome))
+        .filter_map(|(name, value)| Some((name, value?.to_str().ok()?.to_string())))
         .collect()
 }
 

@@ -105,6 +105,8 @@ pub struct RateLimiter {
     anonymous: Option<Bucket>,
     /// The response header values of each tier's bucket, then the anonymous one's.
     policy_values: Vec<Option<headers::PolicyValues>>,
+    /// Small numbers as header values, built at load.
+    numbers: headers::Numbers,
     /// Indexed like the route table; `None` for routes without a global limit.
     globals: Vec<Option<Arc<GlobalWindow>>>,
     /// `None` in single-instance mode (no Redis).
@@ -132,6 +134,7 @@ impl RateLimiter {
         RateLimiter {
             local: LocalLimiter::new(MAX_BUCKETS),
             policy_values,
+            numbers: headers::Numbers::new(),
             tiers,
             anonymous,
             globals,
@@ -191,7 +194,7 @@ impl RateLimiter {
     }
 
     /// The prebuilt header values of a tier's or the anonymous bucket.
-    pub fn policy_values(&self, policy: Policy) -> Option<&headers::PolicyValues> {
+    fn policy_values(&self, policy: Policy) -> Option<&headers::PolicyValues> {
         let i = match policy {
             Policy::Tier(t) => t,
             Policy::Anonymous => self.tiers.len(),
