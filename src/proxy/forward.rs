@@ -159,11 +159,10 @@ impl Forwarding {
         // Room for what is added below at once, not a regrowth halfway.
         headers.reserve(8 + ctx.identity.as_ref().map_or(0, |i| i.headers.len()));
         // The peer is the client unless a trusted proxy forwarded for it.
-        let peer_text = peer.map(client_addr::text);
-        if let Some(ip) = &peer_text {
+        if let Some(ip) = peer.map(client_addr::text) {
             // Every X-Forwarded-For line the client sent, in order, then this hop.
             let forwarded = match headers.get_all(X_FORWARDED_FOR).iter().next() {
-                None => ip.clone(),
+                None => ip,
                 Some(_) => {
                     let mut joined = Vec::new();
                     for prior in headers.get_all(X_FORWARDED_FOR) {
@@ -178,11 +177,7 @@ impl Forwarding {
             headers.insert(X_FORWARDED_FOR, forwarded);
         }
         if let Some(client) = ctx.client_ip {
-            let text = match peer_text {
-                Some(text) if peer == Some(client) => text,
-                _ => client_addr::text(client),
-            };
-            headers.insert(X_REAL_IP, text);
+            headers.insert(X_REAL_IP, client_addr::text(client));
         }
         if let Some(proto) = proto {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
