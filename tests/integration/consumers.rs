@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 fn body(redis: Option<&Redis>) -> String {
-    let redis = redis.map_or(String::new(), |r| format!("redis: {{ url: \"{}\" }}", r.url()));
+    let redis = redis.map_or(String::new(), |r| {
+        format!("redis: {{ url: \"{}\", sync_interval_ms: 100 }}", r.url())
+    });
     format!(
         r#"
 auth:
@@ -31,6 +33,21 @@ routes:
 
 fn start(redis: Option<&Redis>) -> Gateway {
     Gateway::start_admin(&body(redis), &format!("token: \"{ADMIN_TOKEN}\""))
+}
+
+/// Instances started at the same moment, as a fleet starts.
+fn start_together(redis: &Redis, n: usize) -> Vec<Gateway> {
+    std::thread::scope(|s| {
+        let starting: Vec<_> = (0..n).map(|_| s.spawn(|| start(Some(redis)))).collect();
+        starting.into_iter().map(|h| h.join().expect("start")).collect()
+    })
+}
+
+/// The runtime consumers' version in Redis (0 when unset).
+fn consumers_version(redis: &Redis) -> u64 {
+    redis_cmd(redis.addr(), &["GET", "{floodgate:consumers}:version"])
+        .and_then(|r| r.split("\r\n").nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// An admin call with the token; (status, JSON body or Null).
@@ -367,5 +384,86 @@ fn a_redis_restored_from_an_older_snapshot_does_not_bring_a_revoked_key_back() {
     for _ in 0..5 {
         assert_eq!(with_key(&a, &key), 401);
         std::thread::sleep(Duration::from_millis(100)); // across a few syncs, not a wait for a result
+    }
+}
+
+/// The fleet as it starts: both instances at once on a fresh Redis. A key made on
+/// either works on the other, and one revoked through the other instance than the
+/// one that made it stays refused on both and gone from Redis.
+#[test]
+fn a_key_revoked_on_one_instance_stays_revoked_on_both_and_keys_travel_both_ways() {
+    let redis = Redis::start();
+    let fleet = start_together(&redis, 2);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let (from_b, _) = create(b, "hugo", "");
+    assert!(
+        eventually(Duration::from_secs(2), || with_key(a, &from_b) == 200),
+        "a key made on B works on A"
+    );
+    let (key, key_id) = create(a, "ines", "");
+    assert!(eventually(Duration::from_secs(2), || with_key(b, &key) == 200));
+    assert_eq!(with_key(a, &key), 200);
+    assert_eq!(
+        admin(b, "DELETE", &format!("/admin/consumers/ines/keys/{key_id}"), "").0,
+        204
+    );
+    assert!(eventually(Duration::from_secs(2), || with_key(a, &key) == 401));
+    // Held over 5 s: 50 sync rounds of both instances.
+    let revoked = Instant::now();
+    while revoked.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            with_key(a, &key),
+            401,
+            "revived on A after {:?}",
+            revoked.elapsed()
+        );
+        assert_eq!(
+            with_key(b, &key),
+            401,
+            "revived on B after {:?}",
+            revoked.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = redis_cmd(redis.addr(), &["HEXISTS", "{floodgate:consumers}:keys", &key_id]);
+    assert!(
+        held.is_some_and(|r| r.starts_with(":0")),
+        "the revoked key is back in Redis"
+    );
+    assert_eq!(with_key(a, &from_b), 200, "the other key is untouched");
+}
+
+/// With nothing written, the consumers' version stays where it is: one idle
+/// instance, an idle pair, and the pair again after Redis lost everything (each
+/// publishes once, then both settle).
+#[test]
+fn idle_instances_leave_the_consumers_version_alone_also_after_a_flushall() {
+    let redis = Redis::start();
+    let still = |what: &str| {
+        // Settled once two rounds pass with no write.
+        let mut settled = consumers_version(&redis);
+        assert!(eventually(Duration::from_secs(3), || {
+            std::thread::sleep(Duration::from_millis(250));
+            let now = consumers_version(&redis);
+            std::mem::replace(&mut settled, now) == now
+        }));
+        let before = consumers_version(&redis);
+        std::thread::sleep(Duration::from_secs(1)); // ten sync rounds
+        assert_eq!(
+            consumers_version(&redis),
+            before,
+            "{what}: the version moved while idle"
+        );
+    };
+    let a = start(Some(&redis));
+    still("one instance");
+    let b = start(Some(&redis));
+    still("a pair");
+    let (key, _) = create(&a, "jan", "");
+    assert!(redis_cmd(redis.addr(), &["FLUSHALL"]).is_some_and(|r| r.starts_with("+OK")));
+    still("a pair after FLUSHALL");
+    assert!(consumers_version(&redis) > 0, "republished after the flush");
+    for gw in [&a, &b] {
+        assert!(eventually(Duration::from_secs(2), || with_key(gw, &key) == 200));
     }
 }

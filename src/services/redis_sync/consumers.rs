@@ -4,7 +4,7 @@
 //! take is refused, never lost; each sync round reads the counter (one small read)
 //! and adopts both maps when it moved. An epoch marker tells a Redis that lost its
 //! data (a restart without persistence, FLUSHALL): the instance then publishes what
-//! it holds again, so only an explicit DELETE ever revokes.
+//! it holds again, once, so only an explicit DELETE ever revokes.
 
 use super::{Backend, RedisSync};
 use crate::auth::runtime_keys::RuntimeKey;
@@ -12,7 +12,7 @@ use crate::vocab::stored_consumers::{Change, StoredKey};
 use arc_swap::ArcSwapOption;
 use redis::{Pipeline, RedisResult, Value};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ fn consumers_key(prefix: &str, what: &str) -> String {
 pub struct ConsumerStore {
     backend: Arc<ArcSwapOption<Backend>>,
     prefix: String,
+    /// The sync's record of the highest version Redis reached, raised by each write.
+    reached_version: Arc<AtomicU64>,
 }
 
 impl ConsumerStore {
@@ -45,22 +47,26 @@ impl ConsumerStore {
     }
 
     /// One write and the version bump, together; `Err` when Redis did not take it.
-    async fn write(&self, build: impl FnOnce(&mut Pipeline)) -> Result<Vec<Value>, String> {
+    async fn write(&self, build: impl FnOnce(&mut Pipeline)) -> Result<(), String> {
         let backend = self.connected().await.ok_or("redis is unreachable")?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         build(&mut pipe);
-        pipe.incr(self.key("version"), 1).ignore();
+        pipe.incr(self.key("version"), 1);
         let mut replies = tokio::time::timeout(Duration::from_secs(2), backend.run(vec![pipe]))
             .await
             .map_err(|_| {
                 "redis did not answer in time; the write may or may not have been taken: check with GET"
                     .to_string()
             })?;
-        replies
+        let mut replies = replies
             .pop()
             .unwrap_or(Ok(Vec::new()))
-            .map_err(|e| format!("redis refused the write: {e}"))
+            .map_err(|e| format!("redis refused the write: {e}"))?;
+        if let Some(version) = replies.pop().and_then(|v| redis::from_redis_value::<u64>(v).ok()) {
+            self.reached_version.fetch_max(version, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// One admin write, and the version bump with it. A timeout leaves the outcome
@@ -84,7 +90,6 @@ impl ConsumerStore {
             .ignore();
         })
         .await
-        .map(drop)
     }
 }
 
@@ -93,6 +98,7 @@ impl RedisSync {
         ConsumerStore {
             backend: self.backend.clone(),
             prefix: self.key_prefix.clone(),
+            reached_version: self.reached_version.clone(),
         }
     }
 
@@ -114,8 +120,8 @@ impl RedisSync {
         pipe
     }
 
-    /// After the round: adopt the maps if the version moved; publish ours again if
-    /// Redis lost its data.
+    /// After the round: publish ours again if Redis lost its data, then adopt the
+    /// maps if the version moved.
     pub(super) async fn consumers_follow(
         &self,
         backend: &Backend,
@@ -124,26 +130,37 @@ impl RedisSync {
         let Ok(reply) = reply else { return Ok(()) };
         let number =
             |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<Option<u64>>(v).ok().flatten());
-        let version = number(reply.first()).unwrap_or(0);
+        let mut version = number(reply.first()).unwrap_or(0);
         let epoch = reply
             .get(1)
             .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok().flatten());
-        // A new epoch (or none), or a version gone backwards (a Redis restored from an
-        // older snapshot, a replica that was behind): Redis lost data since this
-        // instance last looked. What it holds goes back first, what it saw revoked is
-        // revoked again, then everyone reads the union.
         let mut seen_epoch = self.seen_epoch.lock().await;
-        let behind = version < self.seen_version.load(Ordering::Relaxed);
-        if epoch.is_none() || epoch != *seen_epoch || behind {
-            self.within_deadline(self.republish(backend)).await??;
+        let seen_version = self.seen_version.load(Ordering::Relaxed);
+        let reached = self.reached_version.load(Ordering::Relaxed);
+        // Redis lost data since this instance last looked when it has no marker (new,
+        // flushed, restarted empty), another marker than the one seen (lost, and
+        // republished by another instance meanwhile), or a version gone backwards (a
+        // snapshot restored, a replica that was behind). A first look at a Redis with
+        // a marker only adopts: a restarted instance must not bring back what was
+        // revoked while it was away.
+        let lost = match (&epoch, &*seen_epoch) {
+            (None, _) => true,
+            (Some(now), Some(seen)) => now != seen || version < reached,
+            (Some(_), None) => false,
+        };
+        if lost {
+            let (published_epoch, published_version) =
+                self.within_deadline(self.republish(backend)).await??;
+            *seen_epoch = Some(published_epoch);
+            version = published_version;
+            self.reached_version.store(version, Ordering::Relaxed);
+            // Adopted below; if that is put off, the next round adopts whatever it reads.
+            self.seen_version.store(0, Ordering::Relaxed);
+        } else {
             *seen_epoch = epoch;
-            self.seen_version.store(u64::MAX, Ordering::Relaxed);
-            if seen_epoch.is_none() || behind {
-                return Ok(()); // the marker and the new version are read next round
+            if version == seen_version {
+                return Ok(());
             }
-        }
-        if version == self.seen_version.load(Ordering::Relaxed) {
-            return Ok(());
         }
         // An admin write on this instance while the maps are read would be undone by
         // adopting them: then the next round reads again.
@@ -177,13 +194,15 @@ impl RedisSync {
                 .collect(),
         );
         self.seen_version.store(version, Ordering::Relaxed);
+        self.reached_version.fetch_max(version, Ordering::Relaxed);
         Ok(())
     }
 
     /// What this instance holds goes back (keys and overrides, never overwriting),
     /// then the marker if there is none, then a version bump so every instance reads
-    /// the union.
-    async fn republish(&self, backend: &Backend) -> RedisResult<()> {
+    /// the union. Returns the marker in force (ours, or one another instance set
+    /// first) and the version after the bump.
+    async fn republish(&self, backend: &Backend) -> RedisResult<(String, u64)> {
         // Overrides written before they moved under the consumers' tag are carried over.
         let mut legacy = redis::pipe();
         legacy.hgetall(format!("{}:tiers", self.key_prefix));
@@ -218,8 +237,10 @@ impl RedisSync {
         // Unique per publication, so a second loss is told from the first.
         let epoch = format!("{}:{:016x}", self.instance_id, fastrand::u64(..));
         pipe.set_nx(self.consumers_key("epoch"), epoch).ignore();
-        pipe.incr(self.consumers_key("version"), 1).ignore();
+        pipe.get(self.consumers_key("epoch"));
+        pipe.incr(self.consumers_key("version"), 1);
         let mut replies = backend.run(vec![pipe]).await;
-        replies.pop().unwrap_or(Ok(Vec::new())).map(drop)
+        let replies = replies.pop().unwrap_or(Ok(Vec::new()))?;
+        Ok(redis::from_redis_value::<(String, u64)>(Value::Array(replies))?)
     }
 }

@@ -45,6 +45,9 @@ pub struct RedisSync {
     pub instance_id: String,
     /// The runtime consumers' version adopted last, and the epoch marker seen.
     seen_version: AtomicU64,
+    /// The highest version this instance knows Redis reached (adopted, or made by
+    /// its own admin writes): a version below it means Redis went back.
+    reached_version: Arc<AtomicU64>,
     seen_epoch: tokio::sync::Mutex<Option<String>>,
     /// The live connection, which the admin API's budget view borrows.
     pub backend: Arc<ArcSwapOption<Backend>>,
@@ -80,6 +83,7 @@ impl RedisSync {
             tier_names,
             instance_id,
             seen_version: AtomicU64::new(0),
+            reached_version: Arc::new(AtomicU64::new(0)),
             seen_epoch: tokio::sync::Mutex::new(None),
             backend: Arc::new(ArcSwapOption::empty()),
             sync_duration,
