@@ -1,5 +1,5 @@
 //! What `request_filter` decides, without any I/O: route → client address rules
-//! → CORS preflight → auth → the rate limits → declared body size. A pure function
+//! → CORS preflight → auth → declared body size → the rate limits (all or none). A pure function
 //! of the request head, the peer address and the time, so it is unit-tested and
 //! benchmarked without a connection.
 
@@ -140,6 +140,10 @@ impl Decider {
             return Verdict::error(status, ctx.request_id.as_str(), extra, false);
         }
 
+        // Refused before the limits, so it spends none of them.
+        if matches!(route.action, RouteAction::Proxy { .. }) && declared_body_too_large(req, route) {
+            return Verdict::error(413, ctx.request_id.as_str(), Vec::new(), true);
+        }
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let outcome = self.limiter.check(index, caller, client_ip, route.cost, now_ns);
         if outcome.applied() {
@@ -174,11 +178,23 @@ impl Decider {
                     .unwrap_or_default(),
                 close: false,
             },
-            RouteAction::Proxy { .. } if declared_body_too_large(req, route) => {
-                Verdict::error(413, ctx.request_id.as_str(), Vec::new(), true)
-            }
             RouteAction::Proxy { .. } => Verdict::Proxy,
         }
+    }
+
+    /// A request the gateway refused after its limits admitted it (no healthy
+    /// target: it is answered once, before any attempt) spends nothing.
+    pub fn give_back_limits(&self, ctx: &RequestCtx) {
+        let (Some(route), Some(outcome)) = (ctx.route, ctx.limit.as_ref()) else {
+            return;
+        };
+        if outcome.refused.is_some() {
+            return;
+        }
+        let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
+        let client_ip = ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let cost = self.routes.routes()[route].cost;
+        self.limiter.give_back(route, caller, client_ip, cost, outcome);
     }
 
     /// The route's auth policy applied to the request's credentials; on success the

@@ -294,6 +294,7 @@ impl ProxyHttp for Gateway {
             }
             Selection::Unavailable { retry_after_s } if ctx.failed_targets.is_empty() => {
                 ctx.retry_after_s = Some(retry_after_s);
+                self.decider.give_back_limits(ctx);
                 return Error::e_explain(
                     ErrorType::HTTPStatus(503),
                     format!("no healthy target in {}", pool.name),

@@ -56,6 +56,8 @@ pub struct GlobalDecision {
     /// Seconds until the current window ends.
     pub reset_s: u64,
     pub window_s: u64,
+    /// The window the request counted in, for a give-back.
+    pub window: u64,
 }
 
 /// One window's counts. The request path writes `window`, `mine` and `unpushed`;
@@ -254,7 +256,22 @@ impl GlobalWindow {
             remaining: (limit as f64 - used).max(0.0) as u64,
             reset_s: (self.window_ms - into_ms).div_ceil(1000),
             window_s: self.window_ms.div_ceil(1000),
+            window,
         }
+    }
+
+    /// Un-counts an admission that a later limit or the gateway refused, while its
+    /// window is held. Once drained for a sync it stays in the cluster's count.
+    pub fn give_back(&self, cost: u64, window: u64) {
+        let slot = self.slot(window);
+        if slot.held() != window {
+            return;
+        }
+        let less = |n: u64| Some(n.saturating_sub(cost));
+        let _ = slot
+            .unpushed
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, less);
+        let _ = slot.mine.fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
     }
 
     /// Takes the unpushed counts for a sync. On failure they go back with `restore`.

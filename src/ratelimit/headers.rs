@@ -249,6 +249,7 @@ mod tests {
                 remaining: 900,
                 reset_s: 1,
                 window_s: 1,
+                window: 0,
             }),
             retry_after_s: 0,
         };

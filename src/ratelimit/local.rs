@@ -259,6 +259,25 @@ impl LocalLimiter {
         }
     }
 
+    /// Gives back tokens taken for a request that a later limit or the gateway
+    /// refused. A synced bucket reports less used at the next sync (less than zero
+    /// when the take was already reported: the pool gets it back).
+    pub fn give_back(&self, key: &LimitKey, cost: f64) {
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shard(hash);
+        let Some(b) = shard.table.find_mut(hash, |b| b.key == *key) else {
+            return;
+        };
+        b.tokens += cost;
+        let c = &mut b.cluster;
+        if c.listed || c.leased {
+            c.used -= cost;
+            c.asked = (c.asked - cost).max(0.0);
+        } else {
+            b.tokens = b.tokens.min(b.bucket.burst);
+        }
+    }
+
     /// Up to `max` keys touched since their last report, with what they used and
     /// asked since; those counts start again from zero. Keys beyond `max` wait for
     /// the next round (oldest first within a shard; each round starts at the next shard).
@@ -642,6 +661,37 @@ mod tests {
             "{} keys reported",
             reported.len()
         );
+    }
+
+    #[test]
+    fn a_give_back_lowers_what_the_next_report_says_was_used() {
+        let limiter = LocalLimiter::new(1024);
+        let key = consumer("alice");
+        let bucket = Bucket {
+            rate: 1.0,
+            burst: 10.0,
+        };
+        let leased = Supply::Leased {
+            instances: 1,
+            first_s: 10.0,
+        };
+        assert!(limiter.take(&key, bucket, 3.0, 0, leased).allowed);
+        limiter.give_back(&key, 1.0);
+        let report = limiter.take_reports(10).pop().expect("report");
+        assert_eq!((report.used, report.asked), (2.0, 2.0));
+        // Given back after its take was reported: the next report returns it to the pool.
+        let lease = Lease {
+            tokens: 5.0,
+            share: 1.0,
+            pool: 5.0,
+        };
+        limiter.settle(&key, lease, 0);
+        assert!(limiter.take(&key, bucket, 1.0, 0, leased).allowed);
+        limiter.take_reports(10);
+        limiter.settle(&key, lease, 0);
+        limiter.give_back(&key, 1.0);
+        let report = limiter.take_reports(10).pop().expect("report");
+        assert_eq!(report.used, -1.0);
     }
 
     #[test]

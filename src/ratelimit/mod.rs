@@ -1,7 +1,8 @@
 //! Rate limiting, run in `request_filter` after auth: the caller's token bucket
 //! (one budget across the cluster when Redis is configured), then the route's own
 //! bucket for the caller's tier (`routes[].limits`, shared the same way), then the
-//! route's global window, then the route's quota (quota.rs). Both are decided in memory; Redis is only ever touched by the
+//! route's global window, then the route's quota (quota.rs), committed together or
+//! not at all. All are decided in memory; Redis is only ever touched by the
 //! background sync (services::redis_sync).
 
 pub mod global;
@@ -207,8 +208,9 @@ impl RateLimiter {
         self.globals.iter().flatten()
     }
 
-    /// Local bucket, then the route's global window. A request refused by its
-    /// bucket takes nothing from the window.
+    /// The caller's bucket, the route's bucket for its tier, the route's global
+    /// window, then the route's quota, as one step: a request refused by any of
+    /// them takes nothing from the others (what the earlier ones took is given back).
     pub fn check(
         &self,
         route: usize,
@@ -225,48 +227,42 @@ impl RateLimiter {
             ),
             None => (LimitKey::anonymous(client_ip), Policy::Anonymous, self.anonymous),
         };
-        let local = bucket.map(|bucket| LocalOutcome {
-            policy,
-            bucket,
-            decision: self.take(&key, bucket, cost, now_ns),
-        });
-        if let Some(refused) = local.filter(|l| !l.decision.allowed) {
-            return Outcome {
-                refused: Some(Scope::Local),
-                local,
-                route: None,
-                global: None,
-                quota: None,
-                retry_after_s: refused.decision.retry_after_s,
-            };
+        let mut outcome = Outcome {
+            refused: None,
+            local: bucket.map(|bucket| LocalOutcome {
+                policy,
+                bucket,
+                decision: self.take(&key, bucket, cost, now_ns),
+            }),
+            route: None,
+            global: None,
+            quota: None,
+            retry_after_s: 0,
+        };
+        if let Some(refused) = outcome.local.filter(|l| !l.decision.allowed) {
+            outcome.refused = Some(Scope::Local);
+            outcome.retry_after_s = refused.decision.retry_after_s;
+            return outcome;
         }
-        let route_limit = self.route_limit(route, caller, cost, now_ns);
-        if let Some(refused) = route_limit.filter(|l| !l.decision.allowed) {
-            return Outcome {
-                refused: Some(Scope::Route),
-                local,
-                route: route_limit,
-                global: None,
-                quota: None,
-                retry_after_s: refused.decision.retry_after_s,
-            };
+        outcome.route = self.route_limit(route, caller, cost, now_ns);
+        if let Some(refused) = outcome.route.filter(|l| !l.decision.allowed) {
+            outcome.refused = Some(Scope::Route);
+            outcome.retry_after_s = refused.decision.retry_after_s;
+            self.give_back(route, caller, client_ip, cost, &outcome);
+            return outcome;
         }
-        let global = self
+        outcome.global = self
             .globals
             .get(route)
             .and_then(Option::as_ref)
             .and_then(|window| self.check_global(window, u64::from(cost), now_ns / 1_000_000));
-        if let Some(g) = global.filter(|g| !g.allowed) {
-            return Outcome {
-                refused: Some(Scope::Global),
-                local,
-                route: route_limit,
-                global,
-                quota: None,
-                retry_after_s: g.reset_s.max(1),
-            };
+        if let Some(refused) = outcome.global.filter(|g| !g.allowed) {
+            outcome.refused = Some(Scope::Global);
+            outcome.retry_after_s = refused.reset_s.max(1);
+            self.give_back(route, caller, client_ip, cost, &outcome);
+            return outcome;
         }
-        let quota = caller.and_then(|(consumer, tier)| {
+        outcome.quota = caller.and_then(|(consumer, tier)| {
             let (_, quota) = self.quota(route)?;
             self.quota_counts.take(
                 route,
@@ -277,14 +273,49 @@ impl RateLimiter {
                 now_ns / 1_000_000_000,
             )
         });
-        let refused = quota.filter(|q| !q.allowed);
-        Outcome {
-            refused: refused.map(|_| Scope::Quota),
-            local,
-            route: route_limit,
-            global,
-            quota,
-            retry_after_s: refused.map_or(0, |q| q.reset_s),
+        if let Some(refused) = outcome.quota.filter(|q| !q.allowed) {
+            outcome.refused = Some(Scope::Quota);
+            outcome.retry_after_s = refused.reset_s;
+            self.give_back(route, caller, client_ip, cost, &outcome);
+        }
+        outcome
+    }
+
+    /// Gives back what `outcome`'s admitting limits took, for a request refused
+    /// after them (by a later limit, or by the gateway: no healthy target).
+    pub fn give_back(
+        &self,
+        route: usize,
+        caller: Option<(&Arc<str>, TierId)>,
+        client_ip: IpAddr,
+        cost: u32,
+        outcome: &Outcome,
+    ) {
+        let admitted = |l: &Option<LocalOutcome>| l.is_some_and(|l| l.decision.allowed);
+        if admitted(&outcome.local) {
+            let key = match caller {
+                Some((consumer, _)) => LimitKey::Consumer(consumer.clone()),
+                None => LimitKey::anonymous(client_ip),
+            };
+            self.local.give_back(&key, f64::from(cost));
+        }
+        if let (true, Some((consumer, _)), Some((name, _))) = (
+            admitted(&outcome.route),
+            caller,
+            self.route_limits.get(route).and_then(Option::as_ref),
+        ) {
+            self.local
+                .give_back(&LimitKey::Route(name.clone(), consumer.clone()), f64::from(cost));
+        }
+        if let (Some(g), Some(window)) = (
+            outcome.global.filter(|g| g.allowed),
+            self.globals.get(route).and_then(Option::as_ref),
+        ) {
+            window.give_back(u64::from(cost), g.window);
+        }
+        if let (Some(q), Some((consumer, _))) = (outcome.quota.filter(|q| q.allowed), caller) {
+            self.quota_counts
+                .give_back(route, consumer, q.period, u64::from(cost));
         }
     }
 
@@ -356,6 +387,7 @@ impl RateLimiter {
                     remaining: 0,
                     reset_s: 1,
                     window_s: window.window_ms.div_ceil(1000),
+                    window: window.window_of(now_ms),
                 })
             }
         };
@@ -412,5 +444,41 @@ mod tests {
         assert!(l.check(0, None, ip, 1, 0).refused.is_none());
         let bob: Arc<str> = Arc::from("bob");
         assert_eq!(l.check(0, Some((&bob, 0)), ip, 1, 0).refused, Some(Scope::Global));
+    }
+
+    #[test]
+    fn a_request_any_limit_refuses_spends_nothing_of_the_others() {
+        // Route 0's window admits 3; route 1 has none. Alice's bucket holds 2.
+        let l = limiter();
+        let alice: Arc<str> = Arc::from("alice");
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        for who in ["bob", "carol"] {
+            let other: Arc<str> = Arc::from(who);
+            assert!(l.check(0, Some((&other, 0)), ip, 1, 0).refused.is_none());
+        }
+        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
+        let refused = l.check(0, Some((&alice, 0)), ip, 1, 0);
+        assert_eq!(refused.refused, Some(Scope::Global));
+        // The window's refusal gave the bucket its token back: one is left for route 1.
+        assert!(l.check(1, Some((&alice, 0)), ip, 1, 0).refused.is_none());
+        assert_eq!(
+            l.check(1, Some((&alice, 0)), ip, 1, 0).refused,
+            Some(Scope::Local)
+        );
+    }
+
+    #[test]
+    fn giving_back_an_admitted_request_returns_its_bucket_and_window() {
+        let l = limiter();
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let admitted = l.check(0, None, ip, 1, 0);
+        assert!(admitted.refused.is_none());
+        l.give_back(0, None, ip, 1, &admitted);
+        // The anonymous bucket (burst 1) and the window (3) are whole again.
+        assert!(l.check(0, None, ip, 1, 0).refused.is_none());
+        let other: IpAddr = [192, 0, 2, 2].into();
+        let third: IpAddr = [192, 0, 2, 3].into();
+        assert!(l.check(0, None, other, 1, 0).refused.is_none());
+        assert!(l.check(0, None, third, 1, 0).refused.is_none());
     }
 }

@@ -25,6 +25,8 @@ pub struct QuotaDecision {
     /// Seconds until the period ends (and the quota is whole again).
     pub reset_s: u64,
     pub period_s: u64,
+    /// The period the request counted in, for a give-back.
+    pub period: u64,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -136,7 +138,22 @@ impl QuotaCounter {
             remaining: limit.saturating_sub(used),
             reset_s: end.saturating_sub(unix_s).max(1),
             period_s: end.saturating_sub(quota.per.end_s(period.saturating_sub(1))),
+            period,
         })
+    }
+
+    /// Un-counts an admission the gateway refused after all, within its period.
+    /// Once pushed for a sync it stays in the cluster's count.
+    pub fn give_back(&self, route: usize, consumer: &Arc<str>, period: u64, cost: u64) {
+        let mut shard = self.shard(route, consumer);
+        if let Some(c) = shard
+            .counts
+            .get_mut(&(route, consumer.clone()))
+            .filter(|c| c.period == period)
+        {
+            c.mine = c.mine.saturating_sub(cost);
+            c.unpushed = c.unpushed.saturating_sub(cost);
+        }
     }
 
     /// What this instance counted since the last sync, by key and period, for every

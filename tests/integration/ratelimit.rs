@@ -511,3 +511,137 @@ fn admin_writes_are_refused_when_no_token_is_configured() {
     );
     assert_eq!(r.status, 403);
 }
+
+/// A route whose window (40 a minute) is far below the caller's bucket (`tiny`: 50,
+/// refilling too slowly to matter), and one without a window.
+fn windowed(extra: &str) -> String {
+    format!(
+        "  - {{ name: windowed, path_prefix: /windowed, upstream: backend, global_limit: {{ rate: 40, per_s: 60 }} }}\n{extra}"
+    )
+}
+
+/// Asks `path` `n` times as `who` on the gateways in turn: the statuses seen, counted.
+fn statuses(gws: &[&Gateway], path: &str, who: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let status = get_with(gws[i % gws.len()].addr, path, &[("Authorization", who)]).status;
+        *seen.entry(status).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Requests the window refuses spend nothing of the caller's bucket: 60 asked, 40
+/// through the window, and the bucket still holds its last 10 for another route.
+#[test]
+fn requests_a_window_refuses_leave_the_callers_bucket_alone() {
+    let up = Upstream::start("u");
+    let gw = start(&windowed(""), &format!("\"{}\"", up.addr));
+    let tiny = token("kira", "tiny");
+    let windowed = statuses(&[&gw], "/windowed/x", &tiny, 60);
+    assert_eq!(windowed.get(&200), Some(&40), "{windowed:?}");
+    assert_eq!(windowed.get(&429), Some(&20), "{windowed:?}");
+    let elsewhere = statuses(&[&gw], "/api/x", &tiny, 20);
+    assert_eq!(
+        elsewhere.get(&200),
+        Some(&10),
+        "the bucket kept what the window refused: {elsewhere:?}"
+    );
+}
+
+/// The same on two instances sharing Redis: the window is the cluster's, the
+/// bucket one budget, and the window's refusals on either instance give back.
+#[test]
+fn requests_a_window_refuses_leave_the_bucket_alone_across_two_instances() {
+    let redis = Redis::start();
+    let up = Upstream::start("u");
+    let body = config(
+        &windowed(&format!(
+            "redis: {{ url: \"{}\", sync_interval_ms: 100 }}",
+            redis.url()
+        )),
+        &format!("\"{}\"", up.addr),
+    );
+    let fleet = gateways(&body, &admin_token(), 2);
+    let tiny = token("lena", "tiny");
+    let pair = [&fleet[0], &fleet[1]];
+    // Paced over sync rounds, so the window and the budget are the cluster's.
+    let mut windowed = 0;
+    for _ in 0..12 {
+        windowed += statuses(&pair, "/windowed/x", &tiny, 10)
+            .get(&200)
+            .copied()
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Within the window's stated bound: one sync round of the other instance.
+    assert!(
+        (40..=46).contains(&windowed),
+        "admitted through the window: {windowed}"
+    );
+    // What is left of the budget (50 less what the window admitted) is there to
+    // take, a sync round at a time.
+    let mut elsewhere = 0;
+    for _ in 0..10 {
+        elsewhere += statuses(&pair, "/api/x", &tiny, 4)
+            .get(&200)
+            .copied()
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let left = 50 - windowed;
+    eprintln!("two instances: {windowed} through the window, {elsewhere} of the {left} left admitted elsewhere");
+    assert!(
+        elsewhere + 2 >= left && elsewhere <= left + 2,
+        "the budget had {left} left, {elsewhere} were admitted"
+    );
+}
+
+/// Refusals the gateway makes itself spend nothing: a declared body over the
+/// route's limit (413, decided before the limits), and no healthy target (503).
+#[test]
+fn a_413_and_a_503_for_no_healthy_target_spend_nothing() {
+    let up = Upstream::start("u");
+    let dead = Upstream::start("dead");
+    dead.healthy.store(false, Ordering::SeqCst);
+    let extra = "  - { name: small, path_prefix: /small, upstream: backend, max_body_bytes: 10 }\n  - { name: down, path_prefix: /down, upstream: down }\n";
+    let body = config(extra, &format!("\"{}\"", up.addr)).replace(
+        "upstreams:\n",
+        &format!(
+            "upstreams:\n  down: {{ targets: [\"{}\"], health_check: {{ kind: http, interval_ms: 100 }} }}\n",
+            dead.addr
+        ),
+    );
+    let gw = Gateway::start_admin(&body, &admin_token());
+    let free = token("mia", "free");
+    let remaining = || {
+        get_with(gw.addr, "/api/x", &[("Authorization", &free)])
+            .header("x-ratelimit-remaining")
+            .map(str::to_string)
+    };
+    assert!(eventually(Duration::from_secs(10), || {
+        get_with(
+            gw.addr,
+            "/down/x",
+            &[("Authorization", &token("probe", "premium"))],
+        )
+        .status
+            == 503
+    }));
+    assert_eq!(remaining().as_deref(), Some("9"));
+    for _ in 0..5 {
+        let r = request(
+            gw.addr,
+            "POST",
+            "/small/x",
+            &[("Authorization", &free), ("Content-Length", "100")],
+            b"",
+        );
+        assert_eq!(r.status, 413);
+        assert_eq!(
+            get_with(gw.addr, "/down/x", &[("Authorization", &free)]).status,
+            503
+        );
+    }
+    // Ten refusals later, one more request: the bucket moved by that one alone.
+    assert_eq!(remaining().as_deref(), Some("8"));
+}
