@@ -45,6 +45,17 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// Whether a `101` switched to what the request asked for: only a WebSocket
+/// upgrade is forwarded, so only one named switch to WebSocket may be tunnelled.
+pub fn switched_as_asked(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let mut switched_to = response.get_all(header::UPGRADE).iter();
+    let only = match (switched_to.next(), switched_to.next()) {
+        (Some(protocol), None) => protocol,
+        _ => return false,
+    };
+    is_websocket(request) && only.as_bytes().eq_ignore_ascii_case(b"websocket")
+}
+
 /// The client's connection as this hop saw it.
 pub struct Hop {
     /// The connection's address.
@@ -279,6 +290,24 @@ mod tests {
             forwarding.strip_client_headers(&mut req, false);
             assert_eq!(req.contains_key("upgrade"), passes, "{protocol}");
             assert_eq!(req.contains_key("connection"), passes, "{protocol}");
+        }
+    }
+
+    #[test]
+    fn only_a_switch_to_the_websocket_asked_for_is_tunnelled() {
+        let asked = head(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        for (request, response, tunnelled) in [
+            (&asked, head(&[("upgrade", "WebSocket")]), true),
+            (&asked, head(&[("upgrade", "h2c")]), false),
+            (&asked, head(&[]), false),
+            (
+                &asked,
+                head(&[("upgrade", "websocket"), ("upgrade", "h2c")]),
+                false,
+            ),
+            (&head(&[]), head(&[("upgrade", "websocket")]), false),
+        ] {
+            assert_eq!(switched_as_asked(request, &response), tunnelled, "{response:?}");
         }
     }
 
