@@ -118,6 +118,7 @@ pub struct JwtVerifier {
     tier_names: Arc<[String]>,
     default_tier: TierId,
     claim_headers: Vec<(String, HeaderName)>,
+    forward_token: bool,
     cache: quick_cache::sync::Cache<Box<str>, Arc<Cached>>,
     refresh: Option<Arc<JwksRefresh>>,
 }
@@ -147,6 +148,7 @@ impl JwtVerifier {
             tier_names,
             default_tier,
             claim_headers: config.claims_to_headers,
+            forward_token: config.forward_token,
             cache: quick_cache::sync::Cache::new(config.cache_entries),
             refresh: None,
         };
@@ -227,6 +229,11 @@ impl JwtVerifier {
 
     pub fn claim_headers(&self) -> impl Iterator<Item = &HeaderName> {
         self.claim_headers.iter().map(|(_, h)| h)
+    }
+
+    /// Whether the upstream receives the `Authorization` header of a verified token.
+    pub fn forwards_token(&self) -> bool {
+        self.forward_token
     }
 
     pub fn key_count(&self) -> usize {
@@ -414,6 +421,7 @@ mod tests {
             keys: vec![verify_key::from_secret(Some("hs".into()), Algorithm::HS256, SECRET).expect("key")],
             jwks,
             claims_to_headers: Vec::new(),
+            forward_token: true,
             cache_entries: 100,
         }
     }

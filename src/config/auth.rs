@@ -121,6 +121,7 @@ fn jwt(problems: &mut Problems, spec: JwtSpec) -> Jwt {
         keys,
         jwks,
         claims_to_headers,
+        forward_token: spec.forward_token,
         cache_entries: spec.cache_entries,
     }
 }

@@ -70,6 +70,8 @@ pub struct Forwarding {
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
     tier_names: Vec<HeaderValue>,
+    /// `auth.jwt.forward_token: false`: a verified token stays with the gateway.
+    strip_verified_token: bool,
 }
 
 impl Forwarding {
@@ -80,6 +82,9 @@ impl Forwarding {
             gateway_headers.extend(auth.api_key_header().cloned());
         }
         Forwarding {
+            strip_verified_token: auth
+                .and_then(Authenticator::jwt)
+                .is_some_and(|jwt| !jwt.forwards_token()),
             gateway_headers,
             tier_names: tier_names
                 .iter()
@@ -200,6 +205,11 @@ impl Forwarding {
         };
         headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(identity) = &ctx.identity {
+            // With a JWT configured, an identified request's Authorization header can only be
+            // the token that identified it: an API key with one as well is refused.
+            if self.strip_verified_token {
+                headers.remove(header::AUTHORIZATION);
+            }
             headers.insert(CONSUMER_ID, identity.consumer_header.clone());
             if let Some(tier) = self.tier_names.get(identity.tier) {
                 headers.insert(CONSUMER_TIER, tier.clone());

@@ -346,6 +346,41 @@ fn api_keys_identify_by_digest_and_are_not_forwarded() {
     assert_eq!(f.upstream.hits(), 1);
 }
 
+#[test]
+fn a_verified_token_goes_upstream_unless_forward_token_is_false() {
+    let token = bearer(&sign(Algorithm::HS256, Some("hs"), &claims(json!({}))));
+    let auth = [("Authorization", token.as_str())];
+    let forwarding = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let r = get_with(forwarding.gw.addr, "/api/x", &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.upstream_header("authorization").as_deref(),
+        Some(token.as_str())
+    );
+
+    let keeping = start("jwks_file: \"{dir}/jwks.json\"\n    forward_token: false", "info");
+    for path in ["/api/x", "/opt/x"] {
+        let r = get_with(keeping.gw.addr, path, &auth);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            r.upstream_header("x-consumer-id").as_deref(),
+            Some("alice"),
+            "{path}"
+        );
+        assert_eq!(
+            r.upstream_header("authorization"),
+            None,
+            "{path}: the token went upstream"
+        );
+    }
+    // A route without auth verified nothing: what the client sent is the upstream's business.
+    let r = get_with(keeping.gw.addr, "/public/x", &auth);
+    assert_eq!(
+        r.upstream_header("authorization").as_deref(),
+        Some(token.as_str())
+    );
+}
+
 /// One rule for consumer ids: a token's `sub` the admin API could not name (it refuses the
 /// id) is an invalid token, and both refuse what would hide or reorder text in a log line.
 #[test]
