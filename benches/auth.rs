@@ -34,6 +34,7 @@ fn bench_verify(c: &mut Criterion) {
         ],
         jwks: None,
         claims_to_headers: Vec::new(),
+        forward_token: true,
         cache_entries: 10_000,
     };
     let verifier = JwtVerifier::new(

@@ -9,6 +9,7 @@
 use super::strict_json::has_duplicate_keys;
 use super::Failure;
 use crate::config::{JwksSource, Jwt};
+use crate::vocab::consumer_id;
 use crate::vocab::identity::{Identity, TierId};
 use crate::vocab::verify_key::VerifyKey;
 use arc_swap::ArcSwap;
@@ -27,8 +28,6 @@ use std::time::Duration;
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Tokens without a `kid` are tried against at most this many keys of their algorithm.
 const MAX_KEYS_TRIED: usize = 4;
-/// Longest consumer id taken from a claim.
-const MAX_CONSUMER_BYTES: usize = 256;
 
 struct Key {
     verify: VerifyKey,
@@ -119,6 +118,7 @@ pub struct JwtVerifier {
     tier_names: Arc<[String]>,
     default_tier: TierId,
     claim_headers: Vec<(String, HeaderName)>,
+    forward_token: bool,
     cache: quick_cache::sync::Cache<Box<str>, Arc<Cached>>,
     refresh: Option<Arc<JwksRefresh>>,
 }
@@ -148,6 +148,7 @@ impl JwtVerifier {
             tier_names,
             default_tier,
             claim_headers: config.claims_to_headers,
+            forward_token: config.forward_token,
             cache: quick_cache::sync::Cache::new(config.cache_entries),
             refresh: None,
         };
@@ -228,6 +229,11 @@ impl JwtVerifier {
 
     pub fn claim_headers(&self) -> impl Iterator<Item = &HeaderName> {
         self.claim_headers.iter().map(|(_, h)| h)
+    }
+
+    /// Whether the upstream receives the `Authorization` header of a verified token.
+    pub fn forwards_token(&self) -> bool {
+        self.forward_token
     }
 
     pub fn key_count(&self) -> usize {
@@ -348,12 +354,8 @@ impl JwtVerifier {
             return Err(Failure::WrongIssuer);
         }
         let consumer = match claims.get(&self.consumer_claim) {
-            // The consumer id becomes X-Consumer-Id: no control characters.
-            Some(Value::String(s))
-                if !s.is_empty() && s.len() <= MAX_CONSUMER_BYTES && !s.chars().any(char::is_control) =>
-            {
-                s.as_str()
-            }
+            // The same rule as the admin API's: a consumer it cannot name would be out of reach.
+            Some(Value::String(s)) if consumer_id::check(s).is_ok() => s.as_str(),
             _ => return Err(Failure::BadClaims),
         };
         let tier = match claims.get(&self.tier_claim) {
@@ -419,6 +421,7 @@ mod tests {
             keys: vec![verify_key::from_secret(Some("hs".into()), Algorithm::HS256, SECRET).expect("key")],
             jwks,
             claims_to_headers: Vec::new(),
+            forward_token: true,
             cache_entries: 100,
         }
     }
@@ -548,6 +551,18 @@ mod tests {
             ),
             (
                 raw_token(header, &format!(r#"{{"sub":"a\u0000","exp":{exp}}}"#)),
+                Failure::BadClaims,
+            ),
+            (
+                raw_token(header, &format!(r#"{{"sub":"a\u202eb","exp":{exp}}}"#)),
+                Failure::BadClaims,
+            ),
+            (
+                raw_token(header, &format!(r#"{{"sub":"a\u2028b","exp":{exp}}}"#)),
+                Failure::BadClaims,
+            ),
+            (
+                raw_token(header, &format!(r#"{{"sub":"a\u00a0b","exp":{exp}}}"#)),
                 Failure::BadClaims,
             ),
         ] {

@@ -6,6 +6,7 @@ use super::model::{ApiKey, ApiKeys, Auth, Jwks, JwksSource, Jwt, Tier};
 use super::problems::Problems;
 use super::schema::{ApiKeysSpec, AuthSpec, JwtKeySpec, JwtSpec};
 use super::tiers::tier_id;
+use crate::vocab::consumer_id;
 use crate::vocab::identity::TierId;
 use crate::vocab::verify_key::{self, VerifyKey};
 use http::HeaderName;
@@ -120,6 +121,7 @@ fn jwt(problems: &mut Problems, spec: JwtSpec) -> Jwt {
         keys,
         jwks,
         claims_to_headers,
+        forward_token: spec.forward_token,
         cache_entries: spec.cache_entries,
     }
 }
@@ -221,15 +223,9 @@ fn api_keys(problems: &mut Problems, spec: ApiKeysSpec, tiers: &[Tier], default_
             Some(name) => tier_id(problems, tiers, &format!("{path}.tier"), name),
             None => Some(default_tier),
         };
-        // The consumer id is sent upstream as X-Consumer-Id.
-        if key.consumer.is_empty()
-            || key.consumer.len() > 128
-            || http::HeaderValue::from_str(&key.consumer).is_err()
-        {
-            problems.add(
-                format!("{path}.consumer"),
-                "1 to 128 printable characters (it is sent as X-Consumer-Id)",
-            );
+        // The same rule as a token's or the admin API's: the id is X-Consumer-Id and a log field.
+        if let Err(why) = consumer_id::check(&key.consumer) {
+            problems.add(format!("{path}.consumer"), why);
         }
         let mut digest = [0u8; 32];
         let parsed = key
@@ -294,20 +290,22 @@ mod tests {
     }
 
     #[test]
-    fn a_config_key_s_consumer_must_be_a_header_value() {
-        let long = "c".repeat(129);
+    fn a_config_key_s_consumer_follows_the_consumer_id_rule() {
+        let long = "c".repeat(257);
         for (consumer, ok) in [
             ("acme corp", true),
             ("\"\"", false),
             ("\"a\\u0001b\"", false),
+            ("\"a\\u202Eb\"", false),
+            ("\"a\\u00A0b\"", false),
             (long.as_str(), false),
         ] {
             let found = problems(&format!(
                 "  api_keys: {{ keys: [{{ consumer: {consumer}, key: \"{DIGEST}\" }}] }}\n"
             ));
-            let refused = found.iter().any(|p| {
-                p == "auth.api_keys.keys[0].consumer: 1 to 128 printable characters (it is sent as X-Consumer-Id)"
-            });
+            let refused = found
+                .iter()
+                .any(|p| p.starts_with("auth.api_keys.keys[0].consumer: a consumer id "));
             assert_eq!(refused, !ok, "{consumer}: {found:?}");
         }
     }

@@ -299,6 +299,8 @@ pub struct Jwt {
     pub jwks: Option<Jwks>,
     /// Claim → upstream header, never one the gateway sets itself.
     pub claims_to_headers: Vec<(String, HeaderName)>,
+    /// Whether the upstream receives the `Authorization` header of a verified token.
+    pub forward_token: bool,
     /// Verified tokens kept so a hot token is not verified again.
     pub cache_entries: usize,
 }

@@ -385,6 +385,9 @@ pub(super) struct JwtSpec {
     pub(super) jwks_cooldown_s: u64,
     #[serde(default)]
     pub(super) claims_to_headers: BTreeMap<String, String>,
+    /// Whether the upstream receives the `Authorization` header of a verified token.
+    #[serde(default = "default_true")]
+    pub(super) forward_token: bool,
     /// Verified tokens kept so a hot token is not verified again.
     #[serde(default = "default_cache_entries")]
     pub(super) cache_entries: usize,

@@ -94,7 +94,7 @@ impl Decider {
         let client_ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| {
             let forwarded = req.headers.get_all("x-forwarded-for");
             self.trusted_proxies
-                .client_ip(peer, forwarded.iter().filter_map(|v| v.to_str().ok()))
+                .client_ip(peer, forwarded.iter().map(HeaderValue::as_bytes))
         });
         ctx.client_ip = Some(client_ip);
         if route

@@ -45,6 +45,17 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// Whether a `101` switched to what the request asked for: only a WebSocket
+/// upgrade is forwarded, so only one named switch to WebSocket may be tunnelled.
+pub fn switched_as_asked(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let mut switched_to = response.get_all(header::UPGRADE).iter();
+    let only = match (switched_to.next(), switched_to.next()) {
+        (Some(protocol), None) => protocol,
+        _ => return false,
+    };
+    is_websocket(request) && only.as_bytes().eq_ignore_ascii_case(b"websocket")
+}
+
 /// The client's connection as this hop saw it.
 pub struct Hop {
     /// The connection's address.
@@ -59,6 +70,8 @@ pub struct Forwarding {
     /// Headers only the gateway may set upstream: any client copy is removed.
     gateway_headers: Vec<HeaderName>,
     tier_names: Vec<HeaderValue>,
+    /// `auth.jwt.forward_token: false`: a verified token stays with the gateway.
+    strip_verified_token: bool,
 }
 
 impl Forwarding {
@@ -69,6 +82,9 @@ impl Forwarding {
             gateway_headers.extend(auth.api_key_header().cloned());
         }
         Forwarding {
+            strip_verified_token: auth
+                .and_then(Authenticator::jwt)
+                .is_some_and(|jwt| !jwt.forwards_token()),
             gateway_headers,
             tier_names: tier_names
                 .iter()
@@ -189,6 +205,11 @@ impl Forwarding {
         };
         headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(identity) = &ctx.identity {
+            // With a JWT configured, an identified request's Authorization header can only be
+            // the token that identified it: an API key with one as well is refused.
+            if self.strip_verified_token {
+                headers.remove(header::AUTHORIZATION);
+            }
             headers.insert(CONSUMER_ID, identity.consumer_header.clone());
             if let Some(tier) = self.tier_names.get(identity.tier) {
                 headers.insert(CONSUMER_TIER, tier.clone());
@@ -279,6 +300,24 @@ mod tests {
             forwarding.strip_client_headers(&mut req, false);
             assert_eq!(req.contains_key("upgrade"), passes, "{protocol}");
             assert_eq!(req.contains_key("connection"), passes, "{protocol}");
+        }
+    }
+
+    #[test]
+    fn only_a_switch_to_the_websocket_asked_for_is_tunnelled() {
+        let asked = head(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        for (request, response, tunnelled) in [
+            (&asked, head(&[("upgrade", "WebSocket")]), true),
+            (&asked, head(&[("upgrade", "h2c")]), false),
+            (&asked, head(&[]), false),
+            (
+                &asked,
+                head(&[("upgrade", "websocket"), ("upgrade", "h2c")]),
+                false,
+            ),
+            (&head(&[]), head(&[("upgrade", "websocket")]), false),
+        ] {
+            assert_eq!(switched_as_asked(request, &response), tunnelled, "{response:?}");
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
-use super::forward::{is_websocket, Forwarding, Hop, X_FORWARDED_PROTO};
+use super::forward::{is_websocket, switched_as_asked, Forwarding, Hop, X_FORWARDED_PROTO};
 use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -386,17 +386,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|t| t.elapsed());
-        // A switch of protocols nobody asked for would hand the client raw upstream bytes.
+        // A switch of protocols nobody asked for, or to another protocol than the one
+        // asked for (`h2c` to a WebSocket request), would hand the client raw upstream bytes.
         if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS
-            && !session.req_header().headers.contains_key(header::UPGRADE)
+            && !switched_as_asked(&session.req_header().headers, &upstream_response.headers)
         {
             self.settle(ctx, Some(false));
-            return Error::e_explain(ErrorType::HTTPStatus(502), "101 without an Upgrade request").map_err(
-                |mut e: Box<Error>| {
+            return Error::e_explain(ErrorType::HTTPStatus(502), "101 to a protocol nobody asked for")
+                .map_err(|mut e: Box<Error>| {
                     e.esource = ErrorSource::Upstream;
                     e
-                },
-            );
+                });
         }
         // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
         self.settle(ctx, Some(upstream_response.status.as_u16() < 500));

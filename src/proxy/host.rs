@@ -110,7 +110,9 @@ fn split_authority(raw: &str) -> Option<&str> {
         Some(stripped) if !host.starts_with('[') && !stripped.is_empty() => stripped,
         _ => host,
     };
-    reg_name_ok.then_some(host)
+    // An empty label (`a..b`, `.a`, `a..`) names no DNS host; NGINX refuses it too.
+    let labels_ok = host.starts_with('[') || !host.split('.').any(str::is_empty);
+    (reg_name_ok && labels_ok).then_some(host)
 }
 
 #[cfg(test)]
@@ -146,6 +148,11 @@ mod tests {
             "[::1]/../x",
             "[::1]]",
             ".",
+            "b.example..",
+            ".b.example",
+            "a..b",
+            "a..b:80",
+            "..",
         ] {
             assert_eq!(split_authority(raw), None, "{raw}");
         }

@@ -22,8 +22,8 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Consumer ids are checked printable where they are read (config, admin API,
-    /// token claims); any other byte is sent as it is, as HTTP allows.
+    /// Consumer ids are checked (`consumer_id::check`) where they are read (config,
+    /// admin API, token claims); any other byte is sent as it is, as HTTP allows.
     pub fn new(consumer: Arc<str>, tier: TierId, headers: Arc<[(HeaderName, HeaderValue)]>) -> Self {
         let consumer_header =
             HeaderValue::from_bytes(consumer.as_bytes()).unwrap_or(HeaderValue::from_static("invalid"));

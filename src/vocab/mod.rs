@@ -5,6 +5,7 @@
 
 pub mod client_addr;
 pub mod clock;
+pub mod consumer_id;
 pub mod error_body;
 pub mod header_rules;
 pub mod identity;

@@ -154,16 +154,16 @@ fn consumer_ids_in_the_tier_path_are_decoded_once_bounded_and_printable() {
             br#"{"tier":"premium"}"#,
         )
     };
-    let a128 = "a".repeat(128);
-    // 128 bytes once decoded, 384 as sent: the bound is on the id, not on the path.
-    let escaped128 = "%41".repeat(128);
+    let a256 = "a".repeat(256);
+    // 256 bytes once decoded, 768 as sent: the bound is on the id, not on the path.
+    let escaped256 = "%41".repeat(256);
     let accepted = [
         ("acme", "acme".to_string()),
         ("a%20b", "a b".to_string()),
         // Decoded once: "%25" becomes "%", and "%41" stays as it is.
         ("%2541", "%41".to_string()),
-        (a128.as_str(), a128.clone()),
-        (escaped128.as_str(), "A".repeat(128)),
+        (a256.as_str(), a256.clone()),
+        (escaped256.as_str(), "A".repeat(256)),
     ];
     for (segment, id) in &accepted {
         let r = put(segment);
@@ -171,11 +171,11 @@ fn consumer_ids_in_the_tier_path_are_decoded_once_bounded_and_printable() {
         assert_eq!(r.json()["consumer"], id.as_str(), "{segment}");
         assert_eq!(r.json()["tier"], "premium");
     }
-    let a129 = "a".repeat(129);
-    let escaped129 = "%41".repeat(129);
+    let a257 = "a".repeat(257);
+    let escaped257 = "%41".repeat(257);
     for segment in [
-        a129.as_str(),
-        escaped129.as_str(),
+        a257.as_str(),
+        escaped257.as_str(),
         "a%0Ab",
         "a%0D%0Ax-consumer-id:%20admin",
         "a%00",

@@ -347,6 +347,84 @@ fn api_keys_identify_by_digest_and_are_not_forwarded() {
 }
 
 #[test]
+fn a_verified_token_goes_upstream_unless_forward_token_is_false() {
+    let token = bearer(&sign(Algorithm::HS256, Some("hs"), &claims(json!({}))));
+    let auth = [("Authorization", token.as_str())];
+    let forwarding = start("jwks_file: \"{dir}/jwks.json\"", "info");
+    let r = get_with(forwarding.gw.addr, "/api/x", &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.upstream_header("authorization").as_deref(),
+        Some(token.as_str())
+    );
+
+    let keeping = start("jwks_file: \"{dir}/jwks.json\"\n    forward_token: false", "info");
+    for path in ["/api/x", "/opt/x"] {
+        let r = get_with(keeping.gw.addr, path, &auth);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            r.upstream_header("x-consumer-id").as_deref(),
+            Some("alice"),
+            "{path}"
+        );
+        assert_eq!(
+            r.upstream_header("authorization"),
+            None,
+            "{path}: the token went upstream"
+        );
+    }
+    // A route without auth verified nothing: what the client sent is the upstream's business.
+    let r = get_with(keeping.gw.addr, "/public/x", &auth);
+    assert_eq!(
+        r.upstream_header("authorization").as_deref(),
+        Some(token.as_str())
+    );
+}
+
+/// One rule for consumer ids: a token's `sub` the admin API could not name (it refuses the
+/// id) is an invalid token, and both refuse what would hide or reorder text in a log line.
+#[test]
+fn a_consumer_id_that_hides_or_reorders_text_is_refused_by_tokens_and_the_admin_api() {
+    const ADMIN_TOKEN: &str = "admin-token-0123456789";
+    let f = start_with("jwks_file: \"{dir}/jwks.json\"", |body| {
+        Gateway::start_admin(body, &format!("token: \"{ADMIN_TOKEN}\""))
+    });
+    let admin_bearer = bearer(ADMIN_TOKEN);
+    let admin = [
+        ("Authorization", admin_bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let set_tier = |encoded: &str| {
+        let path = format!("/admin/consumers/{encoded}/tier");
+        request(f.gw.admin, "PUT", &path, &admin, br#"{"tier": "free"}"#)
+    };
+    let sub = |id: &str| hand_signed(HS_HEADER, &claims_text(&format!("\"sub\":{},", json!(id))));
+    let plain = get_with(f.gw.addr, "/api/x", &[("Authorization", &bearer(&sub("a b")))]);
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    assert_eq!(set_tier("a%20b").status, 200);
+    for (name, c) in [
+        ("right-to-left override", '\u{202E}'),
+        ("right-to-left mark", '\u{200F}'),
+        ("right-to-left isolate", '\u{2067}'),
+        ("arabic letter mark", '\u{061C}'),
+        ("line separator", '\u{2028}'),
+        ("paragraph separator", '\u{2029}'),
+        ("no-break space", '\u{00A0}'),
+        ("combining grapheme joiner", '\u{034F}'),
+        ("soft hyphen", '\u{00AD}'),
+        ("zero-width space", '\u{200B}'),
+        ("byte order mark", '\u{FEFF}'),
+    ] {
+        let id = format!("a{c}b");
+        assert_invalid_token(&f, name, &sub(&id));
+        let encoded: String = id.bytes().map(|b| format!("%{b:02X}")).collect();
+        let r = set_tier(&encoded);
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+    }
+    assert_eq!(f.upstream.hits(), 1, "a refused token reached the upstream");
+}
+
+#[test]
 fn no_spelling_of_a_path_reaches_a_required_route_without_credentials() {
     let f = start("jwks_file: \"{dir}/jwks.json\"", "info");
     for path in [

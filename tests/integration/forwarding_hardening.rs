@@ -1,7 +1,7 @@
 //! What the upstream receives is exactly what was routed and authorised: paths that
 //! upstreams decode differently, header names with `_`, client claims about its own
 //! address, `Connection` naming the Host or the framing, malformed Hosts and a
-//! protocol switch nobody asked for never get through.
+//! protocol switch nobody asked for (or to another protocol) never get through.
 
 use crate::common::*;
 use std::io::{Read, Write};
@@ -305,7 +305,8 @@ fn a_host_that_is_not_an_rfc_3986_authority_is_refused() {
 
 /// A raw TCP upstream that switches protocols: to a request asking for a WebSocket it
 /// answers `101` and then `pong` to the client's `ping`; to any other request it answers
-/// an unasked-for `101` followed by raw bytes. Records the request heads it received.
+/// an unasked-for `101` followed by raw bytes, and so it does to `/h2c`, switching to h2c
+/// whatever was asked. Records the request heads it received.
 struct SwitchingUpstream {
     addr: SocketAddr,
     heads: Arc<Mutex<Vec<String>>>,
@@ -360,7 +361,11 @@ fn switch(mut conn: TcpStream, heads: &Mutex<Vec<String>>) {
     };
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     heads.lock().expect("heads").push(head.clone());
-    if head.contains("\r\nupgrade: websocket\r\n") {
+    if head.starts_with("get /h2c ") {
+        let _ = conn.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nRAWBYTES",
+        );
+    } else if head.contains("\r\nupgrade: websocket\r\n") {
         let _ = conn.write_all(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
         );
@@ -426,6 +431,29 @@ fn a_101_the_client_did_not_ask_for_is_a_502() {
         "{heads:?}"
     );
     assert_eq!(get(gw.addr, "/ok/after").status, 200);
+}
+
+#[test]
+fn a_101_to_another_protocol_than_the_one_asked_for_is_a_502() {
+    let switching = SwitchingUpstream::start();
+    let echo = Upstream::start("echo");
+    let gw = switching_gateway(&switching, &echo);
+    let answer = raw_exchange(
+        gw.addr,
+        b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    let (r, _) = parse_response(&answer).unwrap_or_else(|| panic!("no answer: {}", show(&answer)));
+    assert_eq!(r.status, 502, "{}", show(&answer));
+    assert_eq!(r.json()["error"], "bad_gateway");
+    assert!(
+        !answer.windows(8).any(|w| w == b"RAWBYTES"),
+        "the upstream's raw bytes reached the client: {}",
+        show(&answer)
+    );
+    let heads = switching.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(heads[0].contains("\r\nupgrade: websocket\r\n"), "{heads:?}");
 }
 
 #[test]

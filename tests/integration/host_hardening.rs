@@ -1,8 +1,9 @@
 //! A second adversarial probe's findings: a route scoped to one host cannot be
-//! missed by another spelling of that host, HTTP/1.0 connections close as the
-//! client asked, every `X-Forwarded-For` line is kept, an underscore spelling of
-//! a header the gateway owns never passes, and the admin token's scheme is
-//! case-insensitive while invisible formatting characters are refused in ids.
+//! missed by another spelling of that host, a host with an empty label is refused,
+//! HTTP/1.0 connections close as the client asked, every `X-Forwarded-For` line is
+//! kept, an underscore spelling of a header the gateway owns never passes, and the
+//! admin token's scheme is case-insensitive while invisible formatting characters
+//! are refused in ids.
 
 use crate::common::*;
 use std::time::Duration;
@@ -82,6 +83,24 @@ fn another_spelling_of_a_scoped_host_cannot_miss_its_route() {
         b"GET /x HTTP/1.1\r\nHost: www.test\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(open.status, 200);
+}
+
+#[test]
+fn a_host_with_an_empty_label_is_refused_and_one_trailing_dot_is_not() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up);
+    for host in ["b.example..", ".b.example", "a..b", "a..b:80", "admin.internal.."] {
+        let raw = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let r = raw_request(gw.addr, raw.as_bytes());
+        assert_eq!(r.status, 400, "Host: {host}");
+        assert_eq!(r.json()["error"], "bad_request", "Host: {host}");
+    }
+    assert_eq!(up.hits(), 0, "a host with an empty label was forwarded");
+    let fqdn = raw_request(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nHost: b.example.\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(fqdn.status, 200, "{}", fqdn.text());
 }
 
 #[test]

@@ -83,6 +83,37 @@ fn addresses_are_allowed_and_denied_by_the_resolved_client_address() {
     assert_eq!(claimed.status, 403);
 }
 
+/// From a trusted proxy, a hop with a port (Azure Application Gateway appends one) or in
+/// brackets is an address; any other hop ends the chain, so the client's own entries to
+/// its left are never believed.
+#[test]
+fn forwarded_for_hops_with_ports_are_addresses_and_any_other_hop_ends_the_chain() {
+    let up = Upstream::start("u");
+    let gw = Gateway::start(&body(&up, "\"127.0.0.1/32\""));
+    let from = |lines: &[&str]| {
+        let headers: Vec<(&str, &str)> = lines.iter().map(|l| ("x-forwarded-for", *l)).collect();
+        get_with(gw.addr, "/internal/x", &headers).status
+    };
+    for (lines, status) in [
+        // 10.1.2.3 is allowed: the client's own claim, to the left of its real address.
+        (&["10.1.2.3, 198.51.100.7:5555"][..], 403),
+        (&["10.1.2.3, [2001:db9::7]:5555"], 403),
+        (&["10.1.2.3, [2001:db9::7]"], 403),
+        (&["10.1.2.3, 10.6.6.7:5555"], 403),
+        // The proxy did not know its client: everyone behind it is the proxy.
+        (&["10.1.2.3, unknown"], 403),
+        (&["10.1.2.3, fe80::1%eth0"], 403),
+        (&["10.1.2.3, unknown, 127.0.0.1"], 403),
+        (&["10.1.2.3", "unknown"], 403),
+        (&["10.1.2.3:5555"], 200),
+        (&["[2001:db8::7]:443"], 200),
+        (&["[2001:db8::7]"], 200),
+        (&["198.51.100.7, , 10.1.2.3:5555,"], 200),
+    ] {
+        assert_eq!(from(lines), status, "X-Forwarded-For: {lines:?}");
+    }
+}
+
 #[test]
 fn cors_preflights_are_answered_by_the_gateway_and_answers_carry_the_origin() {
     let up = Upstream::start("u");
