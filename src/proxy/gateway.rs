@@ -254,11 +254,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        // After a 101 the client's bytes are the new protocol's (WebSocket frames), not a body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;

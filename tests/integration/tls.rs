@@ -600,6 +600,30 @@ fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
     );
 }
 
+/// `max_body_bytes` bounds a request's body: after the 101 a WebSocket session's frames
+/// are not a body, and the session outlives the limit.
+#[test]
+fn a_websocket_on_a_route_with_max_body_bytes_is_not_cut_by_it() {
+    let upstream = start_websocket_echo();
+    let body = format!(
+        "upstreams:\n  chat: {{ targets: [\"{upstream}\"] }}\n\
+         routes:\n  - {{ name: ws, path_prefix: /ws/, upstream: chat, max_body_bytes: 64, websocket: {{ idle_timeout_s: 5 }} }}\n"
+    );
+    let gw = Gateway::start(&body);
+    assert_eq!(
+        request(gw.addr, "POST", "/ws/upload", &[], &[b'a'; 100]).status,
+        413,
+        "a body over the limit is still refused"
+    );
+    let mut conn = open_websocket(gw.addr);
+    // 10 frames of 35 bytes: 350 bytes, over five times the limit.
+    for i in 0..10 {
+        let text = format!("frame {i} of ten, 29 bytes long");
+        conn.write_all(&client_frame(&text)).expect("frame");
+        assert_eq!(read_text_frame(&mut conn), text, "frame {i}");
+    }
+}
+
 /// The DER of the first certificate in a PEM file.
 fn first_cert_der(path: &str) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
