@@ -116,6 +116,43 @@ fn only_tls_1_2_and_1_3_are_spoken() {
     }
 }
 
+/// Two certificates for one name, ECDSA and RSA: each client gets one it can use,
+/// by the signature algorithms (and, on TLS 1.2, the cipher suites) it offers.
+#[test]
+fn an_ecdsa_and_an_rsa_certificate_for_one_name_each_serve_the_clients_that_need_them() {
+    let pki = Pki::new();
+    pki.rsa_leaf("api-rsa", "api.test");
+    let (tls, _gw) = tls_gateway(&pki, ECHO, &["api.test", "api-rsa"]);
+    let verified = [
+        "-servername",
+        "api.test",
+        "-verify_return_error",
+        "-verify_hostname",
+        "api.test",
+    ];
+    let ca = ["-CAfile", &pki.path("ca.pem")];
+    let clients: [(&[&str], &str); 4] = [
+        (&[], "Server public key is 256 bit"),
+        (
+            &["-sigalgs", "RSA-PSS+SHA256:RSA+SHA256"],
+            "Server public key is 2048 bit",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+            "Server public key is 2048 bit",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            "Server public key is 256 bit",
+        ),
+    ];
+    for (limits, served) in clients {
+        let (ok, text) = s_client(tls, &[&verified[..], &ca, limits].concat());
+        assert!(ok && text.contains(served), "{limits:?}: {text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{limits:?}: {text}");
+    }
+}
+
 #[test]
 fn a_stalled_handshake_and_a_slow_head_over_tls_are_cut_at_the_header_deadline() {
     let pki = Pki::new();
