@@ -269,6 +269,34 @@ fn h2c_listener_speaks_both_and_http2_heads_are_bounded_too() {
     assert_eq!(h2c_request(h2c, "/after").map(|r| r.0), Ok(200));
 }
 
+/// `client.max_headers` holds on HTTP/2 as on HTTP/1.1: too many fields are a 431 and
+/// never reach the upstream; Cookie crumbs (one Cookie line on HTTP/1.1) count as one.
+#[test]
+fn client_max_headers_holds_on_http2_too() {
+    let h2c = loopback(free_port());
+    let upstream = Upstream::start("u");
+    let body = format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: u }}\n",
+        upstream.addr
+    );
+    let _gw = Gateway::start_listening(&body, vec![format!("{{ addr: \"{h2c}\", h2c: true }}")]);
+    let fields = |n: usize| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("x-field-{i}"), "v".to_string()))
+            .collect()
+    };
+    let authority = h2c.to_string();
+    let status = |headers: &[(String, String)]| h2c_request_with(h2c, &authority, "/x", headers).map(|r| r.0);
+    assert_eq!(status(&fields(1000)), Ok(431), "1,000 fields");
+    assert_eq!(status(&fields(101)), Ok(431), "one over the default 100");
+    assert_eq!(upstream.hits(), 0, "nothing over the limit reached the upstream");
+    // `te` is one field of the 100.
+    assert_eq!(status(&fields(99)), Ok(200));
+    let mut crumbs = fields(98);
+    crumbs.extend((0..50).map(|i| ("cookie".to_string(), format!("c{i}=v"))));
+    assert_eq!(status(&crumbs), Ok(200), "50 Cookie crumbs are one field");
+}
+
 #[test]
 fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
     let pki = Pki::new();

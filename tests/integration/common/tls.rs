@@ -278,6 +278,16 @@ pub fn h2c_request_to(
     authority: &str,
     path: &str,
 ) -> Result<(u16, String, http::HeaderMap), String> {
+    h2c_request_with(addr, authority, path, &[])
+}
+
+/// The same, with `headers` (in order, repeats kept) in the request's header list.
+pub fn h2c_request_with(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(u16, String, http::HeaderMap), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -288,11 +298,13 @@ pub fn h2c_request_to(
             .map_err(|e| e.to_string())?;
         let (mut client, conn) = h2::client::handshake(tcp).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .uri(format!("http://{authority}{path}"))
-            .header("te", "trailers")
-            .body(())
-            .map_err(|e| e.to_string())?;
+            .header("te", "trailers");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(()).map_err(|e| e.to_string())?;
         let (response, _) = client.send_request(request, true).map_err(|e| e.to_string())?;
         let response = response.await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
