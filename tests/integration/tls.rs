@@ -355,6 +355,57 @@ fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
     assert!(resp.is_empty(), "{}", String::from_utf8_lossy(&resp));
 }
 
+/// A PROXY v2 header from `source` (IPv4) with TLVs of `tlv_bytes` in all, and the length
+/// field saying `claimed` bytes follow the fixed part.
+fn proxy_v2_with_tlvs(source: [u8; 4], tlv_bytes: usize, claimed: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&claimed.to_be_bytes());
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[127, 0, 0, 1, 0x15, 0xb3, 0, 80]);
+    // One NOOP TLV (type 0x04) filling the rest.
+    let value = tlv_bytes - 3;
+    header.push(0x04);
+    header.extend_from_slice(&u16::try_from(value).expect("tlv length").to_be_bytes());
+    header.resize(header.len() + value, 0);
+    header
+}
+
+/// HAProxy sends v2 headers of up to 64 KiB (TLVs: SSL details, unique ids, a cloud's
+/// endpoint ids): a large one is taken whole and what follows is served; a header
+/// whose length field goes past 64 KiB is refused and the connection closed.
+#[test]
+fn proxy_protocol_v2_headers_up_to_64_kib_are_taken() {
+    let plain = loopback(free_port());
+    let body = format!("trusted_proxies: [\"127.0.0.1\"]\n{ECHO}");
+    let _gw = Gateway::start_listening(
+        &body,
+        vec![format!("{{ addr: \"{plain}\", proxy_protocol: true }}")],
+    );
+    for tlv_bytes in [8 * 1024, 64 * 1024 - 16 - 12] {
+        let mut raw = proxy_v2_with_tlvs([203, 0, 113, 8], tlv_bytes, (12 + tlv_bytes) as u16);
+        raw.extend_from_slice(b"GET /tlv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(plain, &raw);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("\"x-real-ip\":\"203.0.113.8\""),
+            "{tlv_bytes} bytes of TLVs: {answer}"
+        );
+    }
+    // 65,535 bytes after the fixed part, 65,551 in all: refused on the fixed part, at
+    // once (the header deadline is 10 s away).
+    let over = proxy_v2_with_tlvs([203, 0, 113, 9], 65535 - 12, 65535);
+    let mut conn = TcpStream::connect(plain).expect("connect");
+    conn.write_all(&over[..64]).expect("the start of the header");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut rest = Vec::new();
+    let closed = match conn.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed && rest.is_empty(), "closed unanswered: {rest:?}");
+}
+
 #[test]
 fn proxy_protocol_is_ignored_from_untrusted_peers() {
     let plain = loopback(free_port());
