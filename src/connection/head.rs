@@ -2,7 +2,8 @@
 //! serves a request with both Content-Length and Transfer-Encoding by dropping the
 //! length, and reads heads up to 1 MiB. Envoy and NGINX reject these; so do we.
 //! Pure over bytes, shared by `guard` (first request of a connection) and
-//! `early_request_filter` (every later one).
+//! `early_request_filter` (every later one), which also holds an HTTP/2 request's
+//! header list to `max_headers`.
 
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -115,6 +116,16 @@ pub fn check(head: &[u8], limits: HeadLimits) -> Result<(), HeadProblem> {
     Ok(())
 }
 
+/// An HTTP/2 request's header list against `max_headers`, counted as its HTTP/1.1
+/// head would be: Cookie crumbs (RFC 9113 §8.2.3) are one Cookie line there.
+pub fn check_h2_fields(headers: &http::HeaderMap, limits: HeadLimits) -> Result<(), HeadProblem> {
+    let crumbs = headers.get_all(http::header::COOKIE).iter().count();
+    if headers.len() - crumbs.saturating_sub(1) > limits.max_headers {
+        return Err(HeadProblem::TooManyFields);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +192,25 @@ mod tests {
         assert_eq!(check_str(&big), Err(TooLarge));
         assert_eq!(TooLarge.status(), 431);
         assert_eq!(MissingHost.status(), 400);
+    }
+
+    #[test]
+    fn http2_fields_count_as_their_http1_lines() {
+        let mut headers = http::HeaderMap::new();
+        for name in ["a", "b", "c", "d", "e"] {
+            headers.insert(name, http::HeaderValue::from_static("1"));
+        }
+        assert_eq!(check_h2_fields(&headers, LIMITS), Ok(()));
+        for crumb in ["x=1", "y=2", "z=3"] {
+            headers.append(http::header::COOKIE, http::HeaderValue::from_static(crumb));
+        }
+        assert_eq!(check_h2_fields(&headers, LIMITS), Err(HeadProblem::TooManyFields));
+        headers.remove("a");
+        assert_eq!(
+            check_h2_fields(&headers, LIMITS),
+            Ok(()),
+            "three Cookie crumbs are one line"
+        );
     }
 
     #[test]

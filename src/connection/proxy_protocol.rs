@@ -1,7 +1,8 @@
 //! The HAProxy PROXY protocol (v1 text, v2 binary; haproxy's doc/proxy-protocol.txt) that a TCP
 //! load balancer sends before any other byte, a TLS ClientHello included, to pass on the client's
 //! address. `parse` works over a buffer; `read_header` takes exactly the header off a stream and
-//! leaves what follows (TLS, HTTP) unread.
+//! leaves what follows (TLS, HTTP) unread. A v2 header may be up to 64 KiB, as HAProxy allows:
+//! its TLVs (SSL details, unique ids, a cloud's endpoint ids) are read past and never kept.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,9 +14,13 @@ const V1_MAX: usize = 107;
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 /// Signature, version/command, family/transport, length.
 const V2_FIXED: usize = 16;
-/// The length field is untrusted and goes up to 64 KiB; addresses plus the usual TLVs fit well
-/// within 1 KiB, so a peer must not make us buffer more than that.
-const V2_MAX_BODY: usize = 1024;
+/// A whole v2 header fits in 64 KiB, as in HAProxy; the length field could claim a little more.
+const V2_MAX_BODY: usize = 64 * 1024 - V2_FIXED;
+/// The longest v2 address block (TCP over IPv6); what follows it in the body is TLVs.
+const V2_ADDRESSES_MAX: usize = 36;
+/// What `read_header` holds at once: a v1 line, or a v2 header up to its addresses.
+const READ_BUF: usize = V1_MAX;
+const _: () = assert!(V2_FIXED + V2_ADDRESSES_MAX <= READ_BUF);
 
 /// What a PROXY header says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,8 @@ pub enum ProxyHeaderError {
 use ProxyHeaderError::{Malformed, NotProxyProtocol};
 
 /// Parses a header at the start of `buf`: `Ok(None)` when more bytes are needed,
-/// `Ok(Some((header, consumed)))` when whole.
+/// `Ok(Some((header, length)))` once the header's addresses are in, `length` being the whole
+/// header's (a v2 header's TLVs may follow beyond `buf`).
 pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError> {
     match buf.first() {
         None => Ok(None),
@@ -60,21 +66,33 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderErro
 /// Reads exactly one header from `io` and returns it. Never reads a byte past the header, so a TLS
 /// handshake or an HTTP request can follow on the same stream.
 pub async fn read_header<S: AsyncRead + Unpin>(io: &mut S) -> Result<ProxyHeader, ProxyHeaderError> {
-    let mut buf = [0u8; V2_FIXED + V2_MAX_BODY];
+    let mut buf = [0u8; READ_BUF];
     let mut have = 0;
     loop {
-        if let Some((header, _)) = parse(&buf[..have])? {
+        if let Some((header, length)) = parse(&buf[..have])? {
+            // The v2 TLVs past the addresses: read through, a buffer at a time.
+            let mut left = length - have;
+            while left > 0 {
+                let n = left.min(buf.len());
+                io.read_exact(&mut buf[..n])
+                    .await
+                    .map_err(|e| ProxyHeaderError::Io(e.kind()))?;
+                left -= n;
+            }
             return Ok(header);
         }
-        // Only as far as the header surely reaches. `parse` has rejected a v2 length above the cap
-        // and a v1 line without CRLF in 107 bytes, so `want` stays within `buf`.
+        // Only as far as the header surely reaches. `parse` has rejected a v1 line without CRLF
+        // in 107 bytes, and a v2 header is read here up to its addresses, so `want` stays
+        // within `buf`.
         let want = match have {
             // One byte first, so that anything else is rejected without waiting for more.
             0 => 1,
             // Both forms are longer than 8 bytes.
             1..8 => 8,
             _ if buf[0] == b'\r' && have < V2_FIXED => V2_FIXED,
-            _ if buf[0] == b'\r' => V2_FIXED + usize::from(u16::from_be_bytes([buf[14], buf[15]])),
+            _ if buf[0] == b'\r' => {
+                V2_FIXED + usize::from(u16::from_be_bytes([buf[14], buf[15]])).min(V2_ADDRESSES_MAX)
+            }
             // v1 is the legacy text form with no length: byte by byte up to the CRLF is fine.
             _ => have + 1,
         };
@@ -164,22 +182,26 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError
     if len > V2_MAX_BODY {
         return Err(ProxyHeaderError::TooLong);
     }
-    let Some(body) = buf.get(V2_FIXED..V2_FIXED + len) else {
+    let family: Option<(usize, AddressBlock)> = match fixed[13] {
+        // LOCAL: the balancer's own connection (health checks); the spec says ignore the block.
+        _ if local => None,
+        0x11 => Some((12, v2_addresses::<4>)),
+        0x21 => Some((V2_ADDRESSES_MAX, v2_addresses::<16>)),
+        // UNSPEC, UDP, UNIX: nothing to stand in for a TCP peer, so the socket's addresses stay.
+        _ => None,
+    };
+    let Some((block_len, addresses)) = family else {
+        return Ok(Some((ProxyHeader::Local, V2_FIXED + len)));
+    };
+    let Some(block) = buf.get(V2_FIXED..V2_FIXED + block_len.min(len)) else {
         return Ok(None);
     };
-    let header = match fixed[13] {
-        // LOCAL: the balancer's own connection (health checks); the spec says ignore the block.
-        _ if local => ProxyHeader::Local,
-        0x11 => v2_addresses::<4>(body)?,
-        0x21 => v2_addresses::<16>(body)?,
-        // UNSPEC, UDP, UNIX: nothing to stand in for a TCP peer, so the socket's addresses stay.
-        _ => ProxyHeader::Local,
-    };
-    Ok(Some((header, V2_FIXED + len)))
+    Ok(Some((addresses(block)?, V2_FIXED + len)))
 }
 
-/// Source and destination from a v2 address block of `N`-byte addresses then two ports; the
-/// TLVs after them are skipped.
+type AddressBlock = fn(&[u8]) -> Result<ProxyHeader, ProxyHeaderError>;
+
+/// Source and destination from a v2 address block of `N`-byte addresses then two ports.
 fn v2_addresses<const N: usize>(body: &[u8]) -> Result<ProxyHeader, ProxyHeaderError>
 where
     IpAddr: From<[u8; N]>,
@@ -236,11 +258,15 @@ mod tests {
     fn partial_headers_need_more() {
         let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n";
         let binary = v2(0x21, 0x11, &[V4_BODY, ALPN_TLV].concat());
-        for whole in [&v1[..], &binary] {
-            for n in 0..whole.len() {
+        // A v2 header says all it has to say once its addresses are in.
+        let addresses_end = 16 + V4_BODY.len();
+        for (whole, needed) in [(&v1[..], v1.len()), (&binary, addresses_end)] {
+            for n in 0..needed {
                 assert_eq!(parse(&whole[..n]), Ok(None), "{n} bytes of {whole:?}");
             }
         }
+        let want = proxied("192.0.2.1:56324", "198.51.100.2:443");
+        assert_eq!(parse(&binary[..addresses_end]), Ok(Some((want, binary.len()))));
     }
 
     #[test]
@@ -304,11 +330,15 @@ mod tests {
         assert!(matches!(parse(&v2(0x11, 0x11, V4_BODY)), Err(Malformed(_))));
         assert!(matches!(parse(&v2(0x22, 0x11, V4_BODY)), Err(Malformed(_))));
         assert!(matches!(parse(&v2(0x21, 0x11, &V4_BODY[..8])), Err(Malformed(_))));
-        // Refused on the fixed part alone, before any of the body arrives.
+        // Over 64 KiB in all: refused on the fixed part alone, before any of the body arrives.
         let mut fixed = v2(0x21, 0x11, &[]);
-        fixed[14..16].copy_from_slice(&1025u16.to_be_bytes());
+        fixed[14..16].copy_from_slice(&u16::try_from(V2_MAX_BODY + 1).expect("a length").to_be_bytes());
         assert_eq!(parse(&fixed), Err(ProxyHeaderError::TooLong));
-        assert!(matches!(parse(&v2(0x21, 0x11, &[0; 1024])), Ok(Some(_))));
+        let largest = v2(0x21, 0x11, &[0; 64 * 1024 - 16]);
+        assert_eq!(
+            parse(&largest).map(|h| h.map(|(_, len)| len)),
+            Ok(Some(64 * 1024))
+        );
     }
 
     #[test]
@@ -335,6 +365,30 @@ mod tests {
         let mut rest = Vec::new();
         server.read_to_end(&mut rest).await.expect("read");
         assert_eq!(rest, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn read_header_reads_through_large_tlvs_and_no_further() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let tlvs = [&[0x04, 0x20, 0x00][..], &[7; 0x2000]].concat();
+        let header = v2(0x21, 0x11, &[V4_BODY, &tlvs].concat());
+        let input = [&header[..], b"GET / HTTP/1.1\r\n\r\n"].concat();
+        let writer = tokio::spawn(async move {
+            client.write_all(&input).await.expect("write");
+        });
+        assert_eq!(
+            read_header(&mut server).await,
+            Ok(proxied("192.0.2.1:56324", "198.51.100.2:443"))
+        );
+        writer.await.expect("writer");
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.expect("read");
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n\r\n");
+
+        // A header cut short in its TLVs is an error, not a header.
+        let mut io: &[u8] = &header[..header.len() - 1];
+        let eof = Err(ProxyHeaderError::Io(std::io::ErrorKind::UnexpectedEof));
+        assert_eq!(read_header(&mut io).await, eof);
     }
 
     #[tokio::test]

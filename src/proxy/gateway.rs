@@ -191,11 +191,17 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(self.keepalive());
         }
         // Later requests on a kept-alive connection never pass the guard: check them here.
-        if let Some(h1) = session.as_downstream().as_http1().filter(|_| !checked) {
-            if let Err(problem) = head::check(&h1.get_headers_raw_bytes(), self.limits) {
-                respond::send_error(session, problem.status(), ctx.request_id.as_str(), &[], true).await?;
-                return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
+        // HTTP/2's framing replaces the head checks but for the count of fields.
+        let checks = match session.as_downstream().as_http1() {
+            Some(h1) if !checked => head::check(&h1.get_headers_raw_bytes(), self.limits),
+            _ if session.as_downstream().is_http2() => {
+                head::check_h2_fields(&session.req_header().headers, self.limits)
             }
+            _ => Ok(()),
+        };
+        if let Err(problem) = checks {
+            respond::send_error(session, problem.status(), ctx.request_id.as_str(), &[], true).await?;
+            return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
         }
         Ok(())
     }
@@ -254,11 +260,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
+        // After a 101 the client's bytes are the new protocol's (WebSocket frames), not a body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;

@@ -291,6 +291,42 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
     assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
 }
 
+/// A crash between a state-file write and its rename leaves its temporary file: the next
+/// start removes it, and so does every write (an old process may have crashed during an
+/// upgrade). A live process's temporary file stays: it may be in the middle of a write.
+#[test]
+fn stale_temporary_state_files_are_removed_at_start_and_on_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    // 4,000,000,000 is above any Linux pid: no such process.
+    let stale = dir.path().join("state.json.4000000000.tmp");
+    let live = dir.path().join(format!("state.json.{}.tmp", std::process::id()));
+    let unrelated = dir.path().join("other.json.4000000000.tmp");
+    for file in [&stale, &live, &unrelated] {
+        std::fs::write(file, "{\"keys\": [").expect("temporary file");
+    }
+    let with_state = format!("{}state_file: \"{}\"\n", body(None), path.display());
+    let listeners = "listen: [\"127.0.0.1:1\"]\nadmin: { listen: \"127.0.0.1:2\" }\n";
+    let (ok, out) = check_config(&format!("{listeners}{with_state}"), &[]);
+    assert!(ok, "{out}");
+    assert!(stale.exists(), "-t changes nothing");
+    let gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
+    assert!(
+        !stale.exists(),
+        "a dead process's temporary file is gone after start"
+    );
+    assert!(live.exists() && unrelated.exists());
+
+    let crashed_later = dir.path().join("state.json.4000000001.tmp");
+    std::fs::write(&crashed_later, "{").expect("temporary file");
+    assert_eq!(
+        admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
+        200
+    );
+    assert!(!crashed_later.exists(), "removed on a write");
+    assert!(live.exists() && unrelated.exists());
+}
+
 /// `floodgate consumer …` against a running instance: (success, stdout, stderr).
 fn cli(gw: &Gateway, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(BIN);

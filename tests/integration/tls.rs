@@ -116,6 +116,43 @@ fn only_tls_1_2_and_1_3_are_spoken() {
     }
 }
 
+/// Two certificates for one name, ECDSA and RSA: each client gets one it can use,
+/// by the signature algorithms (and, on TLS 1.2, the cipher suites) it offers.
+#[test]
+fn an_ecdsa_and_an_rsa_certificate_for_one_name_each_serve_the_clients_that_need_them() {
+    let pki = Pki::new();
+    pki.rsa_leaf("api-rsa", "api.test");
+    let (tls, _gw) = tls_gateway(&pki, ECHO, &["api.test", "api-rsa"]);
+    let verified = [
+        "-servername",
+        "api.test",
+        "-verify_return_error",
+        "-verify_hostname",
+        "api.test",
+    ];
+    let ca = ["-CAfile", &pki.path("ca.pem")];
+    let clients: [(&[&str], &str); 4] = [
+        (&[], "Server public key is 256 bit"),
+        (
+            &["-sigalgs", "RSA-PSS+SHA256:RSA+SHA256"],
+            "Server public key is 2048 bit",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"],
+            "Server public key is 2048 bit",
+        ),
+        (
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            "Server public key is 256 bit",
+        ),
+    ];
+    for (limits, served) in clients {
+        let (ok, text) = s_client(tls, &[&verified[..], &ca, limits].concat());
+        assert!(ok && text.contains(served), "{limits:?}: {text}");
+        assert!(text.contains("Verify return code: 0 (ok)"), "{limits:?}: {text}");
+    }
+}
+
 #[test]
 fn a_stalled_handshake_and_a_slow_head_over_tls_are_cut_at_the_header_deadline() {
     let pki = Pki::new();
@@ -232,6 +269,34 @@ fn h2c_listener_speaks_both_and_http2_heads_are_bounded_too() {
     assert_eq!(h2c_request(h2c, "/after").map(|r| r.0), Ok(200));
 }
 
+/// `client.max_headers` holds on HTTP/2 as on HTTP/1.1: too many fields are a 431 and
+/// never reach the upstream; Cookie crumbs (one Cookie line on HTTP/1.1) count as one.
+#[test]
+fn client_max_headers_holds_on_http2_too() {
+    let h2c = loopback(free_port());
+    let upstream = Upstream::start("u");
+    let body = format!(
+        "upstreams:\n  u: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: u }}\n",
+        upstream.addr
+    );
+    let _gw = Gateway::start_listening(&body, vec![format!("{{ addr: \"{h2c}\", h2c: true }}")]);
+    let fields = |n: usize| -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("x-field-{i}"), "v".to_string()))
+            .collect()
+    };
+    let authority = h2c.to_string();
+    let status = |headers: &[(String, String)]| h2c_request_with(h2c, &authority, "/x", headers).map(|r| r.0);
+    assert_eq!(status(&fields(1000)), Ok(431), "1,000 fields");
+    assert_eq!(status(&fields(101)), Ok(431), "one over the default 100");
+    assert_eq!(upstream.hits(), 0, "nothing over the limit reached the upstream");
+    // `te` is one field of the 100.
+    assert_eq!(status(&fields(99)), Ok(200));
+    let mut crumbs = fields(98);
+    crumbs.extend((0..50).map(|i| ("cookie".to_string(), format!("c{i}=v"))));
+    assert_eq!(status(&crumbs), Ok(200), "50 Cookie crumbs are one field");
+}
+
 #[test]
 fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
     let pki = Pki::new();
@@ -288,6 +353,57 @@ fn proxy_protocol_from_a_trusted_proxy_gives_the_client_address() {
     // Garbage where the header should be ends the connection.
     let resp = raw_exchange(plain, b"PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(resp.is_empty(), "{}", String::from_utf8_lossy(&resp));
+}
+
+/// A PROXY v2 header from `source` (IPv4) with TLVs of `tlv_bytes` in all, and the length
+/// field saying `claimed` bytes follow the fixed part.
+fn proxy_v2_with_tlvs(source: [u8; 4], tlv_bytes: usize, claimed: u16) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11]);
+    header.extend_from_slice(&claimed.to_be_bytes());
+    header.extend_from_slice(&source);
+    header.extend_from_slice(&[127, 0, 0, 1, 0x15, 0xb3, 0, 80]);
+    // One NOOP TLV (type 0x04) filling the rest.
+    let value = tlv_bytes - 3;
+    header.push(0x04);
+    header.extend_from_slice(&u16::try_from(value).expect("tlv length").to_be_bytes());
+    header.resize(header.len() + value, 0);
+    header
+}
+
+/// HAProxy sends v2 headers of up to 64 KiB (TLVs: SSL details, unique ids, a cloud's
+/// endpoint ids): a large one is taken whole and what follows is served; a header
+/// whose length field goes past 64 KiB is refused and the connection closed.
+#[test]
+fn proxy_protocol_v2_headers_up_to_64_kib_are_taken() {
+    let plain = loopback(free_port());
+    let body = format!("trusted_proxies: [\"127.0.0.1\"]\n{ECHO}");
+    let _gw = Gateway::start_listening(
+        &body,
+        vec![format!("{{ addr: \"{plain}\", proxy_protocol: true }}")],
+    );
+    for tlv_bytes in [8 * 1024, 64 * 1024 - 16 - 12] {
+        let mut raw = proxy_v2_with_tlvs([203, 0, 113, 8], tlv_bytes, (12 + tlv_bytes) as u16);
+        raw.extend_from_slice(b"GET /tlv HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(plain, &raw);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("\"x-real-ip\":\"203.0.113.8\""),
+            "{tlv_bytes} bytes of TLVs: {answer}"
+        );
+    }
+    // 65,535 bytes after the fixed part, 65,551 in all: refused on the fixed part, at
+    // once (the header deadline is 10 s away).
+    let over = proxy_v2_with_tlvs([203, 0, 113, 9], 65535 - 12, 65535);
+    let mut conn = TcpStream::connect(plain).expect("connect");
+    conn.write_all(&over[..64]).expect("the start of the header");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut rest = Vec::new();
+    let closed = match conn.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed && rest.is_empty(), "closed unanswered: {rest:?}");
 }
 
 #[test]
@@ -598,6 +714,30 @@ fn a_websocket_idles_past_read_ms_and_is_counted_in_its_own_metrics() {
             || !metrics.contains("floodgate_request_duration_seconds_count{route=\"ws\"}"),
         "a session is not a request in the latency histogram: {metrics}"
     );
+}
+
+/// `max_body_bytes` bounds a request's body: after the 101 a WebSocket session's frames
+/// are not a body, and the session outlives the limit.
+#[test]
+fn a_websocket_on_a_route_with_max_body_bytes_is_not_cut_by_it() {
+    let upstream = start_websocket_echo();
+    let body = format!(
+        "upstreams:\n  chat: {{ targets: [\"{upstream}\"] }}\n\
+         routes:\n  - {{ name: ws, path_prefix: /ws/, upstream: chat, max_body_bytes: 64, websocket: {{ idle_timeout_s: 5 }} }}\n"
+    );
+    let gw = Gateway::start(&body);
+    assert_eq!(
+        request(gw.addr, "POST", "/ws/upload", &[], &[b'a'; 100]).status,
+        413,
+        "a body over the limit is still refused"
+    );
+    let mut conn = open_websocket(gw.addr);
+    // 10 frames of 35 bytes: 350 bytes, over five times the limit.
+    for i in 0..10 {
+        let text = format!("frame {i} of ten, 29 bytes long");
+        conn.write_all(&client_frame(&text)).expect("frame");
+        assert_eq!(read_text_frame(&mut conn), text, "frame {i}");
+    }
 }
 
 /// The DER of the first certificate in a PEM file.

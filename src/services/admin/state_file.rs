@@ -1,11 +1,13 @@
 //! Writes a single instance's runtime consumers to `state_file`, atomically: the
 //! new content goes to a temporary file beside it, is synced to disk, and is
 //! renamed over the old one (then the directory is synced), so a crash leaves
-//! either the old state or the new one, never half of either.
+//! either the old state or the new one, never half of either. A crash between the
+//! write and the rename leaves the temporary file: it is removed at the next start
+//! and on every write.
 
 use crate::vocab::stored_consumers::{Change, StateDoc};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub struct StateFileWriter {
@@ -16,9 +18,58 @@ pub struct StateFileWriter {
 
 impl StateFileWriter {
     pub fn new(path: PathBuf, doc: StateDoc) -> Self {
-        StateFileWriter {
+        let writer = StateFileWriter {
             path,
             doc: Mutex::new(doc),
+        };
+        writer.remove_stale_temporaries();
+        writer
+    }
+
+    /// `<state file>.<pid>.tmp`: per process, as an old and a new process overlap
+    /// during an upgrade.
+    fn temporary(&self) -> PathBuf {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        PathBuf::from(tmp)
+    }
+
+    /// Removes the temporary files of writes that will never be renamed: those of
+    /// processes no longer running, and this process's own (called at start, or with
+    /// the state held, so none of its writes is under way).
+    fn remove_stale_temporaries(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str()))
+        else {
+            return;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let pid = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(name)?.strip_prefix('.')?.strip_suffix(".tmp"))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            // Another running process may be between its write and its rename.
+            let stale = pid.is_some_and(|pid| {
+                pid == std::process::id() || !Path::new("/proc").join(pid.to_string()).exists()
+            });
+            if !stale {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => log::info!(
+                    "state file: removed {}, left by a write that never finished",
+                    entry.path().display()
+                ),
+                Err(e) => log::warn!("state file: cannot remove {}: {e}", entry.path().display()),
+            }
         }
     }
 
@@ -30,10 +81,8 @@ impl StateFileWriter {
         next.apply(change);
         let shown = self.path.display();
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-        let mut tmp = self.path.clone().into_os_string();
-        // Per process: an old and a new process overlap during an upgrade.
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
+        self.remove_stale_temporaries();
+        let tmp = self.temporary();
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(&bytes)?;
@@ -76,5 +125,27 @@ mod tests {
         let err = gone.save(&set).expect_err("no directory");
         assert!(err.contains("missing/state.json"), "{err}");
         assert_eq!(*gone.doc.lock().expect("doc"), StateDoc::default());
+    }
+
+    #[test]
+    fn temporary_files_of_unfinished_writes_are_removed_and_a_running_process_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str| dir.path().join(name);
+        let own = format!("state.json.{}.tmp", std::process::id());
+        // Pid 1 is always running; no pid reaches 4,000,000,000.
+        let names = [
+            own.as_str(),
+            "state.json.4000000000.tmp",
+            "state.json.1.tmp",
+            "state.json.tmp",
+            "state.json.x.tmp",
+            "other.json.4000000000.tmp",
+        ];
+        for name in names {
+            std::fs::write(file(name), "{").expect("write");
+        }
+        let _writer = StateFileWriter::new(file("state.json"), StateDoc::default());
+        let left: Vec<bool> = names.iter().map(|n| file(n).exists()).collect();
+        assert_eq!(left, [false, false, true, true, true, true]);
     }
 }

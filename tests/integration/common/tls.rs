@@ -15,6 +15,8 @@ pub struct Pki {
 
 /// A new P-256 key, unencrypted, for `openssl req`.
 const NEW_EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+/// A new RSA-2048 key, unencrypted, for `openssl req`.
+const NEW_RSA_KEY: [&str; 3] = ["-newkey", "rsa:2048", "-nodes"];
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -53,37 +55,47 @@ impl Pki {
 
     /// `name.pem` and `name.key`, for `name` as a DNS name, valid for `days`.
     pub fn leaf(&self, name: &str, ca: &str, days: u32, usage: &str) {
+        self.issue(name, name, &NEW_EC_KEY, ca, days, usage);
+    }
+
+    /// `file.pem` and `file.key`: an RSA-2048 server certificate for `name` (beside
+    /// the P-256 one `leaf` makes for the same name, say).
+    pub fn rsa_leaf(&self, file: &str, name: &str) {
+        self.issue(file, name, &NEW_RSA_KEY, "ca", 365, "serverAuth");
+    }
+
+    fn issue(&self, file: &str, name: &str, new_key: &[&str], ca: &str, days: u32, usage: &str) {
         let dir = self.dir.path();
         std::fs::write(
-            dir.join(format!("{name}.ext")),
+            dir.join(format!("{file}.ext")),
             format!("subjectAltName=DNS:{name}\nextendedKeyUsage={usage}\n"),
         )
         .expect("ext file");
         let (key, csr, subj) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
+            format!("{file}.key"),
+            format!("{file}.csr"),
             format!("/CN={name}"),
         );
         let tail = ["-keyout", &key, "-out", &csr, "-subj", &subj];
-        openssl(dir, &[&["req"], &NEW_EC_KEY[..], &tail].concat());
+        openssl(dir, &[&["req"], new_key, &tail].concat());
         openssl(
             dir,
             &[
                 "x509",
                 "-req",
                 "-in",
-                &format!("{name}.csr"),
+                &format!("{file}.csr"),
                 "-CA",
                 &format!("{ca}.pem"),
                 "-CAkey",
                 &format!("{ca}.key"),
                 "-CAcreateserial",
                 "-out",
-                &format!("{name}.pem"),
+                &format!("{file}.pem"),
                 "-days",
                 &days.to_string(),
                 "-extfile",
-                &format!("{name}.ext"),
+                &format!("{file}.ext"),
             ],
         );
     }
@@ -266,6 +278,16 @@ pub fn h2c_request_to(
     authority: &str,
     path: &str,
 ) -> Result<(u16, String, http::HeaderMap), String> {
+    h2c_request_with(addr, authority, path, &[])
+}
+
+/// The same, with `headers` (in order, repeats kept) in the request's header list.
+pub fn h2c_request_with(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(u16, String, http::HeaderMap), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -276,11 +298,13 @@ pub fn h2c_request_to(
             .map_err(|e| e.to_string())?;
         let (mut client, conn) = h2::client::handshake(tcp).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .uri(format!("http://{authority}{path}"))
-            .header("te", "trailers")
-            .body(())
-            .map_err(|e| e.to_string())?;
+            .header("te", "trailers");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(()).map_err(|e| e.to_string())?;
         let (response, _) = client.send_request(request, true).map_err(|e| e.to_string())?;
         let response = response.await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
