@@ -589,7 +589,9 @@ fn requests_a_window_refuses_leave_the_bucket_alone_across_two_instances() {
         std::thread::sleep(Duration::from_millis(150));
     }
     let left = 50 - windowed;
-    eprintln!("two instances: {windowed} through the window, {elsewhere} of the {left} left admitted elsewhere");
+    eprintln!(
+        "two instances: {windowed} through the window, {elsewhere} of the {left} left admitted elsewhere"
+    );
     assert!(
         elsewhere + 2 >= left && elsewhere <= left + 2,
         "the budget had {left} left, {elsewhere} were admitted"
