@@ -1329,7 +1329,7 @@ routes:
     let mut s = TcpStream::connect(gw.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .expect("request");
     let mut got = Vec::new();
     let _ = s.read_to_end(&mut got);
