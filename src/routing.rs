@@ -69,6 +69,7 @@ mod tests {
             compress: None,
             quota: None,
             websocket_idle: None,
+            response_timeout: None,
         }
     }
 

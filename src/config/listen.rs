@@ -143,6 +143,14 @@ pub(super) fn client(problems: &mut Problems, value: Option<Value>) -> Option<Cl
             "must be greater than 0 (or left out)",
         );
     }
+    for (key, rate) in [
+        ("client.min_send_rate_bps", spec.min_send_rate_bps),
+        ("client.min_receive_rate_bps", spec.min_receive_rate_bps),
+    ] {
+        if rate == Some(0) {
+            problems.add(key, "must be greater than 0 (or left out)");
+        }
+    }
     if spec.max_headers == 0 || spec.max_header_bytes < 1024 {
         problems.add(
             "client",
@@ -157,6 +165,8 @@ pub(super) fn client(problems: &mut Problems, value: Option<Value>) -> Option<Cl
         send_timeout: Duration::from_millis(spec.send_timeout_ms),
         max_connections: spec.max_connections,
         max_connections_per_ip: spec.max_connections_per_ip,
+        min_send_rate_bps: spec.min_send_rate_bps,
+        min_receive_rate_bps: spec.min_receive_rate_bps,
     })
 }
 
@@ -192,7 +202,7 @@ mod tests {
         let problems = problems_of(
             "listen: [\"127.0.0.1:8080\", \"nope\"]\n\
              admin: { listen: \"127.0.0.1\", token: short }\n\
-             client: { header_timeout_ms: 0, max_header_bytes: 10 }\n\
+             client: { header_timeout_ms: 0, max_header_bytes: 10, min_send_rate_bps: 0, min_receive_rate_bps: 0 }\n\
              trusted_proxies: [\"10.0.0.0/8\", \"10.0.0.1\", \"bogus\"]\n\
              routes: [{ name: r, path_prefix: /, respond: { status: 200 } }]\n",
         );
@@ -203,6 +213,8 @@ mod tests {
                 "admin.token: must be at least 16 characters",
                 "admin.listen: \"127.0.0.1\" is not an IP:port address",
                 "client.header_timeout_ms: must be greater than 0",
+                "client.min_send_rate_bps: must be greater than 0 (or left out)",
+                "client.min_receive_rate_bps: must be greater than 0 (or left out)",
                 "client: max_headers must be > 0 and max_header_bytes at least 1024",
                 "trusted_proxies[2]: \"bogus\" is not an address or CIDR",
             ]

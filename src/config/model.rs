@@ -70,6 +70,10 @@ pub struct ClientLimits {
     pub send_timeout: Duration,
     pub max_connections: usize,
     pub max_connections_per_ip: Option<u32>,
+    /// Bytes per second below which a response is cut (HTTP/1.1 per write, HTTP/2 per chunk).
+    pub min_send_rate_bps: Option<u64>,
+    /// Bytes per second below which a request body is answered 408.
+    pub min_receive_rate_bps: Option<u64>,
 }
 
 /// Where access-log lines go: `stdout` (default), `off`, or a file path.
@@ -270,6 +274,8 @@ pub struct Route {
     /// WebSocket upgrades on this route stay open while idle up to this long
     /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.
     pub websocket_idle: Option<Duration>,
+    /// A response not delivered whole this long after its request head is cut.
+    pub response_timeout: Option<Duration>,
 }
 
 impl Route {

@@ -153,6 +153,12 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         }
         Duration::from_secs(ws.idle_timeout_s)
     });
+    if spec.response_timeout_ms == Some(0) {
+        problems.add(
+            format!("{path}.response_timeout_ms"),
+            "must be greater than 0 (or left out)",
+        );
+    }
     let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
     let cors = route_policies::cors(problems, path, spec.cors);
     let compress = route_policies::compress(problems, path, spec.compress);
@@ -191,6 +197,7 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         compress,
         quota,
         websocket_idle,
+        response_timeout: spec.response_timeout_ms.map(Duration::from_millis),
     })
 }
 
@@ -301,7 +308,7 @@ mod tests {
              - {{ name: a, path_prefix: api, upstream: nope }}\n\
              - {{ name: a, path_prefix: /x//y, respond: {{ status: 99 }}, methods: [GET, \"B@D\"] }}\n\
              - {{ name: c, path_prefix: /c, upstream: b, respond: {{ status: 200 }} }}\n\
-             - {{ name: d, path_prefix: /d, upstream: b, tiers: [gold], cost: 0, global_limit: {{ rate: 0 }} }}\n\
+             - {{ name: d, path_prefix: /d, upstream: b, tiers: [gold], cost: 0, global_limit: {{ rate: 0 }}, response_timeout_ms: 0 }}\n\
              - {{ name: e, path_prefix: /e, upstream: b, auth: required }}\n"
         ));
         assert_eq!(
@@ -318,6 +325,7 @@ mod tests {
                 "routes[3].tiers[0]: no tier named \"gold\" (tiers: free, basic, premium, enterprise)",
                 "routes[3].cost: must be at least 1",
                 "routes[3].global_limit: rate and per_s must be at least 1",
+                "routes[3].response_timeout_ms: must be greater than 0 (or left out)",
                 "routes[4].auth: needs a top-level auth section",
             ]
         );

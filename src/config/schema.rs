@@ -88,6 +88,10 @@ pub(super) struct ClientSpec {
     pub(super) max_connections: usize,
     /// Off by default: behind one load balancer or NAT, one address is many clients.
     pub(super) max_connections_per_ip: Option<u32>,
+    /// Bytes per second a client must read a response at; off by default.
+    pub(super) min_send_rate_bps: Option<u64>,
+    /// Bytes per second a client must send a request body at; off by default.
+    pub(super) min_receive_rate_bps: Option<u64>,
 }
 
 impl Default for ClientSpec {
@@ -100,6 +104,8 @@ impl Default for ClientSpec {
             send_timeout_ms: 60_000,
             max_connections: 100_000,
             max_connections_per_ip: None,
+            min_send_rate_bps: None,
+            min_receive_rate_bps: None,
         }
     }
 }
@@ -271,6 +277,8 @@ pub(super) struct RouteSpec {
     pub(super) compress: Option<CompressSpec>,
     pub(super) quota: Option<QuotaSpec>,
     pub(super) websocket: Option<WebSocketSpec>,
+    /// From the request head to the response's last byte; off by default.
+    pub(super) response_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
+use super::pace::{Delivery, Upload};
 use crate::ratelimit::Outcome;
 use crate::upstream::pool::BreakerTicket;
 use crate::vocab::error_body::RequestId;
@@ -46,6 +47,10 @@ pub struct RequestCtx {
     pub websocket_idle: Option<Duration>,
     /// The upstream switched protocols: a WebSocket session is open.
     pub websocket_open: bool,
+    /// The request body, read under `min_receive_rate_bps`.
+    pub upload: Option<Upload>,
+    /// The response, sent under `min_send_rate_bps` or the route's `response_timeout_ms`.
+    pub delivery: Option<Delivery>,
 }
 
 /// An upstream attempt its target's breaker admitted and has not heard back about.

@@ -5,6 +5,7 @@
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
 use super::forward::{is_websocket, switched_as_asked, Forwarding, Hop, X_FORWARDED_PROTO};
+use super::pace::{self, Pace};
 use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -45,6 +46,7 @@ pub struct Gateway {
     /// on (it reads `Accept-Encoding` on every request), and each request sets its
     /// route's level.
     compression: bool,
+    pace: Pace,
 }
 
 impl Gateway {
@@ -68,6 +70,7 @@ impl Gateway {
             },
             keepalive_timeout_s: client.keepalive_timeout_s,
             draining,
+            pace: Pace::new(client),
         }
     }
 
@@ -183,6 +186,7 @@ impl ProxyHttp for Gateway {
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
         let checked = stream::head_received();
+        self.pace.bound_h2_writes(session);
         self.telemetry.state.inflight.inc();
         ctx.request_id = RequestId::from_request(session.req_header().headers.get(REQUEST_ID));
         // Only where the client keeps the connection: HTTP/1.0 without keep-alive and
@@ -268,6 +272,9 @@ impl ProxyHttp for Gateway {
         // After a 101 the client's bytes are the new protocol's (WebSocket frames), not a body.
         if session.was_upgraded() {
             return Ok(());
+        }
+        if let (Some(upload), Some(chunk)) = (ctx.upload.as_mut(), body.as_ref()) {
+            self.pace.received(session, upload, chunk.len())?;
         }
         let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
@@ -383,6 +390,11 @@ impl ProxyHttp for Gateway {
             true => Some("https"),
             false => Some("http"),
         };
+        if ctx.upload.is_none() {
+            let headers = &session.req_header().headers;
+            let exempt = is_websocket(headers) || pace::is_grpc(headers);
+            ctx.upload = self.pace.start_upload(session, exempt);
+        }
         let host = host::forwarded_host(session.req_header());
         parts::edit_request(upstream, |upstream| {
             self.upstream_head(upstream, ctx, Hop { peer, proto, host })
@@ -435,6 +447,12 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         let route = self.route(ctx);
+        ctx.delivery = self.pace.deliver(
+            session,
+            response,
+            ctx.started,
+            route.and_then(|r| r.response_timeout),
+        );
         if let Some(compress) = route.and_then(|r| r.compress.as_ref()) {
             let length = response
                 .headers
@@ -447,6 +465,20 @@ impl ProxyHttp for Gateway {
         }
         parts::edit_response(response, |response| self.response_head(response, ctx));
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<Option<Duration>> {
+        if let Some(delivery) = ctx.delivery {
+            self.pace
+                .send_chunk(session, delivery, body.as_ref().map_or(0, Bytes::len))?;
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
@@ -522,6 +554,8 @@ impl ProxyHttp for Gateway {
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
+                    // A request body too slow for client.min_receive_rate_bps.
+                    ErrorType::ReadTimedout => 408,
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
                 },

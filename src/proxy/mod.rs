@@ -5,6 +5,7 @@ pub mod decide;
 pub mod forward;
 pub mod gateway;
 pub mod host;
+pub mod pace;
 mod parts;
 pub mod respond;
 mod rules;

@@ -1037,3 +1037,359 @@ routes:
         "the global limit never answered 429: the load never reached it"
     );
 }
+
+// ------------------------------------------------------------------ HTTP/2 flow control
+
+/// An HTTP/2 frame: its 9-byte header and payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// How an HTTP/2 exchange whose client never opens its window ended.
+#[derive(Debug, PartialEq)]
+enum H2End {
+    /// RST_STREAM on the request's stream.
+    Reset,
+    /// GOAWAY, or the connection closed.
+    Closed,
+    /// Still open when the client gave up waiting.
+    Open,
+}
+
+/// On `conn` (after any TLS handshake): the preface, SETTINGS_INITIAL_WINDOW_SIZE=0, one
+/// GET of `path`, and no WINDOW_UPDATE ever. Reads frames until the stream is reset or the
+/// connection ends, for up to `limit`: (how it ended, whether a response head came, DATA
+/// bytes received).
+fn h2_zero_window_get(
+    conn: &mut (impl Read + Write),
+    scheme_https: bool,
+    path: &str,
+    limit: Duration,
+) -> (H2End, bool, usize) {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(0x4, 0, 0, &[0, 0x4, 0, 0, 0, 0]));
+    // :method GET, :scheme, then :path and :authority as literals with indexed names.
+    let mut block = vec![
+        0x82,
+        if scheme_https { 0x87 } else { 0x86 },
+        0x04,
+        path.len() as u8,
+    ];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b'a']);
+    out.extend(h2_frame(0x1, 0x4 | 0x1, 1, &block));
+    conn.write_all(&out).expect("h2 request");
+    let started = Instant::now();
+    let (mut head, mut data) = (false, 0);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while started.elapsed() < limit {
+        match conn.read(&mut chunk) {
+            Ok(0) => return (H2End::Closed, head, data),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => continue,
+            Err(_) => return (H2End::Closed, head, data),
+        }
+        while buf.len() >= 9 {
+            let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            match (kind, stream) {
+                (0x0, 1) => data += len,
+                (0x1, 1) => head = true,
+                (0x3, 1) => return (H2End::Reset, head, data),
+                (0x7, _) => return (H2End::Closed, head, data),
+                (0x4, 0) if flags & 0x1 == 0 => {
+                    conn.write_all(&h2_frame(0x4, 0x1, 0, &[])).expect("settings ack");
+                }
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    (H2End::Open, head, data)
+}
+
+#[test]
+fn an_http2_stream_whose_window_never_opens_is_reset_at_the_send_deadline_h2c_and_tls() {
+    let pki = Pki::new();
+    let (h2c, tls) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+    );
+    for over_tls in [false, true] {
+        let big = BigUpstream::start();
+        // Long upstream timeouts: only the send deadline can end the stalled stream.
+        let _gw = Gateway::start_listening(
+            &format!(
+                "client: {{ send_timeout_ms: 1000 }}\nupstreams:\n  big: {{ targets: [\"{}\"], timeouts: {{ read_ms: 60000, write_ms: 60000 }} }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: big }}\n",
+                big.server.addr
+            ),
+            vec![
+                format!("{{ addr: \"{h2c}\", h2c: true }}"),
+                pki.listener(tls, &["api.test"], ""),
+            ],
+        );
+        let limit = Duration::from_secs(15);
+        let (end, head, data) = if over_tls {
+            let mut conn = tls_connect(&pki, tls, "api.test", &[b"h2"]).expect("tls");
+            conn.sock.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            assert_eq!(conn.conn.alpn_protocol(), Some(&b"h2"[..]));
+            h2_zero_window_get(&mut conn, true, "/big", limit)
+        } else {
+            let mut conn = TcpStream::connect(h2c).expect("connect");
+            conn.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            h2_zero_window_get(&mut conn, false, "/big", limit)
+        };
+        let over = if over_tls { "TLS" } else { "h2c" };
+        eprintln!("{over}: zero-window stream ended {end:?} (head {head}, {data} DATA bytes)");
+        assert!(head, "{over}: the response head (not flow-controlled) was sent");
+        assert_eq!(data, 0, "{over}: DATA sent into a zero window");
+        assert_ne!(
+            end,
+            H2End::Open,
+            "{over}: the stream outlived the send deadline by {limit:?}"
+        );
+        assert!(
+            eventually(Duration::from_secs(10), || big.broken.load(Ordering::SeqCst)),
+            "{over}: the upstream connection was not released"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ slow readers and uploads
+
+/// An upstream answering every request with `head` and then `piece` written every `pace`
+/// (`pieces` times; without end when `None`), noting when its connection broke under it.
+fn paced_upstream(
+    head: &'static str,
+    piece: &'static [u8],
+    pace: Duration,
+    pieces: Option<usize>,
+) -> (Server, Arc<AtomicBool>) {
+    let broken = Arc::new(AtomicBool::new(false));
+    let b = broken.clone();
+    let server = Server::start(move |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut out = stream;
+        if read_request(&mut reader).is_none() || out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        for _ in 0..pieces.unwrap_or(usize::MAX) {
+            if !pace.is_zero() {
+                thread::sleep(pace); // the upstream's own pace is the test's input
+            }
+            if out.write_all(piece).is_err() {
+                b.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    });
+    (server, broken)
+}
+
+const EVENTS_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+
+/// A GET of `path` from a client with a small receive buffer that reads 1 KiB every 100 ms
+/// (about 10 KB/s: always some progress) until `stop` is set or the connection ends.
+fn read_slowly(addr: SocketAddr, path: &str, stop: &AtomicBool) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(16 * 1024).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .expect("request");
+    let mut chunk = [0u8; 1024];
+    while !stop.load(Ordering::SeqCst) {
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => continue,
+            Err(_) => return,
+        }
+        thread::sleep(Duration::from_millis(100)); // the client's pace is the test's input
+    }
+}
+
+#[test]
+fn a_client_reading_below_min_send_rate_is_cut_and_an_event_stream_is_not() {
+    let big = BigUpstream::start();
+    let (events, events_broken) = paced_upstream(EVENTS_HEAD, &[b'e'; 4096], Duration::ZERO, None);
+    // The send deadline alone never fires: the slow clients always make some progress.
+    let gw = Gateway::start(&format!(
+        r#"
+client: {{ send_timeout_ms: 60000, min_send_rate_bps: 200000 }}
+upstreams:
+  big: {{ targets: ["{}"], timeouts: {{ read_ms: 60000, write_ms: 60000 }} }}
+  events: {{ targets: ["{}"], timeouts: {{ read_ms: 60000, write_ms: 60000 }} }}
+routes:
+  - {{ name: events, path_prefix: /events, upstream: events }}
+  - {{ name: big, path_prefix: /, upstream: big }}
+"#,
+        big.server.addr, events.addr
+    ));
+    let (addr, stop) = (gw.addr, Arc::new(AtomicBool::new(false)));
+    let readers: Vec<_> = ["/events", "/big"]
+        .into_iter()
+        .map(|path| {
+            let stop = stop.clone();
+            thread::spawn(move || read_slowly(addr, path, &stop))
+        })
+        .collect();
+    let started = Instant::now();
+    // The gateway ends the slow response (what it already wrote may still be in the
+    // kernel's buffers on the client's way), and so the upstream connection under it.
+    assert!(
+        eventually(Duration::from_secs(10), || big.broken.load(Ordering::SeqCst)),
+        "a client reading at 10 KB/s was not cut (min_send_rate_bps 200000)"
+    );
+    let written = big.written.load(Ordering::SeqCst);
+    eprintln!("slow reader: upstream connection closed after {written} bytes");
+    assert!(written < BIG_BODY);
+    // As long again, and a second more: the event stream, read as slowly, stays open.
+    thread::sleep(started.elapsed() + Duration::from_secs(1));
+    assert!(
+        !events_broken.load(Ordering::SeqCst),
+        "the event stream, read as slowly, was cut"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+}
+
+#[test]
+fn a_response_over_its_routes_response_timeout_is_cut_and_an_event_stream_is_not() {
+    let (trickle, _) = paced_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        b"x",
+        Duration::from_millis(100),
+        Some(100),
+    );
+    let big = BigUpstream::start();
+    let (events, _) = paced_upstream(
+        EVENTS_HEAD,
+        b"data: tick\n\n",
+        Duration::from_millis(250),
+        Some(10),
+    );
+    let gw = Gateway::start(&format!(
+        r#"
+client: {{ send_timeout_ms: 60000 }}
+upstreams:
+  trickle: {{ targets: ["{}"], timeouts: {{ read_ms: 60000 }} }}
+  big: {{ targets: ["{}"], timeouts: {{ read_ms: 60000, write_ms: 60000 }} }}
+  events: {{ targets: ["{}"] }}
+routes:
+  - {{ name: trickle, path_prefix: /trickle, upstream: trickle, response_timeout_ms: 1000 }}
+  - {{ name: big, path_prefix: /big, upstream: big, response_timeout_ms: 1000 }}
+  - {{ name: events, path_prefix: /events, upstream: events, response_timeout_ms: 1000 }}
+"#,
+        trickle.addr, big.server.addr, events.addr
+    ));
+
+    // An upstream trickling a 100-byte body over 10 s: the client gets part of it, then the end.
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /trickle HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("request");
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    eprintln!("trickled response: {end:?} after {} bytes", got.len());
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        end.as_ref().is_ok() || end.as_ref().is_err_and(|e| !is_timeout(e)),
+        "still open: {end:?}"
+    );
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.len() < 100, "the whole trickled body arrived: {body:?}");
+
+    // A client that reads nothing of a large response: cut at the deadline, not the send one.
+    let mut stalled = TcpStream::connect(gw.addr).expect("connect");
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("request");
+    assert!(
+        eventually(Duration::from_secs(15), || big.broken.load(Ordering::SeqCst)),
+        "the stalled response outlived its response_timeout_ms"
+    );
+
+    // An event stream longer than the deadline arrives whole.
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("request");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("data: tick").count(), 10, "{text}");
+    drop(stalled);
+}
+
+/// A POST of a 100 kB body sent `piece` bytes every `pace`: the gateway's answer (status),
+/// or None when it closed without one; Err when it did neither within 10 s.
+fn upload(addr: SocketAddr, piece: usize, pace: Duration) -> Result<Option<u16>, String> {
+    const LEN: usize = 100_000;
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
+    s.write_all(format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {LEN}\r\n\r\n").as_bytes())
+        .expect("head");
+    let body = vec![b'u'; LEN];
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        if sent < LEN {
+            let end = (sent + piece).min(LEN);
+            if s.write_all(&body[sent..end]).is_err() {
+                break;
+            }
+            sent = end;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => break,
+        }
+        if let Some((resp, _)) = parse_response(&answer) {
+            return Ok(Some(resp.status));
+        }
+        thread::sleep(pace); // the client's pace is the test's input
+    }
+    if started.elapsed() >= Duration::from_secs(10) {
+        return Err(format!("neither answered nor closed after {sent} bytes sent"));
+    }
+    Ok(parse_response(&answer).map(|(r, _)| r.status))
+}
+
+#[test]
+fn a_request_body_trickled_below_min_receive_rate_is_answered_408() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { min_receive_rate_bps: 2000 }");
+    // 100 bytes every 200 ms: 500 B/s, a quarter of the minimum.
+    let slow = upload(gw.addr, 100, Duration::from_millis(200));
+    assert!(
+        matches!(slow, Ok(Some(408) | None)),
+        "a trickled upload: {slow:?}"
+    );
+    assert_eq!(
+        upload(gw.addr, 100_000, Duration::ZERO),
+        Ok(Some(200)),
+        "an upload at full speed"
+    );
+}
