@@ -228,3 +228,78 @@ fn requests_never_ask_the_nameserver() {
     assert_eq!(served_by_set(&gw, 200), set(&["127.0.0.2"]));
     assert_eq!(dns.queries(), asked, "a request looked a name up");
 }
+
+/// A GET from `local` (a loopback address), so a consistent-hash pool sees another client.
+fn get_from(local: std::net::IpAddr, gw: &Gateway, path: &str) -> Resp {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&std::net::SocketAddr::new(local, 0).into()).expect("bind");
+    sock.connect(&gw.addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    parse_response(&raw)
+        .map(|(r, _)| r)
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Targets `/metrics` shows healthy, per upstream.
+fn healthy_targets(gw: &Gateway, upstream: &str) -> usize {
+    let label = format!("upstream=\"{upstream}\"");
+    get(gw.admin, "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("floodgate_upstream_healthy{") && l.contains(&label) && l.ends_with(" 1"))
+        .count()
+}
+
+#[test]
+fn one_live_target_among_400_answers_every_request_whatever_the_balance() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    // 127.0.0.2 and 399 loopback addresses nothing listens on at that port: too many
+    // records for a UDP answer, so the lookup goes over TCP.
+    let answer: Vec<Ipv4Addr> = std::iter::once(Ipv4Addr::new(127, 0, 0, 2))
+        .chain((0..399u16).map(|i| Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8)))
+        .collect();
+    dns.set(NAME, DnsAnswer::Addrs(answer));
+    let port = ups[0].addr.port();
+    let balances = ["round_robin", "random", "consistent_hash"];
+    let upstreams: String = balances
+        .iter()
+        .map(|b| {
+            format!(
+                "  {b}:\n    targets: [\"{NAME}:{port}\"]\n    balance: {b}\n    \
+                 health_check: {{ kind: tcp, interval_ms: 300 }}\n"
+            )
+        })
+        .collect();
+    let routes: String = balances
+        .iter()
+        .map(|b| format!("  - {{ name: {b}, path_prefix: /{b}, upstream: {b} }}\n"))
+        .collect();
+    let gw = Gateway::start(&format!(
+        "dns: {{ nameservers: [\"{}\"], timeout_ms: 300 }}\nupstreams:\n{upstreams}routes:\n{routes}",
+        dns.addr
+    ));
+    for balance in balances {
+        assert!(
+            eventually(Duration::from_secs(10), || healthy_targets(&gw, balance) == 1),
+            "{balance}: the health check leaves one healthy target of 400: {}",
+            healthy_targets(&gw, balance)
+        );
+    }
+    for balance in balances {
+        for i in 0..40u8 {
+            // Consistent hashing keys by client address: 8 clients.
+            let client = std::net::IpAddr::from([127, 0, 3, 1 + i % 8]);
+            let r = get_from(client, &gw, &format!("/{balance}/{i}"));
+            assert_eq!(r.status, 200, "{balance}, request {i}: {}", r.text());
+            assert_eq!(r.json()["upstream"], "127.0.0.2");
+        }
+    }
+}
