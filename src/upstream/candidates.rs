@@ -95,7 +95,11 @@ impl Candidates {
 
     /// The first candidate `accept` takes, from `start` on. On the ring a candidate comes
     /// up once per point; otherwise each comes up once.
-    pub fn pick(&self, start: Start<'_>, mut accept: impl FnMut(&Arc<Target>) -> bool) -> Option<&Arc<Target>> {
+    pub fn pick(
+        &self,
+        start: Start<'_>,
+        mut accept: impl FnMut(&Arc<Target>) -> bool,
+    ) -> Option<&Arc<Target>> {
         let n = self.targets.len();
         if n == 0 {
             return None;
@@ -217,7 +221,9 @@ mod tests {
             .collect();
         let expected = [all[0], all[2], all[3], all[0], all[2], all[3]].map(Some);
         assert_eq!(turns, expected);
-        let next = candidates.pick(Start::Turn(0), |t| t.addr != all[0]).map(|t| t.addr);
+        let next = candidates
+            .pick(Start::Turn(0), |t| t.addr != all[0])
+            .map(|t| t.addr);
         assert_eq!(next, Some(all[2]));
         assert!(candidates.pick(Start::Turn(5), |_| false).is_none());
         targets.health_changed(&all[1], true);
@@ -241,7 +247,11 @@ mod tests {
         for i in 0..1000u32 {
             let key = i.to_be_bytes();
             let owner = walk(&key).next();
-            assert_eq!(everyone.pick(Start::Key(&key), |_| true).map(|t| t.addr), owner, "key {i}");
+            assert_eq!(
+                everyone.pick(Start::Key(&key), |_| true).map(|t| t.addr),
+                owner,
+                "key {i}"
+            );
             // With its target down, a key goes where a walk of the whole ring goes.
             let next = walk(&key).find(|a| Some(*a) != owner);
             let fallback = everyone.pick(Start::Key(&key), |t| Some(t.addr) != owner);
@@ -267,7 +277,10 @@ mod tests {
         };
         let (targets, all) = pool(3, false, Some(settings));
         let live = targets.snapshot();
-        let breaker = live.get(&all[0]).and_then(|t| t.breaker.as_ref()).expect("breaker");
+        let breaker = live
+            .get(&all[0])
+            .and_then(|t| t.breaker.as_ref())
+            .expect("breaker");
         let (admission, _) = breaker.try_acquire();
         breaker.record_failure(admission.expect("admitted"));
         assert_eq!(targets.candidates().len(), 3, "not rebuilt until told");

@@ -257,7 +257,11 @@ impl BackendIter for ChosenByCandidates {
 type Balancer = LoadBalancer<ChosenByCandidates>;
 
 /// Finds the first targets, and returns the service that keeps them up to date.
-fn background(upstream: &Upstream, discovery: Discovery, targets: &Arc<Targets>) -> Option<BackgroundService> {
+fn background(
+    upstream: &Upstream,
+    discovery: Discovery,
+    targets: &Arc<Targets>,
+) -> Option<BackgroundService> {
     let has_names = discovery.has_names();
     let probe_host = discovery.first_target().unwrap_or_default();
     let mut backends = Backends::new(Box::new(discovery));

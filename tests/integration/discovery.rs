@@ -232,7 +232,8 @@ fn requests_never_ask_the_nameserver() {
 /// A GET from `local` (a loopback address), so a consistent-hash pool sees another client.
 fn get_from(local: std::net::IpAddr, gw: &Gateway, path: &str) -> Resp {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&std::net::SocketAddr::new(local, 0).into()).expect("bind");
+    sock.bind(&std::net::SocketAddr::new(local, 0).into())
+        .expect("bind");
     sock.connect(&gw.addr.into()).expect("connect");
     let mut stream: std::net::TcpStream = sock.into();
     stream
