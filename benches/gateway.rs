@@ -98,7 +98,7 @@ fn pool(n: u16, balance: &str, one_left: bool) -> floodgate::upstream::Pool {
     );
     let config = floodgate::config::parse(&text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
     let upstream = &config.upstreams[0];
-    let (pool, _) = floodgate::upstream::Pool::build(upstream, upstream.targets.clone(), &config.dns);
+    let (pool, _) = floodgate::upstream::Pool::build(upstream, upstream.targets.clone(), &config.dns, &[]);
     if one_left {
         let mut key = 0u32;
         while pool.candidates().len() > 1 {

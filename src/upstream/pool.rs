@@ -9,7 +9,7 @@
 
 use super::breaker::{Admission, BreakerState, Transition};
 use super::candidates::{Candidates, Start};
-use super::discovery::Discovery;
+use super::discovery::{Discovery, Refusal};
 use super::targets::{JoinAfterChecks, Target, Targets};
 use crate::config::{Balance, Dns, HealthCheckKind, TargetSpec, Upstream};
 use crate::tls::upstream::Transport;
@@ -34,6 +34,8 @@ pub struct Pool {
     targets: Arc<Targets>,
     /// Failed lookups of the upstream's names, for metrics.
     resolve_errors: Arc<AtomicU64>,
+    /// Addresses `refuse_private_answers` dropped from answers, for metrics.
+    refused_answers: Arc<AtomicU64>,
     balance: Balance,
     /// Round robin's turn, across requests.
     turn: AtomicUsize,
@@ -81,18 +83,24 @@ pub struct TargetStatus {
 impl Pool {
     /// Builds the pool, with its first membership, and the background service that
     /// runs its health check and looks its names up again (when it has either).
+    /// `own`: the gateway's listen and admin addresses, which `refuse_private_answers` refuses too.
     pub fn build(
         upstream: &Upstream,
         specs: Vec<TargetSpec>,
         dns: &Dns,
+        own: &[SocketAddr],
     ) -> (Pool, Option<BackgroundService>) {
         let targets = Arc::new(Targets::new(
             upstream.breaker,
             upstream.health_check.is_some(),
             upstream.balance == Balance::ConsistentHash,
         ));
-        let discovery = Discovery::new(&upstream.name, specs, dns.clone(), targets.clone());
+        let refusal = upstream
+            .refuse_private_answers
+            .then(|| Refusal { own: own.to_vec() });
+        let discovery = Discovery::new(&upstream.name, specs, dns.clone(), targets.clone(), refusal);
         let resolve_errors = discovery.errors.clone();
+        let refused_answers = discovery.refused.clone();
         let service = background(upstream, discovery, &targets);
         let pool = Pool {
             name: upstream.name.clone(),
@@ -103,6 +111,7 @@ impl Pool {
             transport: upstream.transport.clone(),
             targets,
             resolve_errors,
+            refused_answers,
             balance: upstream.balance,
             turn: AtomicUsize::new(0),
         };
@@ -111,6 +120,10 @@ impl Pool {
 
     pub fn resolve_errors(&self) -> u64 {
         self.resolve_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn refused_answers(&self) -> u64 {
+        self.refused_answers.load(Ordering::Relaxed)
     }
 
     /// A candidate whose breaker admits this attempt and that has not failed this

@@ -304,3 +304,52 @@ fn one_live_target_among_400_answers_every_request_whatever_the_balance() {
         }
     }
 }
+
+#[test]
+fn refuse_private_answers_drops_loopback_answers_and_says_so_and_is_off_by_default() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2])));
+    let port = ups[0].addr.port();
+    let gw = Gateway::start(&format!(
+        r#"
+dns: {{ nameservers: ["{}"], timeout_ms: 300 }}
+upstreams:
+  refusing: {{ targets: ["{NAME}:{port}"], resolve_interval_s: 1, refuse_private_answers: true }}
+  keeping: {{ targets: ["{NAME}:{port}"], resolve_interval_s: 1 }}
+routes:
+  - {{ name: refusing, path_prefix: /refusing, upstream: refusing }}
+  - {{ name: keeping, path_prefix: /keeping, upstream: keeping }}
+"#,
+        dns.addr
+    ));
+    let kept = get(gw.addr, "/keeping");
+    assert_eq!(kept.status, 200, "{}", kept.text());
+    assert_eq!(kept.json()["upstream"], "127.0.0.2");
+
+    let refused = get(gw.addr, "/refusing");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        ups[0].hits(),
+        1,
+        "only the request of the upstream that keeps loopback answers"
+    );
+    let log = gw.log();
+    assert!(
+        log.contains(&format!(
+            "upstreams.refusing.targets[0]: {NAME}:{port} answered 127.0.0.2:{port}, refused by refuse_private_answers"
+        )),
+        "{log}"
+    );
+    let refused_total = |upstream: &str| -> u64 {
+        let series = format!("floodgate_upstream_refused_answers_total{{upstream=\"{upstream}\"}} ");
+        get(gw.admin, "/metrics")
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(refused_total("refusing") >= 1);
+    assert_eq!(refused_total("keeping"), 0);
+}
