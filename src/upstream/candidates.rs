@@ -293,6 +293,38 @@ mod tests {
     }
 
     #[test]
+    fn changes_from_many_threads_at_once_all_reach_the_candidates() {
+        let (targets, all) = pool(64, true, None);
+        let targets = Arc::new(targets);
+        let threads: Vec<_> = all
+            .chunks(8)
+            .map(|chunk| {
+                let (targets, chunk) = (targets.clone(), chunk.to_vec());
+                std::thread::spawn(move || {
+                    for round in 0..50 {
+                        for addr in &chunk {
+                            targets.health_changed(addr, round % 2 == 1);
+                        }
+                    }
+                    // Every other target of the chunk ends down.
+                    for addr in chunk.iter().step_by(2) {
+                        targets.health_changed(addr, false);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let candidates = targets.candidates();
+        assert_eq!(candidates.len(), 32);
+        assert_eq!(
+            candidates.ring.len(),
+            candidates.len() * POINTS_PER_TARGET as usize
+        );
+    }
+
+    #[test]
     fn a_target_that_has_not_joined_is_no_candidate() {
         let (targets, all) = pool(2, false, None);
         let mut more: BTreeSet<SocketAddr> = all.iter().copied().collect();
