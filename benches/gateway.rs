@@ -1,6 +1,7 @@
-//! The request path without the network: route matching, and the whole
+//! The request path without the network: route matching, the whole
 //! `request_filter` decision (route → JWT from the cache → local bucket → global
-//! window) on a prepared request, as `Gateway::decide` runs it.
+//! window) on a prepared request, as `Gateway::decide` runs it, and the choice of an
+//! upstream target as `upstream_peer` makes it.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::proxy::ctx::RequestCtx;
@@ -79,5 +80,60 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// A pool of `n` targets with breakers (one failure opens one for an hour), all of
+/// them candidates, or only one when `one_left`: the others' breakers are opened the
+/// way requests open them, which takes them out of the candidates as an unhealthy
+/// target is taken out.
+fn pool(n: u16, balance: &str, one_left: bool) -> floodgate::upstream::Pool {
+    use floodgate::upstream::pool::Selection;
+    let targets: Vec<String> = (0..n)
+        .map(|i| format!("\"10.0.{}.{}:8080\"", i / 200, 1 + i % 200))
+        .collect();
+    let text = format!(
+        "listen: [\"127.0.0.1:18080\"]\nadmin: {{ listen: \"127.0.0.1:19091\" }}\n\
+         upstreams:\n  b:\n    targets: [{}]\n    balance: {balance}\n    \
+         breaker: {{ failures: 1, window_s: 60, open_s: 3600 }}\n\
+         routes: [{{ name: r, path_prefix: /, upstream: b }}]\n",
+        targets.join(", ")
+    );
+    let config = floodgate::config::parse(&text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
+    let upstream = &config.upstreams[0];
+    let (pool, _) = floodgate::upstream::Pool::build(upstream, upstream.targets.clone(), &config.dns, &[]);
+    if one_left {
+        let mut key = 0u32;
+        while pool.candidates().len() > 1 {
+            key += 1;
+            if let Selection::Target {
+                ticket: Some(ticket), ..
+            } = pool.select(&key.to_le_bytes(), &[])
+            {
+                pool.report(ticket, Some(false));
+            }
+        }
+    }
+    pool
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("upstream_select");
+    group.warm_up_time(std::time::Duration::from_millis(500));
+    group.measurement_time(std::time::Duration::from_secs(2));
+    for balance in ["round_robin", "random", "consistent_hash"] {
+        for (one_left, state) in [(false, "all_up"), (true, "one_up")] {
+            for n in [4u16, 40, 400] {
+                let pool = pool(n, balance, one_left);
+                let mut client = 0u32;
+                group.bench_function(format!("{balance}/{state}/{n}"), |b| {
+                    b.iter(|| {
+                        client = client.wrapping_add(1);
+                        black_box(pool.select(black_box(&client.to_le_bytes()), &[]))
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, select);
 criterion_main!(benches);

@@ -228,6 +228,13 @@ pub fn assemble(
     services: &mut Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Parts, StartupError> {
     let mut pools = Vec::with_capacity(config.upstreams.len());
+    // No DNS answer may send requests back into the gateway (`refuse_private_answers`).
+    let own_addrs: Vec<SocketAddr> = config
+        .listen
+        .iter()
+        .map(|l| l.addr)
+        .chain([config.admin.listen])
+        .collect();
     for upstream in &config.upstreams {
         let targets = match upstream.kind {
             UpstreamKind::Http => upstream.targets.clone(),
@@ -240,7 +247,7 @@ pub fn assemble(
                 vec![TargetSpec::Addr(addr)]
             }
         };
-        let (pool, health_service) = Pool::build(upstream, targets, &config.dns);
+        let (pool, health_service) = Pool::build(upstream, targets, &config.dns, &own_addrs);
         services.extend(health_service);
         pools.push(pool);
     }

@@ -203,6 +203,9 @@ pub struct Upstream {
     /// TLS or not, HTTP/2 or HTTP/1.1, for requests and health checks alike.
     pub transport: crate::tls::upstream::Transport,
     pub resolve_interval: Duration,
+    /// Addresses in DNS answers that are loopback, private, link-local, multicast,
+    /// unspecified or the gateway's own listeners are dropped.
+    pub refuse_private_answers: bool,
     pub balance: Balance,
     pub health_check: Option<HealthCheck>,
     pub connect_timeout: Duration,

@@ -164,6 +164,9 @@ pub(super) struct UpstreamSpec {
     /// How often names among the targets are looked up again.
     #[serde(default = "default_resolve_interval_s")]
     pub(super) resolve_interval_s: u64,
+    /// Drop addresses in DNS answers that no public upstream has (loopback, private, ...).
+    #[serde(default)]
+    pub(super) refuse_private_answers: bool,
     #[serde(default)]
     pub(super) balance: Balance,
     pub(super) health_check: Option<HealthCheckSpec>,

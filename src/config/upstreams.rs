@@ -119,6 +119,7 @@ fn upstream(problems: &mut Problems, path: &str, name: String, spec: UpstreamSpe
         transport,
         targets,
         resolve_interval: Duration::from_secs(spec.resolve_interval_s),
+        refuse_private_answers: spec.refuse_private_answers,
         balance: spec.balance,
         health_check,
         connect_timeout: Duration::from_millis(connect_ms),
@@ -272,6 +273,7 @@ mod tests {
             ]
         );
         assert_eq!(b.resolve_interval, Duration::from_secs(5));
+        assert!(!b.refuse_private_answers, "off by default");
         assert_eq!(b.read_timeout, Duration::from_secs(5));
         assert_eq!(
             b.health_check.as_ref().map(|h| h.interval),
@@ -280,6 +282,19 @@ mod tests {
         assert_eq!(
             b.breaker.map(|s| (s.failures, s.open)),
             Some((3, Duration::from_secs(2)))
+        );
+    }
+
+    #[test]
+    fn refuse_private_answers_is_a_bool() {
+        let (ups, problems) = parse("b: { targets: [\"api.internal:80\"], refuse_private_answers: true }\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(ups[0].refuse_private_answers);
+        let (_, problems) = parse("b: { targets: [\"api.internal:80\"], refuse_private_answers: maybe }\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("upstreams.b.refuse_private_answers: "),
+            "{problems:?}"
         );
     }
 

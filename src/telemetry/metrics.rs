@@ -384,6 +384,7 @@ pub struct StateMetrics {
     pub breaker_transitions: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub upstream_resolve_errors: IntCounterVec,
+    pub upstream_refused_answers: IntCounterVec,
     pub redis_sync_errors: IntCounter,
     pub redis_last_sync: IntGauge,
     pub global_limit_degraded: IntGauge,
@@ -436,6 +437,16 @@ impl StateMetrics {
                     Opts::new(
                         "floodgate_upstream_resolve_errors_total",
                         "Lookups of upstream target names that failed or found no address (the last good addresses stay)",
+                    ),
+                    &["upstream"],
+                )?,
+            )?,
+            upstream_refused_answers: registered(
+                registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "floodgate_upstream_refused_answers_total",
+                        "Addresses dropped from DNS answers by refuse_private_answers",
                     ),
                     &["upstream"],
                 )?,

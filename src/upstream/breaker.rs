@@ -1,9 +1,9 @@
 //! A circuit breaker per upstream target: an explicit CLOSED → OPEN → HALF_OPEN state machine
 //! driven by an injected [`Clock`].
 //!
-//! Where it sits: `upstream_peer` consults [`Breaker::allows`] inside the balancer's selection
-//! closure (next to health and "not yet tried"), then takes admission with
-//! [`Breaker::try_acquire`] for the chosen target. The proxy feeds results back: connect errors
+//! Where it sits: a target whose breaker [`Breaker::allows`] nothing is not among the pool's
+//! candidates (rebuilt when a breaker moves, or when an open period ends); `upstream_peer` takes
+//! admission with [`Breaker::try_acquire`] for the candidate chosen. The proxy feeds results back: connect errors
 //! (`fail_to_connect`), timeouts and 5xx answers (`upstream_response_filter`) are
 //! [`Breaker::record_failure`]; other answers are [`Breaker::record_success`]; a probe slot taken
 //! for a request that never reached the target goes back through [`Breaker::release`].
@@ -175,8 +175,8 @@ impl Breaker {
         self.settings
     }
 
-    /// Side-effect free: would [`Breaker::try_acquire`] succeed now? For the balancer's selection
-    /// closure, which may look at a target without sending it anything.
+    /// Side-effect free: would [`Breaker::try_acquire`] succeed now? For building the candidates,
+    /// which look at a target without sending it anything.
     pub fn allows(&self) -> bool {
         if self.state() == BreakerState::Closed {
             return true;

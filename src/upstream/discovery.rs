@@ -4,7 +4,9 @@
 //! path. Every address a name resolves to is a target: its A records, or its AAAA
 //! records when it has no A record. A lookup that fails, finds nothing or outlasts
 //! its deadline keeps that name's last good addresses and is logged and counted, so
-//! a DNS outage never empties a pool.
+//! a DNS outage never empties a pool. With `refuse_private_answers`, addresses no
+//! public upstream has are dropped from answers first (an answer left with none is
+//! a failed lookup).
 
 use super::targets::Targets;
 use crate::config::{Dns, TargetSpec, Upstream};
@@ -20,7 +22,7 @@ use hickory_resolver::TokioResolver;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::Backend;
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,27 +32,77 @@ use std::time::Duration;
 /// checks that share the background service for longer.
 const ATTEMPTS: u32 = 2;
 
+/// `refuse_private_answers`: what an answer may not name.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The gateway's own listen and admin addresses.
+    pub own: Vec<SocketAddr>,
+}
+
+impl Refusal {
+    pub fn refuses(&self, addr: &SocketAddr) -> bool {
+        is_private(addr.ip()) || self.own.contains(addr)
+    }
+}
+
+/// Addresses a public upstream never has: loopback, unspecified (`0.0.0.0/8`, `::`),
+/// link-local, private (RFC 1918, ULA `fc00::/7`), multicast and broadcast, in
+/// either family (an IPv4-mapped IPv6 address is judged as its IPv4 address).
+fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.octets()[0] == 0
+                || v4.is_link_local()
+                || v4.is_private()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6.is_unique_local()
+                || v6.is_multicast()
+        }
+    }
+}
+
 pub struct Discovery {
     upstream: String,
     specs: Vec<TargetSpec>,
     dns: Dns,
     targets: Arc<Targets>,
+    refusal: Option<Refusal>,
     /// Per name (index into `specs`), the addresses of its last good lookup.
     last_good: Mutex<HashMap<usize, Vec<SocketAddr>>>,
+    /// Per name, the addresses its last answer had refused, so a refusal is logged when it changes.
+    last_refused: Mutex<HashMap<usize, Vec<SocketAddr>>>,
     /// Failed lookups so far, for metrics.
     pub errors: Arc<AtomicU64>,
+    /// Addresses dropped from answers so far, for metrics.
+    pub refused: Arc<AtomicU64>,
     started: AtomicBool,
 }
 
 impl Discovery {
-    pub fn new(upstream: &str, specs: Vec<TargetSpec>, dns: Dns, targets: Arc<Targets>) -> Discovery {
+    pub fn new(
+        upstream: &str,
+        specs: Vec<TargetSpec>,
+        dns: Dns,
+        targets: Arc<Targets>,
+        refusal: Option<Refusal>,
+    ) -> Discovery {
         Discovery {
             upstream: upstream.to_string(),
             specs,
             dns,
             targets,
+            refusal,
             last_good: Mutex::default(),
+            last_refused: Mutex::default(),
             errors: Arc::default(),
+            refused: Arc::default(),
             started: AtomicBool::new(false),
         }
     }
@@ -86,9 +138,51 @@ impl Discovery {
             TargetSpec::Addr(_) => None,
         });
         for (i, spec, looked_up) in join_all(lookups).await {
+            let looked_up = looked_up.and_then(|addrs| self.screen(i, spec, addrs));
             found.extend(self.remember(i, spec, looked_up));
         }
         found
+    }
+
+    /// Drops the addresses `refuse_private_answers` refuses: counted, and logged when
+    /// they differ from the name's last answer's. None left is a failed lookup.
+    fn screen(
+        &self,
+        index: usize,
+        spec: &TargetSpec,
+        addrs: Vec<SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, String> {
+        let Some(refusal) = &self.refusal else {
+            return Ok(addrs);
+        };
+        let (refused, kept): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            addrs.into_iter().partition(|a| refusal.refuses(a));
+        self.refused.fetch_add(refused.len() as u64, Ordering::Relaxed);
+        let list = || {
+            refused
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut last_refused = self.last_refused.lock().unwrap_or_else(|p| p.into_inner());
+        if last_refused.get(&index) != Some(&refused) {
+            if !refused.is_empty() {
+                log::warn!(
+                    "upstreams.{}.targets[{index}]: {spec} answered {}, refused by refuse_private_answers",
+                    self.upstream,
+                    list()
+                );
+            }
+            last_refused.insert(index, refused.clone());
+        }
+        if kept.is_empty() {
+            return Err(format!(
+                "every address in the answer is refused by refuse_private_answers ({})",
+                list()
+            ));
+        }
+        Ok(kept)
     }
 
     /// A good lookup replaces the name's addresses; a failed one keeps the last good.
@@ -254,4 +348,49 @@ async fn lookup(resolver: &TokioResolver, host: &str, port: u16) -> Result<Vec<S
         return Err("no address in the answer".into());
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_answers_are_the_addresses_no_public_upstream_has_and_our_own() {
+        let refusal = Refusal {
+            own: vec!["203.0.113.7:8080".parse().expect("addr")],
+        };
+        for refused in [
+            "127.0.0.1:80",
+            "127.9.9.9:80",
+            "0.0.0.0:80",
+            "0.1.2.3:80",
+            "10.1.2.3:80",
+            "172.16.0.1:80",
+            "192.168.1.1:80",
+            "169.254.169.254:80",
+            "224.0.0.1:80",
+            "255.255.255.255:80",
+            "[::1]:80",
+            "[::]:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "[fc00::1]:80",
+            "[ff02::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "[::ffff:10.0.0.1]:80",
+            "203.0.113.7:8080",
+        ] {
+            let addr: SocketAddr = refused.parse().expect("addr");
+            assert!(refusal.refuses(&addr), "{refused} is refused");
+        }
+        for kept in [
+            "203.0.113.7:8081",
+            "198.51.100.1:80",
+            "[2001:db8::1]:80",
+            "172.32.0.1:80",
+        ] {
+            let addr: SocketAddr = kept.parse().expect("addr");
+            assert!(!refusal.refuses(&addr), "{kept} is kept");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! and circuit breakers.
 
 pub mod breaker;
+pub mod candidates;
 pub mod discovery;
 pub mod pool;
 pub mod startup_runtime;

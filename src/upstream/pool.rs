@@ -1,35 +1,28 @@
-//! One [`Pool`] per configured upstream: a `pingora-load-balancing` LoadBalancer
-//! over the targets discovery finds, plus a background service (`app` registers
-//! it) that runs the active health check and looks names up again, and one
-//! circuit breaker per target. Health, membership and breaker meet at selection:
-//! a target is a candidate only if it is healthy, has joined and its breaker
-//! admits a request. Selection is lock-free while breakers are closed: the
-//! balancer and the target set are `ArcSwap` snapshots, and a closed breaker
-//! answers with one atomic load.
+//! One [`Pool`] per configured upstream: the targets discovery finds, a background
+//! service (`app` registers it) that runs the active health check and looks names up
+//! again (Pingora's `LoadBalancer`, used for those two only), and one circuit breaker
+//! per target. Health, membership and breaker meet in the [`Candidates`]: a target is
+//! one only if it is healthy, has joined and its breaker admits a request, and
+//! selection chooses among them. Selection is lock-free while breakers are closed:
+//! the candidates are an `ArcSwap` snapshot, and a closed breaker answers with one
+//! atomic load.
 
 use super::breaker::{Admission, BreakerState, Transition};
-use super::discovery::Discovery;
+use super::candidates::{Candidates, Start};
+use super::discovery::{Discovery, Refusal};
 use super::targets::{JoinAfterChecks, Target, Targets};
 use crate::config::{Balance, Dns, HealthCheckKind, TargetSpec, Upstream};
 use crate::tls::upstream::Transport;
 use futures::FutureExt;
 use pingora_core::services::background::GenBackgroundService;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
-use pingora_load_balancing::selection::{BackendIter, BackendSelection, Consistent, Random, RoundRobin};
+use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bound on how many candidates one selection walks (the balancer's `max_iterations`).
-const MAX_SELECT_ITERATIONS: usize = 256;
-
-enum Balancer {
-    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
-    Random(Arc<LoadBalancer<Random>>),
-    ConsistentHash(Arc<LoadBalancer<Consistent>>),
-}
 
 pub struct Pool {
     pub name: String,
@@ -41,7 +34,11 @@ pub struct Pool {
     targets: Arc<Targets>,
     /// Failed lookups of the upstream's names, for metrics.
     resolve_errors: Arc<AtomicU64>,
-    balancer: Balancer,
+    /// Addresses `refuse_private_answers` dropped from answers, for metrics.
+    refused_answers: Arc<AtomicU64>,
+    balance: Balance,
+    /// Round robin's turn, across requests.
+    turn: AtomicUsize,
 }
 
 /// A breaker's admission of one attempt, to be reported back exactly once.
@@ -86,28 +83,25 @@ pub struct TargetStatus {
 impl Pool {
     /// Builds the pool, with its first membership, and the background service that
     /// runs its health check and looks its names up again (when it has either).
+    /// `own`: the gateway's listen and admin addresses, which `refuse_private_answers` refuses too.
     pub fn build(
         upstream: &Upstream,
         specs: Vec<TargetSpec>,
         dns: &Dns,
+        own: &[SocketAddr],
     ) -> (Pool, Option<BackgroundService>) {
-        let targets = Arc::new(Targets::new(upstream.breaker, upstream.health_check.is_some()));
-        let discovery = Discovery::new(&upstream.name, specs, dns.clone(), targets.clone());
+        let targets = Arc::new(Targets::new(
+            upstream.breaker,
+            upstream.health_check.is_some(),
+            upstream.balance == Balance::ConsistentHash,
+        ));
+        let refusal = upstream
+            .refuse_private_answers
+            .then(|| Refusal { own: own.to_vec() });
+        let discovery = Discovery::new(&upstream.name, specs, dns.clone(), targets.clone(), refusal);
         let resolve_errors = discovery.errors.clone();
-        let (balancer, service) = match upstream.balance {
-            Balance::RoundRobin => {
-                let (lb, svc) = balancer::<RoundRobin>(upstream, discovery, &targets);
-                (Balancer::RoundRobin(lb), svc)
-            }
-            Balance::Random => {
-                let (lb, svc) = balancer::<Random>(upstream, discovery, &targets);
-                (Balancer::Random(lb), svc)
-            }
-            Balance::ConsistentHash => {
-                let (lb, svc) = balancer::<Consistent>(upstream, discovery, &targets);
-                (Balancer::ConsistentHash(lb), svc)
-            }
-        };
+        let refused_answers = discovery.refused.clone();
+        let service = background(upstream, discovery, &targets);
         let pool = Pool {
             name: upstream.name.clone(),
             connect_timeout: upstream.connect_timeout,
@@ -117,7 +111,9 @@ impl Pool {
             transport: upstream.transport.clone(),
             targets,
             resolve_errors,
-            balancer,
+            refused_answers,
+            balance: upstream.balance,
+            turn: AtomicUsize::new(0),
         };
         (pool, service)
     }
@@ -126,56 +122,55 @@ impl Pool {
         self.resolve_errors.load(Ordering::Relaxed)
     }
 
-    /// A healthy target whose breaker admits a request and that has not failed this
-    /// request yet (`exclude`). A breaker's half-open probe slots can be taken by a
-    /// concurrent request between the check and the admission; then the next
-    /// candidate is tried.
+    pub fn refused_answers(&self) -> u64 {
+        self.refused_answers.load(Ordering::Relaxed)
+    }
+
+    /// A candidate whose breaker admits this attempt and that has not failed this
+    /// request yet (`exclude`), as the upstream's `balance` orders them. A breaker's
+    /// half-open probe slots can be taken by a concurrent request after the candidates
+    /// were built; then the next candidate is tried.
     pub fn select(&self, key: &[u8], exclude: &[SocketAddr]) -> Selection {
-        let live = self.targets.snapshot();
-        let mut lost_race: Vec<SocketAddr> = Vec::new();
-        for _ in 0..=live.len() {
-            let accept = |b: &Backend, healthy: bool| {
-                healthy
-                    && b.addr.as_inet().is_some_and(|a| {
-                        !exclude.contains(a)
-                            && !lost_race.contains(a)
-                            && live.get(a).is_some_and(|t| {
-                                t.joined() && t.breaker.as_ref().is_none_or(|br| br.allows())
-                            })
-                    })
-            };
-            let chosen = match &self.balancer {
-                Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-                Balancer::Random(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-                Balancer::ConsistentHash(lb) => lb.select_with(key, MAX_SELECT_ITERATIONS, accept),
-            };
-            let Some(target) = chosen.and_then(|b| b.addr.as_inet().and_then(|a| live.get(a))) else {
-                break;
-            };
+        let candidates = self.targets.candidates();
+        let start = match self.balance {
+            Balance::RoundRobin => Start::Turn(self.turn.fetch_add(1, Ordering::Relaxed)),
+            Balance::Random => Start::Turn(fastrand::usize(..)),
+            Balance::ConsistentHash => Start::Key(key),
+        };
+        let mut admitted = None;
+        // A probe taken, a refusal or a transition changes who the candidates are.
+        let mut breaker_moved = false;
+        let chosen = candidates.pick(start, |target| {
+            if exclude.contains(&target.addr) {
+                return false;
+            }
             let Some(breaker) = &target.breaker else {
-                return Selection::Target {
-                    addr: target.addr,
-                    ticket: None,
-                };
+                return true;
             };
             let (admission, transition) = breaker.try_acquire();
             self.log_transition(target, transition);
-            match admission {
-                Some(admission) => {
-                    return Selection::Target {
-                        addr: target.addr,
-                        ticket: Some(BreakerTicket {
-                            addr: target.addr,
-                            arrival: target.arrival,
-                            admission,
-                        }),
-                    }
-                }
-                None => lost_race.push(target.addr),
-            }
+            breaker_moved |= transition.is_some() || admission != Some(Admission::Normal);
+            admitted = admission;
+            admission.is_some()
+        });
+        let chosen = chosen.map(|target| Selection::Target {
+            addr: target.addr,
+            ticket: admitted.map(|admission| BreakerTicket {
+                addr: target.addr,
+                arrival: target.arrival,
+                admission,
+            }),
+        });
+        if breaker_moved {
+            self.targets.refresh();
+        }
+        if let Some(selection) = chosen {
+            return selection;
         }
         // The soonest a breaker lets a probe through; health checks are re-run every interval.
-        let soonest = live
+        let soonest = self
+            .targets
+            .snapshot()
             .iter()
             .filter_map(|t| t.breaker.as_ref()?.time_to_half_open())
             .min()
@@ -204,6 +199,10 @@ impl Pool {
             }
         };
         self.log_transition(target, transition);
+        // A probe's slot is free again, or the breaker moved.
+        if ticket.admission == Admission::Probe || transition.is_some() {
+            self.targets.refresh();
+        }
     }
 
     fn log_transition(&self, target: &Target, transition: Option<Transition>) {
@@ -221,12 +220,11 @@ impl Pool {
 
     /// Health and breaker state of every target, by address.
     pub fn status(&self) -> Vec<TargetStatus> {
-        let health = self.health();
         let live = self.targets.snapshot();
         live.iter()
             .map(|t| TargetStatus {
                 addr: t.addr,
-                healthy: t.joined() && health.iter().any(|(a, h)| *a == t.addr && *h),
+                healthy: t.joined() && t.healthy(),
                 breaker: t.breaker.as_ref().map(|b| BreakerStatus {
                     state: b.state(),
                     failures_in_window: b.failures_in_window(),
@@ -237,39 +235,46 @@ impl Pool {
             .collect()
     }
 
-    /// Health of each target as the last check saw it.
-    fn health(&self) -> Vec<(SocketAddr, bool)> {
-        fn read<S: BackendSelection + 'static>(lb: &LoadBalancer<S>) -> Vec<(SocketAddr, bool)>
-        where
-            S::Iter: BackendIter,
-        {
-            let backends = lb.backends();
-            backends
-                .get_backend()
-                .iter()
-                .filter_map(|b| b.addr.as_inet().map(|a| (*a, backends.ready(b))))
-                .collect()
-        }
-        match &self.balancer {
-            Balancer::RoundRobin(lb) => read(lb),
-            Balancer::Random(lb) => read(lb),
-            Balancer::ConsistentHash(lb) => read(lb),
-        }
+    /// The candidates now, for benchmarks and tests.
+    pub fn candidates(&self) -> arc_swap::Guard<Arc<Candidates>> {
+        self.targets.candidates()
     }
 }
 
 /// A health check or a name to look up again makes the balancer a background service.
 pub type BackgroundService = Box<dyn pingora_core::services::ServiceWithDependents>;
 
-fn balancer<S>(
+/// Pingora's balancer runs discovery and health checks; choosing is the candidates'
+/// job, so it builds no selection of its own.
+struct ChosenByCandidates;
+
+impl BackendSelection for ChosenByCandidates {
+    type Iter = ChosenByCandidates;
+    type Config = ();
+
+    fn build(_: &BTreeSet<Backend>) -> Self {
+        ChosenByCandidates
+    }
+
+    fn iter(self: &Arc<Self>, _key: &[u8]) -> Self::Iter {
+        ChosenByCandidates
+    }
+}
+
+impl BackendIter for ChosenByCandidates {
+    fn next(&mut self) -> Option<&Backend> {
+        None
+    }
+}
+
+type Balancer = LoadBalancer<ChosenByCandidates>;
+
+/// Finds the first targets, and returns the service that keeps them up to date.
+fn background(
     upstream: &Upstream,
     discovery: Discovery,
     targets: &Arc<Targets>,
-) -> (Arc<LoadBalancer<S>>, Option<BackgroundService>)
-where
-    S: BackendSelection + Send + Sync + 'static,
-    S::Iter: BackendIter,
-{
+) -> Option<BackgroundService> {
     let has_names = discovery.has_names();
     let probe_host = discovery.first_target().unwrap_or_default();
     let mut backends = Backends::new(Box::new(discovery));
@@ -300,7 +305,7 @@ where
             targets: targets.clone(),
         }));
     }
-    let mut lb = LoadBalancer::<S>::from_backends(backends);
+    let mut lb = Balancer::from_backends(backends);
     first_update(&lb, upstream, has_names);
     if let Some(hc) = &upstream.health_check {
         lb.health_check_frequency = Some(hc.interval);
@@ -311,23 +316,17 @@ where
     if has_names {
         lb.update_frequency = Some(upstream.resolve_interval);
     }
-    let lb = Arc::new(lb);
-    let service = (upstream.health_check.is_some() || has_names).then(|| {
+    (upstream.health_check.is_some() || has_names).then(|| {
         Box::new(GenBackgroundService::new(
             format!("targets of upstream {}", upstream.name),
-            lb.clone(),
+            Arc::new(lb),
         )) as BackgroundService
-    });
-    (lb, service)
+    })
 }
 
 /// The pool has its first targets before the first request: addresses at once,
 /// names after one lookup on a runtime of its own (startup is not async yet).
-fn first_update<S>(lb: &LoadBalancer<S>, upstream: &Upstream, has_names: bool)
-where
-    S: BackendSelection + Send + Sync + 'static,
-    S::Iter: BackendIter,
-{
+fn first_update(lb: &Balancer, upstream: &Upstream, has_names: bool) {
     let result = if has_names {
         match super::startup_runtime::block_on(lb.update()) {
             Ok(result) => result,

@@ -3,9 +3,11 @@
 //! address that stays keeps its state, a new one joins at once or after passing
 //! `consecutive_success` health checks in a row, a removed one is dropped here and in the balancer, so it
 //! gets no new requests while those in flight finish on their own connections.
-//! Readers take one lock-free snapshot per selection.
+//! Whatever changes who may take requests (membership, health, a join, a breaker)
+//! rebuilds the [`Candidates`]; readers take one lock-free snapshot per selection.
 
 use super::breaker::{Breaker, SystemClock};
+use super::candidates::{self, Candidates, Point};
 use crate::config::BreakerSettings;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -19,25 +21,33 @@ use std::sync::Arc;
 /// The targets by address, sorted: a pool has a handful to a few hundred, and a
 /// binary search costs less per request than hashing the address.
 #[derive(Default)]
-pub struct TargetSet(Vec<Arc<Target>>);
+pub struct TargetSet {
+    targets: Vec<Arc<Target>>,
+    /// consistent_hash: the ring of every target, built once per membership (empty otherwise).
+    ring: Box<[Point]>,
+}
 
 impl TargetSet {
     pub fn get(&self, addr: &SocketAddr) -> Option<&Arc<Target>> {
-        let i = self.0.binary_search_by(|t| t.addr.cmp(addr)).ok()?;
-        self.0.get(i)
+        let i = self.targets.binary_search_by(|t| t.addr.cmp(addr)).ok()?;
+        self.targets.get(i)
     }
 
     /// Every target, by address.
     pub fn iter(&self) -> std::slice::Iter<'_, Arc<Target>> {
-        self.0.iter()
+        self.targets.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.targets.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.targets.is_empty()
+    }
+
+    pub fn ring(&self) -> &[Point] {
+        &self.ring
     }
 }
 
@@ -52,12 +62,18 @@ pub struct Target {
     joined: AtomicBool,
     /// Checks passed in a row, until it joins.
     passes: AtomicUsize,
+    /// As the health check last judged it (its thresholds applied); true without one.
+    healthy: AtomicBool,
 }
 
 impl Target {
     /// Whether it takes requests: it has joined the pool.
     pub fn joined(&self) -> bool {
         self.joined.load(Ordering::Relaxed)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
     }
 }
 
@@ -70,24 +86,67 @@ pub struct Change {
 
 pub struct Targets {
     live: ArcSwap<TargetSet>,
+    candidates: ArcSwap<Candidates>,
+    /// Something the candidates depend on changed since the last rebuild began.
+    stale: AtomicBool,
+    /// Held by the one thread rebuilding the candidates.
+    rebuilding: AtomicBool,
     breaker: Option<BreakerSettings>,
     /// New addresses wait for a first passing health check (the upstream has one).
     gated: bool,
+    /// Selection is by consistent hash: each membership gets its ring.
+    hashed: bool,
     arrivals: AtomicU64,
 }
 
 impl Targets {
-    pub fn new(breaker: Option<BreakerSettings>, gated: bool) -> Targets {
+    pub fn new(breaker: Option<BreakerSettings>, gated: bool, hashed: bool) -> Targets {
         Targets {
             live: ArcSwap::default(),
+            candidates: ArcSwap::default(),
+            stale: AtomicBool::new(false),
+            rebuilding: AtomicBool::new(false),
             breaker,
             gated,
+            hashed,
             arrivals: AtomicU64::new(0),
         }
     }
 
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<TargetSet>> {
         self.live.load()
+    }
+
+    /// The targets a request may go to, brought up to date first when an open breaker
+    /// among the others has come to the end of its open period.
+    pub fn candidates(&self) -> arc_swap::Guard<Arc<Candidates>> {
+        let candidates = self.candidates.load();
+        if !candidates.reopen_due() {
+            return candidates;
+        }
+        self.refresh();
+        self.candidates.load()
+    }
+
+    /// Rebuilds the candidates after a change, without ever waiting: when another thread
+    /// is rebuilding, `stale` makes it go round once more. (All SeqCst: a thread that
+    /// finds the rebuilder busy has set `stale` before the rebuilder's last look at it.)
+    pub fn refresh(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+        while self.stale.load(Ordering::SeqCst) {
+            if self
+                .rebuilding
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return;
+            }
+            while self.stale.swap(false, Ordering::SeqCst) {
+                let live = self.live.load();
+                self.candidates.store(Arc::new(Candidates::of(&live)));
+            }
+            self.rebuilding.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Replaces the membership. `first` is the set found at start, which joins at
@@ -112,6 +171,7 @@ impl Targets {
                         transitions: Default::default(),
                         joined: AtomicBool::new(first || !self.gated),
                         passes: AtomicUsize::new(0),
+                        healthy: AtomicBool::new(true),
                     })
                 }
             };
@@ -122,8 +182,22 @@ impl Targets {
             .map(|t| t.addr)
             .filter(|a| !addrs.contains(a))
             .collect();
-        self.live.store(Arc::new(TargetSet(next)));
+        let ring = if self.hashed {
+            candidates::ring(&next)
+        } else {
+            Box::default()
+        };
+        self.live.store(Arc::new(TargetSet { targets: next, ring }));
+        self.refresh();
         change
+    }
+
+    /// The health check's verdict on a target changed.
+    pub(super) fn health_changed(&self, addr: &SocketAddr, healthy: bool) {
+        if let Some(target) = self.live.load().get(addr) {
+            target.healthy.store(healthy, Ordering::Relaxed);
+            self.refresh();
+        }
     }
 
     /// A check's result; `needed` passes in a row let a new target join.
@@ -138,6 +212,7 @@ impl Targets {
             && !target.joined.swap(true, Ordering::Relaxed)
         {
             log::info!("target {addr} passed its health checks and joins");
+            self.refresh();
         }
     }
 }
@@ -160,6 +235,9 @@ impl HealthCheck for JoinAfterChecks {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(addr) = target.addr.as_inet() {
+            self.targets.health_changed(addr, healthy);
+        }
         self.check.health_status_change(target, healthy).await;
     }
 
@@ -195,7 +273,7 @@ mod tests {
 
     #[test]
     fn addresses_that_stay_keep_their_state_and_new_ones_wait_when_gated() {
-        let targets = Targets::new(breaker(), true);
+        let targets = Targets::new(breaker(), true, false);
         let change = targets.set(&addrs(&[1, 2]), true);
         assert_eq!(change.added.len(), 2);
         let first = targets.snapshot();
@@ -235,7 +313,7 @@ mod tests {
 
     #[test]
     fn without_a_health_check_arrivals_join_at_once_and_a_return_is_a_new_arrival() {
-        let targets = Targets::new(None, false);
+        let targets = Targets::new(None, false, false);
         targets.set(&addrs(&[1]), true);
         let one = addrs(&[1]).pop_first().expect("addr");
         let before = targets.snapshot().get(&one).expect("target").arrival;

@@ -228,3 +228,143 @@ fn requests_never_ask_the_nameserver() {
     assert_eq!(served_by_set(&gw, 200), set(&["127.0.0.2"]));
     assert_eq!(dns.queries(), asked, "a request looked a name up");
 }
+
+/// A GET from `local` (a loopback address), so a consistent-hash pool sees another client.
+fn get_from(local: std::net::IpAddr, gw: &Gateway, path: &str) -> Resp {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&std::net::SocketAddr::new(local, 0).into())
+        .expect("bind");
+    sock.connect(&gw.addr.into()).expect("connect");
+    let mut stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut stream, head.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut raw);
+    parse_response(&raw)
+        .map(|(r, _)| r)
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+/// Targets `/metrics` shows healthy, per upstream.
+fn healthy_targets(gw: &Gateway, upstream: &str) -> usize {
+    let label = format!("upstream=\"{upstream}\"");
+    get(gw.admin, "/metrics")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("floodgate_upstream_healthy{") && l.contains(&label) && l.ends_with(" 1"))
+        .count()
+}
+
+#[test]
+fn one_live_target_among_400_answers_every_request_whatever_the_balance() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    // 127.0.0.2 and 399 loopback addresses nothing listens on at that port: too many
+    // records for a UDP answer, so the lookup goes over TCP.
+    let answer: Vec<Ipv4Addr> = std::iter::once(Ipv4Addr::new(127, 0, 0, 2))
+        .chain((0..399u16).map(|i| Ipv4Addr::new(127, 0, 1 + (i / 200) as u8, 1 + (i % 200) as u8)))
+        .collect();
+    dns.set(NAME, DnsAnswer::Addrs(answer));
+    let port = ups[0].addr.port();
+    let balances = ["round_robin", "random", "consistent_hash"];
+    let upstreams: String = balances
+        .iter()
+        .map(|b| {
+            format!(
+                "  {b}:\n    targets: [\"{NAME}:{port}\"]\n    balance: {b}\n    \
+                 health_check: {{ kind: tcp, interval_ms: 300 }}\n"
+            )
+        })
+        .collect();
+    let routes: String = balances
+        .iter()
+        .map(|b| format!("  - {{ name: {b}, path_prefix: /{b}, upstream: {b} }}\n"))
+        .collect();
+    let gw = Gateway::start(&format!(
+        "dns: {{ nameservers: [\"{}\"], timeout_ms: 300 }}\nupstreams:\n{upstreams}routes:\n{routes}",
+        dns.addr
+    ));
+    for balance in balances {
+        assert!(
+            eventually(Duration::from_secs(10), || healthy_targets(&gw, balance) == 1),
+            "{balance}: the health check leaves one healthy target of 400: {}",
+            healthy_targets(&gw, balance)
+        );
+    }
+    let failed: Vec<String> = balances
+        .iter()
+        .filter_map(|balance| {
+            let answers: Vec<Resp> = (0..40u8)
+                .map(|i| {
+                    // Consistent hashing keys by client address: 8 clients.
+                    let client = std::net::IpAddr::from([127, 0, 3, 1 + i % 8]);
+                    get_from(client, &gw, &format!("/{balance}/{i}"))
+                })
+                .collect();
+            let bad: Vec<&Resp> = answers
+                .iter()
+                .filter(|r| r.status != 200 || r.json()["upstream"] != "127.0.0.2")
+                .collect();
+            let first = bad.first()?;
+            Some(format!(
+                "{balance}: {} of 40 failed, e.g. {} {}",
+                bad.len(),
+                first.status,
+                first.text()
+            ))
+        })
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn refuse_private_answers_drops_loopback_answers_and_says_so_and_is_off_by_default() {
+    let dns = DnsServer::start();
+    let ups = Upstream::on_one_port(&["127.0.0.2"]);
+    dns.set(NAME, DnsAnswer::Addrs(ips(&[2])));
+    let port = ups[0].addr.port();
+    let gw = Gateway::start(&format!(
+        r#"
+dns: {{ nameservers: ["{}"], timeout_ms: 300 }}
+upstreams:
+  refusing: {{ targets: ["{NAME}:{port}"], resolve_interval_s: 1, refuse_private_answers: true }}
+  keeping: {{ targets: ["{NAME}:{port}"], resolve_interval_s: 1 }}
+routes:
+  - {{ name: refusing, path_prefix: /refusing, upstream: refusing }}
+  - {{ name: keeping, path_prefix: /keeping, upstream: keeping }}
+"#,
+        dns.addr
+    ));
+    let kept = get(gw.addr, "/keeping");
+    assert_eq!(kept.status, 200, "{}", kept.text());
+    assert_eq!(kept.json()["upstream"], "127.0.0.2");
+
+    let refused = get(gw.addr, "/refusing");
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        ups[0].hits(),
+        1,
+        "only the request of the upstream that keeps loopback answers"
+    );
+    let log = gw.log();
+    assert!(
+        log.contains(&format!(
+            "upstreams.refusing.targets[0]: {NAME}:{port} answered 127.0.0.2:{port}, refused by refuse_private_answers"
+        )),
+        "{log}"
+    );
+    let refused_total = |upstream: &str| -> u64 {
+        let series = format!("floodgate_upstream_refused_answers_total{{upstream=\"{upstream}\"}} ");
+        get(gw.admin, "/metrics")
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(refused_total("refusing") >= 1);
+    assert_eq!(refused_total("keeping"), 0);
+}

@@ -94,6 +94,8 @@ impl Admin {
             let upstream = t.upstream_name(u);
             let errors = t.state.upstream_resolve_errors.with_label_values(&[upstream]);
             errors.inc_by(pool.resolve_errors().saturating_sub(errors.get()));
+            let refused = t.state.upstream_refused_answers.with_label_values(&[upstream]);
+            refused.inc_by(pool.refused_answers().saturating_sub(refused.get()));
             for target in pool.status() {
                 let addr = target.addr.to_string();
                 let labels = [upstream, addr.as_str()];

@@ -1,6 +1,8 @@
 //! A real DNS server on loopback (UDP and TCP, one thread each) whose answers the test
 //! sets: A records for a name, NXDOMAIN, SERVFAIL, or silence; and AAAA records. The gateway's resolver is
-//! pointed at it with `dns.nameservers`; the machine's resolver is never touched.
+//! pointed at it with `dns.nameservers`; the machine's resolver is never touched. An answer too
+//! big for a UDP reply (as the question's EDNS size, else 512 bytes, allows) goes out with TC set
+//! and no records, as a real server's would, so the resolver asks again over TCP.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA};
@@ -67,7 +69,7 @@ impl DnsServer {
                     continue;
                 };
                 queries.fetch_add(1, Ordering::SeqCst);
-                if let Some(reply) = reply(&zone, &buf[..n]) {
+                if let Some(reply) = reply(&zone, &buf[..n], Transport::Udp) {
                     let _ = udp.send_to(&reply, peer);
                 }
             }
@@ -89,7 +91,7 @@ impl DnsServer {
                     continue;
                 }
                 queries.fetch_add(1, Ordering::SeqCst);
-                if let Some(reply) = reply(&zone, &query) {
+                if let Some(reply) = reply(&zone, &query, Transport::Tcp) {
                     let _ = stream.write_all(&(reply.len() as u16).to_be_bytes());
                     let _ = stream.write_all(&reply);
                 }
@@ -124,7 +126,13 @@ fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.').to_ascii_lowercase())
 }
 
-fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
+#[derive(Clone, Copy, PartialEq)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+fn reply(zone: &Zone, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
     let query = Message::from_vec(query).ok()?;
     let question = query.queries().first()?.clone();
     let name = question.name().to_ascii().to_ascii_lowercase();
@@ -175,5 +183,11 @@ fn reply(zone: &Zone, query: &[u8]) -> Option<Vec<u8>> {
         }
         DnsAnswer::Addrs(_) => {}
     }
+    let whole = reply.to_vec().ok()?;
+    if transport == Transport::Tcp || whole.len() <= usize::from(query.max_payload()) {
+        return Some(whole);
+    }
+    reply.take_answers();
+    reply.set_truncated(true);
     reply.to_vec().ok()
 }
