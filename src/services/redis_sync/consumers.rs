@@ -164,20 +164,22 @@ impl RedisSync {
         }
         // An admin write on this instance while the maps are read would be undone by
         // adopting them: then the next round reads again.
+        // The maps are read with the marker, atomically: maps read from a Redis that
+        // lost its data after the marker was checked would revoke what it lost.
         let generation = self.runtime_keys.generation();
         let mut pipe = redis::pipe();
-        pipe.hgetall(self.consumers_key("keys"))
+        pipe.atomic()
+            .get(self.consumers_key("epoch"))
+            .hgetall(self.consumers_key("keys"))
             .hgetall(self.consumers_key("tiers"));
         let mut replies = self.within_deadline(backend.run(vec![pipe])).await?;
-        let maps = replies.pop().unwrap_or(Ok(Vec::new()))?;
-        if self.runtime_keys.generation() != generation {
-            return Ok(());
+        let (epoch_now, keys, tiers) =
+            redis::from_redis_value::<(Option<String>, HashMap<String, String>, HashMap<String, String>)>(
+                Value::Array(replies.pop().unwrap_or(Ok(Vec::new()))?),
+            )?;
+        if self.runtime_keys.generation() != generation || epoch_now != *seen_epoch {
+            return Ok(()); // the next round reads again (and repairs a loss first)
         }
-        let mut maps = maps
-            .into_iter()
-            .map(redis::from_redis_value::<HashMap<String, String>>);
-        let keys = maps.next().transpose().ok().flatten().unwrap_or_default();
-        let tiers = maps.next().transpose().ok().flatten().unwrap_or_default();
         self.runtime_keys.replace(
             keys.values()
                 .filter_map(|json| serde_json::from_str::<StoredKey>(json).ok())
