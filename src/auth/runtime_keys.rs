@@ -66,6 +66,9 @@ const REVOKED_KEPT: usize = 100_000;
 pub struct RuntimeKeys {
     by_digest: ArcSwap<HashMap<[u8; 32], Arc<RuntimeKey>>>,
     generation: AtomicU64,
+    /// Held by writers (admin and sync, never the request path), so adopting the
+    /// cluster's set cannot undo an admin write that landed after its read.
+    writing: std::sync::Mutex<()>,
     /// Ids of keys revoked here or seen gone from the cluster's set, oldest first.
     revoked: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
@@ -81,6 +84,7 @@ impl RuntimeKeys {
     }
 
     pub fn insert(&self, key: RuntimeKey) {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let key = Arc::new(key);
         self.by_digest.rcu(|m| {
             let mut m = HashMap::clone(m);
@@ -92,6 +96,7 @@ impl RuntimeKeys {
 
     /// Revokes `consumer`'s key `key_id`; false when there is none.
     pub fn remove(&self, consumer: &str, key_id: &str) -> bool {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut found = false;
         self.by_digest.rcu(|m| {
             let mut m = HashMap::clone(m);
@@ -121,8 +126,14 @@ impl RuntimeKeys {
         revoked.iter().cloned().collect()
     }
 
-    /// Adopts the cluster's set (what Redis holds); a key that stays keeps its last use.
-    pub fn replace(&self, keys: Vec<RuntimeKey>) {
+    /// Adopts the cluster's set (what Redis holds), read while the set was at
+    /// `generation`; false (nothing adopted) if a write came since. A key that stays
+    /// keeps its last use.
+    pub fn replace(&self, keys: Vec<RuntimeKey>, generation: u64) -> bool {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation() != generation {
+            return false;
+        }
         let old = self.by_digest.load_full();
         let kept: std::collections::HashSet<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
         let gone: Vec<String> = old
@@ -144,6 +155,19 @@ impl RuntimeKeys {
             .collect();
         self.by_digest.store(Arc::new(map));
         self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn all(&self) -> Vec<Arc<RuntimeKey>> {
@@ -201,7 +225,10 @@ mod tests {
             .expect("k1")
             .last_used_s
             .store(42, Ordering::Relaxed);
-        keys.replace(vec![key("k1", "alice", 1), key("k2", "alice", 2)]);
+        assert!(keys.replace(
+            vec![key("k1", "alice", 1), key("k2", "alice", 2)],
+            keys.generation()
+        ));
         assert_eq!(
             keys.find(&[1; 32])
                 .expect("k1")

@@ -261,17 +261,20 @@ impl GlobalWindow {
     }
 
     /// Un-counts an admission that a later limit or the gateway refused, while its
-    /// window is held. Once drained for a sync it stays in the cluster's count.
+    /// window is held and its count not yet drained for a sync (once pushed, it
+    /// stays in the cluster's count, and in this instance's).
     pub fn give_back(&self, cost: u64, window: u64) {
         let slot = self.slot(window);
         if slot.held() != window {
             return;
         }
-        let less = |n: u64| Some(n.saturating_sub(cost));
-        let _ = slot
+        let unpushed = slot
             .unpushed
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, less);
-        let _ = slot.mine.fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(cost));
+        if unpushed.is_ok() {
+            let less = |n: u64| Some(n.saturating_sub(cost));
+            let _ = slot.mine.fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+        }
     }
 
     /// Takes the unpushed counts for a sync. On failure they go back with `restore`.

@@ -270,11 +270,12 @@ impl LocalLimiter {
         };
         b.tokens += cost;
         let c = &mut b.cluster;
+        if !c.leased {
+            b.tokens = b.tokens.min(b.bucket.burst);
+        }
         if c.listed || c.leased {
             c.used -= cost;
             c.asked = (c.asked - cost).max(0.0);
-        } else {
-            b.tokens = b.tokens.min(b.bucket.burst);
         }
     }
 

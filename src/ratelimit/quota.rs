@@ -142,17 +142,17 @@ impl QuotaCounter {
         })
     }
 
-    /// Un-counts an admission the gateway refused after all, within its period.
-    /// Once pushed for a sync it stays in the cluster's count.
+    /// Un-counts an admission the gateway refused after all, within its period and
+    /// before it is pushed for a sync (once pushed, it stays counted).
     pub fn give_back(&self, route: usize, consumer: &Arc<str>, period: u64, cost: u64) {
         let mut shard = self.shard(route, consumer);
         if let Some(c) = shard
             .counts
             .get_mut(&(route, consumer.clone()))
-            .filter(|c| c.period == period)
+            .filter(|c| c.period == period && c.unpushed >= cost)
         {
-            c.mine = c.mine.saturating_sub(cost);
-            c.unpushed = c.unpushed.saturating_sub(cost);
+            c.mine -= cost;
+            c.unpushed -= cost;
         }
     }
 

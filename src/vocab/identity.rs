@@ -72,6 +72,14 @@ impl TierOverrides {
         self.map.load().iter().map(|(c, t)| (c.clone(), *t)).collect()
     }
 
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Adopts the cluster's overrides (what Redis holds).
     pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>) {
         self.map.store(Arc::new(from_redis));

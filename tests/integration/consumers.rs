@@ -503,3 +503,51 @@ fn idle_instances_leave_the_consumers_version_alone_also_after_a_flushall() {
         assert!(eventually(Duration::from_secs(2), || with_key(gw, &key) == 200));
     }
 }
+
+/// A revocation made after Redis lost its data, while another instance that still
+/// holds the key has not repaired yet (frozen here with SIGSTOP): that instance's
+/// repair must not bring the key back. The revocation's tombstone holds it off.
+#[test]
+fn a_revocation_after_a_data_loss_survives_a_late_repair_by_an_instance_that_missed_it() {
+    let redis = Redis::start();
+    let fleet = start_together(&redis, 2);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    let (key, key_id) = create(a, "olga", "");
+    assert!(eventually(Duration::from_secs(2), || with_key(b, &key) == 200));
+    let signal = |sig: &str, gw: &Gateway| {
+        let done = std::process::Command::new("kill")
+            .args([sig, &gw.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(done.success());
+    };
+    signal("-STOP", b);
+    assert!(redis_cmd(redis.addr(), &["FLUSHALL"]).is_some_and(|r| r.starts_with("+OK")));
+    // A repairs (the key is back in Redis), then the key is revoked through A.
+    let keys = "{floodgate:consumers}:keys";
+    assert!(eventually(Duration::from_secs(3), || {
+        redis_cmd(redis.addr(), &["HEXISTS", keys, &key_id]).is_some_and(|r| r.starts_with(":1"))
+    }));
+    assert_eq!(
+        admin(a, "DELETE", &format!("/admin/consumers/olga/keys/{key_id}"), "").0,
+        204
+    );
+    signal("-CONT", b);
+    // B sees a marker it never saw and repairs with what it holds, the key included.
+    let thawed = Instant::now();
+    while thawed.elapsed() < Duration::from_secs(2) {
+        assert_eq!(
+            with_key(a, &key),
+            401,
+            "revived on A after {:?}",
+            thawed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(eventually(Duration::from_secs(2), || with_key(b, &key) == 401));
+    let held = redis_cmd(redis.addr(), &["HEXISTS", keys, &key_id]);
+    assert!(
+        held.is_some_and(|r| r.starts_with(":0")),
+        "the revoked key is back in Redis"
+    );
+}

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The republication of what an instance holds, in one step (republish.lua).
+const REPUBLISH: &str = include_str!("republish.lua");
+
 /// The admin API's way to Redis, over the sync's connection.
 /// The consumers' Redis keys share one hash slot, so a write's transaction is one slot's.
 fn consumers_key(prefix: &str, what: &str) -> String {
@@ -79,12 +82,25 @@ impl ConsumerStore {
             Change::AddKey(key) => serde_json::to_string(key).map_err(|e| e.to_string())?,
             _ => String::new(),
         };
+        // A revocation or a cleared override leaves a tombstone, which a republication
+        // after a data loss never writes over.
         self.write(|p| {
             match change {
                 Change::AddKey(key) => p.hset(self.key("keys"), &key.key_id, &record),
-                Change::RevokeKey { key_id } => p.hdel(self.key("keys"), key_id),
-                Change::SetTier { consumer, tier } => p.hset(self.key("tiers"), consumer, tier),
-                Change::ClearTier { consumer } => p.hdel(self.key("tiers"), consumer),
+                Change::RevokeKey { key_id } => {
+                    p.hdel(self.key("keys"), key_id)
+                        .ignore()
+                        .hset(self.key("revoked"), key_id, 1)
+                }
+                Change::SetTier { consumer, tier } => p
+                    .hset(self.key("tiers"), consumer, tier)
+                    .ignore()
+                    .hdel(self.key("cleared"), consumer),
+                Change::ClearTier { consumer } => {
+                    p.hdel(self.key("tiers"), consumer)
+                        .ignore()
+                        .hset(self.key("cleared"), consumer, 1)
+                }
                 Change::Quotas(_) => return,
             }
             .ignore();
@@ -102,8 +118,10 @@ impl RedisSync {
         }
     }
 
+    /// The sync's deadline, grown with the consumers a step carries.
     async fn within_deadline<T>(&self, work: impl std::future::Future<Output = T>) -> RedisResult<T> {
-        tokio::time::timeout(self.timeout(0), work)
+        let load = self.runtime_keys.len() + self.runtime_keys.revoked_len() + self.overrides.len();
+        tokio::time::timeout(self.timeout(load), work)
             .await
             .map_err(|_| super::timed_out())
     }
@@ -162,10 +180,10 @@ impl RedisSync {
                 return Ok(());
             }
         }
-        // An admin write on this instance while the maps are read would be undone by
-        // adopting them: then the next round reads again.
         // The maps are read with the marker, atomically: maps read from a Redis that
-        // lost its data after the marker was checked would revoke what it lost.
+        // lost its data after the marker was checked would revoke what it lost. An
+        // admin write on this instance since the read would be undone by adopting
+        // them: then the next round reads again.
         let generation = self.runtime_keys.generation();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -177,15 +195,19 @@ impl RedisSync {
             redis::from_redis_value::<(Option<String>, HashMap<String, String>, HashMap<String, String>)>(
                 Value::Array(replies.pop().unwrap_or(Ok(Vec::new()))?),
             )?;
-        if self.runtime_keys.generation() != generation || epoch_now != *seen_epoch {
-            return Ok(()); // the next round reads again (and repairs a loss first)
+        if epoch_now != *seen_epoch {
+            return Ok(()); // the next round repairs the loss first
         }
-        self.runtime_keys.replace(
+        let adopted = self.runtime_keys.replace(
             keys.values()
                 .filter_map(|json| serde_json::from_str::<StoredKey>(json).ok())
                 .filter_map(|stored| RuntimeKey::from_stored(&stored, &self.tier_names))
                 .collect(),
+            generation,
         );
+        if !adopted {
+            return Ok(());
+        }
         self.overrides.replace(
             tiers
                 .into_iter()
@@ -200,14 +222,16 @@ impl RedisSync {
         Ok(())
     }
 
-    /// What this instance holds goes back (keys and overrides, never overwriting),
-    /// then the marker if there is none, then a version bump so every instance reads
-    /// the union. Returns the marker in force (ours, or one another instance set
-    /// first) and the version after the bump.
+    /// What this instance holds goes back (keys and overrides, never overwriting
+    /// and never over a tombstone), what it knows revoked is revoked again, then the
+    /// marker if there is none and a version bump so every instance reads the union.
+    /// Returns the marker in force (ours, or one another instance set first) and the
+    /// version after the bump.
     async fn republish(&self, backend: &Backend) -> RedisResult<(String, u64)> {
         // Overrides written before they moved under the consumers' tag are carried over.
+        let legacy_key = format!("{}:tiers", self.key_prefix);
         let mut legacy = redis::pipe();
-        legacy.hgetall(format!("{}:tiers", self.key_prefix));
+        legacy.hgetall(&legacy_key);
         let legacy: HashMap<String, String> = backend
             .run(vec![legacy])
             .await
@@ -216,33 +240,45 @@ impl RedisSync {
             .and_then(|v| v.into_iter().next())
             .and_then(|v| redis::from_redis_value(v).ok())
             .unwrap_or_default();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (consumer, tier) in &legacy {
-            pipe.hset_nx(self.consumers_key("tiers"), consumer, tier).ignore();
-        }
-        for key_id in self.runtime_keys.revoked() {
-            pipe.hdel(self.consumers_key("keys"), key_id).ignore();
-        }
-        for key in self.runtime_keys.all() {
-            if let Ok(json) = serde_json::to_string(&key.to_stored(&self.tier_names)) {
-                pipe.hset_nx(self.consumers_key("keys"), &key.key_id, json)
-                    .ignore();
-            }
-        }
-        for (consumer, tier) in self.overrides.all() {
-            if let Some(name) = self.tier_names.get(tier) {
-                pipe.hset_nx(self.consumers_key("tiers"), consumer.as_ref(), name)
-                    .ignore();
-            }
-        }
+        let revoked = self.runtime_keys.revoked();
+        let keys: Vec<(String, String)> = self
+            .runtime_keys
+            .all()
+            .iter()
+            .filter_map(|key| {
+                let json = serde_json::to_string(&key.to_stored(&self.tier_names)).ok()?;
+                Some((key.key_id.clone(), json))
+            })
+            .collect();
+        let overrides: Vec<(String, String)> = legacy
+            .into_iter()
+            .chain(self.overrides.all().into_iter().filter_map(|(consumer, tier)| {
+                Some((consumer.to_string(), self.tier_names.get(tier)?.clone()))
+            }))
+            .collect();
         // Unique per publication, so a second loss is told from the first.
         let epoch = format!("{}:{:016x}", self.instance_id, fastrand::u64(..));
-        pipe.set_nx(self.consumers_key("epoch"), epoch).ignore();
-        pipe.get(self.consumers_key("epoch"));
-        pipe.incr(self.consumers_key("version"), 1);
+        let mut pipe = redis::pipe();
+        let eval = pipe.cmd("EVAL").arg(REPUBLISH).arg(6);
+        for what in ["keys", "tiers", "revoked", "cleared", "epoch", "version"] {
+            eval.arg(self.consumers_key(what));
+        }
+        eval.arg(epoch).arg(revoked.len()).arg(&revoked);
+        eval.arg(keys.len());
+        for (id, json) in &keys {
+            eval.arg(id).arg(json);
+        }
+        eval.arg(overrides.len());
+        for (consumer, tier) in &overrides {
+            eval.arg(consumer).arg(tier);
+        }
         let mut replies = backend.run(vec![pipe]).await;
-        let replies = replies.pop().unwrap_or(Ok(Vec::new()))?;
-        Ok(redis::from_redis_value::<(String, u64)>(Value::Array(replies))?)
+        let mut replies = replies.pop().unwrap_or(Ok(Vec::new()))?;
+        let published = redis::from_redis_value::<(String, u64)>(replies.pop().unwrap_or(Value::Nil))?;
+        // Carried over once: a cleared override must not come back from there.
+        let mut drop_legacy = redis::pipe();
+        drop_legacy.del(&legacy_key).ignore();
+        backend.run(vec![drop_legacy]).await;
+        Ok(published)
     }
 }

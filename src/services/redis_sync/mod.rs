@@ -48,6 +48,8 @@ pub struct RedisSync {
     /// The highest version this instance knows Redis reached (adopted, or made by
     /// its own admin writes): a version below it means Redis went back.
     reached_version: Arc<AtomicU64>,
+    /// The last round could not adopt or repair the runtime consumers.
+    consumers_failing: AtomicBool,
     seen_epoch: tokio::sync::Mutex<Option<String>>,
     /// The live connection, which the admin API's budget view borrows.
     pub backend: Arc<ArcSwapOption<Backend>>,
@@ -84,6 +86,7 @@ impl RedisSync {
             instance_id,
             seen_version: AtomicU64::new(0),
             reached_version: Arc::new(AtomicU64::new(0)),
+            consumers_failing: AtomicBool::new(false),
             seen_epoch: tokio::sync::Mutex::new(None),
             backend: Arc::new(ArcSwapOption::empty()),
             sync_duration,
@@ -149,8 +152,21 @@ impl RedisSync {
         if let Some(e) = first_error {
             return Err(e);
         }
-        self.consumers_follow(backend, consumers).await?;
         let state = &self.limiter.sync;
+        // Runtime consumers then lag a round or more; the limits synced and stay so.
+        match self.consumers_follow(backend, consumers).await {
+            Ok(()) => {
+                if self.consumers_failing.swap(false, Ordering::Relaxed) {
+                    log::info!("runtime consumers follow redis again");
+                }
+            }
+            Err(e) => {
+                state.errors.fetch_add(1, Ordering::Relaxed);
+                if !self.consumers_failing.swap(true, Ordering::Relaxed) {
+                    log::warn!("runtime consumers could not follow redis ({e}); retried every round");
+                }
+            }
+        }
         if let Some(instances) = instances {
             state.instances.store(instances, Ordering::Relaxed);
         }

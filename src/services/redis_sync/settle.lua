@@ -41,7 +41,9 @@ local function settle(key, rate, burst, used, asked, need)
     if win == minute - 1 then prev_used = win_used else prev_used = 0 end
     win_used = 0
   end
-  win_used = win_used + used
+  -- A report below zero (tokens given back after they were reported) refunds the
+  -- pool; the minute's usage never goes below zero.
+  win_used = math.max(win_used + used, 0)
   -- The old lease comes back, what was spent (advances included) goes; then refill
   -- so that the pool and every lease together never exceed the burst. Debt from
   -- advances is kept, down to one burst, and repaid from the refill.

@@ -1,0 +1,34 @@
+-- Publishes what one instance holds of the runtime consumers again, into a Redis that
+-- lost data, in one step. Tombstones (revoked key ids, cleared overrides) are written
+-- by the admin API with each revocation and here with what this instance knows
+-- revoked, and nothing tombstoned is put back: whichever instance repairs first, and
+-- whatever it missed, a revocation stays revoked.
+-- KEYS: keys, tiers, revoked, cleared, epoch, version (one hash slot).
+-- ARGV: the epoch marker to set if there is none; then the count of revoked ids and
+-- the ids; the count of keys and their (id, record) pairs; the count of overrides and
+-- their (consumer, tier) pairs.
+local keys, tiers, revoked, cleared, epoch, version =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local i = 2
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HDEL', keys, ARGV[i])
+  redis.call('HSET', revoked, ARGV[i], '1')
+  i = i + 1
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  if redis.call('HEXISTS', revoked, ARGV[i]) == 0 then
+    redis.call('HSETNX', keys, ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  if redis.call('HEXISTS', cleared, ARGV[i]) == 0 then
+    redis.call('HSETNX', tiers, ARGV[i], ARGV[i + 1])
+  end
+  i = i + 2
+end
+redis.call('SET', epoch, ARGV[1], 'NX')
+return {redis.call('GET', epoch), redis.call('INCR', version)}
