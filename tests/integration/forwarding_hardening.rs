@@ -414,14 +414,7 @@ fn a_101_the_client_did_not_ask_for_is_a_502() {
     drop(direct);
 
     let answer = raw_exchange(gw.addr, raw);
-    let (r, _) = parse_response(&answer).unwrap_or_else(|| panic!("no answer: {}", show(&answer)));
-    assert_eq!(r.status, 502, "{}", show(&answer));
-    assert_eq!(r.json()["error"], "bad_gateway");
-    assert!(
-        !answer.windows(8).any(|w| w == b"RAWBYTES"),
-        "the upstream's raw bytes reached the client: {}",
-        show(&answer)
-    );
+    refused_without_the_upstreams_bytes(&answer);
     // The 502 is the gateway's verdict on the 101: the request did reach the upstream.
     let heads = switching.heads();
     assert_eq!(heads.len(), 2, "{heads:?}");
@@ -431,6 +424,18 @@ fn a_101_the_client_did_not_ask_for_is_a_502() {
         "{heads:?}"
     );
     assert_eq!(get(gw.addr, "/ok/after").status, 200);
+}
+
+/// The gateway's 502 for a 101 it will not tunnel, and none of what followed the 101.
+fn refused_without_the_upstreams_bytes(answer: &[u8]) {
+    let (r, _) = parse_response(answer).unwrap_or_else(|| panic!("no answer: {}", show(answer)));
+    assert_eq!(r.status, 502, "{}", show(answer));
+    assert_eq!(r.json()["error"], "bad_gateway");
+    assert!(
+        !answer.windows(8).any(|w| w == b"RAWBYTES"),
+        "the upstream's raw bytes reached the client: {}",
+        show(answer)
+    );
 }
 
 #[test]
@@ -443,14 +448,7 @@ fn a_101_to_another_protocol_than_the_one_asked_for_is_a_502() {
         b"GET /h2c HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     );
-    let (r, _) = parse_response(&answer).unwrap_or_else(|| panic!("no answer: {}", show(&answer)));
-    assert_eq!(r.status, 502, "{}", show(&answer));
-    assert_eq!(r.json()["error"], "bad_gateway");
-    assert!(
-        !answer.windows(8).any(|w| w == b"RAWBYTES"),
-        "the upstream's raw bytes reached the client: {}",
-        show(&answer)
-    );
+    refused_without_the_upstreams_bytes(&answer);
     let heads = switching.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
     assert!(heads[0].contains("\r\nupgrade: websocket\r\n"), "{heads:?}");
