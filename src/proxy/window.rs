@@ -10,9 +10,10 @@
 //! small round trips to the upstream (in-cluster, a few ms); a slow reader holds about
 //! ten small reads.
 //!
-//! A widened connection goes back to the pool wide: narrowing an established window
-//! makes the kernel drop what the upstream may already send into the old one, and
-//! each drop costs a 200 ms retransmission.
+//! A pooled connection keeps its window: a narrow one widens for a later response by
+//! the same rule, and a widened one stays wide, since narrowing an established window
+//! makes the kernel drop what the upstream may already send into the old one, and each
+//! drop costs a 200 ms retransmission.
 //!
 //! The upstream socket is touched only while Pingora holds its connection for this
 //! request: from `connected_to_upstream` until the response body is done.
