@@ -194,8 +194,7 @@ fn a_thousand_slow_readers_of_a_large_response_fit_the_memory_limit() {
         "gateway RSS {rss} bytes with {READERS} slow readers, over {MEMORY_LIMIT}"
     );
     drop(readers);
-    // The fast client again, after them (on a connection the pool may hand back).
-    let (got, secs) = download(gw.addr);
+    // The fast client again, while the gateway ends the readers' requests.
+    let (got, _) = download(gw.addr);
     assert_eq!(got, BODY, "the fast client's body after the readers");
-    eprintln!("fast client after: {:.0} MB/s", BODY as f64 / secs / 1e6);
 }
