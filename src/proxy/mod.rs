@@ -9,5 +9,6 @@ pub mod pace;
 mod parts;
 pub mod respond;
 mod rules;
+pub mod window;
 
 pub use gateway::Gateway;
