@@ -6,7 +6,8 @@
 //! what the upstream socket has queued, so a new upstream connection starts with a
 //! small receive buffer (reads of at most `2 * NARROW`), and a response gets a full
 //! one once its client's TCP has acknowledged `WIDEN_AFTER` bytes of it, or at once
-//! when it streams at the application's pace. A fast download spends its first MiB in
+//! when it declares a length of at most `SMALL` (it can hold no more than that) or
+//! streams at the application's pace. A large download spends its first 256 KiB in
 //! small round trips to the upstream (in-cluster, a few ms); a slow reader holds about
 //! ten small reads.
 //!
@@ -34,7 +35,10 @@ const NARROW: usize = 8 * 1024;
 /// would need a window eight times `NARROW`; Ethernet's (1460) are below this.
 const MAX_SEGMENT: usize = 4096;
 /// Bytes of a response the client must have acknowledged before it reads at full size.
-const WIDEN_AFTER: u64 = 1024 * 1024;
+const WIDEN_AFTER: u64 = 256 * 1024;
+/// A response no longer than this holds at most itself for a slow reader: it is read
+/// at full size from its head on, so small and medium answers keep their latency.
+const SMALL: u64 = 128 * 1024;
 /// How much more is handed to the client before its acknowledgements are looked at
 /// again: what its connection buffers counts as handed over, not as taken.
 const CHECK_EVERY: u64 = 256 * 1024;
@@ -115,8 +119,8 @@ impl Narrowed {
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        // A response this short could never widen.
-        if length.is_some_and(|len| len <= WIDEN_AFTER) {
+        if length.is_some_and(|len| len <= SMALL) {
+            widen(socket);
             return None;
         }
         let Some(acked_before) = client_acked(session) else {
