@@ -24,6 +24,7 @@ use http::header;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpSocket;
 
@@ -46,6 +47,35 @@ const CHECK_EVERY: u64 = 256 * 1024;
 /// longer grows on its own once set).
 const WIDE: usize = 4 * 1024 * 1024;
 
+/// Which upstream sockets are narrow, by descriptor, so that a response on a pooled
+/// connection already widened costs no system call. Set by the hook that narrows a
+/// new socket (every new HTTP/1.x upstream socket passes it, so a descriptor number
+/// reused by one is marked afresh), cleared when it is widened. A descriptor past the
+/// table counts as narrow: at worst a widen too many.
+static NARROW_SOCKETS: [AtomicU64; 1 << 14] = [const { AtomicU64::new(0) }; 1 << 14];
+
+fn mark_narrow(socket: RawFd, narrow: bool) {
+    let Some(word) = usize::try_from(socket)
+        .ok()
+        .and_then(|fd| NARROW_SOCKETS.get(fd / 64))
+    else {
+        return;
+    };
+    let bit = 1u64 << (socket % 64);
+    if narrow {
+        word.fetch_or(bit, Ordering::Relaxed);
+    } else {
+        word.fetch_and(!bit, Ordering::Relaxed);
+    }
+}
+
+fn is_narrow(socket: RawFd) -> bool {
+    usize::try_from(socket)
+        .ok()
+        .and_then(|fd| NARROW_SOCKETS.get(fd / 64))
+        .is_none_or(|word| word.load(Ordering::Relaxed) & (1u64 << (socket % 64)) != 0)
+}
+
 /// For `PeerOptions::upstream_tcp_sock_tweak_hook`: a new HTTP/1.x upstream
 /// connection, before it connects.
 pub type SocketHook = Arc<dyn Fn(&TcpSocket) -> pingora_error::Result<()> + Send + Sync>;
@@ -57,6 +87,7 @@ pub fn narrow_new_connections() -> SocketHook {
         let fd = socket.as_raw_fd();
         set_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, NARROW);
         set_option(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, MAX_SEGMENT);
+        mark_narrow(fd, true);
         Ok(())
     })
 }
@@ -98,6 +129,7 @@ fn set_option(socket: RawFd, level: libc::c_int, name: libc::c_int, value: usize
 fn widen(socket: RawFd) {
     set_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUF, WIDE);
     set_option(socket, libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP, WIDE);
+    mark_narrow(socket, false);
 }
 
 /// Bytes the client's TCP has acknowledged on its connection (all of its streams, on
@@ -111,6 +143,9 @@ impl Narrowed {
     /// The response head from the upstream read through `socket`: `Some` while its
     /// body is to be read narrowly until the client has taken enough.
     pub fn start(socket: RawFd, response: &ResponseHeader, session: &Session) -> Option<Narrowed> {
+        if !is_narrow(socket) {
+            return None;
+        }
         if is_stream(response) {
             widen(socket);
             return None;
@@ -150,5 +185,22 @@ impl Narrowed {
         }
         widen(self.socket);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_are_marked_narrow_until_widened_and_unknown_ones_count_as_narrow() {
+        let socket: RawFd = 1000 * 64 + 7;
+        assert!(!is_narrow(socket));
+        mark_narrow(socket, true);
+        assert!(is_narrow(socket) && !is_narrow(socket + 1));
+        mark_narrow(socket, false);
+        assert!(!is_narrow(socket));
+        assert!(is_narrow(1 << 24), "past the table");
+        assert!(is_narrow(-1));
     }
 }
