@@ -248,7 +248,7 @@ impl RateLimiter {
         if let Some(refused) = outcome.route.filter(|l| !l.decision.allowed) {
             outcome.refused = Some(Scope::Route);
             outcome.retry_after_s = refused.decision.retry_after_s;
-            self.give_back(route, caller, client_ip, cost, &outcome);
+            self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
             return outcome;
         }
         outcome.global = self
@@ -259,7 +259,7 @@ impl RateLimiter {
         if let Some(refused) = outcome.global.filter(|g| !g.allowed) {
             outcome.refused = Some(Scope::Global);
             outcome.retry_after_s = refused.reset_s.max(1);
-            self.give_back(route, caller, client_ip, cost, &outcome);
+            self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
             return outcome;
         }
         outcome.quota = caller.and_then(|(consumer, tier)| {
@@ -276,9 +276,30 @@ impl RateLimiter {
         if let Some(refused) = outcome.quota.filter(|q| !q.allowed) {
             outcome.refused = Some(Scope::Quota);
             outcome.retry_after_s = refused.reset_s;
-            self.give_back(route, caller, client_ip, cost, &outcome);
+            self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
         }
         outcome
+    }
+
+    /// A refusal by a later limit: what the earlier ones took goes back, and the
+    /// headers show them as they are again.
+    fn give_back_refused(
+        &self,
+        route: usize,
+        caller: Option<(&Arc<str>, TierId)>,
+        client_ip: IpAddr,
+        cost: u32,
+        outcome: &mut Outcome,
+    ) {
+        self.give_back(route, caller, client_ip, cost, outcome);
+        for taken in [&mut outcome.local, &mut outcome.route].into_iter().flatten() {
+            if taken.decision.allowed {
+                taken.decision.remaining += u64::from(cost);
+            }
+        }
+        if let Some(window) = outcome.global.as_mut().filter(|g| g.allowed) {
+            window.remaining += u64::from(cost);
+        }
     }
 
     /// Gives back what `outcome`'s admitting limits took, for a request refused
@@ -459,7 +480,9 @@ mod tests {
         assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
         let refused = l.check(0, Some((&alice, 0)), ip, 1, 0);
         assert_eq!(refused.refused, Some(Scope::Global));
-        // The window's refusal gave the bucket its token back: one is left for route 1.
+        // The window's refusal gave the bucket its token back, and its headers say so:
+        // one is left for route 1.
+        assert_eq!(refused.local.map(|l| l.decision.remaining), Some(1));
         assert!(l.check(1, Some((&alice, 0)), ip, 1, 0).refused.is_none());
         assert_eq!(
             l.check(1, Some((&alice, 0)), ip, 1, 0).refused,
