@@ -1,13 +1,11 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
 use super::pace::{Delivery, Upload};
-use super::window::Narrowed;
 use crate::ratelimit::Outcome;
 use crate::upstream::pool::BreakerTicket;
 use crate::vocab::error_body::RequestId;
 use crate::vocab::identity::Identity;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -53,10 +51,6 @@ pub struct RequestCtx {
     pub upload: Option<Upload>,
     /// The response, sent under `min_send_rate_bps` or the route's `response_timeout_ms`.
     pub delivery: Option<Delivery>,
-    /// The current attempt's HTTP/1.x upstream socket, until its response head.
-    pub upstream_socket: Option<RawFd>,
-    /// The response's body, read narrowly until its client has taken enough.
-    pub narrowed: Option<Narrowed>,
 }
 
 /// An upstream attempt its target's breaker admitted and has not heard back about.

@@ -6,7 +6,6 @@ use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
 use super::forward::{is_websocket, switched_as_asked, Forwarding, Hop, X_FORWARDED_PROTO};
 use super::pace::{self, Pace};
-use super::window::{self, Narrowed};
 use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -48,8 +47,6 @@ pub struct Gateway {
     /// route's level.
     compression: bool,
     pace: Pace,
-    /// New HTTP/1.x upstream connections start with a narrow window (`window`).
-    narrow_new_connections: window::SocketHook,
 }
 
 impl Gateway {
@@ -74,7 +71,6 @@ impl Gateway {
             keepalive_timeout_s: client.keepalive_timeout_s,
             draining,
             pace: Pace::new(client),
-            narrow_new_connections: window::narrow_new_connections(),
         }
     }
 
@@ -339,9 +335,6 @@ impl ProxyHttp for Gateway {
         peer.options.read_timeout = Some(ctx.websocket_idle.unwrap_or(pool.read_timeout));
         peer.options.write_timeout = Some(pool.write_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
-        if !pool.transport.http2 {
-            peer.options.upstream_tcp_sock_tweak_hook = Some(self.narrow_new_connections.clone());
-        }
         Ok(Box::new(peer))
     }
 
@@ -369,12 +362,9 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Box<RequestCtx>,
+        _ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
-        // The attempt's connection is gone; its socket's number may be reused.
-        ctx.upstream_socket = None;
-        ctx.narrowed = None;
         let mut e = e.more_context(format!("peer: {peer}"));
         // Resend only idempotent requests whose body is still whole, and only when a
         // pooled connection went stale; never a fresh attempt that may have been processed.
@@ -384,24 +374,6 @@ impl ProxyHttp for Gateway {
             e.retry.decide_reuse(client_reused);
         }
         e
-    }
-
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        socket: std::os::fd::RawFd,
-        _digest: Option<&pingora_core::protocols::Digest>,
-        ctx: &mut Box<RequestCtx>,
-    ) -> Result<()> {
-        // An HTTP/2 connection's streams share its socket: its flow control is per stream.
-        let http2 = self
-            .route(ctx)
-            .and_then(|r| r.upstream())
-            .is_some_and(|u| self.pools[u].transport.http2);
-        ctx.upstream_socket = (!http2).then_some(socket);
-        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -474,12 +446,6 @@ impl ProxyHttp for Gateway {
         if self.keepalive().is_none() {
             session.set_keepalive(None);
         }
-        // The final head (a 101 is one): its body is what a slow reader would hold.
-        if !response.status.is_informational() || response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(socket) = ctx.upstream_socket.take() {
-                ctx.narrowed = Narrowed::start(socket, response, session);
-            }
-        }
         let route = self.route(ctx);
         ctx.delivery = self.pace.deliver(
             session,
@@ -508,12 +474,9 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<Duration>> {
-        let len = body.as_ref().map_or(0, Bytes::len);
         if let Some(delivery) = ctx.delivery {
-            self.pace.send_chunk(session, delivery, len)?;
-        }
-        if ctx.narrowed.as_mut().is_some_and(|n| n.sent(len, session)) {
-            ctx.narrowed = None;
+            self.pace
+                .send_chunk(session, delivery, body.as_ref().map_or(0, Bytes::len))?;
         }
         Ok(None)
     }

@@ -9,6 +9,5 @@ pub mod pace;
 mod parts;
 pub mod respond;
 mod rules;
-pub mod window;
 
 pub use gateway::Gateway;

@@ -20,7 +20,6 @@ mod lifecycle;
 mod proxy;
 mod ratelimit;
 mod route_policies;
-mod slow_readers;
 mod telemetry;
 mod tls;
 mod upstreams;
