@@ -393,7 +393,7 @@ impl ProxyHttp for Gateway {
         if ctx.upload.is_none() {
             let headers = &session.req_header().headers;
             let exempt = is_websocket(headers) || pace::is_grpc(headers);
-            ctx.upload = self.pace.start_upload(session, exempt);
+            ctx.upload = self.pace.start_upload(exempt);
         }
         let host = host::forwarded_host(session.req_header());
         parts::edit_request(upstream, |upstream| {

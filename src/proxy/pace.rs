@@ -26,10 +26,11 @@ pub struct Pace {
     min_receive_rate: Option<u64>,
 }
 
-/// A request body under `min_receive_rate_bps`.
+/// A request body under `min_receive_rate_bps`, timed from its first piece: before it,
+/// a client may be waiting for a `100 Continue` the upstream has yet to send.
 #[derive(Debug, Clone, Copy)]
 pub struct Upload {
-    started: Instant,
+    started: Option<Instant>,
     received: u64,
 }
 
@@ -125,14 +126,12 @@ impl Pace {
 
     /// The request body starts to be read (its head is on its way upstream); gRPC and
     /// WebSocket requests stream at the application's pace.
-    pub fn start_upload(&self, session: &mut Session, exempt: bool) -> Option<Upload> {
-        let rate = self.min_receive_rate.filter(|_| !exempt)?;
-        let upload = Upload {
-            started: Instant::now(),
+    pub fn start_upload(&self, exempt: bool) -> Option<Upload> {
+        self.min_receive_rate.filter(|_| !exempt)?;
+        Some(Upload {
+            started: None,
             received: 0,
-        };
-        session.set_read_timeout(Some(upload.next_read_within(rate, Instant::now())));
-        Some(upload)
+        })
     }
 
     /// A piece of the request body arrived: 408 when the body is behind the minimum
@@ -141,8 +140,9 @@ impl Pace {
         let Some(rate) = self.min_receive_rate else {
             return Ok(());
         };
-        upload.received += len as u64;
         let now = Instant::now();
+        upload.started.get_or_insert(now);
+        upload.received += len as u64;
         let within = upload.next_read_within(rate, now);
         if within.is_zero() {
             return Error::e_explain(
@@ -160,7 +160,7 @@ impl Upload {
     /// How long until the body falls behind `rate` with what it has now; zero when it has.
     fn next_read_within(&self, rate: u64, now: Instant) -> Duration {
         let credit = GRACE + Duration::from_secs_f64(self.received as f64 / rate as f64);
-        (self.started + credit)
+        (self.started.unwrap_or(now) + credit)
             .saturating_duration_since(now)
             .min(BODY_READ_TIMEOUT)
     }
@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn an_upload_falls_behind_its_rate_after_the_grace() {
         let started = Instant::now();
-        let mut upload = Upload { started, received: 0 };
+        let mut upload = Upload {
+            started: Some(started),
+            received: 0,
+        };
         assert_eq!(upload.next_read_within(1000, started), GRACE);
         upload.received = 2000;
         assert_eq!(

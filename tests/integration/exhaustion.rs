@@ -1393,3 +1393,34 @@ fn a_request_body_trickled_below_min_receive_rate_is_answered_408() {
         "an upload at full speed"
     );
 }
+
+/// A client that waits for a `100 Continue` before its body (curl waits a second) is
+/// not counted as slow: the receive rate is timed from the body's first byte.
+#[test]
+fn an_upload_waiting_for_100_continue_is_not_counted_slow() {
+    let up = Upstream::start("u");
+    let gw = gateway(&up, "client: { min_receive_rate_bps: 2000 }");
+    let mut s = TcpStream::connect(gw.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 10000\r\n\r\n")
+        .expect("head");
+    thread::sleep(Duration::from_millis(1500)); // the client's wait is the test's input
+    s.write_all(&[b'u'; 10_000]).expect("body");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let status = loop {
+        let n = s.read(&mut chunk).expect("answer");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+        // A `100 Continue` passed on from the upstream comes first.
+        let text = String::from_utf8_lossy(&answer);
+        let last = text.rsplit("HTTP/1.1 ").next().unwrap_or_default();
+        if let Some(code) = last.get(..3).filter(|c| *c != "100") {
+            if text.contains("\r\n\r\n") {
+                break code.to_string();
+            }
+        }
+    };
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&answer));
+}
