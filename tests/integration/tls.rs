@@ -782,7 +782,14 @@ fn a_graceful_upgrade_under_tls_load_fails_nothing_and_serves_a_rotated_certific
         more_listen: vec![entry],
         ..Options::default()
     };
-    let mut setup = Setup::new(ECHO, options);
+    // A real upstream beside the gateway, as deployments have: the in-process echo
+    // would be upgraded (and stopped) with the process whose requests it serves.
+    let upstream = Upstream::start("u");
+    let body = format!(
+        "upstreams:\n  app: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: app }}\n",
+        upstream.addr
+    );
+    let mut setup = Setup::new(&body, options);
     let mut current = setup.start();
     assert_eq!(served_cert(&pki, tls), first_cert_der(&live("pem")));
 
