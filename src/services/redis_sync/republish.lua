@@ -16,19 +16,18 @@ for _ = 1, n do
   redis.call('HSET', revoked, ARGV[i], '1')
   i = i + 1
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  if redis.call('HEXISTS', revoked, ARGV[i]) == 0 then
-    redis.call('HSETNX', keys, ARGV[i], ARGV[i + 1])
+-- The next counted (field, value) pairs into `hash`, never over what it holds nor
+-- over a tombstone.
+local function publish(hash, tombstones)
+  local count = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, count do
+    if redis.call('HEXISTS', tombstones, ARGV[i]) == 0 then
+      redis.call('HSETNX', hash, ARGV[i], ARGV[i + 1])
+    end
+    i = i + 2
   end
-  i = i + 2
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  if redis.call('HEXISTS', cleared, ARGV[i]) == 0 then
-    redis.call('HSETNX', tiers, ARGV[i], ARGV[i + 1])
-  end
-  i = i + 2
-end
+publish(keys, revoked)
+publish(tiers, cleared)
 redis.call('SET', epoch, ARGV[1], 'NX')
 return {redis.call('GET', epoch), redis.call('INCR', version)}
