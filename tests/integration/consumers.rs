@@ -514,14 +514,7 @@ fn a_revocation_after_a_data_loss_survives_a_late_repair_by_an_instance_that_mis
     let (a, b) = (&fleet[0], &fleet[1]);
     let (key, key_id) = create(a, "olga", "");
     assert!(eventually(Duration::from_secs(2), || with_key(b, &key) == 200));
-    let signal = |sig: &str, gw: &Gateway| {
-        let done = std::process::Command::new("kill")
-            .args([sig, &gw.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(done.success());
-    };
-    signal("-STOP", b);
+    signal(b.pid(), "STOP");
     assert!(redis_cmd(redis.addr(), &["FLUSHALL"]).is_some_and(|r| r.starts_with("+OK")));
     // A repairs (the key is back in Redis), then the key is revoked through A.
     let keys = "{floodgate:consumers}:keys";
@@ -532,7 +525,7 @@ fn a_revocation_after_a_data_loss_survives_a_late_repair_by_an_instance_that_mis
         admin(a, "DELETE", &format!("/admin/consumers/olga/keys/{key_id}"), "").0,
         204
     );
-    signal("-CONT", b);
+    signal(b.pid(), "CONT");
     // B sees a marker it never saw and repairs with what it holds, the key included.
     let thawed = Instant::now();
     while thawed.elapsed() < Duration::from_secs(2) {
