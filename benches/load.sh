@@ -8,9 +8,8 @@
 #   SCENARIO   plain              floodgate proxies with auth: none
 #              jwt                every request carries an HS256 bearer token that floodgate
 #                                 verifies (NGINX gets the same header and ignores it)
-#              jwt+limit+metrics  jwt plus tier rate limits and the metrics endpoint (hook: needs
-#                                 features under construction; fails at `floodgate -t` until then)
-#              redis              jwt+limit with the global limit shared through redis (hook, ditto)
+#              jwt+limit+metrics  jwt plus tier rate limits and the metrics endpoint
+#              redis              jwt+limit with the global limit shared through redis
 #              tls                plain over TLS (the same ECDSA P-256 certificate on both),
 #                                 kept-alive connections
 #              tls-new            plain over TLS, a new connection and a full handshake per

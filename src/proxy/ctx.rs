@@ -62,7 +62,8 @@ pub struct PendingAttempt {
 }
 
 impl RequestCtx {
-    /// `local` or `global` when this request was refused with 429.
+    /// The scope that refused this request with 429 (`local`, `route`, `global`,
+    /// `quota`), for the access log and metrics.
     pub fn limited(&self) -> Option<&'static str> {
         self.limit.and_then(|o| o.refused).map(|s| s.as_str())
     }

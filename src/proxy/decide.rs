@@ -1,7 +1,8 @@
 //! What `request_filter` decides, without any I/O: route → client address rules
-//! → CORS preflight → auth → declared body size → the rate limits (all or none). A pure function
-//! of the request head, the peer address and the time, so it is unit-tested and
-//! benchmarked without a connection.
+//! → CORS preflight → auth → declared body size → the rate limits (all or none). A
+//! pure function of the request head, the peer address and the time, so it can be
+//! benchmarked (benches/gateway.rs) and tested without a connection; its verdicts are
+//! tested today through the real binary, its steps not yet one by one.
 
 use super::ctx::RequestCtx;
 use super::host::request_host;

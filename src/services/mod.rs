@@ -1,5 +1,7 @@
-//! Everything besides proxying that does network I/O: the admin listener, the
-//! built-in echo upstream, the JWKS refresher and the readiness probe.
+//! Everything besides proxying that does network or file I/O: the admin listener
+//! (stats, consumers API and CLI client, dashboard), the access-log writer, the drain
+//! of a graceful upgrade or stop, the built-in echo upstream, the JWKS refresher, the
+//! quota saver (state file), the readiness probe and the Redis sync.
 
 pub mod access_log;
 pub mod admin;
