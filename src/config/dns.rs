@@ -7,18 +7,13 @@ use serde_yaml::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub(super) const DEFAULT_TIMEOUT_MS: u64 = 2000;
-
 pub(super) fn dns(problems: &mut Problems, value: Option<Value>) -> Dns {
     let spec = match value {
         Some(value) => match problems.section::<DnsSpec>("dns", value) {
             Some(spec) => spec,
             None => return Dns::default(),
         },
-        None => DnsSpec {
-            nameservers: Vec::new(),
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-        },
+        None => DnsSpec::default(),
     };
     if spec.timeout_ms == 0 {
         problems.add("dns.timeout_ms", "must be greater than 0");

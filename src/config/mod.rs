@@ -11,6 +11,7 @@ mod header_rules;
 mod interpolate;
 mod listen;
 mod model;
+mod names;
 mod problems;
 mod redis;
 mod route_policies;

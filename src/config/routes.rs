@@ -3,6 +3,7 @@
 
 use super::header_rules::{header_rules, Direction};
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
+use super::names::is_plain_name;
 use super::problems::Problems;
 use super::route_policies;
 use super::schema::{QuotaPer, RouteSpec};
@@ -283,15 +284,6 @@ fn action(
             })
         }
     }
-}
-
-/// A name safe in headers, metric labels and Redis keys, short enough for a
-/// rate-limit header's list of policies.
-pub(super) fn is_plain_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]

@@ -230,7 +230,17 @@ pub(super) struct DnsSpec {
 }
 
 fn default_dns_timeout_ms() -> u64 {
-    super::dns::DEFAULT_TIMEOUT_MS
+    2000
+}
+
+/// No `dns` section: the system's nameservers and the default timeout.
+impl Default for DnsSpec {
+    fn default() -> Self {
+        DnsSpec {
+            nameservers: Vec::new(),
+            timeout_ms: default_dns_timeout_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

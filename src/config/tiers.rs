@@ -2,6 +2,7 @@
 //! bucket of callers without credentials, per client address).
 
 use super::model::{Bucket, Tier};
+use super::names::is_plain_name;
 use super::problems::Problems;
 use crate::vocab::identity::TierId;
 use serde_yaml::Value;
@@ -39,7 +40,7 @@ pub(super) fn tiers(problems: &mut Problems, value: Option<Value>) -> Vec<Tier> 
     }
     for (name, bucket) in &map {
         // Names go into headers (X-Consumer-Tier, RateLimit-Policy), metric labels and keys.
-        if !super::routes::is_plain_name(name) {
+        if !is_plain_name(name) {
             problems.add(
                 format!("tiers.{name}"),
                 "a tier name is 1 to 64 letters, digits, '_', '.' and '-'",
