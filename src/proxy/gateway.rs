@@ -5,7 +5,7 @@
 use super::ctx::{PendingAttempt, RequestCtx};
 use super::decide::{Decider, Verdict};
 use super::forward::{is_websocket, switched_as_asked, Forwarding, Hop, X_FORWARDED_PROTO};
-use super::pace::{self, Pace};
+use super::pace::Pace;
 use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
@@ -391,9 +391,7 @@ impl ProxyHttp for Gateway {
             false => Some("http"),
         };
         if ctx.upload.is_none() {
-            let headers = &session.req_header().headers;
-            let exempt = is_websocket(headers) || pace::is_grpc(headers);
-            ctx.upload = self.pace.start_upload(exempt);
+            ctx.upload = self.pace.start_upload(&session.req_header().headers);
         }
         let host = host::forwarded_host(session.req_header());
         parts::edit_request(upstream, |upstream| {

@@ -6,6 +6,7 @@
 //! Streams whose pace is the application's are exempt: WebSocket sessions,
 //! server-sent events and gRPC, where a slow trickle is the point.
 
+use super::forward::is_websocket;
 use crate::config::ClientLimits;
 use http::{header, HeaderMap, StatusCode};
 use pingora_error::{Error, ErrorType, Result};
@@ -48,7 +49,7 @@ fn content_type_is(headers: &HeaderMap, prefix: &[u8]) -> bool {
 }
 
 /// gRPC requests and responses (`application/grpc`, `application/grpc+proto`, ...).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
+fn is_grpc(headers: &HeaderMap) -> bool {
     content_type_is(headers, b"application/grpc")
 }
 
@@ -125,9 +126,13 @@ impl Pace {
     }
 
     /// The request body starts to be read (its head is on its way upstream); gRPC and
-    /// WebSocket requests stream at the application's pace.
-    pub fn start_upload(&self, exempt: bool) -> Option<Upload> {
-        self.min_receive_rate.filter(|_| !exempt)?;
+    /// WebSocket requests stream at the application's pace. Without a minimum rate
+    /// nothing is looked at.
+    pub fn start_upload(&self, request: &HeaderMap) -> Option<Upload> {
+        self.min_receive_rate?;
+        if is_websocket(request) || is_grpc(request) {
+            return None;
+        }
         Some(Upload {
             started: None,
             received: 0,
