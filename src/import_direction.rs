@@ -1,7 +1,8 @@
 //! Guards the shape of the crate: imports point one way, `main → app →
 //! {proxy, services} → {routing, auth, ratelimit, upstream, telemetry, connection}
-//! → config → vocab → error`. A module may import any layer below its own, never one above,
-//! and never a sibling of its own layer (components do not import each other).
+//! → consumers → config → {policy, tls} → vocab → error`. A module may import any
+//! layer below its own, never one above, and never a sibling of its own layer
+//! (components do not import each other).
 //! Every `crate::` path outside `#[cfg(test)]` code counts, in `use` lines and
 //! inline alike (`floodgate::` in the binary's `main.rs`).
 
@@ -10,8 +11,9 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["vocab"],
-    &["tls"],
+    &["policy", "tls"],
     &["config"],
+    &["consumers"],
     &[
         "routing",
         "auth",
@@ -252,6 +254,22 @@ fn a_planted_upward_or_sideways_import_is_caught() {
             "fn f() { let _ = crate::auth::Failure::Missing; }\n"
         )),
         vec!["src/ratelimit/x.rs: ratelimit imports auth"]
+    );
+    // Policies sit below the config that builds them; runtime consumers above it.
+    assert_eq!(
+        violations(&file("src/policy/x.rs", "use crate::config::Route;
+")),
+        vec!["src/policy/x.rs: policy imports config"]
+    );
+    assert_eq!(
+        violations(&file("src/consumers/x.rs", "use crate::auth::Authenticator;
+")),
+        vec!["src/consumers/x.rs: consumers imports auth"]
+    );
+    assert_eq!(
+        violations(&file("src/policy/x.rs", "use crate::tls::certs;
+")),
+        vec!["src/policy/x.rs: policy imports tls"]
     );
     assert_eq!(
         violations(&file(
