@@ -113,7 +113,7 @@ fn per_request(gw: &floodgate::proxy::Gateway, req: &RequestHeader, n: u64, now_
                 host,
             };
             gw.upstream_head(&mut upstream, &ctx, hop).expect("upstream head");
-            gw.response_head(&mut answer, &ctx);
+            gw.response_head(&mut answer, &mut ctx);
             AccessLine {
                 time_ms: *now_ns / 1_000_000,
                 request_id: ctx.request_id.as_str(),

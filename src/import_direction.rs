@@ -257,18 +257,27 @@ fn a_planted_upward_or_sideways_import_is_caught() {
     );
     // Policies sit below the config that builds them; runtime consumers above it.
     assert_eq!(
-        violations(&file("src/policy/x.rs", "use crate::config::Route;
-")),
+        violations(&file(
+            "src/policy/x.rs",
+            "use crate::config::Route;
+"
+        )),
         vec!["src/policy/x.rs: policy imports config"]
     );
     assert_eq!(
-        violations(&file("src/consumers/x.rs", "use crate::auth::Authenticator;
-")),
+        violations(&file(
+            "src/consumers/x.rs",
+            "use crate::auth::Authenticator;
+"
+        )),
         vec!["src/consumers/x.rs: consumers imports auth"]
     );
     assert_eq!(
-        violations(&file("src/policy/x.rs", "use crate::tls::certs;
-")),
+        violations(&file(
+            "src/policy/x.rs",
+            "use crate::tls::certs;
+"
+        )),
         vec!["src/policy/x.rs: policy imports tls"]
     );
     assert_eq!(

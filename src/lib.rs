@@ -22,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;

@@ -4,7 +4,7 @@
 
 use super::problems::Problems;
 use super::schema::HeaderRulesSpec;
-use crate::vocab::header_rules::{HeaderRules, Template};
+use crate::policy::header_rules::{HeaderRules, Template};
 use http::HeaderName;
 
 /// Headers a request rule may not touch: identity, forwarding and framing.

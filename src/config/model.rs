@@ -266,13 +266,10 @@ pub struct Route {
     pub tiers: Option<Vec<TierId>>,
     pub cost: u32,
     pub global_limit: Option<GlobalLimit>,
-    pub ip_rules: Option<crate::vocab::route_policy::IpRules>,
-    pub cors: Option<crate::vocab::route_policy::Cors>,
-    pub request_headers: Option<crate::vocab::header_rules::HeaderRules>,
-    pub response_headers: Option<crate::vocab::header_rules::HeaderRules>,
+    /// Address rules, compression, header rules, CORS: in the order each phase runs them.
+    pub policies: crate::policy::Policies,
     /// The route's own bucket for each tier (indexed by tier id), if any.
     pub tier_limits: Option<Vec<Option<Bucket>>>,
-    pub compress: Option<crate::vocab::route_policy::Compress>,
     pub quota: Option<crate::vocab::quota::Quota>,
     /// WebSocket upgrades on this route stay open while idle up to this long
     /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.

@@ -1,12 +1,65 @@
-//! A route's policies beyond routing and auth: the client addresses that may call
-//! it (`allow_ips`, `deny_ips`) and the browser origins that may read it (`cors`),
-//! validated and built into what the request path reads.
+//! A route's policies beyond routing, auth and limits (`policy::`), validated and
+//! built in the order every phase runs them: the client addresses that may call it
+//! (`allow_ips`, `deny_ips`), compression, header rules and the browser origins
+//! that may read it (`cors`).
 
+use super::header_rules::{header_rules, Direction};
 use super::problems::Problems;
-use super::schema::{CompressSpec, CorsSpec};
-use crate::vocab::route_policy::{Compress, Cors, IpRules, OriginPattern};
+use super::schema::{CompressSpec, CorsSpec, HeaderRulesSpec};
+use crate::policy::compression::Compress;
+use crate::policy::cors::{Cors, OriginPattern};
+use crate::policy::header_rules::{RequestHeaderRules, ResponseHeaderRules};
+use crate::policy::ip_rules::IpRules;
+use crate::policy::{Policies, RoutePolicy};
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
+
+/// A route's policy keys as written.
+pub(super) struct Specs {
+    pub allow_ips: Option<Vec<String>>,
+    pub deny_ips: Vec<String>,
+    pub cors: Option<CorsSpec>,
+    pub compress: Option<CompressSpec>,
+    pub request_headers: Option<HeaderRulesSpec>,
+    pub response_headers: Option<HeaderRulesSpec>,
+}
+
+/// Every policy the route sets, in the order each phase runs them: address rules
+/// refuse before anything else; compression reads the upstream's head before a
+/// rule changes it; CORS has the last word on who may read. (Validated in the
+/// order the keys were always reported.)
+pub(super) fn policies(
+    problems: &mut Problems,
+    path: &str,
+    spec: Specs,
+    claims: &[(String, HeaderName)],
+) -> Policies {
+    let ip_rules = ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
+    let cors = cors(problems, path, spec.cors);
+    let compress = compress(problems, path, spec.compress);
+    let request_headers = header_rules(
+        problems,
+        &format!("{path}.request_headers"),
+        spec.request_headers,
+        Direction::Request,
+        claims,
+    );
+    let response_headers = header_rules(
+        problems,
+        &format!("{path}.response_headers"),
+        spec.response_headers,
+        Direction::Response,
+        claims,
+    );
+    let list: [Option<Box<dyn RoutePolicy>>; 5] = [
+        ip_rules.map(|p| Box::new(p) as _),
+        compress.map(|p| Box::new(p) as _),
+        request_headers.map(|r| Box::new(RequestHeaderRules(r)) as _),
+        response_headers.map(|r| Box::new(ResponseHeaderRules(r)) as _),
+        cors.map(|p| Box::new(p) as _),
+    ];
+    Policies::new(list.into_iter().flatten().collect())
+}
 
 fn nets(problems: &mut Problems, path: &str, list: &[String]) -> Vec<IpNet> {
     list.iter()
@@ -26,7 +79,7 @@ fn nets(problems: &mut Problems, path: &str, list: &[String]) -> Vec<IpNet> {
         .collect()
 }
 
-pub(super) fn ip_rules(
+fn ip_rules(
     problems: &mut Problems,
     path: &str,
     allow: Option<&[String]>,
@@ -46,7 +99,7 @@ fn joined(problems: &mut Problems, path: &str, items: &[String]) -> Option<Heade
         .ok()
 }
 
-pub(super) fn cors(problems: &mut Problems, path: &str, spec: Option<CorsSpec>) -> Option<Cors> {
+fn cors(problems: &mut Problems, path: &str, spec: Option<CorsSpec>) -> Option<Cors> {
     let spec = spec?;
     let path = format!("{path}.cors");
     if spec.origins.is_empty() {
@@ -99,7 +152,7 @@ pub(super) fn cors(problems: &mut Problems, path: &str, spec: Option<CorsSpec>) 
     })
 }
 
-pub(super) fn compress(problems: &mut Problems, path: &str, spec: Option<CompressSpec>) -> Option<Compress> {
+fn compress(problems: &mut Problems, path: &str, spec: Option<CompressSpec>) -> Option<Compress> {
     let spec = spec?;
     if !(1..=9).contains(&spec.level) {
         problems.add(format!("{path}.compress.level"), "must be from 1 to 9");

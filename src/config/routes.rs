@@ -1,7 +1,6 @@
 //! `routes`: what each path prefix (with an optional host and methods) does,
 //! who may call it and what it costs.
 
-use super::header_rules::{header_rules, Direction};
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::names::is_plain_name;
 use super::problems::Problems;
@@ -59,7 +58,7 @@ pub(super) fn routes(problems: &mut Problems, value: Option<Value>, known: &Know
     out
 }
 
-fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>) -> Option<Route> {
+fn route(problems: &mut Problems, path: &str, mut spec: RouteSpec, known: &Known<'_>) -> Option<Route> {
     if !spec.path_prefix.starts_with('/') {
         problems.add(format!("{path}.path_prefix"), "must start with /");
     } else if normalize_path(&spec.path_prefix).as_deref() != Some(spec.path_prefix.as_str()) {
@@ -160,21 +159,17 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
             "must be greater than 0 (or left out)",
         );
     }
-    let ip_rules = route_policies::ip_rules(problems, path, spec.allow_ips.as_deref(), &spec.deny_ips);
-    let cors = route_policies::cors(problems, path, spec.cors);
-    let compress = route_policies::compress(problems, path, spec.compress);
-    let request_headers = header_rules(
+    let policies = route_policies::policies(
         problems,
-        &format!("{path}.request_headers"),
-        spec.request_headers,
-        Direction::Request,
-        &known.claims,
-    );
-    let response_headers = header_rules(
-        problems,
-        &format!("{path}.response_headers"),
-        spec.response_headers,
-        Direction::Response,
+        path,
+        route_policies::Specs {
+            allow_ips: spec.allow_ips.take(),
+            deny_ips: std::mem::take(&mut spec.deny_ips),
+            cors: spec.cors.take(),
+            compress: spec.compress.take(),
+            request_headers: spec.request_headers.take(),
+            response_headers: spec.response_headers.take(),
+        },
         &known.claims,
     );
     Some(Route {
@@ -190,12 +185,8 @@ fn route(problems: &mut Problems, path: &str, spec: RouteSpec, known: &Known<'_>
         tiers,
         cost: spec.cost,
         global_limit,
-        ip_rules,
-        cors,
-        request_headers,
-        response_headers,
+        policies,
         tier_limits,
-        compress,
         quota,
         websocket_idle,
         response_timeout: spec.response_timeout_ms.map(Duration::from_millis),

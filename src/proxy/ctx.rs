@@ -1,6 +1,7 @@
 //! Per-request state, created by `new_ctx()` and carried through every phase.
 
 use super::pace::{Delivery, Upload};
+use crate::policy::Notes;
 use crate::ratelimit::Outcome;
 use crate::upstream::pool::BreakerTicket;
 use crate::vocab::error_body::RequestId;
@@ -38,9 +39,8 @@ pub struct RequestCtx {
     pub auth_failure: Option<&'static str>,
     /// The rate-limit decision, for the response headers.
     pub limit: Option<Outcome>,
-    /// The request's Origin when the route's CORS policy lets it read the answer,
-    /// and whether credentials are allowed.
-    pub cors: Option<(http::HeaderValue, bool)>,
+    /// What the route's policies noted for their later phases.
+    pub policy_notes: Notes,
     /// Seconds for Retry-After on a 503 this gateway made.
     pub retry_after_s: Option<u64>,
     /// A WebSocket upgrade on a route with its own idle timeout: that timeout.

@@ -5,9 +5,9 @@
 
 use super::ctx::RequestCtx;
 use crate::auth::Authenticator;
+use crate::policy::header_rules::Vars;
 use crate::vocab::client_addr;
 use crate::vocab::error_body::REQUEST_ID;
-use crate::vocab::header_rules::{HeaderRules, Vars};
 use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
 use std::net::IpAddr;
@@ -150,7 +150,6 @@ impl Forwarding {
         ctx: &RequestCtx,
         strip: Option<&str>,
         hop: Hop,
-        rules: Option<&HeaderRules>,
     ) -> Result<()> {
         let Hop { peer, proto, host } = hop;
         if ctx.normalized_path.is_some() || strip.is_some() {
@@ -217,9 +216,6 @@ impl Forwarding {
             for (name, value) in identity.headers.iter() {
                 headers.insert(name.clone(), value.clone());
             }
-        }
-        if let Some(rules) = rules {
-            super::rules::apply(headers, rules, &self.vars(ctx), true);
         }
         Ok(())
     }

@@ -10,10 +10,12 @@ use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
 use crate::connection::stream;
+use crate::policy::{Attempt, RoutePolicy};
 use crate::ratelimit;
 use crate::telemetry::{AccessLine, RequestRecord, Telemetry};
 use crate::upstream::pool::Selection;
 use crate::upstream::Pool;
+use crate::vocab::answer::Answer;
 use crate::vocab::clock::unix_now;
 use crate::vocab::error_body::{RequestId, REQUEST_ID};
 use crate::vocab::limit_key::LimitKey;
@@ -60,7 +62,7 @@ impl Gateway {
     ) -> Self {
         Gateway {
             forwarding: Forwarding::new(decider.auth.as_ref(), tier_names),
-            compression: decider.routes.routes().iter().any(|r| r.compress.is_some()),
+            compression: decider.routes.routes().iter().any(|r| r.policies.compresses()),
             decider,
             pools,
             telemetry,
@@ -108,6 +110,27 @@ impl Gateway {
         ctx.route.map(|i| &self.decider.routes.routes()[i])
     }
 
+    /// The route's policies, in order (none before routing).
+    fn policies(&self, route: Option<usize>) -> impl Iterator<Item = &dyn RoutePolicy> {
+        let route = route.map(|i| &self.decider.routes.routes()[i]);
+        route.into_iter().flat_map(|r| r.policies.iter())
+    }
+
+    /// Tells the request's policies of an upstream attempt's event.
+    fn attempt(&self, ctx: &mut RequestCtx, attempt: Attempt) {
+        for policy in self.policies(ctx.route) {
+            policy.upstream_attempt(&attempt, &mut ctx.policy_notes);
+        }
+    }
+
+    /// A gateway-made answer, with what the route's policies add to it, written.
+    async fn answer(&self, session: &mut Session, mut answer: Answer<'_>, ctx: &RequestCtx) -> Result<()> {
+        for policy in self.policies(ctx.route) {
+            policy.answer_head(&mut answer.headers, &ctx.policy_notes);
+        }
+        respond::send(session, answer, ctx.request_id.as_str()).await
+    }
+
     /// The upstream request head of one attempt: the path (normalized, the route's
     /// prefix stripped), forwarding headers, the caller's identity, the route's
     /// rules. A pure function of the head and the context, so benchmarks run it too.
@@ -119,43 +142,29 @@ impl Gateway {
             }) => route.map(|r| r.path_prefix.as_str()),
             _ => None,
         };
-        let rules = route.and_then(|r| r.request_headers.as_ref());
-        self.forwarding.rewrite(upstream, ctx, strip, hop, rules)
+        self.forwarding.rewrite(upstream, ctx, strip, hop)?;
+        let vars = self.forwarding.vars(ctx);
+        for policy in self.policies(ctx.route) {
+            policy.upstream_request(upstream, &vars);
+        }
+        Ok(())
     }
 
     /// What the gateway adds to a proxied response's head: the request id, the
-    /// rate-limit headers, the route's rules and CORS policy.
-    pub fn response_head(&self, response: &mut response::Parts, ctx: &RequestCtx) {
-        let route = self.route(ctx);
-        let headers = &mut response.headers;
+    /// rate-limit headers, then what the route's policies add.
+    pub fn response_head(&self, response: &mut response::Parts, ctx: &mut RequestCtx) {
         // Room for the request id and the rate-limit headers at once.
-        headers.reserve(7);
-        headers.insert(REQUEST_ID, ctx.request_id.header());
+        response.headers.reserve(7);
+        response.headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(outcome) = &ctx.limit {
-            ratelimit::headers::insert(headers, &self.decider.limiter, outcome);
+            ratelimit::headers::insert(&mut response.headers, &self.decider.limiter, outcome);
         }
-        if let Some(rules) = route.and_then(|r| r.response_headers.as_ref()) {
-            super::rules::apply(headers, rules, &self.forwarding.vars(ctx), false);
+        let mut notes = std::mem::take(&mut ctx.policy_notes);
+        let vars = self.forwarding.vars(ctx);
+        for policy in self.policies(ctx.route) {
+            policy.response_head(response, &vars, &mut notes);
         }
-        if route.is_some_and(|r| r.cors.is_some()) {
-            // The route's policy alone decides who may read: the upstream's own CORS
-            // headers (a framework that reflects every origin) never pass.
-            // (Collected only when there are some: most upstreams send none.)
-            let is_cors = |n: &http::HeaderName| n.as_str().starts_with("access-control-");
-            if headers.keys().any(is_cors) {
-                let upstream_cors: Vec<http::HeaderName> =
-                    headers.keys().filter(|n| is_cors(n)).cloned().collect();
-                for name in upstream_cors {
-                    headers.remove(&name);
-                }
-            }
-            headers.append(header::VARY, respond::VARY_ORIGIN);
-            if let Some((origin, credentials)) = &ctx.cors {
-                for (name, value) in respond::cors_values(origin, *credentials) {
-                    headers.insert(name, value);
-                }
-            }
-        }
+        ctx.policy_notes = notes;
     }
 
     /// Reports the current attempt to its target's breaker, once: `Some(success)`,
@@ -204,7 +213,8 @@ impl ProxyHttp for Gateway {
             _ => Ok(()),
         };
         if let Err(problem) = checks {
-            respond::send_error(session, problem.status(), ctx.request_id.as_str(), &[], true).await?;
+            let answer = Answer::error(problem.status(), ctx.request_id.as_str()).closing();
+            respond::send(session, answer, ctx.request_id.as_str()).await?;
             return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
         }
         Ok(())
@@ -221,11 +231,7 @@ impl ProxyHttp for Gateway {
                     .route(ctx)
                     .and_then(|r| r.websocket_idle)
                     .filter(|_| is_websocket(&session.req_header().headers));
-                let level = self
-                    .route(ctx)
-                    .and_then(|r| r.compress.as_ref())
-                    .map_or(0, |c| c.level);
-                self.compress_at(session, level);
+                self.compress_at(session, ctx.policy_notes.compression_level.unwrap_or(0));
                 let keep_underscores = self.route(ctx).is_some_and(|r| r.allow_underscore_headers);
                 let implied_host = host::implied_host(session.req_header());
                 parts::edit_request(session.req_header_mut(), |req| {
@@ -237,26 +243,8 @@ impl ProxyHttp for Gateway {
                 });
                 Ok(false)
             }
-            Verdict::Answer {
-                status,
-                content_type,
-                body,
-                mut extra,
-                close,
-            } => {
-                if let Some((origin, credentials)) = &ctx.cors {
-                    extra.extend(respond::cors_headers(origin, *credentials));
-                }
-                respond::send(
-                    session,
-                    status,
-                    content_type,
-                    body,
-                    ctx.request_id.as_str(),
-                    &extra,
-                    close,
-                )
-                .await?;
+            Verdict::Answer(answer) => {
+                self.answer(session, answer, ctx).await?;
                 Ok(true)
             }
         }
@@ -266,7 +254,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         // After a 101 the client's bytes are the new protocol's (WebSocket frames), not a body.
@@ -276,12 +264,26 @@ impl ProxyHttp for Gateway {
         if let (Some(upload), Some(chunk)) = (ctx.upload.as_mut(), body.as_ref()) {
             self.pace.received(session, upload, chunk.len())?;
         }
+        for policy in self.policies(ctx.route) {
+            policy.request_body(
+                body.as_deref().unwrap_or_default(),
+                end_of_stream,
+                &mut ctx.policy_notes,
+            );
+        }
         let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > limit {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body over max_body_bytes");
             }
+        }
+        Ok(())
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<()> {
+        for policy in self.policies(ctx.route) {
+            policy.cache_request(session.req_header(), &mut ctx.policy_notes);
         }
         Ok(())
     }
@@ -327,6 +329,7 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.target = Some(target);
+        self.attempt(ctx, Attempt::Chosen(target));
         ctx.upstream_started = Some(std::time::Instant::now());
         ctx.attempts += 1;
         let mut peer = HttpPeer::new(target, false, String::new());
@@ -336,6 +339,21 @@ impl ProxyHttp for Gateway {
         peer.options.write_timeout = Some(pool.write_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         Ok(Box::new(peer))
+    }
+
+    #[allow(clippy::too_many_arguments)] // Pingora's signature
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        self.attempt(ctx, Attempt::Connected { reused });
+        Ok(())
     }
 
     fn fail_to_connect(
@@ -349,6 +367,7 @@ impl ProxyHttp for Gateway {
             ctx.failed_targets.push(target);
         }
         self.settle(ctx, Some(false));
+        self.attempt(ctx, Attempt::Failed);
         let retries = self
             .route(ctx)
             .and_then(|r| r.upstream())
@@ -420,6 +439,7 @@ impl ProxyHttp for Gateway {
         }
         // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
         self.settle(ctx, Some(upstream_response.status.as_u16() < 500));
+        self.attempt(ctx, Attempt::Answered(upstream_response.status.as_u16()));
         Ok(())
     }
 
@@ -451,17 +471,8 @@ impl ProxyHttp for Gateway {
             ctx.started,
             route.and_then(|r| r.response_timeout),
         );
-        if let Some(compress) = route.and_then(|r| r.compress.as_ref()) {
-            let length = response
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            let content_type = response.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
-            if !compress.applies(content_type, length) {
-                self.compress_at(session, 0);
-            }
-        }
         parts::edit_response(response, |response| self.response_head(response, ctx));
+        self.compress_at(session, ctx.policy_notes.compression_level.unwrap_or(0));
         Ok(())
     }
 
@@ -469,12 +480,19 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Box<RequestCtx>,
     ) -> Result<Option<Duration>> {
         if let Some(delivery) = ctx.delivery {
             self.pace
                 .send_chunk(session, delivery, body.as_ref().map_or(0, Bytes::len))?;
+        }
+        for policy in self.policies(ctx.route) {
+            policy.response_body(
+                body.as_deref().unwrap_or_default(),
+                end_of_stream,
+                &mut ctx.policy_notes,
+            );
         }
         Ok(None)
     }
@@ -499,6 +517,9 @@ impl ProxyHttp for Gateway {
             Some(id) => LimitKey::Consumer(id.consumer.clone()),
             None => LimitKey::anonymous(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
         });
+        for policy in self.policies(ctx.route) {
+            policy.logging(status, &ctx.policy_notes);
+        }
         let method = &session.req_header().method;
         self.telemetry.record(
             &RequestRecord {
@@ -565,17 +586,11 @@ impl ProxyHttp for Gateway {
             if ctx.request_id.is_empty() {
                 ctx.request_id = RequestId::new();
             }
-            let mut extra: Vec<(&'static str, String)> = ctx
-                .retry_after_s
-                .map(|s| ("retry-after", s.to_string()))
-                .into_iter()
-                .collect();
-            if let Some((origin, credentials)) = &ctx.cors {
-                extra.extend(respond::cors_headers(origin, *credentials));
+            let mut answer = Answer::error(status, ctx.request_id.as_str()).closing();
+            if let Some(s) = ctx.retry_after_s {
+                answer = answer.with_header("retry-after", s.to_string());
             }
-            if let Err(write_err) =
-                respond::send_error(session, status, ctx.request_id.as_str(), &extra, true).await
-            {
+            if let Err(write_err) = self.answer(session, answer, ctx).await {
                 log::debug!("could not send {status} to the client: {write_err}");
             }
         }

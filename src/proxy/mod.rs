@@ -8,6 +8,5 @@ pub mod host;
 pub mod pace;
 mod parts;
 pub mod respond;
-mod rules;
 
 pub use gateway::Gateway;

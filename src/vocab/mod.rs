@@ -3,15 +3,14 @@
 //! whoever is limited, verification keys and the clock. Nothing here imports a
 //! component or the config.
 
+pub mod answer;
 pub mod client_addr;
 pub mod clock;
 pub mod consumer_id;
 pub mod error_body;
-pub mod header_rules;
 pub mod identity;
 pub mod limit_key;
 pub mod path;
 pub mod quota;
-pub mod route_policy;
 pub mod stored_consumers;
 pub mod verify_key;

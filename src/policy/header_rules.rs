@@ -1,9 +1,12 @@
 //! A route's header rules (`request_headers`, `response_headers`): remove, set and
 //! add, with values that may name the caller (`$consumer`, `$tier`, `$request_id`,
 //! `$client_ip`, `$claim.NAME`). Parsed once at load into literal and variable
-//! parts; a value whose variable is absent for a request is not sent at all.
+//! parts; a value whose variable is absent for a request is not sent at all. On a
+//! request, a header a rule sets or adds is the gateway's alone: the client's
+//! copies go first, so a client can never slip a value in beside it.
 
-use http::{HeaderName, HeaderValue};
+use super::{Notes, RoutePolicy};
+use http::{request, response, HeaderMap, HeaderName, HeaderValue};
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -124,6 +127,54 @@ pub struct HeaderRules {
     pub add: Vec<(HeaderName, Template)>,
 }
 
+impl HeaderRules {
+    pub fn apply(&self, headers: &mut HeaderMap, vars: &Vars<'_>, from_client: bool) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        if from_client {
+            for (name, _) in &self.add {
+                headers.remove(name);
+            }
+        }
+        for (name, value) in &self.set {
+            match value.render(vars) {
+                Some(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+        for (name, value) in &self.add {
+            if let Some(v) = value.render(vars) {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// `request_headers`: applied to each upstream attempt's head, last.
+#[derive(Debug)]
+pub struct RequestHeaderRules(pub HeaderRules);
+
+impl RoutePolicy for RequestHeaderRules {
+    fn upstream_request(&self, head: &mut request::Parts, vars: &Vars<'_>) {
+        self.0.apply(&mut head.headers, vars, true);
+    }
+}
+
+/// `response_headers`: applied to a proxied response's head.
+#[derive(Debug)]
+pub struct ResponseHeaderRules(pub HeaderRules);
+
+impl RoutePolicy for ResponseHeaderRules {
+    fn response_head(&self, head: &mut response::Parts, vars: &Vars<'_>, _notes: &mut Notes) {
+        self.0.apply(&mut head.headers, vars, false);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,5 +212,34 @@ mod tests {
         assert!(Template::parse("$claim.sub", claim)
             .expect_err("refused")
             .contains("claims_to_headers"));
+    }
+
+    #[test]
+    fn a_request_rule_replaces_what_the_client_sent_and_a_response_rule_adds_beside() {
+        let claim = |_: &str| None;
+        let tag = HeaderName::from_static("x-tag");
+        let rules = HeaderRules {
+            remove: vec![HeaderName::from_static("x-drop")],
+            set: vec![(
+                HeaderName::from_static("x-who"),
+                Template::parse("$consumer", claim).expect("t"),
+            )],
+            add: vec![(tag.clone(), Template::parse("gw", claim).expect("t"))],
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-drop", HeaderValue::from_static("1"));
+        headers.insert(tag.clone(), HeaderValue::from_static("client"));
+        rules.apply(&mut headers, &vars(&[]), true);
+        assert!(!headers.contains_key("x-drop"));
+        assert_eq!(headers["x-who"], "alice");
+        assert_eq!(headers.get_all(&tag).iter().collect::<Vec<_>>(), ["gw"]);
+
+        let mut response = HeaderMap::new();
+        response.insert(tag.clone(), HeaderValue::from_static("upstream"));
+        rules.apply(&mut response, &vars(&[]), false);
+        assert_eq!(
+            response.get_all(&tag).iter().collect::<Vec<_>>(),
+            ["upstream", "gw"]
+        );
     }
 }
