@@ -5,11 +5,12 @@
 
 use super::eventually;
 use super::ports::{free_port, on_free_ports};
+use super::process::Proc;
 use super::{redis_cmd, redis_cmds};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// How long one process, or a deployment's handshake (cluster slots, replica sync, sentinel
@@ -21,25 +22,6 @@ const MASTER_NAME: &str = "mymaster";
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A running child and the file it logs to; SIGKILLed (and reaped) on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Spawns `cmd` logging to `log` and waits until `up` holds. Err(its log) if it exited first,
@@ -57,22 +39,19 @@ fn spawn(what: &str, mut cmd: Command, log: &Path, mut up: impl FnMut() -> bool)
                 cmd.get_program()
             )
         });
-    let mut proc = Proc {
-        child,
-        log: log.to_path_buf(),
-    };
+    let mut proc = Proc::from(child);
     let mut exited = false;
     let came_up = eventually(START_LIMIT, || {
-        exited = proc.child.try_wait().expect("try_wait").is_some();
+        exited = proc.exited().is_some();
         exited || up()
     });
     if exited {
-        return Err(proc.log_text());
+        return Err(std::fs::read_to_string(log).unwrap_or_default());
     }
     if !came_up {
         panic!(
             "{what} did not come up within {START_LIMIT:?}; its log:\n{}",
-            proc.log_text()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
     }
     Ok(proc)
