@@ -7,15 +7,16 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+
 const API_KEY: &str = "acme-api-key-7f3a";
+
 const ISS: &str = "https://auth.test";
+
 const AUD: &str = "floodgate";
 
 struct Keys {
@@ -487,46 +488,6 @@ fn a_key_added_to_the_jwks_file_is_accepted_after_the_refresh() {
     );
 }
 
-/// A loopback HTTP server serving one JWKS document, counting fetches.
-struct JwksServer {
-    url: String,
-    doc: Arc<Mutex<String>>,
-    fetches: Arc<Mutex<usize>>,
-}
-
-fn jwks_server(doc: Value) -> JwksServer {
-    jwks_server_after(doc, Duration::ZERO)
-}
-
-/// As `jwks_server`, each answer given `delay` after the request arrived.
-fn jwks_server_after(doc: Value, delay: Duration) -> JwksServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
-    let doc = Arc::new(Mutex::new(doc.to_string()));
-    let fetches = Arc::new(Mutex::new(0));
-    let (d, n) = (doc.clone(), fetches.clone());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            *n.lock().expect("count") += 1;
-            // The server's slowness is the input here, not a wait for a condition.
-            std::thread::sleep(delay);
-            let body = d.lock().expect("doc").clone();
-            let mut stream = stream;
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    JwksServer { url, doc, fetches }
-}
-
 #[test]
 fn jwks_url_is_fetched_in_the_background_and_unknown_kids_do_not_cause_a_fetch_storm() {
     let k = keys();
@@ -895,16 +856,8 @@ fn ready_waits_for_the_first_jwks_fetch_so_its_keys_work_once_ready() {
 
 #[test]
 fn with_a_jwks_url_that_never_answers_inline_keys_work_throughout_and_ready_comes_after_the_timeout() {
-    // Accepts connections and holds them, never answering.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let held = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            held.lock().expect("held").push(stream);
-        }
-    });
+    let silent = SilentServer::start();
+    let url = &silent.url;
     let f = start_with(
         &format!("jwks_url: \"{url}\"\n    jwks_refresh_s: 3600"),
         |body| Gateway::start_unready(body, "info"),
@@ -935,7 +888,7 @@ fn with_a_jwks_url_that_never_answers_inline_keys_work_throughout_and_ready_come
         f.gw.log()
     );
     assert!(
-        !accepted.lock().expect("held").is_empty(),
+        !silent.accepted.lock().expect("held").is_empty(),
         "the JWKS URL was never tried"
     );
     // The JWKS's keys are not in force; the request is answered, not held on the fetch.

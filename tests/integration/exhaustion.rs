@@ -9,8 +9,8 @@
 
 use crate::common::*;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -203,125 +203,6 @@ fn a_body_sent_slowly_is_not_cut_by_the_header_deadline() {
 
 // ------------------------------------------------------------------ send deadline
 
-/// A loopback server this test process runs, one thread per connection, given the stream and
-/// the connection's number (0, 1, ...). Stops accepting when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(handler: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler = Arc::new(handler);
-        let accept = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                for (n, stream) in listener.incoming().enumerate() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let handler = handler.clone();
-                    thread::spawn(move || handler(stream, n));
-                }
-            })
-        };
-        Server {
-            addr,
-            stop,
-            accept: Some(accept),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wake the accept loop
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One request from `reader`: (method, path, body); None when the connection ends first.
-fn read_request(reader: &mut impl BufRead) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut length = 0;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok().filter(|&n| n > 0)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((method, path, body))
-}
-
-const BIG_BODY: usize = 50 * 1024 * 1024;
-
-/// An upstream answering every request with a 50 MB body, counting what it got written and
-/// noting when its connection broke under it.
-struct BigUpstream {
-    server: Server,
-    written: Arc<AtomicUsize>,
-    broken: Arc<AtomicBool>,
-}
-
-impl BigUpstream {
-    fn start() -> BigUpstream {
-        let written = Arc::new(AtomicUsize::new(0));
-        let broken = Arc::new(AtomicBool::new(false));
-        let (w, b) = (written.clone(), broken.clone());
-        let server = Server::start(move |stream, _| {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut out = stream;
-            if read_request(&mut reader).is_none() {
-                return;
-            }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG_BODY}\r\n\r\n");
-            if out.write_all(head.as_bytes()).is_err() {
-                b.store(true, Ordering::SeqCst);
-                return;
-            }
-            let chunk = vec![b'x'; 64 * 1024];
-            let mut sent = 0;
-            while sent < BIG_BODY {
-                match out.write(&chunk[..chunk.len().min(BIG_BODY - sent)]) {
-                    Ok(n) if n > 0 => {
-                        sent += n;
-                        w.fetch_add(n, Ordering::SeqCst);
-                    }
-                    _ => {
-                        b.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        });
-        BigUpstream {
-            server,
-            written,
-            broken,
-        }
-    }
-}
-
 /// The value of `floodgate_inflight_requests` on the admin listener's /metrics.
 fn inflight(gw: &Gateway) -> Option<i64> {
     let metrics = try_get(gw.admin, "/metrics").ok()?.text();
@@ -415,6 +296,7 @@ fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+
 const NEIGHBOUR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 /// A new connection from `local`, kept alive after a GET answered 200 on it. The gateway's
@@ -610,89 +492,6 @@ fn an_idle_connection_costs_the_gateway_under_48_kib() {
 
 // ------------------------------------------------------------------ stale pooled connections
 
-/// What an upstream connection saw: its number, the request's place on it, method and path,
-/// and whether it was answered.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    conn: usize,
-    nth: usize,
-    method: String,
-    path: String,
-    answered: bool,
-}
-
-#[derive(Clone, Copy)]
-enum Closing {
-    /// Answers the first request of a connection, keeps it alive (no `Connection: close`),
-    /// and closes it unanswered when a second request arrives: the server that closed an idle
-    /// connection just as the gateway reused it, every time.
-    OnTheNextRequest,
-    /// Closes the connection right after each answer, which said nothing of closing.
-    AfterEachAnswer,
-}
-
-struct ClosingUpstream {
-    server: Server,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl ClosingUpstream {
-    fn start(closing: Closing) -> ClosingUpstream {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let server = Server::start(move |stream, conn| {
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut out = stream;
-            for nth in 0.. {
-                let Some((method, path, _)) = read_request(&mut reader) else {
-                    return;
-                };
-                let answered = nth == 0;
-                log.lock().expect("seen").push(Seen {
-                    conn,
-                    nth,
-                    method,
-                    path,
-                    answered,
-                });
-                if !answered {
-                    return; // closed with the request unanswered
-                }
-                let body = format!("{{\"conn\":{conn}}}");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if out.write_all(answer.as_bytes()).is_err() {
-                    return;
-                }
-                if matches!(closing, Closing::AfterEachAnswer) {
-                    return;
-                }
-            }
-        });
-        ClosingUpstream { server, seen }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("seen").clone()
-    }
-
-    fn times_seen(&self, method: &str, path: &str) -> usize {
-        self.seen()
-            .iter()
-            .filter(|s| s.method == method && s.path == path)
-            .count()
-    }
-
-    fn gateway(&self) -> Gateway {
-        Gateway::start(&format!(
-            "upstreams:\n  backend: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: backend }}\n",
-            self.server.addr
-        ))
-    }
-}
-
 /// A request on a kept-alive client connection: the gateway reads it only once the previous
 /// one is finished, its upstream connection back in the pool.
 fn send_on(s: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> Option<Resp> {
@@ -826,6 +625,7 @@ struct RedisLoad {
 }
 
 const PHASES: [&str; 5] = ["synced", "flushed", "out of memory", "stalled", "recovered"];
+
 /// Requests per client thread at most: the load is bounded whatever happens.
 const MAX_REQUESTS: usize = 20_000;
 
@@ -1165,37 +965,6 @@ fn an_http2_stream_whose_window_never_opens_is_reset_at_the_send_deadline_h2c_an
 }
 
 // ------------------------------------------------------------------ slow readers and uploads
-
-/// An upstream answering every request with `head` and then `piece` written every `pace`
-/// (`pieces` times; without end when `None`), noting when its connection broke under it.
-fn paced_upstream(
-    head: &'static str,
-    piece: &'static [u8],
-    pace: Duration,
-    pieces: Option<usize>,
-) -> (Server, Arc<AtomicBool>) {
-    let broken = Arc::new(AtomicBool::new(false));
-    let b = broken.clone();
-    let server = Server::start(move |stream, _| {
-        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-        let mut out = stream;
-        if read_request(&mut reader).is_none() || out.write_all(head.as_bytes()).is_err() {
-            return;
-        }
-        for _ in 0..pieces.unwrap_or(usize::MAX) {
-            if !pace.is_zero() {
-                thread::sleep(pace); // the upstream's own pace is the test's input
-            }
-            if out.write_all(piece).is_err() {
-                b.store(true, Ordering::SeqCst);
-                return;
-            }
-        }
-    });
-    (server, broken)
-}
-
-const EVENTS_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
 
 /// A GET of `path` from a client with a small receive buffer that reads 1 KiB every 100 ms
 /// (about 10 KB/s: always some progress) until `stop` is set or the connection ends.

@@ -550,50 +550,6 @@ fn tls_config_mistakes_name_their_key_and_expiring_certificates_are_warned_about
     );
 }
 
-/// A WebSocket echo upstream: answers the upgrade, then sends back every frame's
-/// payload as an unmasked text frame (payloads under 126 bytes: all this test sends).
-fn start_websocket_echo() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("ws bind");
-    let addr = listener.local_addr().expect("ws addr");
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).is_ok() {
-                    head.push(byte[0]);
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
-                );
-                let mut header = [0u8; 2];
-                while conn.read_exact(&mut header).is_ok() {
-                    let len = usize::from(header[1] & 0x7f);
-                    let mut mask = [0u8; 4];
-                    let mut payload = vec![0u8; len];
-                    if conn
-                        .read_exact(&mut mask)
-                        .and_then(|_| conn.read_exact(&mut payload))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    for (i, b) in payload.iter_mut().enumerate() {
-                        *b ^= mask[i % 4];
-                    }
-                    let mut frame = vec![0x81, len as u8];
-                    frame.extend_from_slice(&payload);
-                    if conn.write_all(&frame).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// A masked text frame, as a client sends it.
 fn client_frame(text: &str) -> Vec<u8> {
     let mask = [7u8, 1, 9, 3];

@@ -3,9 +3,11 @@
 
 mod browser;
 mod client;
+mod closing;
 mod dns;
 mod exchange;
 mod gateway;
+mod jwks;
 mod load;
 mod ports;
 mod process;
@@ -14,16 +16,23 @@ mod redis_cluster;
 mod redis_modes;
 mod redis_sentinel;
 mod redis_tls;
+mod request;
+mod server;
+mod streaming;
+mod switching;
 mod systemd;
 mod tls;
 mod upstream;
+mod websocket;
 
 pub use self::redis::*;
 pub use browser::*;
 pub use client::*;
+pub use closing::*;
 pub use dns::*;
 pub use exchange::*;
 pub use gateway::*;
+pub use jwks::*;
 pub use load::*;
 pub use ports::*;
 pub use process::*;
@@ -31,9 +40,12 @@ pub use redis_cluster::*;
 pub use redis_modes::*;
 pub use redis_sentinel::*;
 pub use redis_tls::*;
+pub use streaming::*;
+pub use switching::*;
 pub use systemd::*;
 pub use tls::*;
 pub use upstream::*;
+pub use websocket::*;
 
 use std::thread;
 use std::time::{Duration, Instant};
