@@ -20,6 +20,7 @@ mod lifecycle;
 mod proxy;
 mod ratelimit;
 mod route_policies;
+mod systemd_unit;
 mod telemetry;
 mod tls;
 mod upstreams;
