@@ -375,3 +375,23 @@ fn the_dashboard_is_served_without_the_token_and_sends_the_one_it_is_given() {
     assert!(html.contains("the admin token is required"), "{html}");
     assert_eq!(get(gw.admin, "/admin/stats").status, 401);
 }
+
+#[test]
+fn the_admin_token_scheme_is_case_insensitive_and_ids_hide_no_formatting() {
+    let up = Upstream::start("u");
+    let gw = host_scoped_gateway(&up);
+    let lower = format!("bearer {HOST_SCOPED_ADMIN_TOKEN}");
+    let stats = request(gw.admin, "GET", "/admin/stats", &[("Authorization", &lower)], b"");
+    assert_eq!(stats.status, 200, "{}", stats.text());
+    let bearer = format!("Bearer {HOST_SCOPED_ADMIN_TOKEN}");
+    let auth = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let body = br#"{"tier": "free"}"#;
+    let plain = request(gw.admin, "PUT", "/admin/consumers/ab/tier", &auth, body);
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    // A right-to-left override would make one id read as another in a log line.
+    let hidden = request(gw.admin, "PUT", "/admin/consumers/a%E2%80%AEb/tier", &auth, body);
+    assert_eq!(hidden.status, 400, "{}", hidden.text());
+}

@@ -1,6 +1,7 @@
 //! The integration tests, one crate: the real `floodgate` binary against real loopback
-//! upstreams, redis-server and headless Chromium. One module per area; the harness is in
-//! `common`. `cargo test --test integration ratelimit::` runs one area.
+//! upstreams, redis-server and headless Chromium. One module per area (a folder where the area's
+//! files share a fixture); every server and process the tests run is in `common`.
+//! `cargo test --test integration ratelimit::` runs one area.
 
 mod common;
 
@@ -9,17 +10,25 @@ mod auth;
 mod breakers;
 mod cluster_budget;
 mod config;
+mod connection_caps;
 mod consumers;
 mod discovery;
-mod exhaustion;
 mod fleet;
-mod forwarding_hardening;
-mod hardening;
-mod host_hardening;
+mod forwarded_headers;
+mod host_header;
+mod http2;
 mod lifecycle;
+mod path_spellings;
+mod pooled_connections;
 mod proxy;
+mod proxy_protocol;
 mod ratelimit;
+mod request_framing;
 mod route_policies;
+mod slow_readers;
+mod slow_requests;
+mod systemd_unit;
 mod telemetry;
 mod tls;
 mod upstreams;
+mod websocket;

@@ -329,3 +329,8 @@ impl KeepAliveClient {
         Ok((resp, retried))
     }
 }
+
+/// Raw bytes as text, for failure messages.
+pub fn show(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}

@@ -4,7 +4,7 @@
 use super::client::{parse_response, Resp};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Reads one response from a kept-alive connection; `None` if it closed first.
 pub fn read_one(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Resp> {
@@ -48,4 +48,43 @@ pub fn answer_on_new_connection(addr: SocketAddr, raw: &[u8]) -> (Resp, TcpStrea
     let resp = read_one(&mut s, &mut buf)
         .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(raw)));
     (resp, s)
+}
+
+/// How long after the deadline's cause a connection may stay open: a liveness bound for
+/// deadlines of one second, far below the 20 s a trickled head would need to finish.
+pub const CLOSE_BOUND: Duration = Duration::from_secs(5);
+
+/// A kept-alive GET on `stream`: Ok(status), or what went wrong.
+pub fn get_on(stream: &mut TcpStream, path: &str) -> Result<u16, String> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    read_one(stream, &mut buf)
+        .map(|r| r.status)
+        .ok_or_else(|| format!("no answer to GET {path}: {:?}", String::from_utf8_lossy(&buf)))
+}
+
+/// A read that ended because its timeout passed, not because the peer closed.
+pub fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Waits until the peer closes `stream` (EOF or reset), up to `limit`: how long it took.
+pub fn closed_within(stream: &mut impl Read, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Some(start.elapsed()),
+            Ok(_) => {}
+        }
+    }
+    None
 }

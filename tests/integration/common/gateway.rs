@@ -3,6 +3,7 @@
 //! at once on one body, and `floodgate -t` on a config text.
 
 use super::process::{Options, Proc, Setup, BIN};
+use super::upstream::Upstream;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
@@ -19,6 +20,14 @@ impl Gateway {
     /// listeners, admin and Pingora's files are filled in. Waits for `/ready`.
     pub fn start(body: &str) -> Gateway {
         Gateway::launch(body, Options::default())
+    }
+
+    /// A gateway proxying every path to `up`, with `client` as its `client:` line.
+    pub fn proxying_to(up: &Upstream, client: &str) -> Gateway {
+        Gateway::start(&format!(
+            "{client}\nupstreams:\n  backend: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, path_prefix: /, upstream: backend }}\n",
+            up.addr
+        ))
     }
 
     /// As `start`, with `RUST_LOG` set to `rust_log`.
@@ -91,6 +100,10 @@ impl Gateway {
         self._proc.pid()
     }
 }
+
+/// A config body routing every path to the built-in echo upstream.
+pub const ECHO: &str =
+    "upstreams:\n  echo: { kind: echo }\nroutes:\n  - { name: all, path_prefix: /, upstream: echo }\n";
 
 /// `n` gateway processes on one config body, e.g. behind one Redis.
 pub fn gateways(body: &str, admin_keys: &str, n: usize) -> Vec<Gateway> {

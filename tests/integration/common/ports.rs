@@ -100,3 +100,8 @@ pub fn closed_port() -> ClosedPort {
         _ends: (ours, theirs),
     }
 }
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}

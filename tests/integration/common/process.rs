@@ -236,8 +236,15 @@ impl Setup {
     }
 }
 
-/// A floodgate child process, killed if still running when dropped.
+/// A child process the tests started (floodgate, redis-server, python3), killed if still
+/// running when dropped.
 pub struct Proc(Child);
+
+impl From<Child> for Proc {
+    fn from(child: Child) -> Proc {
+        Proc(child)
+    }
+}
 
 impl Proc {
     pub fn pid(&self) -> u32 {

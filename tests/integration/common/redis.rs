@@ -2,17 +2,17 @@
 
 use super::eventually;
 use super::ports::{free_port, on_free_ports, on_the_same_port};
-use super::process::signal;
+use super::process::{signal, Proc};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// A real `redis-server` on a free loopback port, which tests can kill, restart on
 /// the same port, freeze (SIGSTOP) and thaw.
 pub struct Redis {
     pub port: u16,
-    child: Option<Child>,
+    child: Option<Proc>,
     dir: tempfile::TempDir,
 }
 
@@ -47,10 +47,10 @@ impl Redis {
 
     /// Starts redis-server on `self.port` and waits until it answers; Err(its output) if it
     /// exited first.
-    fn spawn(&self) -> Result<Child, String> {
+    fn spawn(&self) -> Result<Proc, String> {
         let log_path = self.dir.path().join("redis.log");
         let log = std::fs::File::create(&log_path).expect("redis log");
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // DEBUG SLEEP, for tests of a Redis that stalls; from loopback only.
@@ -62,20 +62,20 @@ impl Redis {
             .stderr(log)
             .spawn()
             .expect("redis-server must be installed (make test installs it)");
+        let mut child = Proc::from(child);
         // Ours, not any server on this port: CONFIG GET dir names our temp dir.
         let dir = std::fs::canonicalize(self.dir.path()).expect("redis dir");
         let dir = format!("{}\r\n", dir.display());
         let mut exited = false;
         let up = eventually(Duration::from_secs(10), || {
-            exited = child.try_wait().expect("try_wait").is_some();
+            exited = child.exited().is_some();
             exited || redis_cmd(self.addr(), &["CONFIG", "GET", "dir"]).is_some_and(|r| r.contains(&dir))
         });
         if exited {
             return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
         }
         if !up {
-            let _ = child.kill();
-            let _ = child.wait();
+            drop(child);
             panic!("redis-server did not start on port {}", self.port);
         }
         Ok(child)
@@ -83,22 +83,19 @@ impl Redis {
 
     /// SIGKILL: the outage a crash causes.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 
     /// SIGSTOP: connections stay open but nothing answers.
     pub fn freeze(&self) {
         if let Some(c) = &self.child {
-            signal(c.id(), "STOP");
+            signal(c.pid(), "STOP");
         }
     }
 
     pub fn thaw(&self) {
         if let Some(c) = &self.child {
-            signal(c.id(), "CONT");
+            signal(c.pid(), "CONT");
         }
     }
 }

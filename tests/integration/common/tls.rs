@@ -3,9 +3,10 @@
 //! asking for a client certificate) and HTTP/2 in the clear answering with trailers
 //! as gRPC does (the `h2` crate).
 
+use super::process::Proc;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 /// A CA, a second CA nobody trusts, and leaf certificates signed by the first.
@@ -190,7 +191,7 @@ server.serve_forever()
 /// and which client certificate it saw; with `client_ca`, it requires one.
 pub struct HttpsUpstream {
     pub addr: SocketAddr,
-    child: Child,
+    _child: Proc,
 }
 
 impl HttpsUpstream {
@@ -214,15 +215,8 @@ impl HttpsUpstream {
         let port: u16 = line.trim().parse().expect("port");
         HttpsUpstream {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            child,
+            _child: Proc::from(child),
         }
-    }
-}
-
-impl Drop for HttpsUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

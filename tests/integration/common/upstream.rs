@@ -2,6 +2,7 @@
 //! bind themselves (port 0) and keep, so no other process can take their port first.
 
 use super::ports;
+use super::request::{read_request, Request};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -143,7 +144,13 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
     let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     loop {
-        let Some((method, url, headers, body)) = read_request(&mut reader) else {
+        let Some(Request {
+            method,
+            target: url,
+            headers,
+            body,
+        }) = read_request(&mut reader)
+        else {
             return;
         };
         let close = headers
@@ -169,54 +176,6 @@ fn serve_connection(stream: TcpStream, state: &ServerState) {
             return;
         }
     }
-}
-
-type Request = (String, String, HashMap<String, String>, Vec<u8>);
-
-fn read_request(reader: &mut impl std::io::BufRead) -> Option<Request> {
-    let mut line = String::new();
-    reader.read_line(&mut line).ok().filter(|&n| n > 0)?;
-    let mut parts = line.split_whitespace();
-    let (method, url) = (parts.next()?.to_string(), parts.next()?.to_string());
-    let mut headers: HashMap<String, String> = HashMap::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok().filter(|&n| n > 0)?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-        headers
-            .entry(k)
-            .and_modify(|old| *old = format!("{old}, {v}"))
-            .or_insert(v);
-    }
-    let mut body = Vec::new();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size).ok()?;
-            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk).ok()?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else if let Some(len) = headers
-        .get("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        body.resize(len, 0);
-        reader.read_exact(&mut body).ok()?;
-    }
-    Some((method, url, headers, body))
 }
 
 fn answer(
@@ -265,5 +224,3 @@ pub fn served_by(gw: &super::Gateway, n: usize) -> Vec<String> {
         })
         .collect()
 }
-
-// ------------------------------------------------------------------ the gateway
