@@ -3,8 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::auth::jwt::JwtVerifier;
+use floodgate::config::verify_key;
 use floodgate::config::Jwt;
-use floodgate::vocab::verify_key;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use std::hint::black_box;

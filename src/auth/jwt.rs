@@ -8,10 +8,10 @@
 
 use super::strict_json::has_duplicate_keys;
 use super::Failure;
+use crate::config::verify_key::VerifyKey;
 use crate::config::{JwksSource, Jwt};
 use crate::vocab::consumer_id;
 use crate::vocab::identity::{Identity, TierId};
-use crate::vocab::verify_key::VerifyKey;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
@@ -405,7 +405,7 @@ fn map_error(kind: &ErrorKind) -> Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vocab::verify_key;
+    use crate::config::verify_key;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 

@@ -20,6 +20,7 @@ mod schema;
 mod state_file;
 mod tiers;
 mod upstreams;
+pub mod verify_key;
 
 pub use listen::expiring_certificates;
 pub use model::*;

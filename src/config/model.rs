@@ -6,9 +6,9 @@
 //! The small enums below are plain runtime values; they derive `Deserialize` only
 //! so that the serde mirror (`schema`) can name them without a copy.
 
+use super::verify_key::VerifyKey;
 use crate::vocab::client_addr::TrustedProxies;
 use crate::vocab::identity::TierId;
-use crate::vocab::verify_key::VerifyKey;
 use http::{HeaderName, Method};
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;

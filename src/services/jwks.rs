@@ -3,8 +3,8 @@
 //! cooldown, single-flight). A failed read keeps the last good key set.
 
 use crate::auth::jwt::JwtVerifier;
+use crate::config::verify_key;
 use crate::config::JwksSource;
-use crate::vocab::verify_key;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

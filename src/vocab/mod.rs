@@ -1,6 +1,6 @@
 //! Shared words of the data path that every component may use: path
 //! normalization, the caller's identity and tier, the client address, the key of
-//! whoever is limited, verification keys and the clock. Nothing here imports a
+//! whoever is limited and the clock. Nothing here imports a
 //! component or the config.
 
 pub mod answer;
@@ -13,4 +13,3 @@ pub mod limit_key;
 pub mod path;
 pub mod quota;
 pub mod stored_consumers;
-pub mod verify_key;

@@ -9,6 +9,8 @@ mod act;
 mod authenticate;
 mod limit;
 mod route;
+#[cfg(test)]
+mod tests;
 
 use super::ctx::RequestCtx;
 use crate::auth::Authenticator;
