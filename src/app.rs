@@ -3,12 +3,13 @@
 //! the readiness probe registered as services.
 
 use crate::auth::jwt::JwksRefresh;
-use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::auth::{Authenticator, Failure};
 use crate::config::{AccessLogTarget, Config, Listener, TargetSpec, UpstreamKind};
 use crate::connection::guard::{HeaderGuard, ListenerPlan};
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream::Deadlines;
+use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
+use crate::consumers::overrides::TierOverrides;
 use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
@@ -16,13 +17,13 @@ use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::{RateLimiter, Scope};
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, admin::Consumers, admin::StateFileWriter, drain::Drain,
-    echo::Echo, jwks::JwksRefresher, quota_saver::QuotaSaver, readiness::ReadinessProbe,
-    redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
+    jwks::JwksRefresher, quota_saver::QuotaSaver, readiness::ReadinessProbe,
+    redis_sync::budgets::BudgetStore, redis_sync::RedisSync, state_file::StateFile,
+    state_file::StateFileWriter,
 };
 use crate::telemetry::{FixedLabels, Telemetry, ACCESS_LOG_QUEUE};
 use crate::upstream::Pool;
-use crate::vocab::identity::TierOverrides;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
@@ -47,7 +48,7 @@ const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
 /// Scrapers, probes and an operator: never many.
 const ADMIN_MAX_CONNECTIONS: usize = 1024;
 
-pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
+pub fn build(mut config: Config, state_file: Option<StateFile>, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
     // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
     let upgrading = opt.upgrade;
@@ -91,7 +92,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         consumers,
         jwks,
         draining,
-    } = assemble(&mut config, &mut services)?;
+    } = assemble(&mut config, state_file, &mut services)?;
     server.add_service(background_service(
         "drain",
         Drain {
@@ -225,6 +226,7 @@ pub struct Parts {
 /// Builds the proxy from the config, taking what it consumes out of `config`.
 pub fn assemble(
     config: &mut Config,
+    state_file: Option<StateFile>,
     services: &mut Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Parts, StartupError> {
     let mut pools = Vec::with_capacity(config.upstreams.len());
@@ -268,7 +270,7 @@ pub fn assemble(
     let runtime_keys = Arc::new(RuntimeKeys::default());
     let overrides = Arc::new(TierOverrides::default());
     // A single instance starts from what its state file kept.
-    let state_file = config.state_file.take().map(|file| {
+    let state_file = state_file.map(|file| {
         for stored in &file.doc.keys {
             if let Some(key) = RuntimeKey::from_stored(stored, &tier_names) {
                 runtime_keys.insert(key);

@@ -2,10 +2,10 @@
 //! few seconds when they changed, and once more at shutdown. A crash loses at most
 //! the counts of the last interval.
 
+use crate::consumers::stored::{Change, StoredQuota};
 use crate::ratelimit::RateLimiter;
-use crate::services::admin::StateFileWriter;
+use crate::services::state_file::StateFileWriter;
 use crate::vocab::clock::unix_now;
-use crate::vocab::stored_consumers::{Change, StoredQuota};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

@@ -13,5 +13,4 @@ pub mod limit_key;
 pub mod path;
 pub mod quota;
 pub mod route_policy;
-pub mod stored_consumers;
 pub mod verify_key;

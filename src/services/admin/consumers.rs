@@ -6,14 +6,14 @@
 //! one sync; without, to `state_file` when one is set.
 //! A key is shown once, when created; only its digest is kept anywhere.
 
-use super::state_file::StateFileWriter;
 use super::{error, Admin, MAX_BODY_BYTES};
-use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
+use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
+use crate::consumers::stored::{Change, StoredKey};
 use crate::services::json_response;
 use crate::services::redis_sync::consumers::ConsumerStore;
+use crate::services::state_file::StateFileWriter;
 use crate::vocab::clock::unix_now;
 use crate::vocab::identity::TierId;
-use crate::vocab::stored_consumers::{Change, StoredKey};
 use http::{Method, Response};
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;

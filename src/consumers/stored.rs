@@ -73,6 +73,25 @@ impl StateDoc {
             Change::Quotas(quotas) => self.quotas = quotas.clone(),
         }
     }
+
+    /// What this config cannot take from the document: a digest that is not a
+    /// SHA-256, a tier it does not have. Each names its place in the document.
+    pub fn problems(&self, tier_names: &[String]) -> Vec<String> {
+        let known = |tier: &str| tier_names.iter().any(|t| t == tier);
+        let mut problems = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            if hex::decode(&key.digest).map_or(true, |d| d.len() != 32) {
+                problems.push(format!("keys[{i}].digest is not a SHA-256 in hex"));
+            }
+            if let Some(tier) = key.tier.as_deref().filter(|t| !known(t)) {
+                problems.push(format!("keys[{i}].tier: no tier named \"{tier}\""));
+            }
+        }
+        for (consumer, tier) in self.tiers.iter().filter(|(_, t)| !known(t)) {
+            problems.push(format!("tiers.{consumer}: no tier named \"{tier}\""));
+        }
+        problems
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +120,21 @@ mod tests {
             consumer: "alice".into(),
         });
         assert_eq!(doc, StateDoc::default());
+    }
+
+    #[test]
+    fn a_malformed_digest_and_unknown_tiers_are_named() {
+        let doc: StateDoc = serde_json::from_str(
+            r#"{"keys":[{"key_id":"k","consumer":"c","digest":"ab","tier":"gold","created_at_s":1,"expires_at_s":null}],"tiers":{"c":"free","d":"silver"}}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            doc.problems(&["free".into()]),
+            vec![
+                "keys[0].digest is not a SHA-256 in hex",
+                "keys[0].tier: no tier named \"gold\"",
+                "tiers.d: no tier named \"silver\"",
+            ]
+        );
     }
 }
