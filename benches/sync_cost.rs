@@ -6,10 +6,10 @@
 //! cargo bench --bench sync_cost
 
 use floodgate::config::{Bucket, OnUnavailable, RedisTarget, Tier};
+use floodgate::consumers::overrides::TierOverrides;
 use floodgate::ratelimit::local::Supply;
 use floodgate::ratelimit::RateLimiter;
 use floodgate::services::redis_sync::{Backend, RedisSync};
-use floodgate::vocab::identity::TierOverrides;
 use floodgate::vocab::limit_key::LimitKey;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

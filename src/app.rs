@@ -3,12 +3,14 @@
 //! the readiness probe registered as services.
 
 use crate::auth::jwt::JwksRefresh;
-use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
 use crate::auth::{Authenticator, Failure};
-use crate::config::{AccessLogTarget, Config, Listener, TargetSpec, UpstreamKind};
+use crate::config::{Config, Listener, TargetSpec, UpstreamKind};
 use crate::connection::guard::{HeaderGuard, ListenerPlan};
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream::Deadlines;
+use crate::consumers::durability::Durability;
+use crate::consumers::keys::RuntimeKeys;
+use crate::consumers::overrides::TierOverrides;
 use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
@@ -16,13 +18,14 @@ use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::{RateLimiter, Scope};
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, admin::Consumers, admin::StateFileWriter, drain::Drain,
-    echo::Echo, jwks::JwksRefresher, quota_saver::QuotaSaver, readiness::ReadinessProbe,
-    redis_sync::budgets::BudgetStore, redis_sync::RedisSync,
+    access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
+    jwks::JwksRefresher, quota_saver, quota_saver::QuotaSaver, readiness::ReadinessProbe,
+    redis_sync::budgets::BudgetStore, redis_sync::RedisSync, state_file::StateFile,
+    state_file::StateFileWriter,
 };
-use crate::telemetry::{FixedLabels, Telemetry, ACCESS_LOG_QUEUE};
+use crate::telemetry::{FixedLabels, Telemetry};
 use crate::upstream::Pool;
-use crate::vocab::identity::TierOverrides;
+use crate::vocab::clock::unix_now;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
@@ -47,7 +50,7 @@ const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
 /// Scrapers, probes and an operator: never many.
 const ADMIN_MAX_CONNECTIONS: usize = 1024;
 
-pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
+pub fn build(mut config: Config, state_file: Option<StateFile>, opt: Opt) -> Result<Server, StartupError> {
     // Pingora retries a taken port for half a minute and its failure is easy to miss;
     // fail at once instead. An upgrade inherits its sockets, so there is nothing to check.
     let upgrading = opt.upgrade;
@@ -91,7 +94,7 @@ pub fn build(mut config: Config, opt: Opt) -> Result<Server, StartupError> {
         consumers,
         jwks,
         draining,
-    } = assemble(&mut config, &mut services)?;
+    } = assemble(&mut config, state_file, &mut services)?;
     server.add_service(background_service(
         "drain",
         Drain {
@@ -222,9 +225,11 @@ pub struct Parts {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Builds the proxy from the config, taking what it consumes out of `config`.
+/// Builds the proxy from the config, taking what it consumes out of `config`, and
+/// puts back in force what a state file kept.
 pub fn assemble(
     config: &mut Config,
+    state_file: Option<StateFile>,
     services: &mut Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Parts, StartupError> {
     let mut pools = Vec::with_capacity(config.upstreams.len());
@@ -239,11 +244,8 @@ pub fn assemble(
         let targets = match upstream.kind {
             UpstreamKind::Http => upstream.targets.clone(),
             UpstreamKind::Echo => {
-                let addr = free_loopback_addr()?;
-                let mut echo = Service::new(format!("echo upstream {}", upstream.name), Echo);
-                echo.add_tcp(&addr.to_string());
+                let (echo, addr) = Echo::service(&upstream.name)?;
                 services.push(Box::new(echo));
-                log::info!("upstream {}: built-in echo on {addr}", upstream.name);
                 vec![TargetSpec::Addr(addr)]
             }
         };
@@ -253,52 +255,8 @@ pub fn assemble(
     }
 
     let tier_names = config.tier_names();
-    let key_tiers = config
-        .auth
-        .as_ref()
-        .and_then(|a| a.api_keys.as_ref())
-        .map(|k| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
-        .unwrap_or_default();
-    // Runtime keys need `auth.api_keys` (its header; its keys may be none).
-    let default_tier = config
-        .auth
-        .as_ref()
-        .filter(|a| a.api_keys.is_some())
-        .map(|a| a.default_tier);
     let runtime_keys = Arc::new(RuntimeKeys::default());
     let overrides = Arc::new(TierOverrides::default());
-    // A single instance starts from what its state file kept.
-    let state_file = config.state_file.take().map(|file| {
-        for stored in &file.doc.keys {
-            if let Some(key) = RuntimeKey::from_stored(stored, &tier_names) {
-                runtime_keys.insert(key);
-            }
-        }
-        for (consumer, tier) in &file.doc.tiers {
-            if let Some(id) = tier_names.iter().position(|t| t == tier) {
-                overrides.set(consumer, id);
-            }
-        }
-        let quotas = file.doc.quotas.clone();
-        (Arc::new(StateFileWriter::new(file.path, file.doc)), quotas)
-    });
-    let (state_file, saved_quotas) = state_file.unzip();
-    let auth = config
-        .auth
-        .take()
-        .map(|a| Authenticator::new(a, &tier_names, runtime_keys.clone()));
-    let jwks = auth
-        .as_ref()
-        .and_then(|a| a.jwt())
-        .and_then(|jwt| jwt.refresh().map(|r| (jwt.clone(), r.clone())));
-    if let Some((verifier, _)) = &jwks {
-        services.push(Box::new(background_service(
-            "jwks refresh",
-            JwksRefresher {
-                verifier: verifier.clone(),
-            },
-        )));
-    }
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
     // Indexed like the route table, which the proxy's ctx.route refers to.
     let globals = routes
@@ -336,41 +294,10 @@ pub fn assemble(
                 .collect(),
         ),
     );
-    if let (Some(file), Some(saved)) = (&state_file, saved_quotas) {
-        let now_s = crate::vocab::clock::unix_now().as_secs();
-        for q in saved {
-            // Only this period's counts matter; a quota renamed or changed drops them.
-            let found = limiter.quotas().find(|(_, (name, quota))| {
-                **name == *q.route && quota.per.as_str() == q.per && quota.per.index(now_s) == q.period
-            });
-            if let Some((route, _)) = found {
-                limiter
-                    .quota_counts
-                    .seed(route, Arc::from(q.consumer.as_str()), q.period, q.used);
-            }
-        }
-        services.push(Box::new(background_service(
-            "quota saver",
-            QuotaSaver {
-                limiter: limiter.clone(),
-                file: file.clone(),
-            },
-        )));
-    }
-    let access_log = match &config.access_log {
-        AccessLogTarget::Off => None,
-        target => {
-            let (tx, rx) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE);
-            services.push(Box::new(background_service(
-                "access log",
-                AccessLogWriter {
-                    target: target.clone(),
-                    lines: std::sync::Mutex::new(Some(rx)),
-                },
-            )));
-            Some(tx)
-        }
-    };
+    let access_log = AccessLogWriter::from_config(&config.access_log).map(|(writer, lines)| {
+        services.push(Box::new(background_service("access log", writer)));
+        lines
+    });
     let telemetry = Arc::new(
         Telemetry::new(
             routes.routes().iter().map(|r| r.name.clone()).collect(),
@@ -383,24 +310,62 @@ pub fn assemble(
         )
         .map_err(|e| StartupError::Metrics(e.to_string()))?,
     );
-    let budgets = config.redis.take().map(|redis| {
-        let sync = RedisSync::new(
-            redis.target,
-            redis.sync_interval,
-            redis.key_prefix,
-            redis.max_keys_per_sync,
-            limiter.clone(),
-            overrides.clone(),
-            runtime_keys.clone(),
-            tier_names.clone(),
-            format!("{:016x}", fastrand::u64(..)),
-            telemetry.state.redis_sync_duration.clone(),
-        );
-        let stores = (sync.budget_store(), sync.consumer_store());
-        services.push(Box::new(background_service("redis sync", sync)));
-        stores
-    });
-    let (budgets, consumer_store) = budgets.unzip();
+
+    // Runtime consumers outlive a restart in Redis (which the sync adopts), or in
+    // the state file of a single instance, which also keeps its quota counts.
+    let mut budgets = None;
+    let durability = match (config.redis.take(), state_file) {
+        (Some(redis), _) => {
+            let sync = RedisSync::new(
+                redis.target,
+                redis.sync_interval,
+                redis.key_prefix,
+                redis.max_keys_per_sync,
+                limiter.clone(),
+                overrides.clone(),
+                runtime_keys.clone(),
+                tier_names.clone(),
+                format!("{:016x}", fastrand::u64(..)),
+                telemetry.state.redis_sync_duration.clone(),
+            );
+            budgets = Some(sync.budget_store());
+            let store = sync.consumer_store();
+            services.push(Box::new(background_service("redis sync", sync)));
+            Durability::Redis(store)
+        }
+        (None, Some(StateFile { path, doc })) => {
+            doc.restore(&tier_names, &runtime_keys, &overrides);
+            quota_saver::restore(&limiter, &doc.quotas, unix_now().as_secs());
+            let file = Arc::new(StateFileWriter::new(path, doc));
+            services.push(Box::new(background_service(
+                "quota saver",
+                QuotaSaver {
+                    limiter: limiter.clone(),
+                    file: file.clone(),
+                },
+            )));
+            Durability::StateFile(file)
+        }
+        (None, None) => Durability::Memory,
+    };
+    let consumers = Consumers::new(config.auth.as_ref(), runtime_keys.clone(), durability);
+
+    let auth = config
+        .auth
+        .take()
+        .map(|a| Authenticator::new(a, &tier_names, runtime_keys));
+    let jwks = auth
+        .as_ref()
+        .and_then(|a| a.jwt())
+        .and_then(|jwt| jwt.refresh().map(|r| (jwt.clone(), r.clone())));
+    if let Some((verifier, _)) = &jwks {
+        services.push(Box::new(background_service(
+            "jwks refresh",
+            JwksRefresher {
+                verifier: verifier.clone(),
+            },
+        )));
+    }
     let pools = Arc::new(pools);
     let draining = Arc::new(AtomicBool::new(false));
     let decider = Decider {
@@ -425,21 +390,8 @@ pub fn assemble(
         pools,
         overrides,
         budgets,
-        consumers: Consumers {
-            store: consumer_store,
-            state_file,
-            runtime_keys,
-            key_tiers,
-            default_tier,
-        },
+        consumers,
         jwks: jwks.map(|(_, refresh)| refresh),
         draining,
     })
-}
-
-/// A loopback port for the in-process echo upstream. The socket is released for
-/// Pingora to bind moments later; nothing else on loopback races for it in practice.
-fn free_loopback_addr() -> Result<SocketAddr, StartupError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(StartupError::EchoBind)?;
-    listener.local_addr().map_err(StartupError::EchoBind)
 }

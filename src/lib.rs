@@ -21,6 +21,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod consumers;
 pub mod error;
 pub mod policy;
 pub mod proxy;

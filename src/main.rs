@@ -3,6 +3,7 @@
 //! `consumer` tools.
 
 use clap::{Parser, Subcommand};
+use floodgate::services::state_file::StateFile;
 use pingora_core::server::configuration::Opt;
 use std::process::ExitCode;
 
@@ -176,8 +177,8 @@ fn main() -> ExitCode {
         return run_tool(tool);
     }
 
-    let config = match floodgate::config::load(&cli.conf) {
-        Ok(config) => config,
+    let (config, state_file) = match floodgate::config::load(&cli.conf, StateFile::read) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("{}: invalid config:", cli.conf);
             for line in e.to_string().lines() {
@@ -212,7 +213,7 @@ fn main() -> ExitCode {
         test: false,
         conf: None,
     };
-    match floodgate::app::build(config, opt) {
+    match floodgate::app::build(config, state_file, opt) {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("floodgate: {e}");

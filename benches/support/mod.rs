@@ -30,7 +30,7 @@ routes:
 pub fn gateway(text: &str) -> floodgate::proxy::Gateway {
     let mut config = floodgate::config::parse(text, |_| None).unwrap_or_else(|p| panic!("{p:?}"));
     let mut services = Vec::new();
-    floodgate::app::assemble(&mut config, &mut services)
+    floodgate::app::assemble(&mut config, None, &mut services)
         .unwrap_or_else(|e| panic!("{e}"))
         .gateway
 }

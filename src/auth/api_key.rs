@@ -1,13 +1,13 @@
 //! API keys: the config holds only `sha256:` digests, so a leaked config file
-//! leaks no key, and so do keys created at runtime (runtime_keys). A presented key
+//! leaks no key, and so do keys created at runtime (`consumers::keys`). A presented key
 //! is hashed and its digest compared in constant time against the config's, then
 //! looked up among the runtime keys. Keys that verified are remembered (in memory
 //! only, bounded): a client sends the same key on every request, and hashing it
 //! again costs more than the rest of the decision. A remembered runtime key is
 //! checked again once the runtime set has changed (a revocation) or it expired.
 
-use super::runtime_keys::{RuntimeKey, RuntimeKeys};
 use super::Failure;
+use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
 use crate::vocab::identity::{Identity, TierId};
 use http::HeaderName;
 use sha2::{Digest, Sha256};

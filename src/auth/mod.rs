@@ -5,14 +5,13 @@
 
 pub mod api_key;
 pub mod jwt;
-pub mod runtime_keys;
 mod strict_json;
 
 use crate::config::Auth;
+use crate::consumers::keys::RuntimeKeys;
 use crate::vocab::identity::Identity;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use runtime_keys::RuntimeKeys;
 use std::sync::Arc;
 
 /// Why credentials were refused. `reason()` goes to metrics and logs; nothing

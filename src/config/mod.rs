@@ -49,16 +49,31 @@ const GATEWAY_TOP: &[&str] = &[
 ];
 
 /// Read and validate a config file: what `-t` checks and what the server runs.
-pub fn load(path: &str) -> Result<Config, StartupError> {
+/// The state file it names is read by `read_state` (its format is the runtime
+/// consumers'), and what is wrong with it is reported with the config's problems.
+pub fn load<S>(path: &str, read_state: ReadState<S>) -> Result<(Config, Option<S>), StartupError> {
     let text = std::fs::read_to_string(path).map_err(|source| StartupError::ReadConfig {
         path: path.to_string(),
         source,
     })?;
-    parse(&text, |name| std::env::var(name).ok()).map_err(StartupError::Invalid)
+    parse_with_state(&text, |name| std::env::var(name).ok(), read_state).map_err(StartupError::Invalid)
 }
 
+/// Reads the state file at a path for the config's tier names; `Err` says what is
+/// wrong with it, one problem a line.
+pub type ReadState<S> = fn(&std::path::Path, &[String]) -> Result<S, Vec<String>>;
+
 /// Validate config text; `env` answers `${VAR}` look-ups (injected for tests).
+/// The state file is not read.
 pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigProblem>> {
+    parse_with_state(text, env, |_, _| Ok(())).map(|(config, _)| config)
+}
+
+fn parse_with_state<S>(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    read_state: ReadState<S>,
+) -> Result<(Config, Option<S>), Vec<ConfigProblem>> {
     let mut problems = Problems::default();
     let mut root: Value = serde_yaml::from_str(text).map_err(|e| {
         vec![ConfigProblem {
@@ -101,7 +116,10 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
     }
     let redis = redis::redis(&mut problems, take("redis"));
     let names: Vec<String> = tiers.iter().map(|t| t.name.clone()).collect();
-    let state_file = state_file::state_file(&mut problems, take("state_file"), &names, redis.is_some());
+    let state_file = state_file::state_file(&mut problems, take("state_file"), redis.is_some(), |path| {
+        read_state(path, &names)
+    });
+    let (state_file, state) = state_file.unzip();
     let access_log = access_log::access_log(&mut problems, take("access_log"));
     let known = routes::Known {
         upstreams: &upstreams,
@@ -142,6 +160,7 @@ pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config,
         }),
         _ => Err(problems.0),
     }
+    .map(|config| (config, state))
 }
 
 /// Pingora's server keys and the gateway's sections; any other key is a problem.

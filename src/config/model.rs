@@ -33,13 +33,8 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     pub redis: Option<Redis>,
     pub access_log: AccessLogTarget,
-    pub state_file: Option<StateFile>,
-}
-
-/// Where a single instance keeps its runtime consumers, and what it held at load.
-pub struct StateFile {
-    pub path: std::path::PathBuf,
-    pub doc: crate::vocab::stored_consumers::StateDoc,
+    /// Where a single instance (no `redis`) keeps its runtime consumers.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Config {

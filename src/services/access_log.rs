@@ -6,11 +6,12 @@
 //! service, i.e. after Pingora has daemonized (threads do not survive the fork).
 
 use crate::config::AccessLogTarget;
+use crate::telemetry::ACCESS_LOG_QUEUE;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::io::Write;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,6 +21,21 @@ const DRAIN_EVERY: Duration = Duration::from_millis(50);
 pub struct AccessLogWriter {
     pub target: AccessLogTarget,
     pub lines: Mutex<Option<Receiver<Vec<u8>>>>,
+}
+
+impl AccessLogWriter {
+    /// The writer for `target` and the queue the proxy sends it lines on; `None` when off.
+    pub fn from_config(target: &AccessLogTarget) -> Option<(AccessLogWriter, SyncSender<Vec<u8>>)> {
+        if *target == AccessLogTarget::Off {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(ACCESS_LOG_QUEUE);
+        let writer = AccessLogWriter {
+            target: target.clone(),
+            lines: Mutex::new(Some(rx)),
+        };
+        Some((writer, tx))
+    }
 }
 
 fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {

@@ -2,16 +2,37 @@
 //! the default config runs with nothing else on the machine. It answers with what
 //! it received: method, path, headers (as the gateway forwarded them) and body size.
 
+use crate::error::StartupError;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::services::listening::Service;
 use serde_json::{Map, Value};
+use std::net::{SocketAddr, TcpListener};
 
 /// The echo server reads at most this much body; more is counted, not kept.
 const MAX_ECHOED_BODY: usize = 64 * 1024;
 
 pub struct Echo;
+
+impl Echo {
+    /// The echo of upstream `name`, as a service on a free loopback port, and its address.
+    pub fn service(name: &str) -> Result<(Service<Echo>, SocketAddr), StartupError> {
+        let addr = free_loopback_addr()?;
+        let mut echo = Service::new(format!("echo upstream {name}"), Echo);
+        echo.add_tcp(&addr.to_string());
+        log::info!("upstream {name}: built-in echo on {addr}");
+        Ok((echo, addr))
+    }
+}
+
+/// A loopback port for the in-process echo upstream. The socket is released for
+/// Pingora to bind moments later; nothing else on loopback races for it in practice.
+fn free_loopback_addr() -> Result<SocketAddr, StartupError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(StartupError::EchoBind)?;
+    listener.local_addr().map_err(StartupError::EchoBind)
+}
 
 /// The echo's answer to a body it could not read; the message is escaped as JSON,
 /// whatever the error says.

@@ -1,7 +1,8 @@
 //! Everything besides proxying that does network or file I/O: the admin listener
 //! (stats, consumers API and CLI client, dashboard), the access-log writer, the drain
 //! of a graceful upgrade or stop, the built-in echo upstream, the JWKS refresher, the
-//! quota saver (state file), the readiness probe and the Redis sync.
+//! quota saver, the state file (read at start-up, written by the consumers API and the
+//! quota saver), the readiness probe and the Redis sync.
 
 pub mod access_log;
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod jwks;
 pub mod quota_saver;
 pub mod readiness;
 pub mod redis_sync;
+pub mod state_file;
 
 use http::Response;
 

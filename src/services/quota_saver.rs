@@ -1,11 +1,11 @@
-//! Without Redis, quota counts outlive a restart in the state file: saved every
-//! few seconds when they changed, and once more at shutdown. A crash loses at most
-//! the counts of the last interval.
+//! Without Redis, quota counts outlive a restart in the state file: restored at
+//! start-up, saved every few seconds when they changed, and once more at shutdown.
+//! A crash loses at most the counts of the last interval.
 
+use crate::consumers::stored::{Change, StoredQuota};
 use crate::ratelimit::RateLimiter;
-use crate::services::admin::StateFileWriter;
+use crate::services::state_file::StateFileWriter;
 use crate::vocab::clock::unix_now;
-use crate::vocab::stored_consumers::{Change, StoredQuota};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -13,6 +13,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts the state file kept, back in the limiter. They are matched by route
+/// name and period: only this period's counts matter, and a quota renamed or
+/// changed drops them.
+pub fn restore(limiter: &RateLimiter, saved: &[StoredQuota], now_s: u64) {
+    for q in saved {
+        let found = limiter.quotas().find(|(_, (name, quota))| {
+            **name == *q.route && quota.per.as_str() == q.per && quota.per.index(now_s) == q.period
+        });
+        if let Some((route, _)) = found {
+            limiter
+                .quota_counts
+                .seed(route, Arc::from(q.consumer.as_str()), q.period, q.used);
+        }
+    }
+}
 
 pub struct QuotaSaver {
     pub limiter: Arc<RateLimiter>,
@@ -66,5 +82,54 @@ impl BackgroundService for QuotaSaver {
                 _ = tokio::time::sleep(SAVE_EVERY) => self.save(&mut last),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Bucket, Tier};
+    use crate::ratelimit::quota::{Period, Quota};
+
+    #[test]
+    fn only_this_periods_counts_of_a_quota_still_there_come_back() {
+        let tier = Tier {
+            name: "free".into(),
+            bucket: Bucket {
+                rate: 1.0,
+                burst: 1.0,
+            },
+        };
+        let daily = |name: &str| {
+            let quota = Quota {
+                per: Period::Day,
+                by_tier: vec![Some(10)],
+            };
+            Some((Arc::from(name), quota))
+        };
+        let limiter = RateLimiter::new(vec![tier], None, vec![None, None], None)
+            .with_quotas(vec![daily("a"), daily("b")]);
+        let now_s = 1_795_435_200;
+        let today = Period::Day.index(now_s);
+        let saved = |route: &str, per: &str, period: u64| StoredQuota {
+            route: route.into(),
+            consumer: "alice".into(),
+            per: per.into(),
+            period,
+            used: 3,
+        };
+        restore(
+            &limiter,
+            &[
+                saved("b", "day", today),
+                saved("a", "day", today - 1),
+                saved("a", "month", today),
+                saved("gone", "day", today),
+            ],
+            now_s,
+        );
+        let alice: Arc<str> = Arc::from("alice");
+        assert_eq!(limiter.quota_counts.used(1, &alice, today), Some(3), "by name");
+        assert_eq!(limiter.quota_counts.used(0, &alice, today), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Shared words of the data path that every component may use: path
 //! normalization, the caller's identity and tier, the client address, the key of
-//! whoever is limited and the clock. Nothing here imports a
+//! whoever is limited, a gateway-made answer and the clock. Nothing here imports a
 //! component or the config.
 
 pub mod answer;
@@ -12,4 +12,3 @@ pub mod identity;
 pub mod limit_key;
 pub mod path;
 pub mod quota;
-pub mod stored_consumers;

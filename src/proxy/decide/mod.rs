@@ -14,12 +14,12 @@ mod tests;
 
 use super::ctx::RequestCtx;
 use crate::auth::Authenticator;
+use crate::consumers::overrides::TierOverrides;
 use crate::policy::RequestHead;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::vocab::answer::Answer;
 use crate::vocab::client_addr::TrustedProxies;
-use crate::vocab::identity::TierOverrides;
 use http::HeaderValue;
 use pingora_http::RequestHeader;
 use std::net::IpAddr;

@@ -2,14 +2,15 @@
 //! from config text as the gateway builds it, without a session or a server.
 
 use super::{Decider, Verdict};
-use crate::auth::runtime_keys::RuntimeKeys;
 use crate::auth::Authenticator;
+use crate::consumers::keys::RuntimeKeys;
+use crate::consumers::overrides::TierOverrides;
 use crate::proxy::ctx::RequestCtx;
 use crate::ratelimit::global::GlobalWindow;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::vocab::answer::Answer;
-use crate::vocab::identity::{TierId, TierOverrides};
+use crate::vocab::identity::TierId;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};

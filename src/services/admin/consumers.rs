@@ -6,14 +6,16 @@
 //! one sync; without, to `state_file` when one is set.
 //! A key is shown once, when created; only its digest is kept anywhere.
 
-use super::state_file::StateFileWriter;
 use super::{error, Admin, MAX_BODY_BYTES};
-use crate::auth::runtime_keys::{RuntimeKey, RuntimeKeys};
+use crate::config::Auth;
+use crate::consumers::durability::Durability;
+use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
+use crate::consumers::stored::{Change, StoredKey};
 use crate::services::json_response;
 use crate::services::redis_sync::consumers::ConsumerStore;
+use crate::services::state_file::StateFileWriter;
 use crate::vocab::clock::unix_now;
 use crate::vocab::identity::TierId;
-use crate::vocab::stored_consumers::{Change, StoredKey};
 use http::{Method, Response};
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
@@ -27,15 +29,34 @@ const MAX_PAGE: usize = 500;
 
 /// What the consumers API manages and reads.
 pub struct Consumers {
-    /// `None` without Redis: writes apply to this instance alone.
-    pub store: Option<ConsumerStore>,
-    /// Without Redis, where writes are kept across restarts (if anywhere).
-    pub state_file: Option<Arc<StateFileWriter>>,
+    /// Where a write is made durable before it applies: without Redis, it applies
+    /// to this instance alone.
+    pub durability: Durability<ConsumerStore, Arc<StateFileWriter>>,
     pub runtime_keys: Arc<RuntimeKeys>,
     /// The tiers of the config's API-key consumers.
     pub key_tiers: HashMap<String, TierId>,
     /// The tier of a runtime key created without one (`None` without `auth.api_keys`).
     pub default_tier: Option<TierId>,
+}
+
+impl Consumers {
+    /// The consumers API over `runtime_keys`, beside the config's API-key consumers.
+    pub fn new(
+        auth: Option<&Auth>,
+        runtime_keys: Arc<RuntimeKeys>,
+        durability: Durability<ConsumerStore, Arc<StateFileWriter>>,
+    ) -> Self {
+        let api_keys = auth.and_then(|a| Some((a.api_keys.as_ref()?, a.default_tier)));
+        Consumers {
+            durability,
+            runtime_keys,
+            key_tiers: api_keys
+                .map(|(k, _)| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
+                .unwrap_or_default(),
+            // Runtime keys need `auth.api_keys` (its header; its keys may be none).
+            default_tier: api_keys.map(|(_, default_tier)| default_tier),
+        }
+    }
 }
 
 type Answer = Response<Vec<u8>>;
@@ -47,10 +68,10 @@ fn unavailable(why: &str) -> Answer {
 impl Admin {
     /// Makes a write durable where this instance keeps them; `Err` is a 503's reason.
     async fn persist(&self, change: &Change) -> Result<(), String> {
-        match (&self.consumers.store, &self.consumers.state_file) {
-            (Some(store), _) => store.apply(change).await,
-            (None, Some(file)) => file.save(change),
-            (None, None) => Ok(()),
+        match &self.consumers.durability {
+            Durability::Redis(store) => store.apply(change).await,
+            Durability::StateFile(file) => file.save(change),
+            Durability::Memory => Ok(()),
         }
     }
 

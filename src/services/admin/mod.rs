@@ -10,19 +10,17 @@ pub mod client;
 mod consumer_id;
 mod consumer_view;
 mod consumers;
-mod state_file;
 mod stats;
 
 pub use consumers::Consumers;
-pub use state_file::StateFileWriter;
 
 use crate::connection::limits::ConnectionLimits;
 use crate::connection::stream;
+use crate::consumers::overrides::TierOverrides;
 use crate::ratelimit::RateLimiter;
 use crate::services::redis_sync::budgets::BudgetStore;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
-use crate::vocab::identity::TierOverrides;
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;

@@ -7,8 +7,8 @@
 //! it holds again, once, so only an explicit DELETE ever revokes.
 
 use super::{Backend, RedisSync};
-use crate::auth::runtime_keys::RuntimeKey;
-use crate::vocab::stored_consumers::{Change, StoredKey};
+use crate::consumers::keys::RuntimeKey;
+use crate::consumers::stored::{Change, StoredKey};
 use arc_swap::ArcSwapOption;
 use redis::{Pipeline, RedisResult, Value};
 use std::collections::HashMap;

@@ -16,11 +16,11 @@ mod windows;
 
 pub use backend::Backend;
 
-use crate::auth::runtime_keys::RuntimeKeys;
 use crate::config::RedisTarget;
+use crate::consumers::keys::RuntimeKeys;
+use crate::consumers::overrides::TierOverrides;
 use crate::ratelimit::RateLimiter;
 use crate::vocab::clock::unix_now;
-use crate::vocab::identity::TierOverrides;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;

@@ -1,7 +1,9 @@
 //! Runtime consumers as they are stored, in Redis and in the state file: API keys
 //! by digest (never the key), tiers by name (the config may reorder them), and the
-//! one change an admin write makes.
+//! one change an admin write makes; what a state file kept, restored at start-up.
 
+use super::keys::{RuntimeKey, RuntimeKeys};
+use super::overrides::TierOverrides;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -73,6 +75,40 @@ impl StateDoc {
             Change::Quotas(quotas) => self.quotas = quotas.clone(),
         }
     }
+
+    /// What this config cannot take from the document: a digest that is not a
+    /// SHA-256, a tier it does not have. Each names its place in the document.
+    pub fn problems(&self, tier_names: &[String]) -> Vec<String> {
+        let known = |tier: &str| tier_names.iter().any(|t| t == tier);
+        let mut problems = Vec::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            if hex::decode(&key.digest).map_or(true, |d| d.len() != 32) {
+                problems.push(format!("keys[{i}].digest is not a SHA-256 in hex"));
+            }
+            if let Some(tier) = key.tier.as_deref().filter(|t| !known(t)) {
+                problems.push(format!("keys[{i}].tier: no tier named \"{tier}\""));
+            }
+        }
+        for (consumer, tier) in self.tiers.iter().filter(|(_, t)| !known(t)) {
+            problems.push(format!("tiers.{consumer}: no tier named \"{tier}\""));
+        }
+        problems
+    }
+
+    /// Puts the keys and overrides the document kept back in force (quota counts
+    /// go back to the limiter with the quota saver).
+    pub fn restore(&self, tier_names: &[String], keys: &RuntimeKeys, overrides: &TierOverrides) {
+        for stored in &self.keys {
+            if let Some(key) = RuntimeKey::from_stored(stored, tier_names) {
+                keys.insert(key);
+            }
+        }
+        for (consumer, tier) in &self.tiers {
+            if let Some(id) = tier_names.iter().position(|t| t == tier) {
+                overrides.set(consumer, id);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +137,35 @@ mod tests {
             consumer: "alice".into(),
         });
         assert_eq!(doc, StateDoc::default());
+    }
+
+    #[test]
+    fn restoring_puts_keys_and_overrides_back_under_the_configs_tier_ids() {
+        let doc: StateDoc = serde_json::from_str(&format!(
+            r#"{{"keys":[{{"key_id":"k","consumer":"c","digest":"{}","tier":"gold","created_at_s":1,"expires_at_s":null}}],"tiers":{{"c":"gold"}}}}"#,
+            "ab".repeat(32)
+        ))
+        .expect("parse");
+        let (keys, overrides) = (RuntimeKeys::default(), TierOverrides::default());
+        doc.restore(&["free".into(), "gold".into()], &keys, &overrides);
+        let key = keys.find(&[0xab; 32]).expect("the key");
+        assert_eq!((&*key.consumer, key.tier), ("c", Some(1)));
+        assert_eq!(overrides.get("c"), Some(1));
+    }
+
+    #[test]
+    fn a_malformed_digest_and_unknown_tiers_are_named() {
+        let doc: StateDoc = serde_json::from_str(
+            r#"{"keys":[{"key_id":"k","consumer":"c","digest":"ab","tier":"gold","created_at_s":1,"expires_at_s":null}],"tiers":{"c":"free","d":"silver"}}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            doc.problems(&["free".into()]),
+            vec![
+                "keys[0].digest is not a SHA-256 in hex",
+                "keys[0].tier: no tier named \"gold\"",
+                "tiers.d: no tier named \"silver\"",
+            ]
+        );
     }
 }

@@ -3,8 +3,8 @@
 //! looks a digest up; writes (admin, or the Redis sync adopting the cluster's set)
 //! swap in a new map and bump a generation, which retires cached verifications.
 
+use crate::consumers::stored::StoredKey;
 use crate::vocab::identity::TierId;
-use crate::vocab::stored_consumers::StoredKey;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

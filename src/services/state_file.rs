@@ -1,14 +1,41 @@
-//! Writes a single instance's runtime consumers to `state_file`, atomically: the
-//! new content goes to a temporary file beside it, is synced to disk, and is
-//! renamed over the old one (then the directory is synced), so a crash leaves
-//! either the old state or the new one, never half of either. A crash between the
-//! write and the rename leaves the temporary file: it is removed at the next start
-//! and on every write.
+//! A single instance's `state_file`: read and checked at start-up with the config
+//! (so `-t` checks it too), then written atomically: the new content goes to a
+//! temporary file beside it, is synced to disk, and is renamed over the old one
+//! (then the directory is synced), so a crash leaves either the old state or the
+//! new one, never half of either. A crash between the write and the rename leaves
+//! the temporary file: it is removed at the next start and on every write.
 
-use crate::vocab::stored_consumers::{Change, StateDoc};
+use crate::consumers::stored::{Change, StateDoc};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// What the state file held at start-up.
+pub struct StateFile {
+    pub path: PathBuf,
+    pub doc: StateDoc,
+}
+
+impl StateFile {
+    /// Read with the config (`config::load`), so `-t` checks it too; `Err` says what
+    /// this config cannot take from it. None yet is an empty state.
+    pub fn read(path: &Path, tier_names: &[String]) -> Result<StateFile, Vec<String>> {
+        let doc = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<StateDoc>(&bytes)
+                .map_err(|e| vec![format!("not a floodgate state file: {e}")])?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateDoc::default(),
+            Err(e) => return Err(vec![e.to_string()]),
+        };
+        let problems = doc.problems(tier_names);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(StateFile {
+            path: path.to_path_buf(),
+            doc,
+        })
+    }
+}
 
 pub struct StateFileWriter {
     path: PathBuf,
@@ -104,6 +131,33 @@ impl StateFileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(content: Option<&str>) -> Result<StateDoc, Vec<String>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        if let Some(content) = content {
+            std::fs::write(&path, content).expect("write");
+        }
+        StateFile::read(&path, &["free".into()]).map(|file| file.doc)
+    }
+
+    #[test]
+    fn a_missing_file_is_an_empty_state_and_a_corrupt_one_is_named() {
+        assert_eq!(read(None), Ok(StateDoc::default()));
+        let said = read(Some("{\"keys\": [}")).expect_err("corrupt");
+        assert!(said[0].starts_with("not a floodgate state file"), "{said:?}");
+        let said = read(Some(
+            r#"{"keys":[{"key_id":"k","consumer":"c","digest":"ab","tier":"gold","created_at_s":1,"expires_at_s":null}],"tiers":{"c":"free"}}"#,
+        ))
+        .expect_err("unusable");
+        assert_eq!(
+            said,
+            vec![
+                "keys[0].digest is not a SHA-256 in hex",
+                "keys[0].tier: no tier named \"gold\"",
+            ]
+        );
+    }
 
     #[test]
     fn each_save_replaces_the_file_whole_and_a_failed_one_changes_nothing() {
