@@ -3,7 +3,7 @@
 //! the readiness probe registered as services.
 
 use crate::auth::jwt::JwksRefresh;
-use crate::auth::{Authenticator, Failure};
+use crate::auth::Authenticator;
 use crate::config::{Config, Listener, TargetSpec, UpstreamKind};
 use crate::connection::guard::{HeaderGuard, ListenerPlan};
 use crate::connection::limits::ConnectionLimits;
@@ -15,7 +15,7 @@ use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
 use crate::ratelimit::global::GlobalWindow;
-use crate::ratelimit::{RateLimiter, Scope};
+use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
     access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
@@ -23,7 +23,7 @@ use crate::services::{
     redis_sync::budgets::BudgetStore, redis_sync::RedisSync, state_file::StateFile,
     state_file::StateFileWriter,
 };
-use crate::telemetry::{FixedLabels, Telemetry};
+use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 use crate::vocab::clock::unix_now;
 use pingora_core::apps::HttpServerOptions;
@@ -302,10 +302,6 @@ pub fn assemble(
         Telemetry::new(
             routes.routes().iter().map(|r| r.name.clone()).collect(),
             config.upstreams.iter().map(|u| u.name.clone()).collect(),
-            FixedLabels {
-                limit_scopes: Scope::ALL.map(Scope::as_str).to_vec(),
-                auth_failure_reasons: Failure::ALL.map(Failure::reason).to_vec(),
-            },
             access_log,
         )
         .map_err(|e| StartupError::Metrics(e.to_string()))?,

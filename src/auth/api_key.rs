@@ -6,8 +6,8 @@
 //! again costs more than the rest of the decision. A remembered runtime key is
 //! checked again once the runtime set has changed (a revocation) or it expired.
 
-use super::Failure;
 use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
+use crate::vocab::auth_failure::Failure;
 use crate::vocab::identity::{Identity, TierId};
 use http::HeaderName;
 use sha2::{Digest, Sha256};

@@ -7,9 +7,9 @@
 //! the wrong JSON type are a 401 rather than a default.
 
 use super::strict_json::has_duplicate_keys;
-use super::Failure;
 use crate::config::verify_key::VerifyKey;
 use crate::config::{JwksSource, Jwt};
+use crate::vocab::auth_failure::Failure;
 use crate::vocab::consumer_id;
 use crate::vocab::identity::{Identity, TierId};
 use arc_swap::ArcSwap;

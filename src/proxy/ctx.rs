@@ -4,8 +4,10 @@ use super::pace::{Delivery, Upload};
 use crate::policy::Notes;
 use crate::ratelimit::Outcome;
 use crate::upstream::pool::BreakerTicket;
+use crate::vocab::auth_failure::Failure;
 use crate::vocab::error_body::RequestId;
 use crate::vocab::identity::Identity;
+use crate::vocab::limit_scope::Scope;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -36,8 +38,8 @@ pub struct RequestCtx {
     /// The authenticated caller; `None` for anonymous callers.
     pub identity: Option<Identity>,
     /// Why credentials were refused, for metrics and the access log.
-    pub auth_failure: Option<&'static str>,
-    /// The rate-limit decision, for the response headers.
+    pub auth_failure: Option<Failure>,
+    /// The rate-limit decision, for the response headers, metrics and the access log.
     pub limit: Option<Outcome>,
     /// What the route's policies noted for their later phases.
     pub policy_notes: Notes,
@@ -62,9 +64,8 @@ pub struct PendingAttempt {
 }
 
 impl RequestCtx {
-    /// The scope that refused this request with 429 (`local`, `route`, `global`,
-    /// `quota`), for the access log and metrics.
-    pub fn limited(&self) -> Option<&'static str> {
-        self.limit.and_then(|o| o.refused).map(|s| s.as_str())
+    /// The scope that refused this request with 429, for the access log and metrics.
+    pub fn limited(&self) -> Option<Scope> {
+        self.limit.as_ref().and_then(|o| o.refused)
     }
 }

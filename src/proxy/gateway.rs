@@ -18,7 +18,6 @@ use crate::upstream::Pool;
 use crate::vocab::answer::Answer;
 use crate::vocab::clock::unix_now;
 use crate::vocab::error_body::{RequestId, REQUEST_ID};
-use crate::vocab::limit_key::LimitKey;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, request, response};
@@ -513,10 +512,6 @@ impl ProxyHttp for Gateway {
         let upstream = route.and_then(|r| r.upstream());
         let now_ms = unix_now().as_millis() as u64;
         let limited = ctx.limited();
-        let limited_key = limited.map(|_| match &ctx.identity {
-            Some(id) => LimitKey::Consumer(id.consumer.clone()),
-            None => LimitKey::anonymous(ctx.client_ip.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
-        });
         for policy in self.policies(ctx.route) {
             policy.logging(status, &ctx.policy_notes);
         }
@@ -531,7 +526,7 @@ impl ProxyHttp for Gateway {
                 upstream_duration: ctx.upstream_elapsed,
                 limited,
                 auth_failure: ctx.auth_failure,
-                limited_key,
+                limited_key: ctx.limit.as_ref().and_then(|o| o.limited_key.as_ref()),
             },
             now_ms / 1000,
         );

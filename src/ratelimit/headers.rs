@@ -4,6 +4,7 @@
 
 use super::{Outcome, RateLimiter};
 use crate::config::Bucket;
+use crate::vocab::limit_scope::Scope;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -143,21 +144,21 @@ fn values(limiter: &RateLimiter, outcome: &Outcome) -> [Option<HeaderValue>; 6] 
         }
         state.item(name, (b'r', d.remaining), (b't', d.full_in_s));
         // The legacy trio speaks of the tightest bucket: the one that refused, or the last.
-        if legacy.is_none() || outcome.refused != Some(super::Scope::Local) {
+        if legacy.is_none() || outcome.refused != Some(Scope::Local) {
             legacy = Some((bucket.burst as u64, d.remaining, d.full_in_s));
         }
     }
     if let Some(g) = &outcome.global {
         policy.item(GLOBAL_POLICY, (b'q', g.limit), (b'w', g.window_s));
         state.item(GLOBAL_POLICY, (b'r', g.remaining), (b't', g.reset_s));
-        if legacy.is_none() || outcome.refused == Some(super::Scope::Global) {
+        if legacy.is_none() || outcome.refused == Some(Scope::Global) {
             legacy = Some((g.limit, g.remaining, g.reset_s));
         }
     }
     if let Some(q) = &outcome.quota {
         policy.item("quota", (b'q', q.limit), (b'w', q.period_s));
         state.item("quota", (b'r', q.remaining), (b't', q.reset_s));
-        if legacy.is_none() || outcome.refused == Some(super::Scope::Quota) {
+        if legacy.is_none() || outcome.refused == Some(Scope::Quota) {
             legacy = Some((q.limit, q.remaining, q.reset_s));
         }
     }
@@ -197,8 +198,8 @@ pub fn headers(limiter: &RateLimiter, outcome: &Outcome) -> Vec<(&'static str, S
 /// The 429 body: the gateway's JSON error fields plus `scope` and `retry_after_s`.
 pub fn refused_body(outcome: &Outcome, request_id: &str) -> String {
     serde_json::json!({
-        "error": if outcome.refused == Some(super::Scope::Quota) { "quota_exceeded" } else { "rate_limited" },
-        "message": if outcome.refused == Some(super::Scope::Quota) { "quota for this period used up" } else { "rate limit exceeded" },
+        "error": if outcome.refused == Some(Scope::Quota) { "quota_exceeded" } else { "rate_limited" },
+        "message": if outcome.refused == Some(Scope::Quota) { "quota for this period used up" } else { "rate limit exceeded" },
         "request_id": request_id,
         "scope": outcome.refused.map_or("local", |s| s.as_str()),
         "retry_after_s": outcome.retry_after_s.max(1),
@@ -210,7 +211,7 @@ pub fn refused_body(outcome: &Outcome, request_id: &str) -> String {
 mod tests {
     use super::super::global::GlobalDecision;
     use super::super::local::Decision;
-    use super::super::{LocalOutcome, Policy, Scope};
+    use super::super::{LocalOutcome, Policy};
     use super::*;
     use crate::config::{Bucket, Tier};
 
@@ -233,6 +234,7 @@ mod tests {
             route: None,
             quota: None,
             refused: None,
+            limited_key: None,
             local: Some(LocalOutcome {
                 policy: Policy::Tier(0),
                 bucket: premium,

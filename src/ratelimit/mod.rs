@@ -13,6 +13,7 @@ pub mod quota;
 use crate::config::{Bucket, OnUnavailable, Tier};
 use crate::vocab::identity::TierId;
 use crate::vocab::limit_key::LimitKey;
+use crate::vocab::limit_scope::Scope;
 use global::{ClusterView, GlobalDecision, GlobalWindow};
 use local::{Decision, LocalLimiter, Supply};
 use quota::{Quota, QuotaCounter, QuotaDecision};
@@ -32,28 +33,6 @@ pub enum Policy {
     Route(usize),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Local,
-    Route,
-    Global,
-    Quota,
-}
-
-impl Scope {
-    /// Every scope, for the metrics' label set.
-    pub const ALL: [Scope; 4] = [Scope::Local, Scope::Route, Scope::Global, Scope::Quota];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Local => "local",
-            Scope::Route => "route",
-            Scope::Global => "global",
-            Scope::Quota => "quota",
-        }
-    }
-}
-
 /// The caller's bucket decision and the policy it was made under.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalOutcome {
@@ -62,10 +41,13 @@ pub struct LocalOutcome {
     pub decision: Decision,
 }
 
-/// Everything the response headers need.
-#[derive(Clone, Copy, Debug)]
+/// Everything the response headers need, and who a refusal limited.
+#[derive(Clone, Debug)]
 pub struct Outcome {
     pub refused: Option<Scope>,
+    /// With `refused`: the key that was limited (the caller's, or its per-route
+    /// key for a route's own limit). `None` while admitted, so admitting costs nothing.
+    pub limited_key: Option<LimitKey>,
     pub local: Option<LocalOutcome>,
     /// The route's own limit for the caller's tier, when it has one.
     pub route: Option<LocalOutcome>,
@@ -229,6 +211,7 @@ impl RateLimiter {
         };
         let mut outcome = Outcome {
             refused: None,
+            limited_key: None,
             local: bucket.map(|bucket| LocalOutcome {
                 policy,
                 bucket,
@@ -241,12 +224,15 @@ impl RateLimiter {
         };
         if let Some(refused) = outcome.local.filter(|l| !l.decision.allowed) {
             outcome.refused = Some(Scope::Local);
+            outcome.limited_key = Some(key);
             outcome.retry_after_s = refused.decision.retry_after_s;
             return outcome;
         }
-        outcome.route = self.route_limit(route, caller, cost, now_ns);
-        if let Some(refused) = outcome.route.filter(|l| !l.decision.allowed) {
+        let route_limit = self.route_limit(route, caller, cost, now_ns);
+        outcome.route = route_limit.as_ref().map(|(taken, _)| *taken);
+        if let Some((refused, route_key)) = route_limit.filter(|(l, _)| !l.decision.allowed) {
             outcome.refused = Some(Scope::Route);
+            outcome.limited_key = Some(route_key);
             outcome.retry_after_s = refused.decision.retry_after_s;
             self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
             return outcome;
@@ -258,6 +244,7 @@ impl RateLimiter {
             .and_then(|window| self.check_global(window, u64::from(cost), now_ns / 1_000_000));
         if let Some(refused) = outcome.global.filter(|g| !g.allowed) {
             outcome.refused = Some(Scope::Global);
+            outcome.limited_key = Some(key);
             outcome.retry_after_s = refused.reset_s.max(1);
             self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
             return outcome;
@@ -275,6 +262,7 @@ impl RateLimiter {
         });
         if let Some(refused) = outcome.quota.filter(|q| !q.allowed) {
             outcome.refused = Some(Scope::Quota);
+            outcome.limited_key = Some(key);
             outcome.retry_after_s = refused.reset_s;
             self.give_back_refused(route, caller, client_ip, cost, &mut outcome);
         }
@@ -340,23 +328,28 @@ impl RateLimiter {
         }
     }
 
-    /// The route's own bucket for the caller's tier, if the route has one for it.
+    /// The route's own bucket for the caller's tier, if the route has one for it,
+    /// and the key it limits.
     fn route_limit(
         &self,
         route: usize,
         caller: Option<(&Arc<str>, TierId)>,
         cost: u32,
         now_ns: u64,
-    ) -> Option<LocalOutcome> {
+    ) -> Option<(LocalOutcome, LimitKey)> {
         let (consumer, tier) = caller?;
         let (name, by_tier) = self.route_limits.get(route)?.as_ref()?;
         let bucket = (*by_tier.get(tier)?)?;
         let key = LimitKey::Route(name.clone(), consumer.clone());
-        Some(LocalOutcome {
-            policy: Policy::Route(route),
-            bucket,
-            decision: self.take(&key, bucket, cost, now_ns),
-        })
+        let decision = self.take(&key, bucket, cost, now_ns);
+        Some((
+            LocalOutcome {
+                policy: Policy::Route(route),
+                bucket,
+                decision,
+            },
+            key,
+        ))
     }
 
     /// One bucket's decision where its tokens come from now: refused outright while
@@ -420,20 +413,6 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn all_holds_every_scope_once() {
-        // A new scope stops this compiling until it has its place in `ALL`.
-        for (i, s) in Scope::ALL.into_iter().enumerate() {
-            let place = match s {
-                Scope::Local => 0,
-                Scope::Route => 1,
-                Scope::Global => 2,
-                Scope::Quota => 3,
-            };
-            assert_eq!(i, place, "{s:?}");
-        }
-    }
-
     fn limiter() -> RateLimiter {
         RateLimiter::new(
             vec![Tier {
@@ -487,6 +466,39 @@ mod tests {
         assert_eq!(
             l.check(1, Some((&alice, 0)), ip, 1, 0).refused,
             Some(Scope::Local)
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_key_it_limited() {
+        // Route 1 has its own bucket (burst 1) for the free tier; alice's holds 2.
+        let l = limiter().with_route_limits(vec![
+            None,
+            Some((
+                "slow".into(),
+                vec![Some(Bucket {
+                    rate: 1.0,
+                    burst: 1.0,
+                })],
+            )),
+        ]);
+        let alice: Arc<str> = Arc::from("alice");
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        assert_eq!(l.check(1, Some((&alice, 0)), ip, 1, 0).limited_key, None);
+        let by_route = l.check(1, Some((&alice, 0)), ip, 1, 0);
+        assert_eq!(by_route.refused, Some(Scope::Route));
+        assert_eq!(
+            by_route.limited_key,
+            Some(LimitKey::Route("slow".into(), alice.clone()))
+        );
+        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
+        let by_bucket = l.check(0, Some((&alice, 0)), ip, 1, 0);
+        assert_eq!(by_bucket.refused, Some(Scope::Local));
+        assert_eq!(by_bucket.limited_key, Some(LimitKey::Consumer(alice)));
+        assert!(l.check(1, None, ip, 1, 0).refused.is_none());
+        assert_eq!(
+            l.check(1, None, ip, 1, 0).limited_key,
+            Some(LimitKey::anonymous(ip))
         );
     }
 

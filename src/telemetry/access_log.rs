@@ -5,6 +5,7 @@
 
 use super::metrics::registered;
 use crate::vocab::client_addr;
+use crate::vocab::limit_scope::Scope;
 use prometheus::{IntCounter, Registry};
 use std::cell::RefCell;
 use std::io::Write;
@@ -29,7 +30,7 @@ pub struct AccessLine<'a> {
     pub latency_ms: f64,
     pub upstream: Option<SocketAddr>,
     pub consumer: Option<&'a str>,
-    pub limited: Option<&'static str>,
+    pub limited: Option<Scope>,
     pub client_ip: Option<IpAddr>,
 }
 
@@ -67,7 +68,7 @@ impl AccessLine<'_> {
         out.extend_from_slice(b",\"consumer\":");
         json_opt(out, self.consumer);
         out.extend_from_slice(b",\"limited\":");
-        json_opt(out, self.limited);
+        json_opt(out, self.limited.map(Scope::as_str));
         out.extend_from_slice(b",\"client_ip\":");
         match self.client_ip {
             Some(ip) => {
@@ -248,7 +249,7 @@ mod tests {
             latency_ms: 0.5,
             upstream: Some("127.0.0.1:8080".parse().expect("addr")),
             consumer: None,
-            limited: Some("local"),
+            limited: Some(Scope::Local),
             client_ip: Some("::1".parse().expect("ip")),
         };
         let mut out = Vec::new();

@@ -223,7 +223,7 @@ impl Live {
     pub(super) fn record(&self, r: &RequestRecord<'_>, now_s: u64) {
         let stripe = &self.stripes[stripe_index()];
         stripe.ring.record(now_s, r.status, r.duration);
-        match &r.limited_key {
+        match r.limited_key {
             Some(LimitKey::Consumer(c) | LimitKey::Route(_, c)) => lock(&stripe.top_consumers).add(c, now_s),
             Some(LimitKey::Ip(ip)) => lock(&stripe.top_ips).add(ip, now_s),
             None => {}
@@ -264,8 +264,9 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::limit_scope::Scope;
 
-    fn limited(key: LimitKey) -> RequestRecord<'static> {
+    fn limited(key: &LimitKey) -> RequestRecord<'_> {
         RequestRecord {
             route: None,
             method: &http::Method::GET,
@@ -273,7 +274,7 @@ mod tests {
             duration: Duration::from_millis(1),
             upstream: None,
             upstream_duration: None,
-            limited: Some("local"),
+            limited: Some(Scope::Local),
             auth_failure: None,
             limited_key: Some(key),
         }
@@ -287,23 +288,23 @@ mod tests {
     fn top_limited_is_bounded_and_sorted() {
         let live = Live::new();
         for i in 0..(MAX_TOP_KEYS + 100) {
-            live.record(&limited(consumer(&format!("k{i}"))), 1000);
+            live.record(&limited(&consumer(&format!("k{i}"))), 1000);
         }
         for _ in 0..5 {
-            live.record(&limited(consumer("hot")), 1000);
+            live.record(&limited(&consumer("hot")), 1000);
         }
         // One thread, one stripe: full, so the latecomer is not listed.
         assert_eq!(live.top_consumers(usize::MAX).len(), MAX_TOP_KEYS);
         assert_eq!(live.top_consumers(1)[0].0, "k0");
         let live = Live::new();
-        live.record(&limited(consumer("a")), 0);
-        live.record(&limited(LimitKey::Route("r".into(), "b".into())), 0);
-        live.record(&limited(consumer("b")), TOP_PERIOD_S); // the next period: both still count
+        live.record(&limited(&consumer("a")), 0);
+        live.record(&limited(&LimitKey::Route("r".into(), "b".into())), 0);
+        live.record(&limited(&consumer("b")), TOP_PERIOD_S); // the next period: both still count
         assert_eq!(
             live.top_consumers(2),
             vec![("b".to_string(), 2), ("a".to_string(), 1)]
         );
-        live.record(&limited(consumer("c")), TOP_PERIOD_S * 5); // long after: forgotten
+        live.record(&limited(&consumer("c")), TOP_PERIOD_S * 5); // long after: forgotten
         assert_eq!(live.top_consumers(5), vec![("c".to_string(), 1)]);
         assert!(live.top_ips(5).is_empty());
     }
@@ -318,9 +319,9 @@ mod tests {
                 s.spawn(|| {
                     barrier.wait();
                     for _ in 0..100 {
-                        live.record(&limited(consumer("alice")), 1000);
-                        live.record(&limited(LimitKey::Ip([192, 0, 2, 7].into())), 1000);
-                        live.record(&limited(LimitKey::Ip(v6)), 1000);
+                        live.record(&limited(&consumer("alice")), 1000);
+                        live.record(&limited(&LimitKey::Ip([192, 0, 2, 7].into())), 1000);
+                        live.record(&limited(&LimitKey::Ip(v6)), 1000);
                     }
                 });
             }

@@ -5,6 +5,8 @@
 //! request takes no registry lock and hashes no labels.
 
 use super::RequestRecord;
+use crate::vocab::auth_failure::Failure;
+use crate::vocab::limit_scope::Scope;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -181,20 +183,12 @@ const SESSION_BUCKETS: [f64; 10] = [
     1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
 
-/// The fixed label sets, from the components that own them (every limit scope,
-/// every auth failure reason): their series are resolved at start.
-pub struct FixedLabels {
-    pub limit_scopes: Vec<&'static str>,
-    pub auth_failure_reasons: Vec<&'static str>,
-}
-
 impl Metrics {
     /// `route_names` in route-table order, `upstream_names` in pool order.
     pub(super) fn new(
         registry: Registry,
         route_names: Vec<String>,
         upstream_names: Vec<String>,
-        fixed: FixedLabels,
     ) -> prometheus::Result<Self> {
         let buckets = LATENCY_BUCKETS.to_vec();
         let requests = registered(
@@ -288,8 +282,10 @@ impl Metrics {
         // Routes take slots 0..n; requests that matched none take slot n.
         let requests = RequestCounters::new(requests, route_names.len() + 1);
         let route_labels: Vec<&str> = route_names.iter().map(String::as_str).chain(["none"]).collect();
-        let ratelimited = FixedLabelCounters::new(ratelimited, fixed.limit_scopes, &route_labels);
-        let auth_failures = FixedLabelCounters::new(auth_failures, fixed.auth_failure_reasons, &route_labels);
+        let scopes = Scope::ALL.map(Scope::as_str).to_vec();
+        let ratelimited = FixedLabelCounters::new(ratelimited, scopes, &route_labels);
+        let reasons = Failure::ALL.map(Failure::reason).to_vec();
+        let auth_failures = FixedLabelCounters::new(auth_failures, reasons, &route_labels);
         Ok(Metrics {
             registry,
             route_names,
@@ -338,10 +334,10 @@ impl Metrics {
             }
         }
         if let Some(scope) = r.limited {
-            self.ratelimited.inc(route_slot, route, scope);
+            self.ratelimited.inc(route_slot, route, scope.as_str());
         }
-        if let Some(reason) = r.auth_failure {
-            self.auth_failures.inc(route_slot, route, reason);
+        if let Some(failure) = r.auth_failure {
+            self.auth_failures.inc(route_slot, route, failure.reason());
         }
     }
 

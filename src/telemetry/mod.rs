@@ -15,9 +15,11 @@ mod metrics;
 
 pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
 pub use live::SecondCounts;
-pub use metrics::{FixedLabels, RequestTotals, RouteTotals, LATENCY_BUCKETS};
+pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
 
+use crate::vocab::auth_failure::Failure;
 use crate::vocab::limit_key::LimitKey;
+use crate::vocab::limit_scope::Scope;
 use access_log::AccessLog;
 use live::Live;
 use metrics::Metrics;
@@ -34,10 +36,11 @@ pub struct RequestRecord<'a> {
     pub duration: Duration,
     pub upstream: Option<usize>,
     pub upstream_duration: Option<Duration>,
-    pub limited: Option<&'static str>,
-    pub auth_failure: Option<&'static str>,
-    /// Who got limited, for the top lists: a consumer id or a client address.
-    pub limited_key: Option<LimitKey>,
+    pub limited: Option<Scope>,
+    pub auth_failure: Option<Failure>,
+    /// Who got limited, for the top lists: a consumer id (alone or on a route's own
+    /// limit) or a client address.
+    pub limited_key: Option<&'a LimitKey>,
 }
 
 pub struct Telemetry {
@@ -54,14 +57,13 @@ impl Telemetry {
     pub fn new(
         route_names: Vec<String>,
         upstream_names: Vec<String>,
-        fixed_labels: FixedLabels,
         access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let state = StateMetrics::new(&registry)?;
         Ok(Telemetry {
             access_log: AccessLog::new(access_log, &registry)?,
-            metrics: Metrics::new(registry, route_names, upstream_names, fixed_labels)?,
+            metrics: Metrics::new(registry, route_names, upstream_names)?,
             live: Live::new(),
             state,
         })

@@ -4,10 +4,10 @@
 //! a 403 for a tier the route does not take, or a 400 for ambiguous credentials.
 
 use super::Decider;
-use crate::auth::Failure;
 use crate::config::{AuthPolicy, Route};
 use crate::proxy::ctx::RequestCtx;
 use crate::vocab::answer::Answer;
+use crate::vocab::auth_failure::Failure;
 use crate::vocab::identity::{Identity, TierId};
 use pingora_http::RequestHeader;
 
@@ -40,7 +40,7 @@ pub(super) fn caller(
             Ok(())
         }
         Err(failure) => {
-            ctx.auth_failure = Some(failure.reason());
+            ctx.auth_failure = Some(failure);
             Err(refusal(failure, ctx.request_id.as_str()))
         }
     }

@@ -28,22 +28,21 @@ pub(super) fn admit(
     };
     let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
     let outcome = limiter.check(index, caller, client_ip, route.cost, now_ns);
+    // The refusal is written before the outcome moves into `ctx`.
+    let refusal = outcome.refused.map(|_| Answer {
+        status: 429,
+        content_type: "application/json",
+        body: Bytes::from(ratelimit::headers::refused_body(
+            &outcome,
+            ctx.request_id.as_str(),
+        )),
+        headers: ratelimit::headers::headers(limiter, &outcome),
+        close: false,
+    });
     if outcome.applied() {
         ctx.limit = Some(outcome);
     }
-    match outcome.refused {
-        None => Ok(()),
-        Some(_) => Err(Answer {
-            status: 429,
-            content_type: "application/json",
-            body: Bytes::from(ratelimit::headers::refused_body(
-                &outcome,
-                ctx.request_id.as_str(),
-            )),
-            headers: ratelimit::headers::headers(limiter, &outcome),
-            close: false,
-        }),
-    }
+    refusal.map_or(Ok(()), Err)
 }
 
 /// A declared Content-Length over the route's limit is refused before the body is read.
