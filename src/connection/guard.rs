@@ -9,9 +9,10 @@
 //! so floodgate's listeners are plain TCP to Pingora and TLS is done here.
 
 use super::head::{self, HeadLimits};
+use super::head_clock::HeadClock;
 use super::limits::{ConnectionLimits, Slot};
 use super::proxy_protocol::{self, ProxyHeader};
-use super::stream::{Deadlines, GuardedStream, HeadClock, Protocol};
+use super::stream::{Deadlines, GuardedStream, Protocol};
 use crate::vocab::client_addr::TrustedProxies;
 use crate::vocab::error_body;
 use async_trait::async_trait;

@@ -20,10 +20,13 @@
 //! (the next byte read starts a new head). On HTTP/2, requests run in tasks of their
 //! own, so the stream follows the frames instead ([`H2Frames`]): a header block must
 //! arrive whole within the deadline of its first byte, and the first one within the
-//! deadline of the accept.
+//! deadline of the accept. After a WebSocket upgrade the stream follows the
+//! session's frames, so that the drain can close it between two of them
+//! (`websocket_close`).
 
 use super::h2_frames::H2Frames;
-use super::ws_frames::WsFrames;
+use super::head_clock::{HeadClock, BETWEEN_REQUESTS, IN_HEAD, IN_REQUEST, WEBSOCKET};
+use super::websocket_close::WebSocketState;
 use bytes::{Buf, Bytes};
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -33,86 +36,11 @@ use pingora_core::protocols::{
 };
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::futures::Notified;
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-
-const BETWEEN_REQUESTS: u8 = 0;
-const IN_HEAD: u8 = 1;
-const IN_REQUEST: u8 = 2;
-/// The upstream switched protocols: a WebSocket session runs on the connection.
-const WEBSOCKET: u8 = 3;
-
-/// Set when the drain window is over: open WebSocket sessions close.
-static WEBSOCKETS_CLOSING: AtomicBool = AtomicBool::new(false);
-static CLOSE_WEBSOCKETS: Notify = Notify::const_new();
-/// Status 1001 "going away", the close a server sends when it shuts down.
-const GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
-
-tokio::task_local! {
-    static CONNECTION: Arc<HeadClock>;
-}
-
-/// Where the connection's current request stands.
-#[derive(Debug)]
-pub struct HeadClock {
-    state: AtomicU8,
-    /// The guard checked the first head already: the phases need not again.
-    first_checked: AtomicBool,
-}
-
-impl HeadClock {
-    /// A new connection: its first head is due from now.
-    pub fn new() -> Arc<Self> {
-        Arc::new(HeadClock {
-            state: AtomicU8::new(IN_HEAD),
-            first_checked: AtomicBool::new(false),
-        })
-    }
-
-    /// The guard read and checked the connection's first head.
-    pub fn first_head_checked(&self) {
-        self.first_checked.store(true, Ordering::Relaxed);
-    }
-
-    /// Runs a connection's processing with its clock reachable from the phases.
-    pub async fn scope<F: Future>(self: Arc<Self>, f: F) -> F::Output {
-        CONNECTION.scope(self, f).await
-    }
-}
-
-/// The request head has been parsed: no header deadline while the request runs.
-/// True when the guard has checked this head already (a connection's first).
-pub fn head_received() -> bool {
-    CONNECTION
-        .try_with(|c| {
-            c.state.store(IN_REQUEST, Ordering::Relaxed);
-            c.first_checked.swap(false, Ordering::Relaxed)
-        })
-        .unwrap_or(false)
-}
-
-/// The upstream accepted a WebSocket upgrade: the connection now carries its frames.
-pub fn websocket_opened() {
-    let _ = CONNECTION.try_with(|c| c.state.store(WEBSOCKET, Ordering::Relaxed));
-}
-
-/// Ends every open WebSocket session: each gets a close frame where the gateway
-/// stands between two of the upstream's frames, then its connection ends.
-pub fn close_websockets() {
-    WEBSOCKETS_CLOSING.store(true, Ordering::Release);
-    CLOSE_WEBSOCKETS.notify_waiters();
-}
-
-/// The request is done: the next byte read starts the next head.
-pub fn request_done() {
-    let _ = CONNECTION.try_with(|c| c.state.store(BETWEEN_REQUESTS, Ordering::Relaxed));
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Deadlines {
@@ -128,42 +56,6 @@ pub enum Protocol {
     Http2,
     /// HTTP/2 in the clear, known from its preface (reported as ALPN h2 so Pingora speaks it).
     H2c,
-}
-
-/// Where a WebSocket session stands with respect to the drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Open,
-    /// The drain asked to close: the upstream's frame being written is finished,
-    /// then the close frame goes out.
-    Closing,
-    /// The close frame is out (or could not be): reads end, writes go nowhere.
-    Closed,
-}
-
-struct WebSocketState {
-    written: WsFrames,
-    close: Pin<Box<Notified<'static>>>,
-    phase: Phase,
-    /// Bytes of the close frame written so far.
-    close_sent: usize,
-    /// The read side, parked until the frame being written ends.
-    reader: Option<std::task::Waker>,
-}
-
-impl WebSocketState {
-    fn new() -> Self {
-        let mut close = Box::pin(CLOSE_WEBSOCKETS.notified());
-        // Registered now, so a close announced before the first poll is not missed.
-        close.as_mut().enable();
-        WebSocketState {
-            written: WsFrames::default(),
-            close,
-            phase: Phase::Open,
-            close_sent: 0,
-            reader: None,
-        }
-    }
 }
 
 /// A client connection under the gateway's deadlines, with bytes the guard
@@ -241,7 +133,7 @@ impl GuardedStream {
     /// After an upgrade, bytes written are followed frame by frame; once the
     /// session was closed here, they are dropped.
     fn websocket_writes(&mut self) -> Option<&mut WebSocketState> {
-        if self.websocket.is_none() && self.clock.state.load(Ordering::Relaxed) == WEBSOCKET {
+        if self.websocket.is_none() && self.clock.state() == WEBSOCKET {
             self.websocket = Some(WebSocketState::new());
         }
         self.websocket.as_mut()
@@ -286,7 +178,7 @@ impl AsyncRead for GuardedStream {
             this.read_rewound(buf);
             return Poll::Ready(Ok(()));
         }
-        let state = this.clock.state.load(Ordering::Relaxed);
+        let state = this.clock.state();
         if state == WEBSOCKET {
             return this.poll_read_websocket(cx, buf);
         }
@@ -302,7 +194,7 @@ impl AsyncRead for GuardedStream {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         match polled {
             Poll::Ready(Ok(())) if state == BETWEEN_REQUESTS && buf.filled().len() > before => {
-                this.clock.state.store(IN_HEAD, Ordering::Relaxed);
+                this.clock.head_started();
                 this.arm_head(Instant::now() + this.deadlines.header);
                 Poll::Ready(Ok(()))
             }
@@ -319,9 +211,7 @@ impl GuardedStream {
         self.rewound.advance(n);
     }
 
-    /// A WebSocket session reads as usual until the drain closes it: then the
-    /// upstream's frame being written is finished, a close frame follows, and the
-    /// session reads as ended.
+    /// A WebSocket session's reads, until the drain closes it.
     #[cold]
     #[inline(never)]
     fn poll_read_websocket(
@@ -330,37 +220,7 @@ impl GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let ws = self.websocket.get_or_insert_with(WebSocketState::new);
-        if ws.phase == Phase::Open {
-            if !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
-                match Pin::new(&mut self.inner).poll_read(cx, buf) {
-                    Poll::Pending => {}
-                    ready => return ready,
-                }
-                if ws.close.as_mut().poll(cx).is_pending() && !WEBSOCKETS_CLOSING.load(Ordering::Acquire) {
-                    return Poll::Pending;
-                }
-            }
-            ws.phase = Phase::Closing;
-        }
-        if ws.phase == Phase::Closing {
-            if !ws.written.at_boundary() {
-                // The writer finishes the frame and wakes this side.
-                ws.reader = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            while ws.close_sent < GOING_AWAY.len() {
-                match Pin::new(&mut self.inner).poll_write(cx, &GOING_AWAY[ws.close_sent..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => ws.close_sent += n,
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(_) => break,
-                }
-            }
-            if Pin::new(&mut self.inner).poll_flush(cx).is_pending() {
-                return Poll::Pending;
-            }
-            ws.phase = Phase::Closed;
-        }
-        Poll::Ready(Ok(()))
+        ws.poll_read(&mut self.inner, cx, buf)
     }
 
     fn poll_head_timer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -413,23 +273,14 @@ impl AsyncWrite for GuardedStream {
         let this = self.get_mut();
         let mut buf = buf;
         if let Some(ws) = this.websocket_writes() {
-            match ws.phase {
-                Phase::Open => {}
-                // Only the rest of the frame being written; what follows goes nowhere.
-                Phase::Closing if !ws.written.at_boundary() => {
-                    buf = &buf[..buf.len().min(ws.written.frame_left())]
-                }
-                Phase::Closing | Phase::Closed => return Poll::Ready(Ok(buf.len())),
+            match ws.passes(buf.len()) {
+                Some(passing) => buf = &buf[..passing],
+                None => return Poll::Ready(Ok(buf.len())),
             }
         }
         let written = this.write_with_deadline(cx, |inner, cx| inner.poll_write(cx, buf));
         if let (Poll::Ready(Ok(n)), Some(ws)) = (&written, this.websocket.as_mut()) {
-            ws.written.feed(&buf[..*n]);
-            if ws.phase == Phase::Closing && ws.written.at_boundary() {
-                if let Some(reader) = ws.reader.take() {
-                    reader.wake();
-                }
-            }
+            ws.wrote(&buf[..*n]);
         }
         written
     }
@@ -440,7 +291,7 @@ impl AsyncWrite for GuardedStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        if this.websocket_writes().is_some_and(|ws| ws.phase != Phase::Open) {
+        if this.websocket_writes().is_some_and(|ws| !ws.is_open()) {
             // Closing is rare: one slice at a time keeps the frame accounting simple.
             let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
             return Pin::new(this).poll_write(cx, first);
@@ -450,7 +301,7 @@ impl AsyncWrite for GuardedStream {
             let mut left = *n;
             for b in bufs {
                 let take = left.min(b.len());
-                ws.written.feed(&b[..take]);
+                ws.wrote(&b[..take]);
                 left -= take;
             }
         }

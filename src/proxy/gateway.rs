@@ -9,7 +9,7 @@ use super::pace::Pace;
 use super::{host, parts, respond};
 use crate::config::{ClientLimits, RouteAction};
 use crate::connection::head::{self, HeadLimits};
-use crate::connection::stream;
+use crate::connection::head_clock;
 use crate::policy::{Attempt, RoutePolicy};
 use crate::ratelimit;
 use crate::telemetry::{AccessLine, RequestRecord, Telemetry};
@@ -193,7 +193,7 @@ impl ProxyHttp for Gateway {
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Box<RequestCtx>) -> Result<()> {
         ctx.started = Some(std::time::Instant::now());
-        let checked = stream::head_received();
+        let checked = head_clock::head_received();
         self.pace.bound_h2_writes(session);
         self.telemetry.state.inflight.inc();
         ctx.request_id = RequestId::from_request(session.req_header().headers.get(REQUEST_ID));
@@ -454,7 +454,7 @@ impl ProxyHttp for Gateway {
         {
             ctx.websocket_open = true;
             self.telemetry.state.websockets_open.inc();
-            stream::websocket_opened();
+            head_clock::websocket_opened();
             // The client's side of an idle session is bounded like the upstream's.
             if let Some(idle) = ctx.websocket_idle {
                 session.set_read_timeout(Some(idle));
@@ -497,7 +497,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
-        stream::request_done();
+        head_clock::request_done();
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
         let Some(started) = ctx.started else { return };

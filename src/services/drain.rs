@@ -54,7 +54,7 @@ impl BackgroundService for Drain {
         let mut closed = false;
         while self.inflight.get() > 0 {
             if !closed && tokio::time::Instant::now() >= close_at {
-                crate::connection::stream::close_websockets();
+                crate::connection::websocket_close::close_websockets();
                 closed = true;
             }
             tokio::time::sleep(POLL).await;

@@ -14,8 +14,8 @@ mod stats;
 
 pub use consumers::Consumers;
 
+use crate::connection::head_clock;
 use crate::connection::limits::ConnectionLimits;
-use crate::connection::stream;
 use crate::consumers::overrides::TierOverrides;
 use crate::ratelimit::RateLimiter;
 use crate::services::redis_sync::budgets::BudgetStore;
@@ -217,9 +217,9 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // The connection's header deadline rests while a request is being answered.
-        stream::head_received();
+        head_clock::head_received();
         let answer = self.answer(session).await;
-        stream::request_done();
+        head_clock::request_done();
         answer
     }
 }
