@@ -4,11 +4,12 @@
 //! key's cluster pool, and the pool's tokens are leased out in proportion to
 //! where the key's demand lands. Idle keys cost nothing.
 
+use super::round::{Batch, Queued, Replies};
 use super::{Backend, RedisSync};
 use crate::ratelimit::local::{Lease, Report};
 use crate::vocab::limit_key::LimitKey;
 use arc_swap::ArcSwapOption;
-use redis::{Pipeline, Script, Value};
+use redis::Script;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -30,10 +31,18 @@ pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
     }
 }
 
-/// A round's reports, as they were split into pipelines, and the keys left waiting.
+/// A round's reports, as they were split into pipelines, where those sit, and
+/// the keys left waiting.
 pub(super) struct BudgetRound {
+    queued: Queued,
     pub(super) reports: Vec<Report>,
     per_pipeline: usize,
+    waiting: usize,
+}
+
+/// The keys a round reported, settled or given back, and those left waiting.
+pub(super) struct BudgetsDone {
+    pub(super) keys: usize,
     pub(super) waiting: usize,
 }
 
@@ -122,8 +131,8 @@ impl RedisSync {
         (self.interval + self.timeout(self.max_keys_per_sync)).as_millis() as u64 * 3
     }
 
-    /// The round's pipelines, and what they carry.
-    pub(super) fn budgets_round(&self, cluster: bool) -> (Vec<Pipeline>, BudgetRound) {
+    /// The round's pipelines, queued, and what they carry.
+    pub(super) fn budgets_round(&self, cluster: bool, batch: &mut Batch) -> BudgetRound {
         let reports = self.limiter.local.take_reports(self.max_keys_per_sync);
         let waiting = self.limiter.local.waiting();
         let (per_call, per_pipeline) = if cluster {
@@ -132,7 +141,7 @@ impl RedisSync {
             (KEYS_PER_CALL, KEYS_PER_PIPELINE)
         };
         let stale_ms = self.stale_ms();
-        let pipes = reports
+        let pipes: Vec<_> = reports
             .chunks(per_pipeline)
             .map(|chunk| {
                 let mut pipe = redis::pipe();
@@ -153,26 +162,31 @@ impl RedisSync {
                 pipe
             })
             .collect();
-        let round = BudgetRound {
+        BudgetRound {
+            queued: batch.queue(pipes),
             reports,
             per_pipeline,
             waiting,
-        };
-        (pipes, round)
+        }
     }
 
     /// Settles the keys of each pipeline that ran; those of a failed one go back.
     pub(super) fn budgets_install(
         &self,
-        results: &mut dyn Iterator<Item = Result<Vec<Value>, ()>>,
+        replies: &mut Replies,
         round: BudgetRound,
         now_ns: u64,
-    ) {
+    ) -> BudgetsDone {
+        let done = BudgetsDone {
+            keys: round.reports.len(),
+            waiting: round.waiting,
+        };
+        let mut results = replies.take(round.queued);
         let mut reports = round.reports.into_iter();
         loop {
             let chunk: Vec<Report> = reports.by_ref().take(round.per_pipeline).collect();
             if chunk.is_empty() {
-                return;
+                return done;
             }
             match results.next() {
                 Some(Ok(values)) => {

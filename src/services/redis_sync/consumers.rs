@@ -6,6 +6,7 @@
 //! data (a restart without persistence, FLUSHALL): the instance then publishes what
 //! it holds again, once, so only an explicit DELETE ever revokes.
 
+use super::round::{Batch, Queued, Replies};
 use super::{Backend, RedisSync};
 use crate::consumers::keys::RuntimeKey;
 use crate::consumers::stored::{Change, StoredKey};
@@ -18,6 +19,12 @@ use std::time::Duration;
 
 /// The republication of what an instance holds, in one step (republish.lua).
 const REPUBLISH: &str = include_str!("republish.lua");
+
+/// The runtime consumers' version and epoch marker, as a round read them.
+pub(super) struct ConsumersSeen {
+    version: u64,
+    epoch: Option<String>,
+}
 
 /// The admin API's way to Redis, over the sync's connection.
 /// The consumers' Redis keys share one hash slot, so a write's transaction is one slot's.
@@ -131,11 +138,24 @@ impl RedisSync {
     }
 
     /// The round's one small read: the version and the epoch marker.
-    pub(super) fn consumers_round(&self) -> Pipeline {
+    pub(super) fn consumers_round(&self, batch: &mut Batch) -> Queued {
         let mut pipe = redis::pipe();
         pipe.get(self.consumers_key("version"))
             .get(self.consumers_key("epoch"));
-        pipe
+        batch.queue([pipe])
+    }
+
+    /// What the round's read found; `None` when it failed.
+    pub(super) fn consumers_read(replies: &mut Replies, queued: Queued) -> Option<ConsumersSeen> {
+        let reply = replies.take(queued).next()?.ok()?;
+        let number =
+            |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<Option<u64>>(v).ok().flatten());
+        Some(ConsumersSeen {
+            version: number(reply.first()).unwrap_or(0),
+            epoch: reply
+                .get(1)
+                .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok().flatten()),
+        })
     }
 
     /// After the round: publish ours again if Redis lost its data, then adopt the
@@ -143,15 +163,11 @@ impl RedisSync {
     pub(super) async fn consumers_follow(
         &self,
         backend: &Backend,
-        reply: Result<Vec<Value>, ()>,
+        seen: Option<ConsumersSeen>,
     ) -> RedisResult<()> {
-        let Ok(reply) = reply else { return Ok(()) };
-        let number =
-            |v: Option<&Value>| v.and_then(|v| redis::from_redis_value_ref::<Option<u64>>(v).ok().flatten());
-        let mut version = number(reply.first()).unwrap_or(0);
-        let epoch = reply
-            .get(1)
-            .and_then(|v| redis::from_redis_value_ref::<Option<String>>(v).ok().flatten());
+        let Some(ConsumersSeen { mut version, epoch }) = seen else {
+            return Ok(());
+        };
         let mut seen_epoch = self.seen_epoch.lock().await;
         let seen_version = self.seen_version.load(Ordering::Relaxed);
         let reached = self.reached_version.load(Ordering::Relaxed);

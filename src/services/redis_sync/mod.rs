@@ -1,7 +1,9 @@
 //! Background sync with Redis: every `redis.sync_interval_ms`, one round of
 //! pipelines sent together: the routes' global windows and the instance heartbeat
-//! (windows.rs), the version of the runtime consumers (consumers.rs), and the
-//! cluster budgets of the callers active since the last round (budgets.rs).
+//! (windows.rs), the version of the runtime consumers (consumers.rs), the quotas'
+//! counts (quotas.rs) and the cluster budgets of the callers active since the last
+//! round (budgets.rs). Each kind queues its own pipelines and reads its own
+//! replies back (round.rs).
 //! Requests never wait on any of it; they read what the last good round installed.
 //!
 //! On failure (Redis down, or frozen: every round has a deadline) what was taken
@@ -12,6 +14,7 @@ mod backend;
 pub mod budgets;
 pub mod consumers;
 mod quotas;
+mod round;
 mod windows;
 
 pub use backend::Backend;
@@ -23,14 +26,35 @@ use crate::ratelimit::RateLimiter;
 use crate::vocab::clock::unix_now;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+use budgets::{BudgetRound, BudgetsDone};
+use consumers::ConsumersSeen;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use redis::{ErrorKind, RedisError, RedisResult};
+use quotas::QuotaRound;
+use redis::{RedisError, RedisResult};
+use round::{Batch, Queued, Replies};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use windows::{WindowRound, WindowsDone};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A round's requests, one per kind of work, each with the handle of its pipelines.
+struct Round {
+    windows: WindowRound,
+    consumers: Queued,
+    quotas: QuotaRound,
+    budgets: BudgetRound,
+}
+
+/// What a round brought back, per kind of work (the quotas' totals are installed
+/// and report nothing).
+struct RoundResult {
+    windows: WindowsDone,
+    consumers: Option<ConsumersSeen>,
+    budgets: BudgetsDone,
+}
 
 pub struct RedisSync {
     /// Sentinel discovery needs it mutable; only this service connects.
@@ -109,52 +133,36 @@ impl RedisSync {
             self.script_missing.store(false, Ordering::Relaxed);
         }
         let now_ms = unix_now().as_millis() as u64;
-        let (mut pipes, windows) = self.windows_round(now_ms);
-        pipes.push(self.consumers_round());
         let cluster = matches!(backend, Backend::Cluster(_));
-        let (quota_pipes, quota_pushes) = self.quotas_round(cluster);
-        let quota_pipe_count = quota_pipes.len();
-        pipes.extend(quota_pipes);
-        let (budget_pipes, budgets) = self.budgets_round(cluster);
-        let window_pipes = windows.pipelines();
-        let (keys, waiting) = (budgets.reports.len(), budgets.waiting);
+        // All of the round's pipelines go together: one round trip per node.
+        let mut batch = Batch::default();
+        let round = Round {
+            windows: self.windows_round(now_ms, &mut batch),
+            consumers: self.consumers_round(&mut batch),
+            quotas: self.quotas_round(cluster, &mut batch),
+            budgets: self.budgets_round(cluster, &mut batch),
+        };
         // The round's deadline grows with everything it carries, quotas included.
-        let load = keys + quota_pushes.len();
-        pipes.extend(budget_pipes);
-        let Ok(results) = tokio::time::timeout(self.timeout(load), backend.run(pipes)).await else {
+        let load = round.budgets.reports.len() + round.quotas.pushes.len();
+        let Ok(results) = tokio::time::timeout(self.timeout(load), backend.run(batch.into_pipelines())).await
+        else {
             // Whether Redis ran any of it is unknown: all of it is pushed again.
-            self.windows_give_back(windows);
-            self.quotas_give_back(quota_pushes);
-            self.budgets_give_back(budgets);
+            self.windows_give_back(round.windows);
+            self.quotas_give_back(round.quotas);
+            self.budgets_give_back(round.budgets);
             return Err(timed_out());
         };
-        // Pipelines that failed give their part back; those that ran are installed.
-        let mut first_error = None;
-        let mut results = results.into_iter().map(|r| {
-            r.map_err(|e| {
-                if e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                    self.script_missing.store(true, Ordering::Relaxed);
-                }
-                if first_error.is_none() {
-                    first_error = Some(e);
-                }
-            })
-        });
-        let instances = self.windows_install(&mut results.by_ref().take(window_pipes), windows);
-        let consumers = results.next().unwrap_or(Err(()));
-        self.quotas_install(
-            &mut results.by_ref().take(quota_pipe_count),
-            quota_pushes,
-            cluster,
-        );
-        self.budgets_install(&mut results, budgets, unix_now().as_nanos() as u64);
-        drop(results);
-        if let Some(e) = first_error {
+        let mut replies = Replies::new(results);
+        if replies.script_lost {
+            self.script_missing.store(true, Ordering::Relaxed);
+        }
+        let done = self.install(&mut replies, round);
+        if let Some(e) = replies.first_error {
             return Err(e);
         }
         let state = &self.limiter.sync;
         // Runtime consumers then lag a round or more; the limits synced and stay so.
-        match self.consumers_follow(backend, consumers).await {
+        match self.consumers_follow(backend, done.consumers).await {
             Ok(()) => {
                 if self.consumers_failing.swap(false, Ordering::Relaxed) {
                     log::info!("runtime consumers follow redis again");
@@ -167,13 +175,31 @@ impl RedisSync {
                 }
             }
         }
-        if let Some(instances) = instances {
+        if let Some(instances) = done.windows.instances {
             state.instances.store(instances, Ordering::Relaxed);
         }
         state.last_sync_ms.store(now_ms, Ordering::Relaxed);
-        state.keys_synced.store(keys as u64, Ordering::Relaxed);
-        state.keys_waiting.store(waiting as u64, Ordering::Relaxed);
+        state
+            .keys_synced
+            .store(done.budgets.keys as u64, Ordering::Relaxed);
+        state
+            .keys_waiting
+            .store(done.budgets.waiting as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Each kind reads its own replies: pipelines that failed give their part
+    /// back, those that ran are installed.
+    fn install(&self, replies: &mut Replies, round: Round) -> RoundResult {
+        let windows = self.windows_install(replies, round.windows);
+        let consumers = Self::consumers_read(replies, round.consumers);
+        self.quotas_install(replies, round.quotas);
+        let budgets = self.budgets_install(replies, round.budgets, unix_now().as_nanos() as u64);
+        RoundResult {
+            windows,
+            consumers,
+            budgets,
+        }
     }
 
     fn failed(&self, what: &str, e: &RedisError) {

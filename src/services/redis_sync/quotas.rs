@@ -4,12 +4,19 @@
 //! cluster's total comes back with it. A key's commands keep
 //! to its own slot.
 
+use super::round::{Batch, Queued, Replies};
 use super::RedisSync;
 use crate::ratelimit::quota::Push;
-use redis::{Pipeline, Value};
 
 /// Keys per pipeline on a single server; one per pipeline in a cluster.
 const KEYS_PER_PIPELINE: usize = 256;
+
+/// A round's pushes, as they were split into pipelines, and where those sit.
+pub(super) struct QuotaRound {
+    queued: Queued,
+    pub(super) pushes: Vec<Push>,
+    per_pipeline: usize,
+}
 
 impl RedisSync {
     fn quota_key(&self, push: &Push) -> Option<String> {
@@ -25,7 +32,7 @@ impl RedisSync {
         ))
     }
 
-    pub(super) fn quotas_round(&self, cluster: bool) -> (Vec<Pipeline>, Vec<Push>) {
+    pub(super) fn quotas_round(&self, cluster: bool, batch: &mut Batch) -> QuotaRound {
         let pushes: Vec<Push> = self
             .limiter
             .quota_counts
@@ -34,7 +41,7 @@ impl RedisSync {
             .filter(|p| self.quota_key(p).is_some())
             .collect();
         let per_pipeline = if cluster { 1 } else { KEYS_PER_PIPELINE };
-        let pipes = pushes
+        let pipes: Vec<_> = pushes
             .chunks(per_pipeline)
             .map(|chunk| {
                 let mut pipe = redis::pipe();
@@ -51,20 +58,19 @@ impl RedisSync {
                 pipe
             })
             .collect();
-        (pipes, pushes)
+        QuotaRound {
+            queued: batch.queue(pipes),
+            pushes,
+            per_pipeline,
+        }
     }
 
     /// Installs the totals of the pipelines that ran; pushes of a failed one go back.
-    pub(super) fn quotas_install(
-        &self,
-        results: &mut dyn Iterator<Item = Result<Vec<Value>, ()>>,
-        pushes: Vec<Push>,
-        cluster: bool,
-    ) {
-        let per_pipeline = if cluster { 1 } else { KEYS_PER_PIPELINE };
-        let mut pushes = pushes.into_iter();
+    pub(super) fn quotas_install(&self, replies: &mut Replies, round: QuotaRound) {
+        let mut results = replies.take(round.queued);
+        let mut pushes = round.pushes.into_iter();
         loop {
-            let chunk: Vec<Push> = pushes.by_ref().take(per_pipeline).collect();
+            let chunk: Vec<Push> = pushes.by_ref().take(round.per_pipeline).collect();
             if chunk.is_empty() {
                 return;
             }
@@ -82,8 +88,8 @@ impl RedisSync {
         }
     }
 
-    pub(super) fn quotas_give_back(&self, pushes: Vec<Push>) {
-        for push in pushes {
+    pub(super) fn quotas_give_back(&self, round: QuotaRound) {
+        for push in round.pushes {
             self.limiter.quota_counts.restore(push);
         }
     }

@@ -3,23 +3,25 @@
 //! cluster totals, heartbeat into the instance set and count the live instances.
 //! Each route's window keys share a hash tag, so each pipeline keeps to one slot.
 
+use super::round::{Batch, Queued, Replies};
 use super::RedisSync;
 use crate::ratelimit::global::{Drained, GlobalWindow};
-use redis::{Pipeline, Value};
+use redis::Value;
 use std::sync::Arc;
 
-/// What a round took out, to install or give back.
+/// What a round took out, to install or give back, and where its pipelines sit:
+/// one per route, then the heartbeat.
 pub(super) struct WindowRound {
+    queued: Queued,
     windows: Vec<Arc<GlobalWindow>>,
     drained: Vec<Drained>,
     now_ms: u64,
 }
 
-impl WindowRound {
-    /// Pipelines: one per route, then the heartbeat.
-    pub(super) fn pipelines(&self) -> usize {
-        self.windows.len() + 1
-    }
+/// What the windows' round brought back besides the totals it installed.
+pub(super) struct WindowsDone {
+    /// The live instance count, when the heartbeat's answer was read.
+    pub(super) instances: Option<u64>,
 }
 
 impl RedisSync {
@@ -27,7 +29,7 @@ impl RedisSync {
         format!("{{{}:gl:{}}}:{}", self.key_prefix, window.route, index)
     }
 
-    pub(super) fn windows_round(&self, now_ms: u64) -> (Vec<Pipeline>, WindowRound) {
+    pub(super) fn windows_round(&self, now_ms: u64, batch: &mut Batch) -> WindowRound {
         let windows: Vec<Arc<GlobalWindow>> = self.limiter.globals().cloned().collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
         let mut pipes = Vec::with_capacity(windows.len() + 2);
@@ -58,21 +60,18 @@ impl RedisSync {
             .zcard(&instances_key);
         pipes.push(heartbeat);
 
-        let state = WindowRound {
+        WindowRound {
+            queued: batch.queue(pipes),
             windows,
             drained,
             now_ms,
-        };
-        (pipes, state)
+        }
     }
 
     /// Installs the cluster totals of the pipelines that ran and gives back the
-    /// counts of those that failed; returns the live instance count if it was read.
-    pub(super) fn windows_install(
-        &self,
-        results: &mut dyn Iterator<Item = Result<Vec<Value>, ()>>,
-        state: WindowRound,
-    ) -> Option<u64> {
+    /// counts of those that failed.
+    pub(super) fn windows_install(&self, replies: &mut Replies, state: WindowRound) -> WindowsDone {
+        let mut results = replies.take(state.queued);
         let number = |v: Option<&Value>| -> u64 {
             v.and_then(|v| redis::from_redis_value_ref::<Option<u64>>(v).ok().flatten())
                 .unwrap_or(0)
@@ -86,10 +85,11 @@ impl RedisSync {
                 _ => window.restore(drained),
             }
         }
-        match results.next() {
+        let instances = match results.next() {
             Some(Ok(reply)) => Some(number(reply.first()).max(1)),
             _ => None,
-        }
+        };
+        WindowsDone { instances }
     }
 
     /// A round that failed: its counts go back to be pushed later.
