@@ -1,8 +1,15 @@
 //! Serde mirror of the gateway's part of the YAML file. No logic: defaults and
 //! shapes only; the section validators turn these into the `model` types, and no
-//! type here is seen outside `config`.
+//! type here is seen outside `config`. Routes and upstreams, the big sections,
+//! have files of their own.
 
-use super::model::{AuthPolicy, Balance, HealthCheckKind, OnUnavailable, UpstreamKind};
+mod routes;
+mod upstreams;
+
+pub(super) use routes::{CompressSpec, CorsSpec, HeaderRulesSpec, QuotaPer, RouteSpec};
+pub(super) use upstreams::{TimeoutsSpec, UpstreamSpec, UpstreamTlsSpec};
+
+use super::model::OnUnavailable;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -33,33 +40,8 @@ pub(super) struct CertSpec {
     pub(super) key_file: String,
 }
 
-/// How an upstream is reached over TLS.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UpstreamTlsSpec {
-    /// The first named target's host when absent.
-    pub(super) sni: Option<String>,
-    #[serde(default = "default_true")]
-    pub(super) verify: bool,
-    /// Trusted CAs instead of the system's.
-    pub(super) ca_file: Option<String>,
-    /// A client certificate to present (with `key_file`).
-    pub(super) cert_file: Option<String>,
-    pub(super) key_file: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WebSocketSpec {
-    #[serde(default = "default_websocket_idle_s")]
-    pub(super) idle_timeout_s: u64,
-}
-
 fn default_true() -> bool {
     true
-}
-fn default_websocket_idle_s() -> u64 {
-    300
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,114 +92,6 @@ impl Default for ClientSpec {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct HealthCheckSpec {
-    pub(super) kind: HealthCheckKind,
-    #[serde(default = "default_health_path")]
-    pub(super) path: String,
-    /// Host header of the probe; the first target as configured when absent.
-    pub(super) host: Option<String>,
-    #[serde(default = "default_health_interval_ms")]
-    pub(super) interval_ms: u64,
-    #[serde(default = "default_one")]
-    pub(super) consecutive_success: usize,
-    #[serde(default = "default_one")]
-    pub(super) consecutive_failure: usize,
-}
-
-fn default_health_path() -> String {
-    "/health".into()
-}
-fn default_health_interval_ms() -> u64 {
-    1000
-}
-fn default_one() -> usize {
-    1
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct TimeoutsSpec {
-    pub(super) connect_ms: u64,
-    pub(super) read_ms: u64,
-    pub(super) write_ms: u64,
-}
-
-impl Default for TimeoutsSpec {
-    fn default() -> Self {
-        TimeoutsSpec {
-            connect_ms: 1000,
-            read_ms: 5000,
-            write_ms: 5000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct UpstreamSpec {
-    #[serde(default)]
-    pub(super) kind: UpstreamKind,
-    #[serde(default)]
-    pub(super) targets: Vec<String>,
-    /// How often names among the targets are looked up again.
-    #[serde(default = "default_resolve_interval_s")]
-    pub(super) resolve_interval_s: u64,
-    /// Drop addresses in DNS answers that no public upstream has (loopback, private, ...).
-    #[serde(default)]
-    pub(super) refuse_private_answers: bool,
-    #[serde(default)]
-    pub(super) balance: Balance,
-    pub(super) health_check: Option<HealthCheckSpec>,
-    #[serde(default)]
-    pub(super) timeouts: TimeoutsSpec,
-    #[serde(default = "default_retries")]
-    pub(super) retries: u32,
-    /// One breaker per target; none when absent.
-    pub(super) breaker: Option<BreakerSpec>,
-    pub(super) tls: Option<UpstreamTlsSpec>,
-    /// Speak HTTP/2 to the targets (ALPN h2 over TLS, h2c without).
-    #[serde(default)]
-    pub(super) http2: bool,
-}
-
-/// `failures` failures (connect errors, timeouts, 5xx) within `window_s` open a
-/// target's breaker for `open_s`; then `half_open_requests` probes decide.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(super) struct BreakerSpec {
-    #[serde(default = "default_breaker_failures")]
-    pub(super) failures: u32,
-    #[serde(default = "default_breaker_window_s")]
-    pub(super) window_s: u64,
-    #[serde(default = "default_breaker_open_s")]
-    pub(super) open_s: u64,
-    #[serde(default = "default_one_u32")]
-    pub(super) half_open_requests: u32,
-}
-
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_window_s() -> u64 {
-    60
-}
-fn default_breaker_open_s() -> u64 {
-    30
-}
-fn default_one_u32() -> u32 {
-    1
-}
-
-fn default_retries() -> u32 {
-    1
-}
-
-fn default_resolve_interval_s() -> u64 {
-    5
-}
-
 /// The resolver for upstream names.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,132 +115,6 @@ impl Default for DnsSpec {
             timeout_ms: default_dns_timeout_ms(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RespondSpec {
-    pub(super) status: u16,
-    #[serde(default)]
-    pub(super) body: String,
-    pub(super) content_type: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RouteSpec {
-    pub(super) name: String,
-    pub(super) path_prefix: String,
-    pub(super) host: Option<String>,
-    pub(super) methods: Option<Vec<String>>,
-    pub(super) upstream: Option<String>,
-    pub(super) respond: Option<RespondSpec>,
-    #[serde(default)]
-    pub(super) strip_prefix: bool,
-    pub(super) max_body_bytes: Option<u64>,
-    /// Forward paths upstreams may decode differently (`%2F`, `%5C`, `\`, `;`, `%00`)
-    /// instead of refusing them.
-    #[serde(default)]
-    pub(super) allow_ambiguous_paths: bool,
-    /// Forward header names with `_` instead of dropping them.
-    #[serde(default)]
-    pub(super) allow_underscore_headers: bool,
-    /// `required` when an `auth` section exists, else `none`.
-    pub(super) auth: Option<AuthPolicy>,
-    pub(super) tiers: Option<Vec<String>>,
-    /// Tokens a request takes from its caller's bucket.
-    #[serde(default = "default_cost")]
-    pub(super) cost: u32,
-    pub(super) global_limit: Option<GlobalLimitSpec>,
-    /// Client addresses (CIDRs) that may call the route; absent: all not denied.
-    pub(super) allow_ips: Option<Vec<String>>,
-    #[serde(default)]
-    pub(super) deny_ips: Vec<String>,
-    pub(super) cors: Option<CorsSpec>,
-    pub(super) request_headers: Option<HeaderRulesSpec>,
-    pub(super) response_headers: Option<HeaderRulesSpec>,
-    /// This route's own bucket per tier, on top of the consumer's overall one.
-    pub(super) limits: Option<BTreeMap<String, super::model::Bucket>>,
-    pub(super) compress: Option<CompressSpec>,
-    pub(super) quota: Option<QuotaSpec>,
-    pub(super) websocket: Option<WebSocketSpec>,
-    /// From the request head to the response's last byte; off by default.
-    pub(super) response_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct QuotaSpec {
-    pub(super) per: QuotaPer,
-    pub(super) requests: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum QuotaPer {
-    Day,
-    Month,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CompressSpec {
-    #[serde(default = "default_compress_min_bytes")]
-    pub(super) min_bytes: u64,
-    #[serde(default = "default_compress_types")]
-    pub(super) types: Vec<String>,
-    #[serde(default = "default_compress_level")]
-    pub(super) level: u32,
-}
-
-fn default_compress_min_bytes() -> u64 {
-    1024
-}
-fn default_compress_types() -> Vec<String> {
-    [
-        "application/json",
-        "text/plain",
-        "text/html",
-        "text/css",
-        "application/javascript",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-fn default_compress_level() -> u32 {
-    5
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct HeaderRulesSpec {
-    #[serde(default)]
-    pub(super) set: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(super) add: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(super) remove: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct CorsSpec {
-    pub(super) origins: Vec<String>,
-    #[serde(default = "default_cors_methods")]
-    pub(super) methods: Vec<String>,
-    #[serde(default)]
-    pub(super) headers: Vec<String>,
-    #[serde(default)]
-    pub(super) credentials: bool,
-    pub(super) max_age_s: Option<u64>,
-}
-
-fn default_cors_methods() -> Vec<String> {
-    ["GET", "HEAD", "POST"].map(String::from).to_vec()
-}
-
-fn default_cost() -> u32 {
-    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -463,19 +211,6 @@ pub(super) struct ApiKeySpec {
     /// `sha256:<64 hex digits>`; `floodgate hash-key KEY` prints it.
     pub(super) key: String,
     pub(super) tier: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(super) struct GlobalLimitSpec {
-    /// Requests admitted per `per_s` seconds across all instances.
-    pub(super) rate: u64,
-    #[serde(default = "default_per_s")]
-    pub(super) per_s: u64,
-}
-
-fn default_per_s() -> u64 {
-    1
 }
 
 #[derive(Debug, Deserialize, Clone)]
