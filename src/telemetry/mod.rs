@@ -10,12 +10,15 @@
 //! Never a raw path, a consumer or a client address.
 
 mod access_log;
+mod counters;
 mod live;
 mod metrics;
+mod state_metrics;
 
 pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
+pub use counters::RequestTotals;
 pub use live::SecondCounts;
-pub use metrics::{RequestTotals, RouteTotals, LATENCY_BUCKETS};
+pub use metrics::{RouteTotals, LATENCY_BUCKETS};
 
 use crate::vocab::auth_failure::Failure;
 use crate::vocab::limit_key::LimitKey;
@@ -23,8 +26,8 @@ use crate::vocab::limit_scope::Scope;
 use access_log::AccessLog;
 use live::Live;
 use metrics::Metrics;
-pub use metrics::StateMetrics;
 use prometheus::Registry;
+pub use state_metrics::StateMetrics;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
