@@ -253,9 +253,8 @@ impl Admin {
             return unavailable("no randomness from the operating system");
         };
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let key_id = match new_secret() {
-            Some(id) => id[3..15].to_string(),
-            None => return unavailable("no randomness from the operating system"),
+        let Some(key_id) = new_key_id() else {
+            return unavailable("no randomness from the operating system");
         };
         let now = unix_now().as_secs();
         let expires_at_s = spec.expires_in_s.map(|s| now.saturating_add(s));
@@ -373,6 +372,14 @@ fn new_secret() -> Option<String> {
         "fg_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
+}
+
+/// A key's id: 48 random bits in hex, which no shell or CLI takes for a flag (a
+/// base64url id may start with `-`).
+fn new_key_id() -> Option<String> {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(hex::encode(bytes))
 }
 
 /// The request body, refused with 413 past the limit.

@@ -26,12 +26,12 @@ pub(super) struct ConsumersSeen {
     epoch: Option<String>,
 }
 
-/// The admin API's way to Redis, over the sync's connection.
 /// The consumers' Redis keys share one hash slot, so a write's transaction is one slot's.
 fn consumers_key(prefix: &str, what: &str) -> String {
     format!("{{{prefix}:consumers}}:{what}")
 }
 
+/// The admin API's way to Redis, over the sync's connection.
 #[derive(Clone)]
 pub struct ConsumerStore {
     backend: Arc<ArcSwapOption<Backend>>,
