@@ -265,7 +265,7 @@ pub struct Route {
     pub policies: crate::policy::Policies,
     /// The route's own bucket for each tier (indexed by tier id), if any.
     pub tier_limits: Option<Vec<Option<Bucket>>>,
-    pub quota: Option<crate::vocab::quota::Quota>,
+    pub quota: Option<super::quota::Quota>,
     /// WebSocket upgrades on this route stay open while idle up to this long
     /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.
     pub websocket_idle: Option<Duration>,

@@ -4,11 +4,11 @@
 use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
 use super::names::is_plain_name;
 use super::problems::Problems;
+use super::quota::{Period, Quota};
 use super::route_policies;
 use super::schema::{QuotaPer, RouteSpec};
 use super::tiers::{check_bucket, tier_id};
 use crate::vocab::path::normalize_path;
-use crate::vocab::quota::{Period, Quota};
 use http::Method;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, HashSet};

@@ -10,12 +10,12 @@ pub mod headers;
 pub mod local;
 pub mod quota;
 
-use crate::config::{Bucket, OnUnavailable, Tier};
+use crate::config::{Bucket, OnUnavailable, Quota, Tier};
 use crate::vocab::identity::TierId;
 use crate::vocab::limit_key::LimitKey;
 use global::{ClusterView, GlobalDecision, GlobalWindow};
 use local::{Decision, LocalLimiter, Supply};
-use quota::{Quota, QuotaCounter, QuotaDecision};
+use quota::{QuotaCounter, QuotaDecision};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

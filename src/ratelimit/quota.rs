@@ -5,8 +5,8 @@
 //! Between rounds an instance does not see what the others admitted: the
 //! over-admission is at most what they admit in one sync period.
 
+use crate::config::Quota;
 use crate::vocab::identity::TierId;
-pub use crate::vocab::quota::{Period, Quota};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -248,6 +248,7 @@ impl QuotaCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Period;
 
     #[test]
     fn a_quota_admits_its_limit_per_period_and_starts_again_in_the_next() {

@@ -89,7 +89,7 @@ impl BackgroundService for QuotaSaver {
 mod tests {
     use super::*;
     use crate::config::{Bucket, Tier};
-    use crate::ratelimit::quota::{Period, Quota};
+    use crate::config::{Period, Quota};
 
     #[test]
     fn only_this_periods_counts_of_a_quota_still_there_come_back() {

@@ -11,4 +11,3 @@ pub mod error_body;
 pub mod identity;
 pub mod limit_key;
 pub mod path;
-pub mod quota;
