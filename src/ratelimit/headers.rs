@@ -213,6 +213,7 @@ mod tests {
     use super::super::{LocalOutcome, Policy, Scope};
     use super::*;
     use crate::config::{Bucket, Tier};
+    use crate::vocab::ids::{ById, TierId};
 
     #[test]
     fn draft_11_syntax_for_a_bucket_and_a_window() {
@@ -226,7 +227,7 @@ mod tests {
                 bucket: premium,
             }],
             None,
-            Vec::new(),
+            ById::default(),
             None,
         );
         let outcome = Outcome {
@@ -234,7 +235,7 @@ mod tests {
             quota: None,
             refused: None,
             local: Some(LocalOutcome {
-                policy: Policy::Tier(0),
+                policy: Policy::Tier(TierId(0)),
                 bucket: premium,
                 decision: Decision {
                     allowed: true,

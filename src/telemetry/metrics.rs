@@ -5,6 +5,7 @@
 //! request takes no registry lock and hashes no labels.
 
 use super::RequestRecord;
+use crate::vocab::ids::{ById, Id, RouteId, UpstreamId};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -161,19 +162,19 @@ pub(super) fn registered<M: Collector + Clone + 'static>(
 /// that every part registers into.
 pub(super) struct Metrics {
     registry: Registry,
-    route_names: Vec<String>,
-    upstream_names: Vec<String>,
+    route_names: ById<RouteId, String>,
+    upstream_names: ById<UpstreamId, String>,
     requests: RequestCounters,
-    route_duration: Vec<Histogram>,
+    route_duration: ById<RouteId, Histogram>,
     /// For requests that matched no route.
     unrouted_duration: Histogram,
-    upstream_duration: Vec<Histogram>,
+    upstream_duration: ById<UpstreamId, Histogram>,
     ratelimited: FixedLabelCounters,
     auth_failures: FixedLabelCounters,
     /// WebSocket sessions that ended, and how long they lasted, by route: kept out
     /// of the request histograms, whose percentiles hours-long sessions would skew.
-    websocket_sessions: Vec<IntCounter>,
-    websocket_duration: Vec<Histogram>,
+    websocket_sessions: ById<RouteId, IntCounter>,
+    websocket_duration: ById<RouteId, Histogram>,
 }
 
 /// WebSocket session lengths: seconds to a day.
@@ -189,11 +190,10 @@ pub struct FixedLabels {
 }
 
 impl Metrics {
-    /// `route_names` in route-table order, `upstream_names` in pool order.
     pub(super) fn new(
         registry: Registry,
-        route_names: Vec<String>,
-        upstream_names: Vec<String>,
+        route_names: ById<RouteId, String>,
+        upstream_names: ById<UpstreamId, String>,
         fixed: FixedLabels,
     ) -> prometheus::Result<Self> {
         let buckets = LATENCY_BUCKETS.to_vec();
@@ -285,7 +285,7 @@ impl Metrics {
             .iter()
             .map(|u| upstream_duration.with_label_values(&[u.as_str()]))
             .collect();
-        // Routes take slots 0..n; requests that matched none take slot n.
+        // Routes take slots 0..n by id; requests that matched none take slot n.
         let requests = RequestCounters::new(requests, route_names.len() + 1);
         let route_labels: Vec<&str> = route_names.iter().map(String::as_str).chain(["none"]).collect();
         let ratelimited = FixedLabelCounters::new(ratelimited, fixed.limit_scopes, &route_labels);
@@ -305,19 +305,19 @@ impl Metrics {
         })
     }
 
-    fn route_name(&self, route: Option<usize>) -> &str {
+    fn route_name(&self, route: Option<RouteId>) -> &str {
         route
             .and_then(|r| self.route_names.get(r))
             .map_or("none", String::as_str)
     }
 
-    pub(super) fn upstream_name(&self, upstream: usize) -> &str {
+    pub(super) fn upstream_name(&self, upstream: UpstreamId) -> &str {
         self.upstream_names.get(upstream).map_or("none", String::as_str)
     }
 
     pub(super) fn record(&self, r: &RequestRecord<'_>) {
         let route = self.route_name(r.route);
-        let route_slot = r.route.unwrap_or(self.route_names.len());
+        let route_slot = r.route.map_or(self.route_names.len(), RouteId::position);
         self.requests
             .inc(route_slot, route, method_index(r.method), r.status);
         if r.status == 101 {
@@ -345,7 +345,7 @@ impl Metrics {
         }
     }
 
-    /// Every configured route, in route-table order. Totals are matched by route
+    /// Every configured route, in the config's order. Totals are matched by route
     /// name, as on a scrape.
     pub(super) fn routes(&self) -> Vec<RouteTotals<'_>> {
         let totals = self.requests.totals();

@@ -17,6 +17,7 @@ pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
 pub use live::SecondCounts;
 pub use metrics::{FixedLabels, RequestTotals, RouteTotals, LATENCY_BUCKETS};
 
+use crate::vocab::ids::{ById, RouteId, UpstreamId};
 use crate::vocab::limit_key::LimitKey;
 use access_log::AccessLog;
 use live::Live;
@@ -28,11 +29,11 @@ use std::time::Duration;
 
 /// One finished request, as the `logging` phase saw it.
 pub struct RequestRecord<'a> {
-    pub route: Option<usize>,
+    pub route: Option<RouteId>,
     pub method: &'a http::Method,
     pub status: u16,
     pub duration: Duration,
-    pub upstream: Option<usize>,
+    pub upstream: Option<UpstreamId>,
     pub upstream_duration: Option<Duration>,
     pub limited: Option<&'static str>,
     pub auth_failure: Option<&'static str>,
@@ -50,10 +51,9 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// `route_names` in route-table order, `upstream_names` in pool order.
     pub fn new(
-        route_names: Vec<String>,
-        upstream_names: Vec<String>,
+        route_names: ById<RouteId, String>,
+        upstream_names: ById<UpstreamId, String>,
         fixed_labels: FixedLabels,
         access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
@@ -89,11 +89,11 @@ impl Telemetry {
         self.metrics.render()
     }
 
-    pub fn upstream_name(&self, upstream: usize) -> &str {
+    pub fn upstream_name(&self, upstream: UpstreamId) -> &str {
         self.metrics.upstream_name(upstream)
     }
 
-    /// Every configured route's totals and latency histogram, in route-table order.
+    /// Every configured route's totals and latency histogram, in the config's order.
     pub fn routes(&self) -> Vec<RouteTotals<'_>> {
         self.metrics.routes()
     }

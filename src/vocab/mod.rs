@@ -1,7 +1,7 @@
 //! Shared words of the data path that every component may use: path
-//! normalization, the caller's identity and tier, the client address, the key of
-//! whoever is limited, a gateway-made answer and the clock. Nothing here imports a
-//! component or the config.
+//! normalization, the caller's identity and tier, the ids of routes, upstreams
+//! and tiers, the client address, the key of whoever is limited, a gateway-made
+//! answer and the clock. Nothing here imports a component or the config.
 
 pub mod answer;
 pub mod client_addr;
@@ -9,5 +9,6 @@ pub mod clock;
 pub mod consumer_id;
 pub mod error_body;
 pub mod identity;
+pub mod ids;
 pub mod limit_key;
 pub mod path;

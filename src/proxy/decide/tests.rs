@@ -6,11 +6,11 @@ use crate::auth::Authenticator;
 use crate::consumers::keys::RuntimeKeys;
 use crate::consumers::overrides::TierOverrides;
 use crate::proxy::ctx::RequestCtx;
-use crate::ratelimit::global::GlobalWindow;
+use crate::ratelimit::route_state::RouteState;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::vocab::answer::Answer;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::TierId;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pingora_http::RequestHeader;
 use sha2::{Digest, Sha256};
@@ -71,34 +71,16 @@ fn decider(yaml: &str) -> Decider {
         .take()
         .map(|a| Authenticator::new(a, &tier_names, Arc::new(RuntimeKeys::default())));
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    let globals = routes
-        .routes()
-        .iter()
-        .map(|r| {
-            r.global_limit.map(|g| {
-                Arc::new(GlobalWindow::new(
-                    r.name.clone(),
-                    g.rate,
-                    g.per.as_millis() as u64,
-                ))
-            })
-        })
-        .collect();
-    let limiter = RateLimiter::new(config.tiers.clone(), config.anonymous, globals, None)
-        .with_route_limits(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.tier_limits.clone().map(|t| (Arc::from(r.name.as_str()), t)))
-                .collect(),
-        )
-        .with_quotas(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.quota.clone().map(|q| (Arc::from(r.name.as_str()), q)))
-                .collect(),
-        );
+    let limiter = RateLimiter::new(
+        config.tiers.clone(),
+        config.anonymous,
+        routes
+            .routes()
+            .iter()
+            .map(|r| RouteState::new(&r.name, &r.limits))
+            .collect(),
+        None,
+    );
     Decider {
         routes,
         auth,
@@ -113,6 +95,7 @@ fn tier(d: &Decider, name: &str) -> TierId {
         .tiers()
         .iter()
         .position(|t| t.name == name)
+        .map(TierId)
         .expect("tier")
 }
 
