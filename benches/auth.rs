@@ -5,6 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use floodgate::auth::jwt::JwtVerifier;
 use floodgate::config::verify_key;
 use floodgate::config::Jwt;
+use floodgate::vocab::ids::TierId;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use std::hint::black_box;
@@ -40,7 +41,7 @@ fn bench_verify(c: &mut Criterion) {
     let verifier = JwtVerifier::new(
         config,
         Arc::from(vec!["free".to_string(), "premium".to_string()]),
-        0,
+        TierId(0),
     );
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({"sub": "consumer-42", "tier": "premium", "iss": "https://auth.bench",

@@ -96,7 +96,7 @@ fn main() {
                 bucket: TIER,
             }],
             None,
-            Vec::new(),
+            floodgate::vocab::ids::ById::default(),
             Some(OnUnavailable::LocalShare),
         ));
         let sync = RedisSync::new(

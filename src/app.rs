@@ -14,7 +14,7 @@ use crate::consumers::overrides::TierOverrides;
 use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
-use crate::ratelimit::global::GlobalWindow;
+use crate::ratelimit::route_state::RouteState;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
@@ -26,6 +26,7 @@ use crate::services::{
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
 use crate::vocab::clock::unix_now;
+use crate::vocab::ids::{ById, UpstreamId};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::Opt;
@@ -213,7 +214,7 @@ pub struct Parts {
     pub gateway: Gateway,
     pub limiter: Arc<RateLimiter>,
     pub telemetry: Arc<Telemetry>,
-    pub pools: Arc<Vec<Pool>>,
+    pub pools: Arc<ById<UpstreamId, Pool>>,
     pub overrides: Arc<TierOverrides>,
     /// Redis's side of the callers' cluster budgets, for the admin API; `None` without Redis.
     pub budgets: Option<BudgetStore>,
@@ -258,42 +259,16 @@ pub fn assemble(
     let runtime_keys = Arc::new(RuntimeKeys::default());
     let overrides = Arc::new(TierOverrides::default());
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    // Indexed like the route table, which the proxy's ctx.route refers to.
-    let globals = routes
-        .routes()
-        .iter()
-        .map(|r| {
-            r.global_limit.map(|g| {
-                Arc::new(GlobalWindow::new(
-                    r.name.clone(),
-                    g.rate,
-                    g.per.as_millis() as u64,
-                ))
-            })
-        })
-        .collect();
-    let limiter = Arc::new(
-        RateLimiter::new(
-            config.tiers.clone(),
-            config.anonymous,
-            globals,
-            config.redis.as_ref().map(|r| r.on_unavailable),
-        )
-        .with_route_limits(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.tier_limits.clone().map(|t| (Arc::from(r.name.as_str()), t)))
-                .collect(),
-        )
-        .with_quotas(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.quota.clone().map(|q| (Arc::from(r.name.as_str()), q)))
-                .collect(),
-        ),
-    );
+    let limiter = Arc::new(RateLimiter::new(
+        config.tiers.clone(),
+        config.anonymous,
+        routes
+            .routes()
+            .iter()
+            .map(|r| RouteState::new(&r.name, &r.limits))
+            .collect(),
+        config.redis.as_ref().map(|r| r.on_unavailable),
+    ));
     let access_log = AccessLogWriter::from_config(&config.access_log).map(|(writer, lines)| {
         services.push(Box::new(background_service("access log", writer)));
         lines
@@ -362,7 +337,7 @@ pub fn assemble(
             },
         )));
     }
-    let pools = Arc::new(pools);
+    let pools: Arc<ById<UpstreamId, Pool>> = Arc::new(pools.into());
     let draining = Arc::new(AtomicBool::new(false));
     let decider = Decider {
         routes,

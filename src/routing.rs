@@ -2,38 +2,50 @@
 //! `request_filter`, always on the normalized path (`vocab::path`).
 
 use crate::config::Route;
+use crate::vocab::ids::{ById, RouteId};
 use http::Method;
 
 pub struct RouteTable {
-    /// Longest prefix first; among equal prefixes, routes with a host or methods first.
-    routes: Vec<Route>,
+    /// By id: the order of the config.
+    routes: ById<RouteId, Route>,
+    /// The order routes are tried in: longest prefix first; among equal prefixes,
+    /// routes with a host or methods first.
+    match_order: Vec<RouteId>,
 }
 
 impl RouteTable {
-    pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by_key(|r| {
+    /// `routes` in the config's order, which gives each its id.
+    pub fn new(routes: Vec<Route>) -> Self {
+        let routes: ById<RouteId, Route> = routes.into();
+        let mut match_order: Vec<RouteId> = routes.iter_enumerated().map(|(id, _)| id).collect();
+        match_order.sort_by_key(|id| {
+            let m = &routes[*id].matching;
             (
-                std::cmp::Reverse(r.path_prefix.len()),
-                r.host.is_none(),
-                r.methods.is_none(),
+                std::cmp::Reverse(m.path_prefix.len()),
+                m.host.is_none(),
+                m.methods.is_none(),
             )
         });
-        RouteTable { routes }
+        RouteTable { routes, match_order }
     }
 
     /// `host` is without port, in any case (route hosts are stored lower-case).
-    /// The matching route and its index in `routes()`.
-    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<(usize, &Route)> {
-        self.routes.iter().enumerate().find(|(_, r)| {
-            path.starts_with(r.path_prefix.as_str())
-                && r.host
-                    .as_deref()
-                    .is_none_or(|h| host.is_some_and(|host| h.eq_ignore_ascii_case(host)))
-                && r.methods.as_ref().is_none_or(|ms| ms.contains(method))
-        })
+    /// The matching route and its id.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<(RouteId, &Route)> {
+        self.match_order
+            .iter()
+            .map(|id| (*id, &self.routes[*id]))
+            .find(|(_, r)| {
+                let m = &r.matching;
+                path.starts_with(m.path_prefix.as_str())
+                    && m.host
+                        .as_deref()
+                        .is_none_or(|h| host.is_some_and(|host| h.eq_ignore_ascii_case(host)))
+                    && m.methods.as_ref().is_none_or(|ms| ms.contains(method))
+            })
     }
 
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &ById<RouteId, Route> {
         &self.routes
     }
 }
@@ -41,31 +53,34 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthPolicy, RouteAction};
+    use crate::config::{AuthPolicy, RouteAccess, RouteAction, RouteLimits, RouteMatch, StaticAnswer};
 
     fn route(name: &str, prefix: &str, host: Option<&str>, methods: Option<Vec<Method>>) -> Route {
         Route {
             name: name.into(),
-            path_prefix: prefix.into(),
-            host: host.map(Into::into),
-            methods,
-            action: RouteAction::Respond {
+            matching: RouteMatch {
+                path_prefix: prefix.into(),
+                host: host.map(Into::into),
+                methods,
+            },
+            action: RouteAction::Respond(StaticAnswer {
                 status: 200,
                 body: String::new(),
                 content_type: String::new(),
+            }),
+            access: RouteAccess {
+                auth: AuthPolicy::None,
+                tiers: None,
+                allow_ambiguous_paths: false,
+                allow_underscore_headers: false,
             },
-            max_body_bytes: None,
-            allow_ambiguous_paths: false,
-            allow_underscore_headers: false,
-            auth: AuthPolicy::None,
-            tiers: None,
-            cost: 1,
-            global_limit: None,
+            limits: RouteLimits {
+                cost: 1,
+                global_limit: None,
+                tier_limits: None,
+                quota: None,
+            },
             policies: Default::default(),
-            tier_limits: None,
-            quota: None,
-            websocket_idle: None,
-            response_timeout: None,
         }
     }
 
@@ -89,5 +104,16 @@ mod tests {
         assert_eq!(find(None, Method::GET, "/other"), Some("root"));
         let no_root = RouteTable::new(vec![route("api", "/api/", None, None)]);
         assert!(no_root.find(None, &Method::GET, "/apix").is_none());
+    }
+
+    #[test]
+    fn a_routes_id_is_its_place_in_the_config_whatever_the_match_order() {
+        let table = RouteTable::new(vec![
+            route("root", "/", None, None),
+            route("api", "/api/", None, None),
+        ]);
+        let (id, route) = table.find(None, &Method::GET, "/api/x").expect("api");
+        assert_eq!((id, route.name.as_str()), (RouteId(1), "api"));
+        assert_eq!(table.routes()[RouteId(0)].name, "root");
     }
 }

@@ -8,7 +8,8 @@
 
 use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
 use crate::vocab::auth_failure::Failure;
-use crate::vocab::identity::{Identity, TierId};
+use crate::vocab::identity::Identity;
+use crate::vocab::ids::TierId;
 use http::HeaderName;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -151,7 +152,7 @@ mod tests {
         ApiKey {
             consumer: consumer.into(),
             digest: Sha256::digest(secret.as_bytes()).into(),
-            tier,
+            tier: TierId(tier),
         }
     }
 
@@ -163,14 +164,14 @@ mod tests {
                 keys: vec![key("acme", "acme-secret", 1), key("plain", "plain-secret", 0)],
             },
             Arc::default(),
-            0,
+            TierId(0),
         );
         let acme = keys.verify(b"acme-secret", 0).expect("acme");
-        assert_eq!((&*acme.consumer, acme.tier), ("acme", 1));
+        assert_eq!((&*acme.consumer, acme.tier), ("acme", TierId(1)));
         let again = keys.verify(b"acme-secret", 0).expect("acme from the cache");
-        assert_eq!((&*again.consumer, again.tier), ("acme", 1));
+        assert_eq!((&*again.consumer, again.tier), ("acme", TierId(1)));
         assert_eq!(keys.verified.len(), 1);
-        assert_eq!(keys.verify(b"plain-secret", 0).expect("plain").tier, 0);
+        assert_eq!(keys.verify(b"plain-secret", 0).expect("plain").tier, TierId(0));
         assert_eq!(keys.verify(b"acme-secreT", 0).err(), Some(Failure::UnknownApiKey));
         assert_eq!(keys.verify(b"", 0).err(), Some(Failure::UnknownApiKey));
         assert_eq!(keys.verify(&[b'a'; 2000], 0).err(), Some(Failure::UnknownApiKey));
@@ -186,7 +187,7 @@ mod tests {
                 keys: vec![key("acme", "acme-secret", 1)],
             },
             runtime.clone(),
-            2,
+            TierId(2),
         );
         let digest: [u8; 32] = Sha256::digest(b"runtime-secret").into();
         assert!(keys.in_config(&Sha256::digest(b"acme-secret").into()));
@@ -201,7 +202,7 @@ mod tests {
             last_used_s: Default::default(),
         });
         let bob = keys.verify(b"runtime-secret", 10).expect("bob");
-        assert_eq!((&*bob.consumer, bob.tier), ("bob", 2), "the default tier");
+        assert_eq!((&*bob.consumer, bob.tier), ("bob", TierId(2)), "the default tier");
         assert!(keys.verify(b"runtime-secret", 11).is_ok(), "from the cache");
         assert_eq!(
             runtime

@@ -11,7 +11,8 @@ use crate::config::verify_key::VerifyKey;
 use crate::config::{JwksSource, Jwt};
 use crate::vocab::auth_failure::Failure;
 use crate::vocab::consumer_id;
-use crate::vocab::identity::{Identity, TierId};
+use crate::vocab::identity::Identity;
+use crate::vocab::ids::TierId;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
@@ -364,6 +365,7 @@ impl JwtVerifier {
                 .tier_names
                 .iter()
                 .position(|t| t == name)
+                .map(TierId)
                 .ok_or(Failure::UnknownTier)?,
             Some(_) => return Err(Failure::BadClaims),
         };
@@ -430,7 +432,7 @@ mod tests {
         JwtVerifier::new(
             config(None),
             Arc::from(vec!["free".to_string(), "gold".to_string()]),
-            0,
+            TierId(0),
         )
     }
 
@@ -479,7 +481,7 @@ mod tests {
             ),
             now(),
         );
-        assert_eq!(ok.map(|i| i.tier), Ok(1));
+        assert_eq!(ok.map(|i| i.tier), Ok(TierId(1)));
         for (claims, failure) in [
             (
                 json!({"sub": "a", "tier": "platinum", "exp": now() + 60}),
@@ -574,7 +576,7 @@ mod tests {
     fn an_issuer_must_be_a_string() {
         let mut config = config(None);
         config.issuer = Some("https://idp".into());
-        let v = JwtVerifier::new(config, Arc::from(vec!["free".to_string()]), 0);
+        let v = JwtVerifier::new(config, Arc::from(vec!["free".to_string()]), TierId(0));
         let exp = now() + 60;
         let as_string = token(
             "hs",
@@ -598,7 +600,7 @@ mod tests {
             refresh: Duration::from_secs(300),
             cooldown: Duration::from_secs(30),
         };
-        let v = JwtVerifier::new(config(Some(jwks)), Arc::from(vec!["free".to_string()]), 0);
+        let v = JwtVerifier::new(config(Some(jwks)), Arc::from(vec!["free".to_string()]), TierId(0));
         let t = token("hs", SECRET, json!({"sub": "a", "exp": now() + 60}));
         assert!(v.verify(&t, now()).is_ok());
         let refresh = v.refresh().expect("refresh");

@@ -8,7 +8,7 @@ use super::schema::{ApiKeysSpec, AuthSpec, JwtKeySpec, JwtSpec};
 use super::tiers::tier_id;
 use super::verify_key::{self, VerifyKey};
 use crate::vocab::consumer_id;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::TierId;
 use http::HeaderName;
 use serde_yaml::Value;
 use std::collections::HashSet;
@@ -46,7 +46,7 @@ pub(super) fn auth(problems: &mut Problems, value: Option<Value>, tiers: &[Tier]
     }
     let jwt = spec.jwt.map(|j| jwt(problems, j));
     // An unknown default tier is already a problem: the config will not load.
-    let fallback_tier = default_tier.unwrap_or_default();
+    let fallback_tier = default_tier.unwrap_or(TierId(0));
     let api_keys = spec.api_keys.map(|k| api_keys(problems, k, tiers, fallback_tier));
     Some(Auth {
         jwt,
@@ -258,6 +258,7 @@ fn api_keys(problems: &mut Problems, spec: ApiKeysSpec, tiers: &[Tier], default_
 mod tests {
     use super::super::tests::problems_of;
     use super::super::{parse, Config};
+    use crate::vocab::ids::TierId;
 
     const HEAD: &str = "listen: [\"127.0.0.1:8080\"]\nadmin: { listen: \"127.0.0.1:9091\" }\n\
                         routes: [{ name: r, path_prefix: /, respond: { status: 200 } }]\n";
@@ -285,8 +286,8 @@ mod tests {
         let keys = auth.api_keys.expect("api keys");
         assert_eq!(keys.header.as_str(), "x-api-key");
         assert_eq!(keys.keys[0].digest[..2], [0x5e, 0x88]);
-        assert_eq!(keys.keys[0].tier, 2, "premium is the third seed tier");
-        assert_eq!(auth.default_tier, 0);
+        assert_eq!(keys.keys[0].tier, TierId(2), "premium is the third seed tier");
+        assert_eq!(auth.default_tier, TierId(0));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod listen;
 mod model;
 mod names;
 mod problems;
+mod quota;
 mod redis;
 mod route_policies;
 mod routes;
@@ -24,6 +25,7 @@ pub mod verify_key;
 
 pub use listen::expiring_certificates;
 pub use model::*;
+pub use quota::{Period, Quota};
 
 use crate::error::{ConfigProblem, StartupError};
 use pingora_core::server::configuration::ServerConf;

@@ -8,7 +8,7 @@
 
 use super::verify_key::VerifyKey;
 use crate::vocab::client_addr::TrustedProxies;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::{TierId, UpstreamId};
 use http::{HeaderName, Method};
 use pingora_core::server::configuration::ServerConf;
 use serde::Deserialize;
@@ -22,8 +22,10 @@ pub struct Config {
     pub listen: Vec<Listener>,
     pub admin: Admin,
     pub client: ClientLimits,
+    /// An upstream's id is its index here.
     pub upstreams: Vec<Upstream>,
     pub dns: Dns,
+    /// A route's id is its index here.
     pub routes: Vec<Route>,
     pub auth: Option<Auth>,
     /// Tier names and buckets; a tier's id is its index here.
@@ -223,17 +225,32 @@ pub enum AuthPolicy {
     None,
 }
 
+/// What a route does with the requests it matches.
 #[derive(Debug)]
 pub enum RouteAction {
-    Proxy {
-        upstream: usize,
-        strip_prefix: bool,
-    },
-    Respond {
-        status: u16,
-        body: String,
-        content_type: String,
-    },
+    Proxy(ProxyAction),
+    Respond(StaticAnswer),
+}
+
+/// A proxied route's upstream and what applies to proxied requests alone.
+#[derive(Debug)]
+pub struct ProxyAction {
+    pub upstream: UpstreamId,
+    pub strip_prefix: bool,
+    pub max_body_bytes: Option<u64>,
+    /// WebSocket upgrades on this route stay open while idle up to this long
+    /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.
+    pub websocket_idle: Option<Duration>,
+    /// A response not delivered whole this long after its request head is cut.
+    pub response_timeout: Option<Duration>,
+}
+
+/// The gateway's own answer on a `respond` route.
+#[derive(Debug)]
+pub struct StaticAnswer {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
 }
 
 /// Requests admitted per `per` across all instances.
@@ -243,41 +260,63 @@ pub struct GlobalLimit {
     pub per: Duration,
 }
 
+/// A route; its id ([`RouteId`](crate::vocab::ids::RouteId)) is its position in
+/// the config's `routes`.
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    pub matching: RouteMatch,
+    pub action: RouteAction,
+    pub access: RouteAccess,
+    pub limits: RouteLimits,
+    /// Address rules, compression, header rules, CORS: in the order each phase runs them.
+    pub policies: crate::policy::Policies,
+}
+
+/// Which requests a route takes.
+#[derive(Debug)]
+pub struct RouteMatch {
     pub path_prefix: String,
     /// Lower-case host without port.
     pub host: Option<String>,
     pub methods: Option<Vec<Method>>,
-    pub action: RouteAction,
-    pub max_body_bytes: Option<u64>,
+}
+
+/// Who may call a route, and which requests it lets through as they are.
+#[derive(Debug)]
+pub struct RouteAccess {
+    pub auth: AuthPolicy,
+    /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
+    pub tiers: Option<Vec<TierId>>,
     /// Paths upstreams may decode differently are forwarded as routed, not refused.
     pub allow_ambiguous_paths: bool,
     /// Header names with `_` are forwarded, not dropped.
     pub allow_underscore_headers: bool,
-    pub auth: AuthPolicy,
-    /// Tier ids allowed on this route; `None` allows every tier and anonymous callers.
-    pub tiers: Option<Vec<TierId>>,
+}
+
+/// What a request on a route costs and the route's own limits.
+#[derive(Debug)]
+pub struct RouteLimits {
     pub cost: u32,
     pub global_limit: Option<GlobalLimit>,
-    /// Address rules, compression, header rules, CORS: in the order each phase runs them.
-    pub policies: crate::policy::Policies,
     /// The route's own bucket for each tier (indexed by tier id), if any.
     pub tier_limits: Option<Vec<Option<Bucket>>>,
-    pub quota: Option<crate::vocab::quota::Quota>,
-    /// WebSocket upgrades on this route stay open while idle up to this long
-    /// (instead of the upstream's `read_ms`); `None`: upgrades use `read_ms`.
-    pub websocket_idle: Option<Duration>,
-    /// A response not delivered whole this long after its request head is cut.
-    pub response_timeout: Option<Duration>,
+    pub quota: Option<super::quota::Quota>,
 }
 
 impl Route {
-    pub fn upstream(&self) -> Option<usize> {
-        match self.action {
-            RouteAction::Proxy { upstream, .. } => Some(upstream),
-            RouteAction::Respond { .. } => None,
+    pub fn upstream(&self) -> Option<UpstreamId> {
+        match &self.action {
+            RouteAction::Proxy(proxy) => Some(proxy.upstream),
+            RouteAction::Respond(_) => None,
+        }
+    }
+
+    /// What applies to the route's proxied requests; `None` on a `respond` route.
+    pub fn proxy(&self) -> Option<&ProxyAction> {
+        match &self.action {
+            RouteAction::Proxy(proxy) => Some(proxy),
+            RouteAction::Respond(_) => None,
         }
     }
 }

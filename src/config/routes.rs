@@ -1,14 +1,18 @@
 //! `routes`: what each path prefix (with an optional host and methods) does,
 //! who may call it and what it costs.
 
-use super::model::{AuthPolicy, GlobalLimit, Route, RouteAction, Tier, Upstream};
+use super::model::{
+    AuthPolicy, GlobalLimit, ProxyAction, Route, RouteAccess, RouteAction, RouteLimits, RouteMatch,
+    StaticAnswer, Tier, Upstream,
+};
 use super::names::is_plain_name;
 use super::problems::Problems;
+use super::quota::{Period, Quota};
 use super::route_policies;
 use super::schema::{QuotaPer, RouteSpec};
 use super::tiers::{check_bucket, tier_id};
+use crate::vocab::ids::{Id, UpstreamId};
 use crate::vocab::path::normalize_path;
-use crate::vocab::quota::{Period, Quota};
 use http::Method;
 use serde_yaml::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -84,7 +88,7 @@ fn route(problems: &mut Problems, path: &str, mut spec: RouteSpec, known: &Known
             )
             .collect()
     });
-    let action = action(problems, path, &spec, known.upstreams)?;
+    let mut action = action(problems, path, &spec, known.upstreams)?;
     let auth = spec.auth.unwrap_or(if known.auth_configured {
         AuthPolicy::Required
     } else {
@@ -145,7 +149,7 @@ fn route(problems: &mut Problems, path: &str, mut spec: RouteSpec, known: &Known
         if ws.idle_timeout_s == 0 {
             problems.add(format!("{path}.websocket.idle_timeout_s"), "must be at least 1");
         }
-        if matches!(action, RouteAction::Respond { .. }) {
+        if matches!(action, RouteAction::Respond(_)) {
             problems.add(
                 format!("{path}.websocket"),
                 "needs an upstream to carry the WebSocket",
@@ -172,24 +176,33 @@ fn route(problems: &mut Problems, path: &str, mut spec: RouteSpec, known: &Known
         },
         &known.claims,
     );
+    // Body size, idle WebSocket and response deadline only ever act on proxied requests.
+    if let RouteAction::Proxy(proxy) = &mut action {
+        proxy.max_body_bytes = spec.max_body_bytes;
+        proxy.websocket_idle = websocket_idle;
+        proxy.response_timeout = spec.response_timeout_ms.map(Duration::from_millis);
+    }
     Some(Route {
         name: spec.name,
-        path_prefix: spec.path_prefix,
-        host: spec.host.map(|h| h.to_ascii_lowercase()),
-        methods,
+        matching: RouteMatch {
+            path_prefix: spec.path_prefix,
+            host: spec.host.map(|h| h.to_ascii_lowercase()),
+            methods,
+        },
         action,
-        max_body_bytes: spec.max_body_bytes,
-        allow_ambiguous_paths: spec.allow_ambiguous_paths,
-        allow_underscore_headers: spec.allow_underscore_headers,
-        auth,
-        tiers,
-        cost: spec.cost,
-        global_limit,
+        access: RouteAccess {
+            auth,
+            tiers,
+            allow_ambiguous_paths: spec.allow_ambiguous_paths,
+            allow_underscore_headers: spec.allow_underscore_headers,
+        },
+        limits: RouteLimits {
+            cost: spec.cost,
+            global_limit,
+            tier_limits,
+            quota,
+        },
         policies,
-        tier_limits,
-        quota,
-        websocket_idle,
-        response_timeout: spec.response_timeout_ms.map(Duration::from_millis),
     })
 }
 
@@ -223,7 +236,7 @@ impl PerConsumer<'_> {
             let key = format!("{path}.{map_key}.{name}");
             check(problems, &key, &value);
             if let Some(id) = tier_id(problems, self.known.tiers, &key, &name) {
-                by_tier[id] = Some(value);
+                by_tier[id.position()] = Some(value);
             }
         }
         by_tier
@@ -246,10 +259,13 @@ fn action(
             None
         }
         (Some(name), None) => match upstreams.iter().position(|u| &u.name == name) {
-            Some(upstream) => Some(RouteAction::Proxy {
-                upstream,
+            Some(position) => Some(RouteAction::Proxy(ProxyAction {
+                upstream: UpstreamId(position),
                 strip_prefix: spec.strip_prefix,
-            }),
+                max_body_bytes: None,
+                websocket_idle: None,
+                response_timeout: None,
+            })),
             None => {
                 problems.add(
                     format!("{path}.upstream"),
@@ -265,14 +281,14 @@ fn action(
                     "must be an HTTP status from 100 to 599",
                 );
             }
-            Some(RouteAction::Respond {
+            Some(RouteAction::Respond(StaticAnswer {
                 status: r.status,
                 body: r.body.clone(),
                 content_type: r
                     .content_type
                     .clone()
                     .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
-            })
+            }))
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::model::{Bucket, Tier};
 use super::names::is_plain_name;
 use super::problems::Problems;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::TierId;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 
@@ -70,7 +70,7 @@ pub(super) fn check_bucket(problems: &mut Problems, path: &str, bucket: &Bucket)
 
 /// The id of the tier named `name`, or a problem at `path` listing the tiers.
 pub(super) fn tier_id(problems: &mut Problems, tiers: &[Tier], path: &str, name: &str) -> Option<TierId> {
-    let id = tiers.iter().position(|t| t.name == name);
+    let id = tiers.iter().position(|t| t.name == name).map(TierId);
     if id.is_none() {
         let known: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
         problems.add(
@@ -127,7 +127,7 @@ mod tests {
     fn unknown_tier_names_the_known_ones() {
         let (parsed, _) = parse("a: { rate: 1, burst: 1 }\nb: { rate: 1, burst: 1 }");
         let mut problems = Problems::default();
-        assert_eq!(tier_id(&mut problems, &parsed, "x", "b"), Some(1));
+        assert_eq!(tier_id(&mut problems, &parsed, "x", "b"), Some(TierId(1)));
         assert_eq!(tier_id(&mut problems, &parsed, "x", "c"), None);
         assert_eq!(problems.0[0].to_string(), "x: no tier named \"c\" (tiers: a, b)");
     }

@@ -4,7 +4,7 @@
 //! swap in a new map and bump a generation, which retires cached verifications.
 
 use crate::consumers::stored::StoredKey;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::{Id, TierId};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,7 @@ impl RuntimeKey {
     pub fn from_stored(stored: &StoredKey, tier_names: &[String]) -> Option<RuntimeKey> {
         let digest: [u8; 32] = hex::decode(&stored.digest).ok()?.try_into().ok()?;
         let tier = match &stored.tier {
-            Some(name) => Some(tier_names.iter().position(|t| t == name)?),
+            Some(name) => Some(TierId(tier_names.iter().position(|t| t == name)?)),
             None => None,
         };
         Some(RuntimeKey {
@@ -52,7 +52,7 @@ impl RuntimeKey {
             key_id: self.key_id.clone(),
             consumer: self.consumer.to_string(),
             digest: hex::encode(self.digest),
-            tier: self.tier.and_then(|t| tier_names.get(t).cloned()),
+            tier: self.tier.and_then(|t| t.of(tier_names).cloned()),
             created_at_s: self.created_at_s,
             expires_at_s: self.expires_at_s,
         }

@@ -1,7 +1,7 @@
 //! Runtime tier overrides: a consumer's tier changed after authentication,
 //! through the admin API, and kept where runtime consumers are kept.
 
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::TierId;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 use super::keys::{RuntimeKey, RuntimeKeys};
 use super::overrides::TierOverrides;
+use crate::vocab::ids::TierId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -104,8 +105,8 @@ impl StateDoc {
             }
         }
         for (consumer, tier) in &self.tiers {
-            if let Some(id) = tier_names.iter().position(|t| t == tier) {
-                overrides.set(consumer, id);
+            if let Some(position) = tier_names.iter().position(|t| t == tier) {
+                overrides.set(consumer, TierId(position));
             }
         }
     }
@@ -149,8 +150,8 @@ mod tests {
         let (keys, overrides) = (RuntimeKeys::default(), TierOverrides::default());
         doc.restore(&["free".into(), "gold".into()], &keys, &overrides);
         let key = keys.find(&[0xab; 32]).expect("the key");
-        assert_eq!((&*key.consumer, key.tier), ("c", Some(1)));
-        assert_eq!(overrides.get("c"), Some(1));
+        assert_eq!((&*key.consumer, key.tier), ("c", Some(TierId(1))));
+        assert_eq!(overrides.get("c"), Some(TierId(1)));
     }
 
     #[test]

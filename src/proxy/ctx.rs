@@ -7,6 +7,7 @@ use crate::upstream::pool::BreakerTicket;
 use crate::vocab::auth_failure::Failure;
 use crate::vocab::error_body::RequestId;
 use crate::vocab::identity::Identity;
+use crate::vocab::ids::{RouteId, UpstreamId};
 use crate::vocab::limit_scope::Scope;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -22,8 +23,7 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<Duration>,
     /// The caller's sane X-Request-Id or a new one; on every response and sent upstream.
     pub request_id: RequestId,
-    /// Index into the route table.
-    pub route: Option<usize>,
+    pub route: Option<RouteId>,
     /// The normalized path when it differs from what the client sent.
     pub normalized_path: Option<String>,
     /// The target of the current attempt.
@@ -58,8 +58,7 @@ pub struct RequestCtx {
 /// An upstream attempt its target's breaker admitted and has not heard back about.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingAttempt {
-    /// Index into the gateway's pools.
-    pub upstream: usize,
+    pub upstream: UpstreamId,
     pub ticket: BreakerTicket,
 }
 

@@ -8,6 +8,7 @@ use crate::auth::Authenticator;
 use crate::policy::header_rules::Vars;
 use crate::vocab::client_addr;
 use crate::vocab::error_body::REQUEST_ID;
+use crate::vocab::ids::Id;
 use http::{header, request, HeaderMap, HeaderName, HeaderValue};
 use pingora_error::{Error, ErrorType, Result};
 use std::net::IpAddr;
@@ -210,7 +211,7 @@ impl Forwarding {
                 headers.remove(header::AUTHORIZATION);
             }
             headers.insert(CONSUMER_ID, identity.consumer_header.clone());
-            if let Some(tier) = self.tier_names.get(identity.tier) {
+            if let Some(tier) = identity.tier.of(&self.tier_names) {
                 headers.insert(CONSUMER_TIER, tier.clone());
             }
             for (name, value) in identity.headers.iter() {
@@ -226,7 +227,7 @@ impl Forwarding {
         Vars {
             consumer: identity.map(|i| &*i.consumer),
             tier: identity
-                .and_then(|i| self.tier_names.get(i.tier))
+                .and_then(|i| i.tier.of(&self.tier_names))
                 .and_then(|t| t.to_str().ok()),
             request_id: ctx.request_id.as_str(),
             client_ip: ctx.client_ip,

@@ -7,7 +7,7 @@ use super::decide::{Decider, Verdict};
 use super::forward::{is_websocket, switched_as_asked, Forwarding, Hop, X_FORWARDED_PROTO};
 use super::pace::Pace;
 use super::{host, parts, respond};
-use crate::config::{ClientLimits, RouteAction};
+use crate::config::{ClientLimits, ProxyAction};
 use crate::connection::head::{self, HeadLimits};
 use crate::connection::head_clock;
 use crate::policy::{Attempt, RoutePolicy};
@@ -18,6 +18,7 @@ use crate::upstream::Pool;
 use crate::vocab::answer::Answer;
 use crate::vocab::clock::unix_now;
 use crate::vocab::error_body::{RequestId, REQUEST_ID};
+use crate::vocab::ids::{ById, RouteId, UpstreamId};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, request, response};
@@ -37,7 +38,7 @@ const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 pub struct Gateway {
     decider: Decider,
     forwarding: Forwarding,
-    pools: Arc<Vec<Pool>>,
+    pools: Arc<ById<UpstreamId, Pool>>,
     limits: HeadLimits,
     keepalive_timeout_s: u64,
     telemetry: Arc<Telemetry>,
@@ -53,7 +54,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         decider: Decider,
-        pools: Arc<Vec<Pool>>,
+        pools: Arc<ById<UpstreamId, Pool>>,
         client: &ClientLimits,
         telemetry: Arc<Telemetry>,
         tier_names: &[String],
@@ -106,12 +107,17 @@ impl Gateway {
     }
 
     fn route(&self, ctx: &RequestCtx) -> Option<&crate::config::Route> {
-        ctx.route.map(|i| &self.decider.routes.routes()[i])
+        ctx.route.map(|id| &self.decider.routes.routes()[id])
+    }
+
+    /// What applies to a proxied request's route.
+    fn proxy_action(&self, ctx: &RequestCtx) -> Option<&ProxyAction> {
+        self.route(ctx).and_then(|r| r.proxy())
     }
 
     /// The route's policies, in order (none before routing).
-    fn policies(&self, route: Option<usize>) -> impl Iterator<Item = &dyn RoutePolicy> {
-        let route = route.map(|i| &self.decider.routes.routes()[i]);
+    fn policies(&self, route: Option<RouteId>) -> impl Iterator<Item = &dyn RoutePolicy> {
+        let route = route.map(|id| &self.decider.routes.routes()[id]);
         route.into_iter().flat_map(|r| r.policies.iter())
     }
 
@@ -135,12 +141,9 @@ impl Gateway {
     /// rules. A pure function of the head and the context, so benchmarks run it too.
     pub fn upstream_head(&self, upstream: &mut request::Parts, ctx: &RequestCtx, hop: Hop) -> Result<()> {
         let route = self.route(ctx);
-        let strip = match route.map(|r| &r.action) {
-            Some(RouteAction::Proxy {
-                strip_prefix: true, ..
-            }) => route.map(|r| r.path_prefix.as_str()),
-            _ => None,
-        };
+        let strip = route
+            .filter(|r| r.proxy().is_some_and(|p| p.strip_prefix))
+            .map(|r| r.matching.path_prefix.as_str());
         self.forwarding.rewrite(upstream, ctx, strip, hop)?;
         let vars = self.forwarding.vars(ctx);
         for policy in self.policies(ctx.route) {
@@ -227,11 +230,11 @@ impl ProxyHttp for Gateway {
         {
             Verdict::Proxy => {
                 ctx.websocket_idle = self
-                    .route(ctx)
-                    .and_then(|r| r.websocket_idle)
+                    .proxy_action(ctx)
+                    .and_then(|p| p.websocket_idle)
                     .filter(|_| is_websocket(&session.req_header().headers));
                 self.compress_at(session, ctx.policy_notes.compression_level.unwrap_or(0));
-                let keep_underscores = self.route(ctx).is_some_and(|r| r.allow_underscore_headers);
+                let keep_underscores = self.route(ctx).is_some_and(|r| r.access.allow_underscore_headers);
                 let implied_host = host::implied_host(session.req_header());
                 parts::edit_request(session.req_header_mut(), |req| {
                     if let Some(host) = implied_host {
@@ -270,7 +273,7 @@ impl ProxyHttp for Gateway {
                 &mut ctx.policy_notes,
             );
         }
-        let limit = self.route(ctx).and_then(|r| r.max_body_bytes);
+        let limit = self.proxy_action(ctx).and_then(|p| p.max_body_bytes);
         if let (Some(limit), Some(chunk)) = (limit, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > limit {
@@ -468,7 +471,7 @@ impl ProxyHttp for Gateway {
             session,
             response,
             ctx.started,
-            route.and_then(|r| r.response_timeout),
+            route.and_then(|r| r.proxy()?.response_timeout),
         );
         parts::edit_response(response, |response| self.response_head(response, ctx));
         self.compress_at(session, ctx.policy_notes.compression_level.unwrap_or(0));

@@ -214,6 +214,7 @@ mod tests {
     use super::super::{LocalOutcome, Policy};
     use super::*;
     use crate::config::{Bucket, Tier};
+    use crate::vocab::ids::{ById, TierId};
 
     #[test]
     fn draft_11_syntax_for_a_bucket_and_a_window() {
@@ -227,7 +228,7 @@ mod tests {
                 bucket: premium,
             }],
             None,
-            Vec::new(),
+            ById::default(),
             None,
         );
         let outcome = Outcome {
@@ -236,7 +237,7 @@ mod tests {
             refused: None,
             limited_key: None,
             local: Some(LocalOutcome {
-                policy: Policy::Tier(0),
+                policy: Policy::Tier(TierId(0)),
                 bucket: premium,
                 decision: Decision {
                     allowed: true,

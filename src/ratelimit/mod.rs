@@ -9,14 +9,16 @@ pub mod global;
 pub mod headers;
 pub mod local;
 pub mod quota;
+pub mod route_state;
 
-use crate::config::{Bucket, OnUnavailable, Tier};
-use crate::vocab::identity::TierId;
+use crate::config::{Bucket, OnUnavailable, Quota, Tier};
+use crate::vocab::ids::{ById, Id, RouteId, TierId};
 use crate::vocab::limit_key::LimitKey;
 use crate::vocab::limit_scope::Scope;
 use global::{ClusterView, GlobalDecision, GlobalWindow};
 use local::{Decision, LocalLimiter, Supply};
-use quota::{Quota, QuotaCounter, QuotaDecision};
+use quota::{QuotaCounter, QuotaDecision};
+use route_state::RouteState;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,8 +31,8 @@ const MAX_BUCKETS: usize = 1 << 20;
 pub enum Policy {
     Tier(TierId),
     Anonymous,
-    /// A route's own limit (route index) for the caller's tier.
-    Route(usize),
+    /// A route's own limit for the caller's tier.
+    Route(RouteId),
 }
 
 /// The caller's bucket decision and the policy it was made under.
@@ -63,9 +65,6 @@ impl Outcome {
     }
 }
 
-/// A route's own limit: its name (part of the limit key) and its bucket per tier id.
-pub type RouteLimit = (Arc<str>, Vec<Option<Bucket>>);
-
 /// Health of the Redis sync, read by the hot path and by metrics.
 #[derive(Default)]
 pub struct SyncState {
@@ -90,14 +89,9 @@ pub struct RateLimiter {
     policy_values: Vec<Option<headers::PolicyValues>>,
     /// Small numbers as header values, built at load.
     numbers: headers::Numbers,
-    /// Indexed like the route table; `None` for routes without a global limit.
-    globals: Vec<Option<Arc<GlobalWindow>>>,
+    routes: ById<RouteId, RouteState>,
     /// `None` in single-instance mode (no Redis).
     on_unavailable: Option<OnUnavailable>,
-    /// Indexed like the route table.
-    route_limits: Vec<Option<RouteLimit>>,
-    /// Indexed like the route table: the route's name (part of the Redis key) and quota.
-    quotas: Vec<Option<(Arc<str>, Quota)>>,
     pub quota_counts: QuotaCounter,
     pub sync: Arc<SyncState>,
 }
@@ -106,7 +100,7 @@ impl RateLimiter {
     pub fn new(
         tiers: Vec<Tier>,
         anonymous: Option<Bucket>,
-        globals: Vec<Option<Arc<GlobalWindow>>>,
+        routes: ById<RouteId, RouteState>,
         on_unavailable: Option<OnUnavailable>,
     ) -> Self {
         let policy_values = tiers
@@ -120,44 +114,28 @@ impl RateLimiter {
             numbers: headers::Numbers::new(),
             tiers,
             anonymous,
-            globals,
+            routes,
             on_unavailable,
-            route_limits: Vec::new(),
-            quotas: Vec::new(),
             quota_counts: QuotaCounter::default(),
             sync: Arc::new(SyncState::default()),
         }
     }
 
-    /// The routes' own per-tier limits, indexed like the route table.
-    pub fn with_route_limits(mut self, limits: Vec<Option<RouteLimit>>) -> Self {
-        self.route_limits = limits;
-        self
+    /// The route's name (part of the Redis key) and quota, if it has one.
+    pub fn quota(&self, route: RouteId) -> Option<(&Arc<str>, &Quota)> {
+        let state = self.routes.get(route)?;
+        Some((&state.name, state.quota.as_ref()?))
     }
 
-    /// The routes' quotas, indexed like the route table.
-    pub fn with_quotas(mut self, quotas: Vec<Option<(Arc<str>, Quota)>>) -> Self {
-        self.quotas = quotas;
-        self
+    /// Every route with a quota, in the config's order.
+    pub fn quotas(&self) -> impl Iterator<Item = (RouteId, (&Arc<str>, &Quota))> {
+        self.routes
+            .iter_enumerated()
+            .filter_map(|(id, r)| Some((id, (&r.name, r.quota.as_ref()?))))
     }
 
-    pub fn quota(&self, route: usize) -> Option<&(Arc<str>, Quota)> {
-        self.quotas.get(route)?.as_ref()
-    }
-
-    /// Every route with a quota, by route index.
-    pub fn quotas(&self) -> impl Iterator<Item = (usize, &(Arc<str>, Quota))> {
-        self.quotas
-            .iter()
-            .enumerate()
-            .filter_map(|(i, q)| Some((i, q.as_ref()?)))
-    }
-
-    pub fn route_name(&self, route: usize) -> &str {
-        self.route_limits
-            .get(route)
-            .and_then(Option::as_ref)
-            .map_or("route", |(name, _)| name)
+    pub fn route_name(&self, route: RouteId) -> &str {
+        self.routes.get(route).map_or("route", |r| &r.name)
     }
 
     pub fn tiers(&self) -> &[Tier] {
@@ -165,7 +143,7 @@ impl RateLimiter {
     }
 
     pub fn tier_name(&self, tier: TierId) -> &str {
-        self.tiers.get(tier).map_or("unknown", |t| t.name.as_str())
+        tier.of(&self.tiers).map_or("unknown", |t| t.name.as_str())
     }
 
     pub fn policy_name(&self, policy: Policy) -> &str {
@@ -179,7 +157,7 @@ impl RateLimiter {
     /// The prebuilt header values of a tier's or the anonymous bucket.
     fn policy_values(&self, policy: Policy) -> Option<&headers::PolicyValues> {
         let i = match policy {
-            Policy::Tier(t) => t,
+            Policy::Tier(t) => t.position(),
             Policy::Anonymous => self.tiers.len(),
             Policy::Route(_) => return None,
         };
@@ -187,7 +165,7 @@ impl RateLimiter {
     }
 
     pub fn globals(&self) -> impl Iterator<Item = &Arc<GlobalWindow>> {
-        self.globals.iter().flatten()
+        self.routes.iter().filter_map(|r| r.global.as_ref())
     }
 
     /// The caller's bucket, the route's bucket for its tier, the route's global
@@ -195,7 +173,7 @@ impl RateLimiter {
     /// them takes nothing from the others (what the earlier ones took is given back).
     pub fn check(
         &self,
-        route: usize,
+        route: RouteId,
         caller: Option<(&Arc<str>, TierId)>,
         client_ip: IpAddr,
         cost: u32,
@@ -205,7 +183,7 @@ impl RateLimiter {
             Some((consumer, tier)) => (
                 LimitKey::Consumer(consumer.clone()),
                 Policy::Tier(tier),
-                self.tiers.get(tier).map(|t| t.bucket),
+                tier.of(&self.tiers).map(|t| t.bucket),
             ),
             None => (LimitKey::anonymous(client_ip), Policy::Anonymous, self.anonymous),
         };
@@ -238,9 +216,9 @@ impl RateLimiter {
             return outcome;
         }
         outcome.global = self
-            .globals
+            .routes
             .get(route)
-            .and_then(Option::as_ref)
+            .and_then(|r| r.global.as_ref())
             .and_then(|window| self.check_global(window, u64::from(cost), now_ns / 1_000_000));
         if let Some(refused) = outcome.global.filter(|g| !g.allowed) {
             outcome.refused = Some(Scope::Global);
@@ -273,7 +251,7 @@ impl RateLimiter {
     /// headers show them as they are again.
     fn give_back_refused(
         &self,
-        route: usize,
+        route: RouteId,
         caller: Option<(&Arc<str>, TierId)>,
         client_ip: IpAddr,
         cost: u32,
@@ -294,7 +272,7 @@ impl RateLimiter {
     /// after them (by a later limit, or by the gateway: no healthy target).
     pub fn give_back(
         &self,
-        route: usize,
+        route: RouteId,
         caller: Option<(&Arc<str>, TierId)>,
         client_ip: IpAddr,
         cost: u32,
@@ -308,17 +286,16 @@ impl RateLimiter {
             };
             self.local.give_back(&key, f64::from(cost));
         }
-        if let (true, Some((consumer, _)), Some((name, _))) = (
-            admitted(&outcome.route),
-            caller,
-            self.route_limits.get(route).and_then(Option::as_ref),
-        ) {
-            self.local
-                .give_back(&LimitKey::Route(name.clone(), consumer.clone()), f64::from(cost));
+        let state = self.routes.get(route);
+        if let (true, Some((consumer, _)), Some(state)) = (admitted(&outcome.route), caller, state) {
+            self.local.give_back(
+                &LimitKey::Route(state.name.clone(), consumer.clone()),
+                f64::from(cost),
+            );
         }
         if let (Some(g), Some(window)) = (
             outcome.global.filter(|g| g.allowed),
-            self.globals.get(route).and_then(Option::as_ref),
+            state.and_then(|r| r.global.as_ref()),
         ) {
             window.give_back(u64::from(cost), g.window);
         }
@@ -332,15 +309,15 @@ impl RateLimiter {
     /// and the key it limits.
     fn route_limit(
         &self,
-        route: usize,
+        route: RouteId,
         caller: Option<(&Arc<str>, TierId)>,
         cost: u32,
         now_ns: u64,
     ) -> Option<(LocalOutcome, LimitKey)> {
         let (consumer, tier) = caller?;
-        let (name, by_tier) = self.route_limits.get(route)?.as_ref()?;
-        let bucket = (*by_tier.get(tier)?)?;
-        let key = LimitKey::Route(name.clone(), consumer.clone());
+        let state = self.routes.get(route)?;
+        let bucket = (*tier.of(state.tier_buckets.as_ref()?)?)?;
+        let key = LimitKey::Route(state.name.clone(), consumer.clone());
         let decision = self.take(&key, bucket, cost, now_ns);
         Some((
             LocalOutcome {
@@ -426,7 +403,21 @@ mod tests {
                 rate: 1.0,
                 burst: 1.0,
             }),
-            vec![Some(Arc::new(GlobalWindow::new("r".into(), 3, 1000))), None],
+            vec![
+                RouteState {
+                    name: "r".into(),
+                    tier_buckets: None,
+                    global: Some(Arc::new(GlobalWindow::new("r".into(), 3, 1000))),
+                    quota: None,
+                },
+                RouteState {
+                    name: "s".into(),
+                    tier_buckets: None,
+                    global: None,
+                    quota: None,
+                },
+            ]
+            .into(),
             None,
         )
     }
@@ -436,14 +427,23 @@ mod tests {
         let l = limiter();
         let alice: Arc<str> = Arc::from("alice");
         let ip: IpAddr = [192, 0, 2, 1].into();
-        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
-        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
-        let o = l.check(0, Some((&alice, 0)), ip, 1, 0);
+        assert!(l
+            .check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0)
+            .refused
+            .is_none());
+        assert!(l
+            .check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0)
+            .refused
+            .is_none());
+        let o = l.check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0);
         assert_eq!(o.refused, Some(Scope::Local));
         // The window (limit 3) still has room for one more from someone else.
-        assert!(l.check(0, None, ip, 1, 0).refused.is_none());
+        assert!(l.check(RouteId(0), None, ip, 1, 0).refused.is_none());
         let bob: Arc<str> = Arc::from("bob");
-        assert_eq!(l.check(0, Some((&bob, 0)), ip, 1, 0).refused, Some(Scope::Global));
+        assert_eq!(
+            l.check(RouteId(0), Some((&bob, TierId(0))), ip, 1, 0).refused,
+            Some(Scope::Global)
+        );
     }
 
     #[test]
@@ -454,50 +454,89 @@ mod tests {
         let ip: IpAddr = [192, 0, 2, 1].into();
         for who in ["bob", "carol"] {
             let other: Arc<str> = Arc::from(who);
-            assert!(l.check(0, Some((&other, 0)), ip, 1, 0).refused.is_none());
+            assert!(l
+                .check(RouteId(0), Some((&other, TierId(0))), ip, 1, 0)
+                .refused
+                .is_none());
         }
-        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
-        let refused = l.check(0, Some((&alice, 0)), ip, 1, 0);
+        assert!(l
+            .check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0)
+            .refused
+            .is_none());
+        let refused = l.check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0);
         assert_eq!(refused.refused, Some(Scope::Global));
         // The window's refusal gave the bucket its token back, and its headers say so:
         // one is left for route 1.
         assert_eq!(refused.local.map(|l| l.decision.remaining), Some(1));
-        assert!(l.check(1, Some((&alice, 0)), ip, 1, 0).refused.is_none());
+        assert!(l
+            .check(RouteId(1), Some((&alice, TierId(0))), ip, 1, 0)
+            .refused
+            .is_none());
         assert_eq!(
-            l.check(1, Some((&alice, 0)), ip, 1, 0).refused,
+            l.check(RouteId(1), Some((&alice, TierId(0))), ip, 1, 0).refused,
             Some(Scope::Local)
         );
     }
 
     #[test]
     fn a_refusal_names_the_key_it_limited() {
-        // Route 1 has its own bucket (burst 1) for the free tier; alice's holds 2.
-        let l = limiter().with_route_limits(vec![
-            None,
-            Some((
-                "slow".into(),
-                vec![Some(Bucket {
+        // Route "slow" has its own bucket (burst 1) for the free tier; alice's holds 2.
+        let slow = RouteState {
+            name: "slow".into(),
+            tier_buckets: Some(vec![Some(Bucket {
+                rate: 1.0,
+                burst: 1.0,
+            })]),
+            global: None,
+            quota: None,
+        };
+        let l = RateLimiter::new(
+            vec![Tier {
+                name: "free".into(),
+                bucket: Bucket {
                     rate: 1.0,
-                    burst: 1.0,
-                })],
-            )),
-        ]);
+                    burst: 2.0,
+                },
+            }],
+            Some(Bucket {
+                rate: 1.0,
+                burst: 1.0,
+            }),
+            vec![
+                RouteState {
+                    name: "plain".into(),
+                    tier_buckets: None,
+                    global: None,
+                    quota: None,
+                },
+                slow,
+            ]
+            .into(),
+            None,
+        );
         let alice: Arc<str> = Arc::from("alice");
         let ip: IpAddr = [192, 0, 2, 1].into();
-        assert_eq!(l.check(1, Some((&alice, 0)), ip, 1, 0).limited_key, None);
-        let by_route = l.check(1, Some((&alice, 0)), ip, 1, 0);
+        assert_eq!(
+            l.check(RouteId(1), Some((&alice, TierId(0))), ip, 1, 0)
+                .limited_key,
+            None
+        );
+        let by_route = l.check(RouteId(1), Some((&alice, TierId(0))), ip, 1, 0);
         assert_eq!(by_route.refused, Some(Scope::Route));
         assert_eq!(
             by_route.limited_key,
             Some(LimitKey::Route("slow".into(), alice.clone()))
         );
-        assert!(l.check(0, Some((&alice, 0)), ip, 1, 0).refused.is_none());
-        let by_bucket = l.check(0, Some((&alice, 0)), ip, 1, 0);
+        assert!(l
+            .check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0)
+            .refused
+            .is_none());
+        let by_bucket = l.check(RouteId(0), Some((&alice, TierId(0))), ip, 1, 0);
         assert_eq!(by_bucket.refused, Some(Scope::Local));
         assert_eq!(by_bucket.limited_key, Some(LimitKey::Consumer(alice)));
-        assert!(l.check(1, None, ip, 1, 0).refused.is_none());
+        assert!(l.check(RouteId(1), None, ip, 1, 0).refused.is_none());
         assert_eq!(
-            l.check(1, None, ip, 1, 0).limited_key,
+            l.check(RouteId(1), None, ip, 1, 0).limited_key,
             Some(LimitKey::anonymous(ip))
         );
     }
@@ -506,14 +545,14 @@ mod tests {
     fn giving_back_an_admitted_request_returns_its_bucket_and_window() {
         let l = limiter();
         let ip: IpAddr = [192, 0, 2, 1].into();
-        let admitted = l.check(0, None, ip, 1, 0);
+        let admitted = l.check(RouteId(0), None, ip, 1, 0);
         assert!(admitted.refused.is_none());
-        l.give_back(0, None, ip, 1, &admitted);
+        l.give_back(RouteId(0), None, ip, 1, &admitted);
         // The anonymous bucket (burst 1) and the window (3) are whole again.
-        assert!(l.check(0, None, ip, 1, 0).refused.is_none());
+        assert!(l.check(RouteId(0), None, ip, 1, 0).refused.is_none());
         let other: IpAddr = [192, 0, 2, 2].into();
         let third: IpAddr = [192, 0, 2, 3].into();
-        assert!(l.check(0, None, other, 1, 0).refused.is_none());
-        assert!(l.check(0, None, third, 1, 0).refused.is_none());
+        assert!(l.check(RouteId(0), None, other, 1, 0).refused.is_none());
+        assert!(l.check(RouteId(0), None, third, 1, 0).refused.is_none());
     }
 }

@@ -5,8 +5,8 @@
 //! Between rounds an instance does not see what the others admitted: the
 //! over-admission is at most what they admit in one sync period.
 
-use crate::vocab::identity::TierId;
-pub use crate::vocab::quota::{Period, Quota};
+use crate::config::Quota;
+use crate::vocab::ids::{Id, RouteId, TierId};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ struct Count {
 
 /// Forgets keys untouched for over a month (they hold no current period of either
 /// kind), else the least recently asked one that is not waiting for a sync.
-fn make_room(counts: &mut HashMap<(usize, Arc<str>), Count>, unix_s: u64) {
+fn make_room(counts: &mut HashMap<(RouteId, Arc<str>), Count>, unix_s: u64) {
     counts.retain(|_, c| c.listed || unix_s.saturating_sub(c.touched_s) < 32 * 86_400);
     if counts.len() < MAX_KEYS / SHARDS {
         return;
@@ -62,7 +62,7 @@ fn make_room(counts: &mut HashMap<(usize, Arc<str>), Count>, unix_s: u64) {
 }
 
 /// One key's counts to push: (route, consumer, period, delta).
-pub type Push = (usize, Arc<str>, u64, u64);
+pub type Push = (RouteId, Arc<str>, u64, u64);
 
 pub struct QuotaCounter {
     shards: Box<[Mutex<Shard>]>,
@@ -71,8 +71,8 @@ pub struct QuotaCounter {
 
 #[derive(Default)]
 struct Shard {
-    counts: HashMap<(usize, Arc<str>), Count>,
-    listed: Vec<(usize, Arc<str>)>,
+    counts: HashMap<(RouteId, Arc<str>), Count>,
+    listed: Vec<(RouteId, Arc<str>)>,
 }
 
 impl Default for QuotaCounter {
@@ -85,7 +85,7 @@ impl Default for QuotaCounter {
 }
 
 impl QuotaCounter {
-    fn shard(&self, route: usize, consumer: &str) -> std::sync::MutexGuard<'_, Shard> {
+    fn shard(&self, route: RouteId, consumer: &str) -> std::sync::MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one((route, consumer)) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -93,14 +93,14 @@ impl QuotaCounter {
     /// Counts `cost` against the quota if it fits.
     pub fn take(
         &self,
-        route: usize,
+        route: RouteId,
         consumer: &Arc<str>,
         quota: &Quota,
         tier: TierId,
         cost: u64,
         unix_s: u64,
     ) -> Option<QuotaDecision> {
-        let limit = (*quota.by_tier.get(tier)?)?;
+        let limit = (*tier.of(&quota.by_tier)?)?;
         let period = quota.per.index(unix_s);
         let end = quota.per.end_s(period);
         let mut shard = self.shard(route, consumer);
@@ -144,7 +144,7 @@ impl QuotaCounter {
 
     /// Un-counts an admission the gateway refused after all, within its period and
     /// before it is pushed for a sync (once pushed, it stays counted).
-    pub fn give_back(&self, route: usize, consumer: &Arc<str>, period: u64, cost: u64) {
+    pub fn give_back(&self, route: RouteId, consumer: &Arc<str>, period: u64, cost: u64) {
         let mut shard = self.shard(route, consumer);
         if let Some(c) = shard
             .counts
@@ -210,7 +210,7 @@ impl QuotaCounter {
     }
 
     /// Every count of the current period (`now_s`) that is not zero: for a state file.
-    pub fn snapshot(&self, period_of: impl Fn(usize) -> Option<u64>) -> Vec<(usize, Arc<str>, u64, u64)> {
+    pub fn snapshot(&self, period_of: impl Fn(RouteId) -> Option<u64>) -> Vec<(RouteId, Arc<str>, u64, u64)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +225,7 @@ impl QuotaCounter {
     }
 
     /// A count kept from before a restart, as if admitted here.
-    pub fn seed(&self, route: usize, consumer: Arc<str>, period: u64, used: u64) {
+    pub fn seed(&self, route: RouteId, consumer: Arc<str>, period: u64, used: u64) {
         let mut shard = self.shard(route, &consumer);
         shard.counts.insert(
             (route, consumer),
@@ -238,7 +238,7 @@ impl QuotaCounter {
     }
 
     /// Used this period as this instance knows it.
-    pub fn used(&self, route: usize, consumer: &Arc<str>, period: u64) -> Option<u64> {
+    pub fn used(&self, route: RouteId, consumer: &Arc<str>, period: u64) -> Option<u64> {
         let shard = self.shard(route, consumer);
         let c = shard.counts.get(&(route, consumer.clone()))?;
         (c.period == period).then(|| c.cluster.saturating_sub(c.pushed) + c.mine)
@@ -248,6 +248,7 @@ impl QuotaCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Period;
 
     #[test]
     fn a_quota_admits_its_limit_per_period_and_starts_again_in_the_next() {
@@ -259,17 +260,23 @@ mod tests {
         let alice: Arc<str> = Arc::from("alice");
         let day = 1_795_435_200;
         let admitted = (0..5)
-            .filter(|_| q.take(0, &alice, &quota, 0, 1, day).expect("quota").allowed)
+            .filter(|_| {
+                q.take(RouteId(0), &alice, &quota, TierId(0), 1, day)
+                    .expect("quota")
+                    .allowed
+            })
             .count();
         assert_eq!(admitted, 3);
-        let refused = q.take(0, &alice, &quota, 0, 1, day).expect("quota");
+        let refused = q
+            .take(RouteId(0), &alice, &quota, TierId(0), 1, day)
+            .expect("quota");
         assert_eq!((refused.remaining, refused.reset_s), (0, 43_200));
         assert!(
-            q.take(0, &alice, &quota, 1, 1, day).is_none(),
+            q.take(RouteId(0), &alice, &quota, TierId(1), 1, day).is_none(),
             "no quota for tier 1"
         );
         assert!(
-            q.take(0, &alice, &quota, 0, 1, day + 43_200)
+            q.take(RouteId(0), &alice, &quota, TierId(0), 1, day + 43_200)
                 .expect("quota")
                 .allowed,
             "next day"
@@ -285,14 +292,22 @@ mod tests {
         };
         let bob: Arc<str> = Arc::from("bob");
         let t = 1_795_435_200;
-        q.take(0, &bob, &quota, 0, 2, t);
+        q.take(RouteId(0), &bob, &quota, TierId(0), 2, t);
         let pushes = q.take_pushes(t);
         assert_eq!(pushes.len(), 1);
         assert_eq!(pushes[0].3, 2);
         // Redis says 9 in all: 7 from elsewhere. One more fits.
         q.install(&pushes[0], 9);
-        assert!(q.take(0, &bob, &quota, 0, 1, t).expect("q").allowed);
-        assert!(!q.take(0, &bob, &quota, 0, 1, t).expect("q").allowed);
+        assert!(
+            q.take(RouteId(0), &bob, &quota, TierId(0), 1, t)
+                .expect("q")
+                .allowed
+        );
+        assert!(
+            !q.take(RouteId(0), &bob, &quota, TierId(0), 1, t)
+                .expect("q")
+                .allowed
+        );
         let again = q.take_pushes(t);
         q.restore(again[0].clone());
         assert_eq!(q.take_pushes(t)[0].3, 1, "kept for the next round");

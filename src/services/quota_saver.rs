@@ -20,7 +20,9 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 pub fn restore(limiter: &RateLimiter, saved: &[StoredQuota], now_s: u64) {
     for q in saved {
         let found = limiter.quotas().find(|(_, (name, quota))| {
-            **name == *q.route && quota.per.as_str() == q.per && quota.per.index(now_s) == q.period
+            name.as_ref() == q.route.as_str()
+                && quota.per.as_str() == q.per
+                && quota.per.index(now_s) == q.period
         });
         if let Some((route, _)) = found {
             limiter
@@ -88,8 +90,9 @@ impl BackgroundService for QuotaSaver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Bucket, Tier};
-    use crate::ratelimit::quota::{Period, Quota};
+    use crate::config::{Bucket, Period, Quota, Tier};
+    use crate::ratelimit::route_state::RouteState;
+    use crate::vocab::ids::RouteId;
 
     #[test]
     fn only_this_periods_counts_of_a_quota_still_there_come_back() {
@@ -100,15 +103,16 @@ mod tests {
                 burst: 1.0,
             },
         };
-        let daily = |name: &str| {
-            let quota = Quota {
+        let daily = |name: &str| RouteState {
+            name: Arc::from(name),
+            tier_buckets: None,
+            global: None,
+            quota: Some(Quota {
                 per: Period::Day,
                 by_tier: vec![Some(10)],
-            };
-            Some((Arc::from(name), quota))
+            }),
         };
-        let limiter = RateLimiter::new(vec![tier], None, vec![None, None], None)
-            .with_quotas(vec![daily("a"), daily("b")]);
+        let limiter = RateLimiter::new(vec![tier], None, vec![daily("a"), daily("b")].into(), None);
         let now_s = 1_795_435_200;
         let today = Period::Day.index(now_s);
         let saved = |route: &str, per: &str, period: u64| StoredQuota {
@@ -129,7 +133,11 @@ mod tests {
             now_s,
         );
         let alice: Arc<str> = Arc::from("alice");
-        assert_eq!(limiter.quota_counts.used(1, &alice, today), Some(3), "by name");
-        assert_eq!(limiter.quota_counts.used(0, &alice, today), None);
+        assert_eq!(
+            limiter.quota_counts.used(RouteId(1), &alice, today),
+            Some(3),
+            "by name"
+        );
+        assert_eq!(limiter.quota_counts.used(RouteId(0), &alice, today), None);
     }
 }

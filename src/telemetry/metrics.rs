@@ -7,6 +7,7 @@
 use super::counters::{method_index, FixedLabelCounters, RequestCounters, RequestTotals};
 use super::RequestRecord;
 use crate::vocab::auth_failure::Failure;
+use crate::vocab::ids::{ById, Id, RouteId, UpstreamId};
 use crate::vocab::limit_scope::Scope;
 use prometheus::core::Collector;
 use prometheus::{
@@ -42,19 +43,19 @@ pub(super) fn registered<M: Collector + Clone + 'static>(
 /// that every part registers into.
 pub(super) struct Metrics {
     registry: Registry,
-    route_names: Vec<String>,
-    upstream_names: Vec<String>,
+    route_names: ById<RouteId, String>,
+    upstream_names: ById<UpstreamId, String>,
     requests: RequestCounters,
-    route_duration: Vec<Histogram>,
+    route_duration: ById<RouteId, Histogram>,
     /// For requests that matched no route.
     unrouted_duration: Histogram,
-    upstream_duration: Vec<Histogram>,
+    upstream_duration: ById<UpstreamId, Histogram>,
     ratelimited: FixedLabelCounters,
     auth_failures: FixedLabelCounters,
     /// WebSocket sessions that ended, and how long they lasted, by route: kept out
     /// of the request histograms, whose percentiles hours-long sessions would skew.
-    websocket_sessions: Vec<IntCounter>,
-    websocket_duration: Vec<Histogram>,
+    websocket_sessions: ById<RouteId, IntCounter>,
+    websocket_duration: ById<RouteId, Histogram>,
 }
 
 /// WebSocket session lengths: seconds to a day.
@@ -63,11 +64,10 @@ const SESSION_BUCKETS: [f64; 10] = [
 ];
 
 impl Metrics {
-    /// `route_names` in route-table order, `upstream_names` in pool order.
     pub(super) fn new(
         registry: Registry,
-        route_names: Vec<String>,
-        upstream_names: Vec<String>,
+        route_names: ById<RouteId, String>,
+        upstream_names: ById<UpstreamId, String>,
     ) -> prometheus::Result<Self> {
         let buckets = LATENCY_BUCKETS.to_vec();
         let requests = registered(
@@ -158,7 +158,7 @@ impl Metrics {
             .iter()
             .map(|u| upstream_duration.with_label_values(&[u.as_str()]))
             .collect();
-        // Routes take slots 0..n; requests that matched none take slot n.
+        // Routes take slots 0..n by id; requests that matched none take slot n.
         let requests = RequestCounters::new(requests, route_names.len() + 1);
         let route_labels: Vec<&str> = route_names.iter().map(String::as_str).chain(["none"]).collect();
         let scopes = Scope::ALL.map(Scope::as_str).to_vec();
@@ -180,19 +180,19 @@ impl Metrics {
         })
     }
 
-    fn route_name(&self, route: Option<usize>) -> &str {
+    fn route_name(&self, route: Option<RouteId>) -> &str {
         route
             .and_then(|r| self.route_names.get(r))
             .map_or("none", String::as_str)
     }
 
-    pub(super) fn upstream_name(&self, upstream: usize) -> &str {
+    pub(super) fn upstream_name(&self, upstream: UpstreamId) -> &str {
         self.upstream_names.get(upstream).map_or("none", String::as_str)
     }
 
     pub(super) fn record(&self, r: &RequestRecord<'_>) {
         let route = self.route_name(r.route);
-        let route_slot = r.route.unwrap_or(self.route_names.len());
+        let route_slot = r.route.map_or(self.route_names.len(), RouteId::position);
         self.requests
             .inc(route_slot, route, method_index(r.method), r.status);
         if r.status == 101 {
@@ -220,7 +220,7 @@ impl Metrics {
         }
     }
 
-    /// Every configured route, in route-table order. Totals are matched by route
+    /// Every configured route, in the config's order. Totals are matched by route
     /// name, as on a scrape.
     pub(super) fn routes(&self) -> Vec<RouteTotals<'_>> {
         let totals = self.requests.totals();

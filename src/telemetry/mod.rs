@@ -21,6 +21,7 @@ pub use live::SecondCounts;
 pub use metrics::{RouteTotals, LATENCY_BUCKETS};
 
 use crate::vocab::auth_failure::Failure;
+use crate::vocab::ids::{ById, RouteId, UpstreamId};
 use crate::vocab::limit_key::LimitKey;
 use crate::vocab::limit_scope::Scope;
 use access_log::AccessLog;
@@ -33,11 +34,11 @@ use std::time::Duration;
 
 /// One finished request, as the `logging` phase saw it.
 pub struct RequestRecord<'a> {
-    pub route: Option<usize>,
+    pub route: Option<RouteId>,
     pub method: &'a http::Method,
     pub status: u16,
     pub duration: Duration,
-    pub upstream: Option<usize>,
+    pub upstream: Option<UpstreamId>,
     pub upstream_duration: Option<Duration>,
     pub limited: Option<Scope>,
     pub auth_failure: Option<Failure>,
@@ -56,10 +57,9 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// `route_names` in route-table order, `upstream_names` in pool order.
     pub fn new(
-        route_names: Vec<String>,
-        upstream_names: Vec<String>,
+        route_names: ById<RouteId, String>,
+        upstream_names: ById<UpstreamId, String>,
         access_log: Option<SyncSender<Vec<u8>>>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
@@ -94,11 +94,11 @@ impl Telemetry {
         self.metrics.render()
     }
 
-    pub fn upstream_name(&self, upstream: usize) -> &str {
+    pub fn upstream_name(&self, upstream: UpstreamId) -> &str {
         self.metrics.upstream_name(upstream)
     }
 
-    /// Every configured route's totals and latency histogram, in route-table order.
+    /// Every configured route's totals and latency histogram, in the config's order.
     pub fn routes(&self) -> Vec<RouteTotals<'_>> {
         self.metrics.routes()
     }

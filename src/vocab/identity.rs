@@ -1,11 +1,9 @@
 //! Who is calling and in which tier: what authentication produces and what
 //! limits, headers and logs read.
 
+use super::ids::TierId;
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
-
-/// A tier's index in the config's tier list.
-pub type TierId = usize;
 
 /// An authenticated caller.
 #[derive(Clone, Debug)]

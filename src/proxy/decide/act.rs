@@ -2,7 +2,7 @@
 //! `respond` route with the rate-limit headers it earned.
 
 use super::Verdict;
-use crate::config::{Route, RouteAction};
+use crate::config::{Route, RouteAction, StaticAnswer};
 use crate::proxy::ctx::RequestCtx;
 use crate::ratelimit::{self, RateLimiter};
 use crate::vocab::answer::Answer;
@@ -10,11 +10,11 @@ use bytes::Bytes;
 
 pub(super) fn on<'r>(limiter: &RateLimiter, route: &'r Route, ctx: &RequestCtx) -> Verdict<'r> {
     match &route.action {
-        RouteAction::Respond {
+        RouteAction::Respond(StaticAnswer {
             status,
             body,
             content_type,
-        } => Verdict::Answer(Answer {
+        }) => Verdict::Answer(Answer {
             status: *status,
             content_type: content_type.as_str(),
             body: Bytes::copy_from_slice(body.as_bytes()),
@@ -25,13 +25,14 @@ pub(super) fn on<'r>(limiter: &RateLimiter, route: &'r Route, ctx: &RequestCtx) 
                 .unwrap_or_default(),
             close: false,
         }),
-        RouteAction::Proxy { .. } => Verdict::Proxy,
+        RouteAction::Proxy(_) => Verdict::Proxy,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::ids::ById;
 
     #[test]
     fn a_respond_route_answers_with_its_own_status_type_and_body_and_a_proxy_route_proxies() {
@@ -41,7 +42,7 @@ mod tests {
   - { name: api, path_prefix: /api/, upstream: backend }
 "#,
         );
-        let limiter = RateLimiter::new(Vec::new(), None, vec![None, None], None);
+        let limiter = RateLimiter::new(Vec::new(), None, ById::default(), None);
         let ctx = RequestCtx::default();
         match on(&limiter, &config.routes[0], &ctx) {
             Verdict::Answer(a) => {

@@ -8,7 +8,8 @@ use crate::config::{AuthPolicy, Route};
 use crate::proxy::ctx::RequestCtx;
 use crate::vocab::answer::Answer;
 use crate::vocab::auth_failure::Failure;
-use crate::vocab::identity::{Identity, TierId};
+use crate::vocab::identity::Identity;
+use crate::vocab::ids::TierId;
 use pingora_http::RequestHeader;
 
 pub(super) fn caller(
@@ -18,7 +19,8 @@ pub(super) fn caller(
     ctx: &mut RequestCtx,
     now_ns: u64,
 ) -> Result<(), Answer<'static>> {
-    let Some(auth) = decider.auth.as_ref().filter(|_| route.auth != AuthPolicy::None) else {
+    let access = &route.access;
+    let Some(auth) = decider.auth.as_ref().filter(|_| access.auth != AuthPolicy::None) else {
         return Ok(());
     };
     let identity = auth
@@ -32,7 +34,7 @@ pub(super) fn caller(
             identity
         })
         .and_then(|identity| {
-            admits(route.auth, route.tiers.as_deref(), identity.as_ref()).map(|()| identity)
+            admits(access.auth, access.tiers.as_deref(), identity.as_ref()).map(|()| identity)
         });
     match identity {
         Ok(identity) => {
@@ -76,21 +78,21 @@ mod tests {
 
     #[test]
     fn required_needs_a_caller_optional_lets_anonymous_through_and_tiers_are_checked() {
-        let gold = caller_in(1);
+        let gold = caller_in(TierId(1));
         assert!(matches!(
             admits(AuthPolicy::Required, None, None),
             Err(Failure::Missing)
         ));
         assert!(admits(AuthPolicy::Required, None, Some(&gold)).is_ok());
         assert!(admits(AuthPolicy::Optional, None, None).is_ok());
-        assert!(admits(AuthPolicy::Optional, Some(&[1]), Some(&gold)).is_ok());
+        assert!(admits(AuthPolicy::Optional, Some(&[TierId(1)]), Some(&gold)).is_ok());
         assert!(matches!(
-            admits(AuthPolicy::Optional, Some(&[0]), Some(&gold)),
+            admits(AuthPolicy::Optional, Some(&[TierId(0)]), Some(&gold)),
             Err(Failure::TierForbidden)
         ));
         // A route open to some tiers only is not open to anonymous callers.
         assert!(matches!(
-            admits(AuthPolicy::Optional, Some(&[1]), None),
+            admits(AuthPolicy::Optional, Some(&[TierId(1)]), None),
             Err(Failure::Missing)
         ));
     }

@@ -2,7 +2,7 @@
 //! first (it spends no limit), then every rate limit that applies is checked at
 //! once: all of them admit the request, or none is spent and it gets a 429.
 
-use crate::config::{Route, RouteAction};
+use crate::config::Route;
 use crate::proxy::ctx::RequestCtx;
 use crate::ratelimit::{self, RateLimiter};
 use crate::vocab::answer::Answer;
@@ -19,15 +19,14 @@ pub(super) fn admit(
     client_ip: IpAddr,
     now_ns: u64,
 ) -> Result<(), Answer<'static>> {
-    if matches!(route.action, RouteAction::Proxy { .. }) && declared_body_too_large(req, route.max_body_bytes)
-    {
+    if declared_body_too_large(req, route.proxy().and_then(|p| p.max_body_bytes)) {
         return Err(Answer::error(413, ctx.request_id.as_str()).closing());
     }
-    let Some(index) = ctx.route else {
+    let Some(id) = ctx.route else {
         return Ok(());
     };
     let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
-    let outcome = limiter.check(index, caller, client_ip, route.cost, now_ns);
+    let outcome = limiter.check(id, caller, client_ip, route.limits.cost, now_ns);
     // The refusal is written before the outcome moves into `ctx`.
     let refusal = outcome.refused.map(|_| Answer {
         status: 429,
@@ -45,7 +44,7 @@ pub(super) fn admit(
     refusal.map_or(Ok(()), Err)
 }
 
-/// A declared Content-Length over the route's limit is refused before the body is read.
+/// A declared Content-Length over a proxied route's limit is refused before the body is read.
 fn declared_body_too_large(req: &RequestHeader, limit: Option<u64>) -> bool {
     let Some(limit) = limit else {
         return false;

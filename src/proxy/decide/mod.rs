@@ -93,7 +93,7 @@ impl Decider {
         }
         let caller = ctx.identity.as_ref().map(|i| (&i.consumer, i.tier));
         let client_ip = ctx.client_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let cost = self.routes.routes()[route].cost;
+        let cost = self.routes.routes()[route].limits.cost;
         self.limiter.give_back(route, caller, client_ip, cost, outcome);
     }
 }

@@ -29,12 +29,12 @@ pub(super) fn find<'r>(
     let preflight = preflight_method(req)
         .and_then(|asked| routes.find(host, &asked, &path))
         .filter(|(_, r)| r.policies.answers_preflight());
-    let Some((index, route)) = preflight.or_else(|| routes.find(host, &req.method, &path)) else {
+    let Some((id, route)) = preflight.or_else(|| routes.find(host, &req.method, &path)) else {
         return Err(Answer::error(404, ctx.request_id.as_str()));
     };
-    ctx.route = Some(index);
+    ctx.route = Some(id);
     // What the upstream receives must be what was routed and authorised.
-    if !route.allow_ambiguous_paths && is_ambiguous(req.uri.path()) {
+    if !route.access.allow_ambiguous_paths && is_ambiguous(req.uri.path()) {
         return Err(Answer::error(400, ctx.request_id.as_str()));
     }
     if let Cow::Owned(p) = path {

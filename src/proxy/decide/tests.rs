@@ -6,12 +6,12 @@ use crate::auth::Authenticator;
 use crate::consumers::keys::RuntimeKeys;
 use crate::consumers::overrides::TierOverrides;
 use crate::proxy::ctx::RequestCtx;
-use crate::ratelimit::global::GlobalWindow;
+use crate::ratelimit::route_state::RouteState;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::vocab::answer::Answer;
 use crate::vocab::auth_failure::Failure;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::TierId;
 use crate::vocab::limit_scope::Scope;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pingora_http::RequestHeader;
@@ -73,34 +73,16 @@ fn decider(yaml: &str) -> Decider {
         .take()
         .map(|a| Authenticator::new(a, &tier_names, Arc::new(RuntimeKeys::default())));
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    let globals = routes
-        .routes()
-        .iter()
-        .map(|r| {
-            r.global_limit.map(|g| {
-                Arc::new(GlobalWindow::new(
-                    r.name.clone(),
-                    g.rate,
-                    g.per.as_millis() as u64,
-                ))
-            })
-        })
-        .collect();
-    let limiter = RateLimiter::new(config.tiers.clone(), config.anonymous, globals, None)
-        .with_route_limits(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.tier_limits.clone().map(|t| (Arc::from(r.name.as_str()), t)))
-                .collect(),
-        )
-        .with_quotas(
-            routes
-                .routes()
-                .iter()
-                .map(|r| r.quota.clone().map(|q| (Arc::from(r.name.as_str()), q)))
-                .collect(),
-        );
+    let limiter = RateLimiter::new(
+        config.tiers.clone(),
+        config.anonymous,
+        routes
+            .routes()
+            .iter()
+            .map(|r| RouteState::new(&r.name, &r.limits))
+            .collect(),
+        None,
+    );
     Decider {
         routes,
         auth,
@@ -115,6 +97,7 @@ fn tier(d: &Decider, name: &str) -> TierId {
         .tiers()
         .iter()
         .position(|t| t.name == name)
+        .map(TierId)
         .expect("tier")
 }
 

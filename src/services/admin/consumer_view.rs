@@ -2,7 +2,7 @@
 //! budget: cluster-wide (read from Redis now) and this instance's share of it.
 
 use super::Admin;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::{Id, TierId};
 use crate::vocab::limit_key::LimitKey;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ impl Admin {
         self.limiter
             .quotas()
             .filter_map(|(route, (name, quota))| {
-                let limit = (*quota.by_tier.get(tier?)?)?;
+                let limit = (*tier?.of(&quota.by_tier)?)?;
                 let period = quota.per.index(now_s);
                 let used = self
                     .limiter
@@ -48,7 +48,7 @@ impl Admin {
         } else {
             // A token names its tier per request; the bucket shows which one was seen.
             local
-                .and_then(|l| tiers.iter().position(|t| t.bucket == l.bucket))
+                .and_then(|l| tiers.iter().position(|t| t.bucket == l.bucket).map(TierId))
                 .map(|t| (t, "token"))
         };
         let (cluster, cluster_error) = match &self.budgets {
@@ -62,7 +62,7 @@ impl Admin {
         if tier.is_none() && local.is_none() && cluster.is_none() && keys.is_empty() {
             return None;
         }
-        let bucket = tier.and_then(|(t, _)| tiers.get(t)).map(|t| t.bucket);
+        let bucket = tier.and_then(|(t, _)| t.of(tiers)).map(|t| t.bucket);
         let cluster_json = cluster.map(|c| {
             let leased: f64 = c.instances.values().map(|(lease, _)| lease).sum();
             let remaining = bucket.map_or(c.pool, |b| {

@@ -15,7 +15,7 @@ use crate::services::json_response;
 use crate::services::redis_sync::consumers::ConsumerStore;
 use crate::services::state_file::StateFileWriter;
 use crate::vocab::clock::unix_now;
-use crate::vocab::identity::TierId;
+use crate::vocab::ids::{Id, TierId};
 use http::{Method, Response};
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
@@ -128,7 +128,7 @@ impl Admin {
 
     fn tier_name(&self, tier: Option<TierId>) -> Option<&str> {
         tier.or(self.consumers.default_tier)
-            .and_then(|t| self.tier_names.get(t))
+            .and_then(|t| t.of(&self.tier_names))
             .map(String::as_str)
     }
 
@@ -136,6 +136,7 @@ impl Admin {
         self.tier_names
             .iter()
             .position(|t| t == name)
+            .map(TierId)
             .ok_or_else(|| Box::new(error(400, "bad_request", &format!("no tier named \"{name}\""))))
     }
 

@@ -21,6 +21,7 @@ use crate::ratelimit::RateLimiter;
 use crate::services::redis_sync::budgets::BudgetStore;
 use crate::telemetry::Telemetry;
 use crate::upstream::Pool;
+use crate::vocab::ids::{ById, UpstreamId};
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora_core::apps::http_app::ServeHttp;
@@ -45,7 +46,7 @@ pub struct Admin {
     /// Runtime keys, and the config's keys they must not collide with.
     pub consumers: Consumers,
     pub tier_names: Vec<String>,
-    pub pools: Arc<Vec<Pool>>,
+    pub pools: Arc<ById<UpstreamId, Pool>>,
     pub telemetry: Arc<Telemetry>,
     /// The proxy listener's connection caps.
     pub connections: Arc<ConnectionLimits>,
@@ -88,7 +89,7 @@ impl Admin {
     fn refresh_gauges(&self) {
         let t = &self.telemetry;
         let mut live: Vec<(&str, String)> = Vec::new();
-        for (u, pool) in self.pools.iter().enumerate() {
+        for (u, pool) in self.pools.iter_enumerated() {
             let upstream = t.upstream_name(u);
             let errors = t.state.upstream_resolve_errors.with_label_values(&[upstream]);
             errors.inc_by(pool.resolve_errors().saturating_sub(errors.get()));

@@ -10,6 +10,7 @@ use super::round::{Batch, Queued, Replies};
 use super::{Backend, RedisSync};
 use crate::consumers::keys::RuntimeKey;
 use crate::consumers::stored::{Change, StoredKey};
+use crate::vocab::ids::{Id, TierId};
 use arc_swap::ArcSwapOption;
 use redis::{Pipeline, RedisResult, Value};
 use std::collections::HashMap;
@@ -228,7 +229,7 @@ impl RedisSync {
             tiers
                 .into_iter()
                 .filter_map(|(consumer, tier)| {
-                    let id = self.tier_names.iter().position(|t| *t == tier)?;
+                    let id = TierId(self.tier_names.iter().position(|t| *t == tier)?);
                     Some((Arc::from(consumer.as_str()), id))
                 })
                 .collect(),
@@ -269,7 +270,7 @@ impl RedisSync {
         let overrides: Vec<(String, String)> = legacy
             .into_iter()
             .chain(self.overrides.all().into_iter().filter_map(|(consumer, tier)| {
-                Some((consumer.to_string(), self.tier_names.get(tier)?.clone()))
+                Some((consumer.to_string(), tier.of(&self.tier_names)?.clone()))
             }))
             .collect();
         // Unique per publication, so a second loss is told from the first.

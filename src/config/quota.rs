@@ -1,5 +1,5 @@
-//! A quota's period, a calendar day or month in UTC, and its requests per tier:
-//! what the config validates and the quota counter applies.
+//! A route's quota as the config validates it: its period, a calendar day or
+//! month in UTC, and its requests per tier, which the quota counter applies.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Period {
