@@ -2,6 +2,7 @@
 
 pub mod ctx;
 pub mod decide;
+pub mod failure;
 pub mod forward;
 pub mod gateway;
 pub mod host;
