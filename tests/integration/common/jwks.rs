@@ -4,7 +4,7 @@
 use super::request::read_request;
 use serde_json::Value;
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ pub fn jwks_server(doc: Value) -> JwksServer {
 
 /// As `jwks_server`, each answer given `delay` after the request arrived.
 pub fn jwks_server_after(doc: Value, delay: Duration) -> JwksServer {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = super::ports::listener();
     let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
     let doc = Arc::new(Mutex::new(doc.to_string()));
     let fetches = Arc::new(Mutex::new(0));
@@ -55,7 +55,7 @@ pub struct SilentServer {
 
 impl SilentServer {
     pub fn start() -> SilentServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = super::ports::listener();
         let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let held = accepted.clone();

@@ -28,6 +28,21 @@ pub(super) fn claim(port: u16) {
     claimed().lock().expect("claimed ports").insert(port);
 }
 
+/// A loopback listener of this process on a port no server of ours had before: a killed
+/// upstream's port stays its own until it restarts, so no other test's server answers there.
+pub fn listener() -> TcpListener {
+    let mut refused = Vec::new();
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        if claimed().lock().expect("claimed ports").insert(port) {
+            return listener;
+        }
+        // Held until a good one is found, so the same port is not handed back at once.
+        refused.push(listener);
+    }
+}
+
 /// A port nothing listened on a moment ago, for a process we spawn: start that process
 /// through `on_free_ports`, which copes with someone else taking the port first.
 pub fn free_port() -> u16 {

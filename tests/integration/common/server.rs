@@ -1,7 +1,7 @@
 //! A loopback server this test process runs, one thread per connection, for upstreams that
 //! misbehave on purpose (stall, trickle, close under the gateway): each is a handler on it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -16,7 +16,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(TcpStream, usize) + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = super::ports::listener();
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);

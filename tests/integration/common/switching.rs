@@ -2,7 +2,7 @@
 //! as they came (lowercased): what the gateway let through to it.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -20,7 +20,7 @@ pub struct SwitchingUpstream {
 
 impl SwitchingUpstream {
     pub fn start() -> SwitchingUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = super::ports::listener();
         let addr = listener.local_addr().expect("addr");
         let heads = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -5,7 +5,7 @@
 
 use super::process::Proc;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -223,7 +223,7 @@ impl HttpsUpstream {
 /// An HTTP/2 server in the clear (prior knowledge) answering every request as a gRPC
 /// server does: headers, one data frame, then trailers with the status.
 pub fn start_h2_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("h2 bind");
+    let listener = super::ports::listener();
     let addr = listener.local_addr().expect("h2 addr");
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {

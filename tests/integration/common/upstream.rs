@@ -34,7 +34,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &str) -> Upstream {
-        Upstream::listening(name, TcpListener::bind("127.0.0.1:0").expect("upstream bind"))
+        Upstream::listening(name, ports::listener())
     }
 
     /// One upstream per loopback address in `ips`, all on one port: the targets a

@@ -3,10 +3,10 @@
 
 use super::request::read_request;
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 pub fn start_websocket_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("ws bind");
+    let listener = super::ports::listener();
     let addr = listener.local_addr().expect("ws addr");
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
