@@ -1,9 +1,10 @@
-//! The per-request counters' children, resolved ahead of the request that needs
-//! them, so recording takes no registry lock and hashes no labels: by route and a
-//! label from a fixed set (at start), and by route, method and status (on first use).
+//! The per-request series' children, each resolved through its vector (a lock and
+//! a hash of the labels) the first time a request produces it and read lock-free
+//! after, from a slot per route: a route that saw no traffic has no series, and
+//! costs one empty slot (16 to 24 bytes) in each table.
 
 use prometheus::core::Collector;
-use prometheus::{IntCounter, IntCounterVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -21,63 +22,112 @@ pub(super) fn method_index(method: &http::Method) -> usize {
         .unwrap_or(METHODS.len() - 1)
 }
 
-/// A counter by route and one more label from a fixed set, every child resolved
-/// at start (so each shows from the first scrape, at 0). A value outside the set
-/// is still counted, through the vector.
+/// Children filled on first use.
+type Slots<T> = Box<[OnceLock<T>]>;
+
+/// `n` empty slots.
+fn slots<T>(n: usize) -> Slots<T> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+/// A vector of series with one label.
+pub(super) trait OneLabel {
+    type Child;
+    fn child(&self, label: &str) -> Self::Child;
+}
+
+impl OneLabel for HistogramVec {
+    type Child = Histogram;
+    fn child(&self, label: &str) -> Histogram {
+        self.with_label_values(&[label])
+    }
+}
+
+impl OneLabel for IntCounterVec {
+    type Child = IntCounter;
+    fn child(&self, label: &str) -> IntCounter {
+        self.with_label_values(&[label])
+    }
+}
+
+/// A series with one label (a route, an upstream), one child per slot.
+pub(super) struct PerSlot<V: OneLabel> {
+    vec: V,
+    children: Slots<V::Child>,
+}
+
+impl<V: OneLabel> PerSlot<V> {
+    pub(super) fn new(vec: V, slots_n: usize) -> Self {
+        PerSlot {
+            vec,
+            children: slots(slots_n),
+        }
+    }
+
+    /// The slot's child, created on first use; a slot past the table is looked
+    /// up through the vector.
+    pub(super) fn with(&self, slot: usize, label: &str, f: impl FnOnce(&V::Child)) {
+        let resolve = || self.vec.child(label);
+        match self.children.get(slot) {
+            Some(child) => f(child.get_or_init(resolve)),
+            None => f(&resolve()),
+        }
+    }
+
+    /// The slot's child, if a request created it.
+    pub(super) fn get(&self, slot: usize) -> Option<&V::Child> {
+        self.children.get(slot)?.get()
+    }
+}
+
+/// A counter by route and one more label from a fixed set, each child created by
+/// the first request that counts in it. A value outside the set is still
+/// counted, through the vector.
 pub(super) struct FixedLabelCounters {
     vec: IntCounterVec,
     values: Vec<&'static str>,
-    /// (route slot × values + value) → counter.
-    children: Box<[IntCounter]>,
+    /// route slot → value → counter; a route's table is allocated on its first count.
+    children: Slots<Slots<IntCounter>>,
 }
 
 impl FixedLabelCounters {
-    /// `routes`: the route labels by slot.
-    pub(super) fn new(vec: IntCounterVec, values: Vec<&'static str>, routes: &[&str]) -> Self {
-        let children = routes
-            .iter()
-            .flat_map(|r| values.iter().map(move |v| [*r, *v]))
-            .map(|labels| vec.with_label_values(&labels))
-            .collect();
+    pub(super) fn new(vec: IntCounterVec, values: Vec<&'static str>, route_slots: usize) -> Self {
         FixedLabelCounters {
             vec,
             values,
-            children,
+            children: slots(route_slots),
         }
     }
 
     pub(super) fn inc(&self, route_slot: usize, route: &str, value: &str) {
-        let child = self
-            .values
-            .iter()
-            .position(|v| *v == value)
-            .and_then(|i| self.children.get(route_slot * self.values.len() + i));
-        match child {
-            Some(c) => c.inc(),
-            None => self.vec.with_label_values(&[route, value]).inc(),
+        let resolve = || self.vec.with_label_values(&[route, value]);
+        let index = self.values.iter().position(|v| *v == value);
+        match (self.children.get(route_slot), index) {
+            (Some(table), Some(i)) => {
+                let table = table.get_or_init(|| slots(self.values.len()));
+                table[i].get_or_init(resolve).inc();
+            }
+            _ => resolve().inc(),
         }
     }
 }
 
 /// One route × method's counters, indexed by status − 100.
-type StatusTable = Box<[OnceLock<IntCounter>]>;
+type StatusTable = Slots<IntCounter>;
 
-/// `floodgate_requests_total`'s children, each resolved through the vector (a
-/// lock and a hash of the labels) the first time it is seen and read lock-free after.
-/// A route × method table of statuses is allocated on first use.
+/// `floodgate_requests_total`'s children. A route's table of methods, and a
+/// method's table of statuses, are allocated on first use.
 pub(super) struct RequestCounters {
     vec: IntCounterVec,
-    /// (route slot × METHODS + method) → status − 100 → counter.
-    tables: Box<[OnceLock<StatusTable>]>,
+    /// route slot → method → status − 100 → counter.
+    tables: Slots<Slots<StatusTable>>,
 }
 
 impl RequestCounters {
     pub(super) fn new(vec: IntCounterVec, route_slots: usize) -> Self {
         RequestCounters {
             vec,
-            tables: (0..route_slots * METHODS.len())
-                .map(|_| OnceLock::new())
-                .collect(),
+            tables: slots(route_slots),
         }
     }
 
@@ -86,10 +136,13 @@ impl RequestCounters {
         let label = code.as_ref().map_or("000", http::StatusCode::as_str);
         let resolve = || self.vec.with_label_values(&[route, METHODS[method], label]);
         let slot = usize::from(status).checked_sub(100).filter(|s| *s < STATUSES);
-        let table = self.tables.get(route_slot * METHODS.len() + method);
+        let table = self
+            .tables
+            .get(route_slot)
+            .map(|t| &t.get_or_init(|| slots(METHODS.len()))[method]);
         match (table, slot) {
             (Some(table), Some(slot)) => {
-                let table = table.get_or_init(|| (0..STATUSES).map(|_| OnceLock::new()).collect());
+                let table = table.get_or_init(|| slots(STATUSES));
                 table[slot].get_or_init(resolve).inc();
             }
             _ => resolve().inc(),
@@ -98,6 +151,7 @@ impl RequestCounters {
 
     /// Totals by route label, as a scrape would sum them: a `000` status (one
     /// `http` cannot represent) counts as a request but as neither error class.
+    /// Only routes that saw traffic have series, so this costs what is active.
     pub(super) fn totals(&self) -> HashMap<String, RequestTotals> {
         let mut by_route: HashMap<String, RequestTotals> = HashMap::new();
         for family in self.vec.collect() {
@@ -151,23 +205,33 @@ mod tests {
     }
 
     #[test]
-    fn fixed_labels_are_resolved_per_route_and_others_still_counted() {
+    fn fixed_labels_appear_on_first_count_and_others_are_still_counted() {
         let vec = IntCounterVec::new(Opts::new("t", "t"), &["route", "scope"]).expect("vec");
         let scopes = vec!["local", "route", "global", "quota"];
-        let counters = FixedLabelCounters::new(vec.clone(), scopes, &["a", "b", "none"]);
-        assert_eq!(
-            vec.with_label_values(&["none", "quota"]).get(),
-            0,
-            "resolved at start"
-        );
+        let counters = FixedLabelCounters::new(vec.clone(), scopes, 3);
+        assert!(vec.collect()[0].get_metric().is_empty(), "nothing before a count");
         counters.inc(1, "b", "global");
         counters.inc(2, "none", "local");
         counters.inc(0, "a", "unheard_of");
         counters.inc(7, "none", "route");
+        assert_eq!(vec.collect()[0].get_metric().len(), 4, "only what was counted");
         assert_eq!(vec.with_label_values(&["b", "global"]).get(), 1);
-        assert_eq!(vec.with_label_values(&["a", "global"]).get(), 0);
         assert_eq!(vec.with_label_values(&["none", "local"]).get(), 1);
         assert_eq!(vec.with_label_values(&["a", "unheard_of"]).get(), 1);
         assert_eq!(vec.with_label_values(&["none", "route"]).get(), 1);
+    }
+
+    #[test]
+    fn a_route_series_is_created_by_its_first_use_and_kept() {
+        let vec = IntCounterVec::new(Opts::new("t", "t"), &["route"]).expect("vec");
+        let by_route = PerSlot::new(vec.clone(), 2);
+        assert!(by_route.get(1).is_none());
+        by_route.with(1, "b", |c| c.inc());
+        by_route.with(1, "b", |c| c.inc());
+        by_route.with(5, "past", |c| c.inc());
+        assert_eq!(by_route.get(1).map(IntCounter::get), Some(2));
+        assert!(by_route.get(0).is_none());
+        assert_eq!(vec.collect()[0].get_metric().len(), 2);
+        assert_eq!(vec.with_label_values(&["past"]).get(), 1);
     }
 }

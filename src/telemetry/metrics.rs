@@ -1,18 +1,16 @@
 //! The Prometheus side: the registry every series is registered into, the
-//! series written for each request (built here, resolved to their children by
-//! `counters` and once per route and upstream, so recording a request takes no
-//! registry lock and hashes no labels), and the text exposition. Series that
-//! other parts keep are in `state_metrics`.
+//! series written for each request (built here; `counters` resolves a child the
+//! first time a request produces it, so a route that saw no traffic has no
+//! series, and later requests take no registry lock and hash no labels), and the
+//! text exposition. Series that other parts keep are in `state_metrics`.
 
-use super::counters::{method_index, FixedLabelCounters, RequestCounters, RequestTotals};
+use super::counters::{method_index, FixedLabelCounters, PerSlot, RequestCounters, RequestTotals};
 use super::RequestRecord;
 use crate::vocab::auth_failure::Failure;
 use crate::vocab::ids::{ById, Id, RouteId, UpstreamId};
 use crate::vocab::limit_scope::Scope;
 use prometheus::core::Collector;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Latency buckets (seconds) shared by the histograms and the live per-second
 /// ring, so that live percentiles and Prometheus' are read off the same bounds.
@@ -20,7 +18,7 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// One configured route's numbers since start.
+/// One route's numbers since start.
 pub struct RouteTotals<'a> {
     pub name: &'a str,
     pub requests: RequestTotals,
@@ -45,17 +43,17 @@ pub(super) struct Metrics {
     registry: Registry,
     route_names: ById<RouteId, String>,
     upstream_names: ById<UpstreamId, String>,
+    /// Route slots are the routes' ids, and one more (the last) for requests
+    /// that matched none, labelled `none`.
     requests: RequestCounters,
-    route_duration: ById<RouteId, Histogram>,
-    /// For requests that matched no route.
-    unrouted_duration: Histogram,
-    upstream_duration: ById<UpstreamId, Histogram>,
+    route_duration: PerSlot<HistogramVec>,
+    upstream_duration: PerSlot<HistogramVec>,
     ratelimited: FixedLabelCounters,
     auth_failures: FixedLabelCounters,
     /// WebSocket sessions that ended, and how long they lasted, by route: kept out
     /// of the request histograms, whose percentiles hours-long sessions would skew.
-    websocket_sessions: ById<RouteId, IntCounter>,
-    websocket_duration: ById<RouteId, Histogram>,
+    websocket_sessions: PerSlot<IntCounterVec>,
+    websocket_duration: PerSlot<HistogramVec>,
 }
 
 /// WebSocket session lengths: seconds to a day.
@@ -140,43 +138,22 @@ impl Metrics {
                 &["route"],
             )?,
         )?;
-        let websocket_sessions = route_names
-            .iter()
-            .map(|r| websocket_sessions.with_label_values(&[r.as_str()]))
-            .collect();
-        let websocket_duration = route_names
-            .iter()
-            .map(|r| websocket_duration.with_label_values(&[r.as_str()]))
-            .collect();
-        // Histograms resolved once per route and upstream: no label lookup per request.
-        let route_duration = route_names
-            .iter()
-            .map(|r| request_duration.with_label_values(&[r.as_str()]))
-            .collect();
-        let unrouted_duration = request_duration.with_label_values(&["none"]);
-        let upstream_duration = upstream_names
-            .iter()
-            .map(|u| upstream_duration.with_label_values(&[u.as_str()]))
-            .collect();
-        // Routes take slots 0..n by id; requests that matched none take slot n.
-        let requests = RequestCounters::new(requests, route_names.len() + 1);
-        let route_labels: Vec<&str> = route_names.iter().map(String::as_str).chain(["none"]).collect();
-        let scopes = Scope::ALL.map(Scope::as_str).to_vec();
-        let ratelimited = FixedLabelCounters::new(ratelimited, scopes, &route_labels);
+        // Every table is empty until traffic fills it: see `counters`.
+        let route_slots = route_names.len() + 1;
         let reasons = Failure::ALL.map(Failure::reason).to_vec();
-        let auth_failures = FixedLabelCounters::new(auth_failures, reasons, &route_labels);
+        let scopes = Scope::ALL.map(Scope::as_str).to_vec();
+        let upstream_duration = PerSlot::new(upstream_duration, upstream_names.len());
         Ok(Metrics {
             registry,
             route_names,
             upstream_names,
-            requests,
-            route_duration,
-            unrouted_duration,
+            requests: RequestCounters::new(requests, route_slots),
+            route_duration: PerSlot::new(request_duration, route_slots),
             upstream_duration,
-            ratelimited,
-            auth_failures,
-            websocket_sessions,
-            websocket_duration,
+            ratelimited: FixedLabelCounters::new(ratelimited, scopes, route_slots),
+            auth_failures: FixedLabelCounters::new(auth_failures, reasons, route_slots),
+            websocket_sessions: PerSlot::new(websocket_sessions, route_slots),
+            websocket_duration: PerSlot::new(websocket_duration, route_slots),
         })
     }
 
@@ -197,20 +174,19 @@ impl Metrics {
             .inc(route_slot, route, method_index(r.method), r.status);
         if r.status == 101 {
             if let Some(i) = r.route {
-                self.websocket_sessions[i].inc();
-                self.websocket_duration[i].observe(r.duration.as_secs_f64());
+                let secs = r.duration.as_secs_f64();
+                self.websocket_sessions.with(i.position(), route, |c| c.inc());
+                self.websocket_duration
+                    .with(i.position(), route, |h| h.observe(secs));
             }
             return;
         }
-        let hist = r
-            .route
-            .and_then(|i| self.route_duration.get(i))
-            .unwrap_or(&self.unrouted_duration);
-        hist.observe(r.duration.as_secs_f64());
+        let secs = r.duration.as_secs_f64();
+        self.route_duration.with(route_slot, route, |h| h.observe(secs));
         if let (Some(u), Some(d)) = (r.upstream, r.upstream_duration) {
-            if let Some(h) = self.upstream_duration.get(u) {
-                h.observe(d.as_secs_f64());
-            }
+            let secs = d.as_secs_f64();
+            self.upstream_duration
+                .with(u.position(), self.upstream_name(u), |h| h.observe(secs));
         }
         if let Some(scope) = r.limited {
             self.ratelimited.inc(route_slot, route, scope.as_str());
@@ -220,23 +196,32 @@ impl Metrics {
         }
     }
 
-    /// Every configured route, in the config's order. Totals are matched by route
-    /// name, as on a scrape.
+    /// The configured routes that saw traffic, in the config's order. Totals are
+    /// matched by route name, as on a scrape.
     pub(super) fn routes(&self) -> Vec<RouteTotals<'_>> {
         let totals = self.requests.totals();
         self.route_names
             .iter()
-            .zip(&self.route_duration)
-            .map(|(name, hist)| RouteTotals {
-                name,
-                requests: totals.get(name).copied().unwrap_or_default(),
-                latency_cumulative: prometheus::core::Metric::metric(hist)
-                    .get_histogram()
-                    .get_bucket()
-                    .iter()
-                    .map(|b| b.cumulative_count())
-                    .collect(),
-                latency_count: hist.get_sample_count(),
+            .enumerate()
+            .filter_map(|(slot, name)| {
+                let requests = totals.get(name).copied()?;
+                let hist = self.route_duration.get(slot);
+                Some(RouteTotals {
+                    name,
+                    requests,
+                    latency_cumulative: hist.map_or_else(
+                        || vec![0; LATENCY_BUCKETS.len()],
+                        |h| {
+                            prometheus::core::Metric::metric(h)
+                                .get_histogram()
+                                .get_bucket()
+                                .iter()
+                                .map(|b| b.cumulative_count())
+                                .collect()
+                        },
+                    ),
+                    latency_count: hist.map_or(0, |h| h.get_sample_count()),
+                })
             })
             .collect()
     }

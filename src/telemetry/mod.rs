@@ -98,7 +98,7 @@ impl Telemetry {
         self.metrics.upstream_name(upstream)
     }
 
-    /// Every configured route's totals and latency histogram, in the config's order.
+    /// The totals and latency histogram of every route that saw traffic, in the config's order.
     pub fn routes(&self) -> Vec<RouteTotals<'_>> {
         self.metrics.routes()
     }
