@@ -1,6 +1,7 @@
-//! `GET /admin/stats`, the JSON the dashboard polls: per route totals and
-//! percentiles since start (from the histograms), live rates and recent
-//! percentiles (from the per-second counts) and the top limited callers.
+//! `GET /admin/stats`, the JSON the dashboard polls: totals and percentiles
+//! since start (from the histograms) of the routes with the most requests, live
+//! rates and recent percentiles (from the per-second counts) and the top limited
+//! callers. Its size is bounded whatever the number of routes.
 //! Telemetry keeps the numbers; this shapes them.
 
 use crate::telemetry::{SecondCounts, Telemetry, LATENCY_BUCKETS};
@@ -11,10 +12,16 @@ use serde_json::{json, Value};
 const RECENT_SECONDS: u64 = 10;
 /// Entries in each top-limited list.
 const TOP_LIMITED: usize = 10;
+/// Routes listed: those with the most requests since start.
+const TOP_ROUTES: usize = 50;
 
 pub(super) fn stats(t: &Telemetry, now_s: u64) -> Value {
-    let routes: Vec<Value> = t
-        .routes()
+    let mut active = t.routes();
+    let routes_with_traffic = active.len();
+    // Stable: ties keep the config's order.
+    active.sort_by_key(|r| std::cmp::Reverse(r.requests.all));
+    active.truncate(TOP_ROUTES);
+    let routes: Vec<Value> = active
         .into_iter()
         .map(|r| {
             let n = r.requests;
@@ -62,6 +69,7 @@ pub(super) fn stats(t: &Telemetry, now_s: u64) -> Value {
         "recent_latency_ms": percentiles(&cumulative, recent_count),
         "inflight": t.state.inflight.get(),
         "routes": routes,
+        "routes_with_traffic": routes_with_traffic,
         "top_limited_consumers": top(t.top_limited_consumers(TOP_LIMITED)),
         "top_limited_ips": top(t.top_limited_ips(TOP_LIMITED)),
     })
