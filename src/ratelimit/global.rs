@@ -17,6 +17,11 @@
 //! request reads the current and previous slots and takes its cost by
 //! compare-and-swap on this instance's current count, so racing workers never
 //! admit past the limit. Routes never share one.
+//!
+//! A window with no request here for `IDLE_S` (and two whole windows) is idle:
+//! the sync neither pushes nor reads it, so idle routes cost Redis nothing. Its
+//! next request makes it active again, and is decided as after a fresh start
+//! until the next sync reads the cluster's totals.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -25,6 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const SLOTS: u64 = 3;
 /// A slot's window tag while one thread resets it for a newer window.
 const RESETTING: u64 = u64::MAX;
+/// Seconds without a request after which a window is idle (at least two whole
+/// windows, so that what it counted no longer weighs in any decision).
+pub const IDLE_S: u64 = 30;
 
 /// What this instance knows of the rest of the cluster when it decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +137,8 @@ pub struct GlobalWindow {
     pub window_ms: u64,
     /// The newest window a request or a sync has seen.
     newest: AtomicU64,
+    /// Unix second of the last request (to the second), 0 before any.
+    last_request_s: AtomicU64,
     slots: [Slot; SLOTS as usize],
 }
 
@@ -149,12 +159,20 @@ impl GlobalWindow {
             limit,
             window_ms,
             newest: AtomicU64::new(0),
+            last_request_s: AtomicU64::new(0),
             slots: Default::default(),
         }
     }
 
     pub fn window_of(&self, now_ms: u64) -> u64 {
         now_ms / self.window_ms
+    }
+
+    /// No request here for `IDLE_S` and two whole windows: the sync skips it.
+    pub fn idle(&self, now_ms: u64) -> bool {
+        let last = self.last_request_s.load(Ordering::Relaxed);
+        let quiet_s = IDLE_S.max((2 * self.window_ms).div_ceil(1000) + 1);
+        last == 0 || now_ms / 1000 >= last + quiet_s
     }
 
     fn slot(&self, window: u64) -> &Slot {
@@ -194,6 +212,11 @@ impl GlobalWindow {
 
     /// The hot-path decision, from what `view` says this instance can know.
     pub fn try_take(&self, cost: u64, now_ms: u64, view: ClusterView) -> GlobalDecision {
+        // Written once a second at most: the line stays shared between workers.
+        let now_s = now_ms / 1000;
+        if self.last_request_s.load(Ordering::Relaxed) < now_s {
+            self.last_request_s.fetch_max(now_s, Ordering::Relaxed);
+        }
         let mut window = self.window_of(now_ms);
         let mut into_ms = now_ms % self.window_ms;
         let cur = loop {
@@ -346,6 +369,21 @@ mod tests {
         let d = g.try_take(1, 5_999, ClusterView::Alone);
         assert!(!d.allowed);
         assert_eq!(d.reset_s, 1);
+    }
+
+    #[test]
+    fn a_window_is_idle_until_its_first_request_and_again_after_idle_s() {
+        let g = GlobalWindow::new("r".into(), 10, 1000);
+        assert!(g.idle(5_000), "never requested");
+        g.try_take(1, 5_000, ClusterView::Alone);
+        assert!(!g.idle(5_000));
+        assert!(!g.idle(5_000 + (IDLE_S - 1) * 1000));
+        assert!(g.idle(5_000 + IDLE_S * 1000));
+        // A long window stays active while its counts still weigh.
+        let long = GlobalWindow::new("r".into(), 10, 60_000);
+        long.try_take(1, 5_000, ClusterView::Alone);
+        assert!(!long.idle(5_000 + 120_000));
+        assert!(long.idle(5_000 + 121_000));
     }
 
     #[test]

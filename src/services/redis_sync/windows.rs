@@ -1,6 +1,8 @@
 //! The sync's work for the routes' global windows and the instance heartbeat:
 //! push this instance's window counts (INCRBY + EXPIRE per window key), read the
 //! cluster totals, heartbeat into the instance set and count the live instances.
+//! Only windows active here are pushed and read: an idle one (`GlobalWindow::idle`)
+//! costs the round nothing.
 //! Each route's window keys share a hash tag, so each pipeline keeps to one slot.
 
 use super::round::{Batch, Queued, Replies};
@@ -30,7 +32,12 @@ impl RedisSync {
     }
 
     pub(super) fn windows_round(&self, now_ms: u64, batch: &mut Batch) -> WindowRound {
-        let windows: Vec<Arc<GlobalWindow>> = self.limiter.globals().cloned().collect();
+        let windows: Vec<Arc<GlobalWindow>> = self
+            .limiter
+            .globals()
+            .filter(|w| !w.idle(now_ms))
+            .cloned()
+            .collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
         let mut pipes = Vec::with_capacity(windows.len() + 2);
         for (window, drained) in windows.iter().zip(&drained) {
