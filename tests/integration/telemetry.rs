@@ -259,3 +259,82 @@ fn the_dashboard_renders_live_data_in_headless_chromium() {
         "top limited addresses not rendered: {dom}"
     );
 }
+
+#[test]
+fn ten_thousand_routes_cost_no_series_until_their_first_request() {
+    let up = Upstream::start("ok");
+    let mut body = format!(
+        r#"
+auth:
+  default_tier: free
+  api_keys:
+    keys:
+      - {{ consumer: bench, key: "sha256:88e25f587f42453eeca4edbd33293e4d348d9a594b23c649f70bb5169c80592a", tier: free }}
+tiers:
+  free: {{ rate: 1000, burst: 1000 }}
+upstreams:
+  ok: {{ targets: ["{}"] }}
+access_log: off
+routes:
+"#,
+        up.addr
+    );
+    for i in 0..10_000 {
+        body.push_str(&format!(
+            "  - {{ name: r{i}, path_prefix: /r{i}/, upstream: ok, limits: {{ free: {{ rate: 100, burst: 100 }} }} }}\n"
+        ));
+    }
+    let gw = Gateway::start_admin(&body, "public_stats: true");
+    let before = get(gw.admin, "/metrics").text();
+    assert!(before.len() < 2_000_000, "{} bytes", before.len());
+    assert!(
+        !before.contains("route=\""),
+        "a route series before any traffic:\n{before}"
+    );
+    let stats = get(gw.admin, "/admin/stats").text();
+    assert!(stats.len() < 2_000, "{} bytes of stats", stats.len());
+
+    let key = [("X-API-Key", "bench-key-0123456789")];
+    assert_eq!(get_with(gw.addr, "/r7/x", &key).status, 200);
+    assert_eq!(get(gw.addr, "/r8/x").status, 401);
+    let m = get(gw.admin, "/metrics").text();
+    for (name, want) in [
+        (
+            r#"floodgate_requests_total{method="GET",route="r7",status="200"}"#,
+            1.0,
+        ),
+        (r#"floodgate_request_duration_seconds_count{route="r7"}"#, 1.0),
+        (
+            r#"floodgate_requests_total{method="GET",route="r8",status="401"}"#,
+            1.0,
+        ),
+        (
+            r#"floodgate_auth_failures_total{reason="missing",route="r8"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&m, name), Some(want), "{name} in:\n{m}");
+    }
+    let route_lines = |route: &str, family: &str| {
+        m.lines()
+            .filter(|l| l.starts_with(family) && l.contains(&format!("route=\"{route}\"")))
+            .count()
+    };
+    assert_eq!(route_lines("r7", "floodgate_auth_failures_total"), 0);
+    assert_eq!(
+        route_lines("r8", "floodgate_auth_failures_total"),
+        1,
+        "only its own reason"
+    );
+    assert_eq!(route_lines("r7", "floodgate_ratelimited_total"), 0);
+    assert_eq!(route_lines("r7", "floodgate_websocket"), 0);
+    assert_eq!(route_lines("r9", "floodgate_"), 0, "a route with no traffic");
+
+    let stats = get(gw.admin, "/admin/stats").json();
+    assert_eq!(stats["routes_with_traffic"], 2);
+    let listed: Vec<&str> = stats["routes"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["route"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(listed, ["r7", "r8"]);
+}

@@ -227,3 +227,50 @@ fn requests_a_window_refuses_leave_the_bucket_alone_across_two_instances() {
         "the budget had {left} left, {elsewhere} were admitted"
     );
 }
+
+/// `GET` calls Redis has served so far, from `INFO commandstats`.
+fn redis_gets(redis: &Redis) -> u64 {
+    redis_cmd(redis.addr(), &["INFO", "commandstats"])
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("cmdstat_get:"))?;
+            line.split(['=', ',']).nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_global_windows_cost_the_sync_nothing_and_one_request_makes_its_route_active() {
+    let redis = Redis::start();
+    let up = Upstream::start("u");
+    let routes: String = (0..1000)
+        .map(|i| {
+            format!("  - {{ name: w{i}, path_prefix: /w{i}/, upstream: backend, auth: none, global_limit: {{ rate: 100, per_s: 1 }} }}\n")
+        })
+        .collect();
+    let body = global_config(&up, &redis.url(), 100, "local_share")
+        .replace("routes:\n", &format!("routes:\n{routes}"));
+    let gw = Gateway::start(&body);
+    assert!(eventually(Duration::from_secs(10), || {
+        redis_cmd(redis.addr(), &["ZCARD", "floodgate:instances"]).is_some_and(|r| r.starts_with(":1"))
+    }));
+    // About 10 rounds: each reads the runtime consumers' version and epoch (2 GETs),
+    // and would read 2 windows of each of the 1001 routes if idle ones were read.
+    let gets = redis_gets(&redis);
+    thread::sleep(Duration::from_secs(1));
+    let idle = redis_gets(&redis) - gets;
+    assert!(idle < 100, "{idle} GETs in 1 s with every window idle");
+    assert_eq!(get(gw.addr, "/w7/x").status, 200);
+    assert!(eventually(Duration::from_secs(5), || {
+        redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:*"]).is_some_and(|k| k.contains("{floodgate:gl:w7}"))
+    }));
+    let gets = redis_gets(&redis);
+    thread::sleep(Duration::from_secs(1));
+    let active = redis_gets(&redis) - gets;
+    // Its 2 windows are read each round now: about 20 more GETs a second.
+    assert!(
+        active > idle + 5 && active < 200,
+        "{active} GETs with one active window, {idle} idle"
+    );
+    let keys = redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:*"]).unwrap_or_default();
+    assert!(!keys.contains("w8}"), "an idle route pushed: {keys}");
+}
