@@ -15,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 ROUTES=${ROUTES:-10000}
-SCRAPES=${SCRAPES:-20}
+SCRAPES=${SCRAPES:-200}
 BIN=${FLOODGATE_BIN:-$ROOT/target/release/floodgate}
 OUT=${OUT:-$(mktemp -d /tmp/floodgate-routes-scale.XXXXXX)}
 PORT=18110 ADMIN=19110 ORIGIN=18100 REDIS=18120
@@ -81,7 +81,7 @@ for ((i = 0; i < SCRAPES; i++)); do
   curl -s "http://127.0.0.1:$ADMIN/metrics" >/dev/null
 done
 after=$(cpu_ticks)
-echo "scrape CPU:                   $(((after - before) * tick_ms / SCRAPES)) ms per scrape ($SCRAPES scrapes, $((after - before)) ticks)"
+echo "scrape CPU:                   $(((after - before) * tick_ms * 1000 / SCRAPES)) µs per scrape ($SCRAPES scrapes, $((after - before)) ticks of $tick_ms ms)"
 echo "RSS after $SCRAPES scrapes:         $(($(rss_kb) / 1024)) MB"
 echo "/admin/stats:                 $(curl -s "http://127.0.0.1:$ADMIN/admin/stats" | wc -c) bytes"
 calls=$(redis_calls)

@@ -14,6 +14,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_CONFIG: &str = "conf/floodgate.yaml";
 
+extern "C" {
+    /// mimalloc's own: frees this thread's empty pages and purges them now.
+    fn mi_collect(force: bool);
+}
+
+/// Loading a big config leaves megabytes freed on this thread (the YAML parser's
+/// events: 14 MB at 10,000 routes). mimalloc returns freed memory to the OS only
+/// when the thread that freed it allocates again, and this one sleeps from here
+/// on in `run_forever`: without this, idle RSS at 10,000 routes is 98 MB, not 33.
+fn return_startup_garbage() {
+    // SAFETY: mimalloc is the global allocator (linked above); mi_collect only
+    // touches the calling thread's heap and mimalloc's arenas, under their own locks.
+    unsafe { mi_collect(true) }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "floodgate", version, about = "An API gateway on Pingora")]
 struct Cli {
@@ -214,7 +229,10 @@ fn main() -> ExitCode {
         conf: None,
     };
     match floodgate::app::build(config, state_file, opt) {
-        Ok(server) => server.run_forever(),
+        Ok(server) => {
+            return_startup_garbage();
+            server.run_forever()
+        }
         Err(e) => {
             eprintln!("floodgate: {e}");
             ExitCode::FAILURE
