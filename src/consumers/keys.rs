@@ -1,13 +1,14 @@
 //! API keys created at runtime through the admin API: only their digests are
 //! held, like the config's. The request path looks a digest up in a sharded map
-//! (a read lock of one shard of many); a write changes one entry and retires only
-//! the record it replaced or removed, so a cached verification of any other key
-//! stays good. An index by consumer serves the admin API's listings.
+//! (by_digest.rs: a read lock of one shard of many); a write changes one entry and
+//! retires only the record it replaced or removed, so a cached verification of any
+//! other key stays good. An index by consumer (by_consumer.rs) serves listings.
 
+use super::by_consumer::ByConsumer;
+use super::by_digest::ByDigest;
 use crate::consumers::stored::StoredKey;
 use crate::vocab::ids::{Id, TierId};
-use dashmap::DashMap;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -108,38 +109,22 @@ impl RuntimeKey {
 
 /// Revoked key ids remembered, to revoke again in a Redis that lost data.
 const REVOKED_KEPT: usize = 100_000;
-/// Shards of the digest map: workers looking up keys rarely meet on one lock.
-const SHARDS: usize = 64;
-
-/// Each consumer's keys, by consumer name in order.
-pub type ConsumerIndex = BTreeMap<Arc<str>, Vec<Arc<RuntimeKey>>>;
-
+#[derive(Default)]
 pub struct RuntimeKeys {
-    by_digest: DashMap<[u8; 32], Arc<RuntimeKey>, foldhash::fast::RandomState>,
+    by_digest: ByDigest,
     /// Held by writers (admin, sync, start-up; never the request path) through a
     /// whole write, so adopting the cluster's set cannot undo an admin write that
     /// landed after its read. It guards the index by consumer.
-    writing: Mutex<ConsumerIndex>,
+    writing: Mutex<ByConsumer>,
     /// Bumped by every write: the sync adopts a set only if none came since its read.
     generation: AtomicU64,
     /// Ids of keys revoked here or seen gone from the cluster's set, oldest first.
     revoked: Mutex<VecDeque<String>>,
 }
 
-impl Default for RuntimeKeys {
-    fn default() -> Self {
-        RuntimeKeys {
-            by_digest: DashMap::with_hasher_and_shard_amount(Default::default(), SHARDS),
-            writing: Mutex::default(),
-            generation: AtomicU64::new(0),
-            revoked: Mutex::default(),
-        }
-    }
-}
-
 impl RuntimeKeys {
     pub fn find(&self, digest: &[u8; 32]) -> Option<Arc<RuntimeKey>> {
-        self.by_digest.get(digest).map(|k| k.value().clone())
+        self.by_digest.get(digest)
     }
 
     /// The count of writes so far.
@@ -147,7 +132,7 @@ impl RuntimeKeys {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn writing(&self) -> MutexGuard<'_, ConsumerIndex> {
+    fn writing(&self) -> MutexGuard<'_, ByConsumer> {
         self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -158,29 +143,25 @@ impl RuntimeKeys {
     }
 
     /// Puts `key` in force, retiring the record it replaces under its digest.
-    fn put(&self, index: &mut ConsumerIndex, key: Arc<RuntimeKey>) {
-        if let Some(old) = self.by_digest.insert(key.digest, key.clone()) {
-            unindex(index, &old);
+    fn put(&self, index: &mut ByConsumer, key: Arc<RuntimeKey>) {
+        if let Some(old) = self.by_digest.insert(key.clone()) {
+            index.remove(&old);
             old.retired.store(true, Ordering::Release);
         }
-        index.entry(key.consumer.clone()).or_default().push(key);
+        index.insert(key);
     }
 
     /// Takes `key` out of force.
-    fn take(&self, index: &mut ConsumerIndex, key: &Arc<RuntimeKey>) {
-        self.by_digest.remove_if(&key.digest, |_, k| Arc::ptr_eq(k, key));
-        unindex(index, key);
+    fn take(&self, index: &mut ByConsumer, key: &Arc<RuntimeKey>) {
+        self.by_digest.remove(key);
+        index.remove(key);
         key.retired.store(true, Ordering::Release);
     }
 
     /// Revokes `consumer`'s key `key_id`; false when there is none.
     pub fn remove(&self, consumer: &str, key_id: &str) -> bool {
         let mut index = self.writing();
-        let Some(key) = index
-            .get(consumer)
-            .and_then(|keys| keys.iter().find(|k| k.key_id == key_id))
-            .cloned()
-        else {
+        let Some(key) = index.of(consumer).find(|k| k.key_id == key_id).cloned() else {
             return false;
         };
         self.take(&mut index, &key);
@@ -215,7 +196,7 @@ impl RuntimeKeys {
         let ids: HashSet<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
         let digests: HashSet<[u8; 32]> = keys.iter().map(|k| k.digest).collect();
         let (mut dropped, mut gone) = (Vec::new(), Vec::new());
-        for held in index.values().flatten() {
+        for held in index.keys() {
             if !digests.contains(&held.digest) {
                 dropped.push(held.clone());
             }
@@ -257,28 +238,17 @@ impl RuntimeKeys {
     }
 
     pub fn all(&self) -> Vec<Arc<RuntimeKey>> {
-        self.writing().values().flatten().cloned().collect()
+        self.writing().keys().cloned().collect()
     }
 
     /// `consumer`'s keys, oldest first.
     pub fn of_consumer(&self, consumer: &str) -> Vec<Arc<RuntimeKey>> {
-        let mut keys = self.writing().get(consumer).cloned().unwrap_or_default();
-        keys.sort_by(|a, b| (a.created_at_s, &a.key_id).cmp(&(b.created_at_s, &b.key_id)));
-        keys
+        self.writing().of(consumer).cloned().collect()
     }
 
     /// Reads the index by consumer; writers wait meanwhile, so keep it short.
-    pub fn with_consumers<R>(&self, read: impl FnOnce(&ConsumerIndex) -> R) -> R {
+    pub fn with_consumers<R>(&self, read: impl FnOnce(&ByConsumer) -> R) -> R {
         read(&self.writing())
-    }
-}
-
-fn unindex(index: &mut ConsumerIndex, key: &Arc<RuntimeKey>) {
-    if let Some(keys) = index.get_mut(&key.consumer) {
-        keys.retain(|k| !Arc::ptr_eq(k, key));
-        if keys.is_empty() {
-            index.remove(&key.consumer);
-        }
     }
 }
 
@@ -366,8 +336,8 @@ mod tests {
         let names = |keys: &RuntimeKeys| {
             keys.with_consumers(|index| {
                 index
-                    .iter()
-                    .map(|(c, k)| (c.to_string(), k.len()))
+                    .consumers()
+                    .map(|(c, n)| (c.to_string(), n))
                     .collect::<Vec<_>>()
             })
         };

@@ -336,8 +336,8 @@ impl Admin {
             (Ok(page), Ok(per_page)) if page >= 1 && (1..=MAX_PAGE).contains(&per_page) => (page, per_page),
             _ => return error(400, "bad_request", "page ≥ 1 and per_page from 1 to 500"),
         };
-        // The config's and the overrides' names (few) merged in order with the
-        // runtime keys' index: a page costs its offset and its size, not the keys.
+        // The config's and the overrides' names merged in order with the runtime
+        // keys' index: a page costs the keys before its end, not a scan per consumer.
         let mut others: BTreeSet<Arc<str>> = self
             .consumers
             .key_tiers
@@ -346,10 +346,10 @@ impl Admin {
             .collect();
         others.extend(self.overrides.all().into_iter().map(|(c, _)| c));
         let (total, consumers) = self.consumers.runtime_keys.with_consumers(|index| {
-            let total = index.len() + others.iter().filter(|c| !index.contains_key(*c)).count();
-            let runtime = index.iter().map(|(c, keys)| (c, keys.len()));
-            let others = others.iter().map(|c| (c, index.get(c).map_or(0, Vec::len)));
-            let page: Vec<_> = merge_unique(runtime, others)
+            let total =
+                index.consumer_count() + others.iter().filter(|c| index.of(c).next().is_none()).count();
+            let others = others.iter().map(|c| (c, index.of(c).count()));
+            let page: Vec<_> = merge_unique(index.consumers(), others)
                 .skip((page - 1) * per_page)
                 .take(per_page)
                 .map(|(c, keys)| json!({"consumer": &**c, "runtime_keys": keys}))
