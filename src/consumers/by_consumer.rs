@@ -146,7 +146,7 @@ mod tests {
         for k in [&c1, &a1, &b1, &a2] {
             index.insert(k.clone());
         }
-        let ids = |index: &ByConsumer, c| index.of(c).map(|k| k.key_id.clone()).collect::<Vec<_>>();
+        let ids = |index: &ByConsumer, c| index.of(c).map(|k| k.key_id.to_string()).collect::<Vec<_>>();
         assert_eq!(ids(&index, "a"), vec!["a2", "a1"], "oldest first");
         assert_eq!(ids(&index, "b"), vec!["b1"]);
         assert!(ids(&index, "").is_empty() && ids(&index, "bb").is_empty());

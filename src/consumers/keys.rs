@@ -12,15 +12,17 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// 112 bytes, so a record with its reference counts takes one 128-byte block.
 #[derive(Debug)]
 pub struct RuntimeKey {
-    pub key_id: String,
+    pub key_id: Box<str>,
     pub consumer: Arc<str>,
     pub digest: [u8; 32],
     /// `None`: the default tier.
     pub tier: Option<TierId>,
     pub created_at_s: u64,
-    pub expires_at_s: Option<u64>,
+    /// Unix seconds, 0 for never (an `Option` would take 8 bytes more).
+    expires_at_s: u64,
     /// Unix seconds of the last request it authenticated here (0: never).
     pub last_used_s: AtomicU64,
     /// Set once this record is no longer the store's (revoked or replaced): a
@@ -38,19 +40,24 @@ impl RuntimeKey {
         expires_at_s: Option<u64>,
     ) -> RuntimeKey {
         RuntimeKey {
-            key_id,
+            key_id: key_id.into_boxed_str(),
             consumer,
             digest,
             tier,
             created_at_s,
-            expires_at_s,
+            // An expiry given is `now + n`, never 0.
+            expires_at_s: expires_at_s.unwrap_or(0),
             last_used_s: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
     }
 
+    pub fn expires_at_s(&self) -> Option<u64> {
+        (self.expires_at_s != 0).then_some(self.expires_at_s)
+    }
+
     pub fn expired(&self, now_s: u64) -> bool {
-        self.expires_at_s.is_some_and(|at| now_s >= at)
+        self.expires_at_s().is_some_and(|at| now_s >= at)
     }
 
     /// Whether this record left the store (revoked, or replaced by another record).
@@ -97,12 +104,12 @@ impl RuntimeKey {
 
     pub fn to_stored(&self, tier_names: &[String]) -> StoredKey {
         StoredKey {
-            key_id: self.key_id.clone(),
+            key_id: self.key_id.to_string(),
             consumer: self.consumer.to_string(),
             digest: hex::encode(self.digest),
             tier: self.tier.and_then(|t| t.of(tier_names).cloned()),
             created_at_s: self.created_at_s,
-            expires_at_s: self.expires_at_s,
+            expires_at_s: self.expires_at_s(),
         }
     }
 }
@@ -161,7 +168,7 @@ impl RuntimeKeys {
     /// Revokes `consumer`'s key `key_id`; false when there is none.
     pub fn remove(&self, consumer: &str, key_id: &str) -> bool {
         let mut index = self.writing();
-        let Some(key) = index.of(consumer).find(|k| k.key_id == key_id).cloned() else {
+        let Some(key) = index.of(consumer).find(|k| &*k.key_id == key_id).cloned() else {
             return false;
         };
         self.take(&mut index, &key);
@@ -193,15 +200,15 @@ impl RuntimeKeys {
         if self.generation() != generation {
             return false;
         }
-        let ids: HashSet<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
+        let ids: HashSet<&str> = keys.iter().map(|k| &*k.key_id).collect();
         let digests: HashSet<[u8; 32]> = keys.iter().map(|k| k.digest).collect();
         let (mut dropped, mut gone) = (Vec::new(), Vec::new());
         for held in index.keys() {
             if !digests.contains(&held.digest) {
                 dropped.push(held.clone());
             }
-            if !ids.contains(held.key_id.as_str()) {
-                gone.push(held.key_id.clone());
+            if !ids.contains(&*held.key_id) {
+                gone.push(held.key_id.to_string());
             }
         }
         drop((ids, digests));
@@ -261,7 +268,12 @@ mod tests {
     }
 
     fn ids(keys: &[Arc<RuntimeKey>]) -> Vec<&str> {
-        keys.iter().map(|k| k.key_id.as_str()).collect()
+        keys.iter().map(|k| &*k.key_id).collect()
+    }
+
+    #[test]
+    fn a_record_fits_a_128_byte_block_with_its_reference_counts() {
+        assert!(std::mem::size_of::<RuntimeKey>() <= 112);
     }
 
     #[test]
@@ -269,7 +281,7 @@ mod tests {
         let keys = RuntimeKeys::default();
         let g0 = keys.generation();
         keys.insert(key("k1", "alice", 1));
-        assert_eq!(keys.find(&[1; 32]).expect("k1").key_id, "k1");
+        assert_eq!(&*keys.find(&[1; 32]).expect("k1").key_id, "k1");
         assert!(keys.generation() > g0);
         assert!(!keys.remove("bob", "k1"), "only alice's own key");
         let g1 = keys.generation();
@@ -304,8 +316,7 @@ mod tests {
         keys.insert(key("k2", "bob", 2));
         let k1 = keys.find(&[1; 32]).expect("k1");
         k1.last_used_s.store(42, Ordering::Relaxed);
-        let mut k2 = key("k2", "bob", 2);
-        k2.expires_at_s = Some(200);
+        let k2 = RuntimeKey::new("k2".into(), Arc::from("bob"), [2; 32], None, 1, Some(200));
         assert!(keys.replace(
             vec![key("k1", "alice", 1), k2, key("k3", "alice", 3)],
             keys.generation()
@@ -316,7 +327,7 @@ mod tests {
             "the same record, still good"
         );
         assert_eq!(kept.last_used_s.load(Ordering::Relaxed), 42);
-        assert_eq!(keys.find(&[2; 32]).expect("k2").expires_at_s, Some(200));
+        assert_eq!(keys.find(&[2; 32]).expect("k2").expires_at_s(), Some(200));
         assert!(keys.replace(vec![key("k3", "alice", 3)], keys.generation()));
         assert!(k1.retired() && keys.find(&[1; 32]).is_none());
         assert_eq!(keys.revoked(), vec!["k1", "k2"]);
@@ -404,12 +415,12 @@ mod tests {
                         .iter()
                         .map(|k| {
                             RuntimeKey::new(
-                                k.key_id.clone(),
+                                k.key_id.to_string(),
                                 k.consumer.clone(),
                                 k.digest,
                                 k.tier,
                                 k.created_at_s,
-                                k.expires_at_s,
+                                k.expires_at_s(),
                             )
                         })
                         .collect();

@@ -203,7 +203,7 @@ impl Admin {
             "key_id": key.key_id,
             "tier": self.tier_name(key.tier),
             "created_at": key.created_at_s,
-            "expires_at": key.expires_at_s,
+            "expires_at": key.expires_at_s(),
             "last_used_at": (last_used > 0).then_some(last_used),
         })
     }
@@ -298,7 +298,7 @@ impl Admin {
             .runtime_keys
             .of_consumer(consumer)
             .iter()
-            .any(|k| k.key_id == key_id);
+            .any(|k| &*k.key_id == key_id);
         if !exists {
             return error(404, "not_found", "no such key for this consumer");
         }
