@@ -45,8 +45,8 @@ impl RuntimeKey {
             digest,
             tier,
             created_at_s,
-            // An expiry given is `now + n`, never 0.
-            expires_at_s: expires_at_s.unwrap_or(0),
+            // An expiry of 0 (a record edited by hand) is long past at 1 too.
+            expires_at_s: expires_at_s.map_or(0, |at| at.max(1)),
             last_used_s: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
@@ -332,6 +332,8 @@ mod tests {
         assert!(k1.retired() && keys.find(&[1; 32]).is_none());
         assert_eq!(keys.revoked(), vec!["k1", "k2"]);
         assert!(key("k", "a", 3).expired(100) && !key("k", "a", 3).expired(99));
+        let at_zero = RuntimeKey::new("k".into(), Arc::from("a"), [3; 32], None, 1, Some(0));
+        assert!(at_zero.expired(1), "an expiry of 0 is not \"never\"");
     }
 
     #[test]
