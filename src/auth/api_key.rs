@@ -90,7 +90,9 @@ impl ApiKeys {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(Failure::UnknownApiKey);
         }
+        let mut stale = false;
         if let Some(hit) = self.verified.get(key) {
+            stale = true;
             match &hit.runtime {
                 None => return Ok(hit.identity),
                 Some(runtime) if !runtime.retired() && !runtime.expired(now_s) => {
@@ -112,11 +114,13 @@ impl ApiKeys {
                 runtime: None,
             },
             None => {
-                let runtime = self
-                    .runtime
-                    .find(&digest)
-                    .filter(|k| !k.expired(now_s))
-                    .ok_or(Failure::UnknownApiKey)?;
+                let Some(runtime) = self.runtime.find(&digest).filter(|k| !k.expired(now_s)) else {
+                    if stale {
+                        // Gone for good: its retired record need not stay held here.
+                        self.verified.remove(key);
+                    }
+                    return Err(Failure::UnknownApiKey);
+                };
                 mark_used(&runtime, now_s);
                 Verified {
                     identity: Identity::new(
@@ -229,6 +233,10 @@ mod tests {
             keys.verify(b"runtime-secret", 12).err(),
             Some(Failure::UnknownApiKey),
             "revoked"
+        );
+        assert!(
+            keys.verified.get(&b"runtime-secret"[..]).is_none(),
+            "a revoked key is forgotten once refused"
         );
         let cached = keys.verified.get(&b"other-secret"[..]).expect("k2 remembered");
         assert!(
