@@ -4,7 +4,8 @@
 //! looked up among the runtime keys. Keys that verified are remembered (in memory
 //! only, bounded): a client sends the same key on every request, and hashing it
 //! again costs more than the rest of the decision. A remembered runtime key is
-//! checked again once the runtime set has changed (a revocation) or it expired.
+//! checked again once its own record left the set (revoked, replaced) or it
+//! expired; a write to any other key leaves it remembered.
 
 use crate::consumers::keys::{RuntimeKey, RuntimeKeys};
 use crate::vocab::auth_failure::Failure;
@@ -27,11 +28,11 @@ struct Entry {
     identity: Identity,
 }
 
-/// A key that verified: a runtime one with the set's generation it was checked in.
+/// A key that verified: a runtime one with the record it was checked against.
 #[derive(Clone)]
 struct Verified {
     identity: Identity,
-    runtime: Option<(Arc<RuntimeKey>, u64)>,
+    runtime: Option<Arc<RuntimeKey>>,
 }
 
 pub struct ApiKeys {
@@ -89,16 +90,16 @@ impl ApiKeys {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(Failure::UnknownApiKey);
         }
+        let mut stale = false;
         if let Some(hit) = self.verified.get(key) {
+            stale = true;
             match &hit.runtime {
                 None => return Ok(hit.identity),
-                Some((runtime, generation))
-                    if *generation == self.runtime.generation() && !runtime.expired(now_s) =>
-                {
+                Some(runtime) if !runtime.retired() && !runtime.expired(now_s) => {
                     mark_used(runtime, now_s);
                     return Ok(hit.identity);
                 }
-                Some(_) => {} // the set changed, or it expired: check again
+                Some(_) => {} // its record changed, or it expired: check again
             }
         }
         let digest: [u8; 32] = Sha256::digest(key).into();
@@ -113,12 +114,13 @@ impl ApiKeys {
                 runtime: None,
             },
             None => {
-                let generation = self.runtime.generation();
-                let runtime = self
-                    .runtime
-                    .find(&digest)
-                    .filter(|k| !k.expired(now_s))
-                    .ok_or(Failure::UnknownApiKey)?;
+                let Some(runtime) = self.runtime.find(&digest).filter(|k| !k.expired(now_s)) else {
+                    if stale {
+                        // Gone for good: its retired record need not stay held here.
+                        self.verified.remove(key);
+                    }
+                    return Err(Failure::UnknownApiKey);
+                };
                 mark_used(&runtime, now_s);
                 Verified {
                     identity: Identity::new(
@@ -126,7 +128,7 @@ impl ApiKeys {
                         runtime.tier.unwrap_or(self.default_tier),
                         Arc::from([]),
                     ),
-                    runtime: Some((runtime, generation)),
+                    runtime: Some(runtime),
                 }
             }
         };
@@ -192,15 +194,14 @@ mod tests {
         let digest: [u8; 32] = Sha256::digest(b"runtime-secret").into();
         assert!(keys.in_config(&Sha256::digest(b"acme-secret").into()));
         assert!(!keys.in_config(&digest));
-        runtime.insert(RuntimeKey {
-            key_id: "k1".into(),
-            consumer: Arc::from("bob"),
+        runtime.insert(RuntimeKey::new(
+            "k1".into(),
+            Arc::from("bob"),
             digest,
-            tier: None,
-            created_at_s: 0,
-            expires_at_s: Some(100),
-            last_used_s: Default::default(),
-        });
+            None,
+            0,
+            Some(100),
+        ));
         let bob = keys.verify(b"runtime-secret", 10).expect("bob");
         assert_eq!((&*bob.consumer, bob.tier), ("bob", TierId(2)), "the default tier");
         assert!(keys.verify(b"runtime-secret", 11).is_ok(), "from the cache");
@@ -217,11 +218,30 @@ mod tests {
             Some(Failure::UnknownApiKey),
             "expired"
         );
+        let other: [u8; 32] = Sha256::digest(b"other-secret").into();
+        runtime.insert(RuntimeKey::new(
+            "k2".into(),
+            Arc::from("bob"),
+            other,
+            None,
+            0,
+            None,
+        ));
+        assert!(keys.verify(b"other-secret", 11).is_ok());
         assert!(runtime.remove("bob", "k1"));
         assert_eq!(
             keys.verify(b"runtime-secret", 12).err(),
             Some(Failure::UnknownApiKey),
             "revoked"
+        );
+        assert!(
+            keys.verified.get(&b"runtime-secret"[..]).is_none(),
+            "a revoked key is forgotten once refused"
+        );
+        let cached = keys.verified.get(&b"other-secret"[..]).expect("k2 remembered");
+        assert!(
+            cached.runtime.is_some_and(|k| !k.retired()),
+            "revoking k1 leaves k2's verification in force"
         );
     }
 

@@ -1,31 +1,87 @@
 //! API keys created at runtime through the admin API: only their digests are
-//! held, like the config's. Read-mostly: the request path loads a snapshot and
-//! looks a digest up; writes (admin, or the Redis sync adopting the cluster's set)
-//! swap in a new map and bump a generation, which retires cached verifications.
+//! held, like the config's. The request path looks a digest up in a sharded map
+//! (by_digest.rs: a read lock of one shard of many); a write changes one entry and
+//! retires only the record it replaced or removed, so a cached verification of any
+//! other key stays good. An index by consumer (by_consumer.rs) serves listings.
 
+use super::by_consumer::ByConsumer;
+use super::by_digest::ByDigest;
 use crate::consumers::stored::StoredKey;
 use crate::vocab::ids::{Id, TierId};
-use arc_swap::ArcSwap;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+/// 112 bytes, so a record with its reference counts takes one 128-byte block.
 #[derive(Debug)]
 pub struct RuntimeKey {
-    pub key_id: String,
+    pub key_id: Box<str>,
     pub consumer: Arc<str>,
     pub digest: [u8; 32],
     /// `None`: the default tier.
     pub tier: Option<TierId>,
     pub created_at_s: u64,
-    pub expires_at_s: Option<u64>,
+    /// Unix seconds, 0 for never (an `Option` would take 8 bytes more).
+    expires_at_s: u64,
     /// Unix seconds of the last request it authenticated here (0: never).
     pub last_used_s: AtomicU64,
+    /// Set once this record is no longer the store's (revoked or replaced): a
+    /// verification cached with it must be checked again.
+    retired: AtomicBool,
 }
 
 impl RuntimeKey {
+    pub fn new(
+        key_id: String,
+        consumer: Arc<str>,
+        digest: [u8; 32],
+        tier: Option<TierId>,
+        created_at_s: u64,
+        expires_at_s: Option<u64>,
+    ) -> RuntimeKey {
+        RuntimeKey {
+            key_id: key_id.into_boxed_str(),
+            consumer,
+            digest,
+            tier,
+            created_at_s,
+            // An expiry of 0 (a record edited by hand) is long past at 1 too.
+            expires_at_s: expires_at_s.map_or(0, |at| at.max(1)),
+            last_used_s: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    pub fn expires_at_s(&self) -> Option<u64> {
+        (self.expires_at_s != 0).then_some(self.expires_at_s)
+    }
+
     pub fn expired(&self, now_s: u64) -> bool {
-        self.expires_at_s.is_some_and(|at| now_s >= at)
+        self.expires_at_s().is_some_and(|at| now_s >= at)
+    }
+
+    /// Whether this record left the store (revoked, or replaced by another record).
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Everything but the use: a key adopted again unchanged keeps its record.
+    fn same_record(&self, other: &RuntimeKey) -> bool {
+        (
+            &self.key_id,
+            &self.consumer,
+            self.digest,
+            self.tier,
+            self.created_at_s,
+            self.expires_at_s,
+        ) == (
+            &other.key_id,
+            &other.consumer,
+            other.digest,
+            other.tier,
+            other.created_at_s,
+            other.expires_at_s,
+        )
     }
 
     /// From its stored form; `None` for a malformed digest or a tier the config
@@ -36,80 +92,89 @@ impl RuntimeKey {
             Some(name) => Some(TierId(tier_names.iter().position(|t| t == name)?)),
             None => None,
         };
-        Some(RuntimeKey {
-            key_id: stored.key_id.clone(),
-            consumer: Arc::from(stored.consumer.as_str()),
+        Some(RuntimeKey::new(
+            stored.key_id.clone(),
+            Arc::from(stored.consumer.as_str()),
             digest,
             tier,
-            created_at_s: stored.created_at_s,
-            expires_at_s: stored.expires_at_s,
-            last_used_s: AtomicU64::new(0),
-        })
+            stored.created_at_s,
+            stored.expires_at_s,
+        ))
     }
 
     pub fn to_stored(&self, tier_names: &[String]) -> StoredKey {
         StoredKey {
-            key_id: self.key_id.clone(),
+            key_id: self.key_id.to_string(),
             consumer: self.consumer.to_string(),
             digest: hex::encode(self.digest),
             tier: self.tier.and_then(|t| t.of(tier_names).cloned()),
             created_at_s: self.created_at_s,
-            expires_at_s: self.expires_at_s,
+            expires_at_s: self.expires_at_s(),
         }
     }
 }
 
 /// Revoked key ids remembered, to revoke again in a Redis that lost data.
 const REVOKED_KEPT: usize = 100_000;
-
 #[derive(Default)]
 pub struct RuntimeKeys {
-    by_digest: ArcSwap<HashMap<[u8; 32], Arc<RuntimeKey>>>,
+    by_digest: ByDigest,
+    /// Held by writers (admin, sync, start-up; never the request path) through a
+    /// whole write, so adopting the cluster's set cannot undo an admin write that
+    /// landed after its read. It guards the index by consumer.
+    writing: Mutex<ByConsumer>,
+    /// Bumped by every write: the sync adopts a set only if none came since its read.
     generation: AtomicU64,
-    /// Held by writers (admin and sync, never the request path), so adopting the
-    /// cluster's set cannot undo an admin write that landed after its read.
-    writing: std::sync::Mutex<()>,
     /// Ids of keys revoked here or seen gone from the cluster's set, oldest first.
-    revoked: std::sync::Mutex<std::collections::VecDeque<String>>,
+    revoked: Mutex<VecDeque<String>>,
 }
 
 impl RuntimeKeys {
     pub fn find(&self, digest: &[u8; 32]) -> Option<Arc<RuntimeKey>> {
-        self.by_digest.load().get(digest).cloned()
+        self.by_digest.get(digest)
     }
 
-    /// Changes with every write: a verification cached under another generation is stale.
+    /// The count of writes so far.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
+    fn writing(&self) -> MutexGuard<'_, ByConsumer> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn insert(&self, key: RuntimeKey) {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let key = Arc::new(key);
-        self.by_digest.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(key.digest, key.clone());
-            m
-        });
+        let mut index = self.writing();
+        self.put(&mut index, Arc::new(key));
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Puts `key` in force, retiring the record it replaces under its digest.
+    fn put(&self, index: &mut ByConsumer, key: Arc<RuntimeKey>) {
+        if let Some(old) = self.by_digest.insert(key.clone()) {
+            index.remove(&old);
+            old.retired.store(true, Ordering::Release);
+        }
+        index.insert(key);
+    }
+
+    /// Takes `key` out of force.
+    fn take(&self, index: &mut ByConsumer, key: &Arc<RuntimeKey>) {
+        self.by_digest.remove(key);
+        index.remove(key);
+        key.retired.store(true, Ordering::Release);
     }
 
     /// Revokes `consumer`'s key `key_id`; false when there is none.
     pub fn remove(&self, consumer: &str, key_id: &str) -> bool {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut found = false;
-        self.by_digest.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            let before = m.len();
-            m.retain(|_, k| !(k.key_id == key_id && &*k.consumer == consumer));
-            found = m.len() != before;
-            m
-        });
-        if found {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            self.remember_revoked([key_id.to_string()]);
-        }
-        found
+        let mut index = self.writing();
+        let Some(key) = index.of(consumer).find(|k| &*k.key_id == key_id).cloned() else {
+            return false;
+        };
+        self.take(&mut index, &key);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.remember_revoked([key_id.to_string()]);
+        true
     }
 
     fn remember_revoked(&self, ids: impl IntoIterator<Item = String>) {
@@ -127,39 +192,48 @@ impl RuntimeKeys {
     }
 
     /// Adopts the cluster's set (what Redis holds), read while the set was at
-    /// `generation`; false (nothing adopted) if a write came since. A key that stays
-    /// keeps its last use.
+    /// `generation`; false (nothing adopted) if a write came since. Only what
+    /// differs changes: a key that stays keeps its record, its last use and its
+    /// cached verifications. A request sees each key either before or after.
     pub fn replace(&self, keys: Vec<RuntimeKey>, generation: u64) -> bool {
-        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.writing();
         if self.generation() != generation {
             return false;
         }
-        let old = self.by_digest.load_full();
-        let kept: std::collections::HashSet<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
-        let gone: Vec<String> = old
-            .values()
-            .filter(|k| !kept.contains(k.key_id.as_str()))
-            .map(|k| k.key_id.clone())
-            .collect();
-        drop(kept);
+        let ids: HashSet<&str> = keys.iter().map(|k| &*k.key_id).collect();
+        let digests: HashSet<[u8; 32]> = keys.iter().map(|k| k.digest).collect();
+        let (mut dropped, mut gone) = (Vec::new(), Vec::new());
+        for held in index.keys() {
+            if !digests.contains(&held.digest) {
+                dropped.push(held.clone());
+            }
+            if !ids.contains(&*held.key_id) {
+                gone.push(held.key_id.to_string());
+            }
+        }
+        drop((ids, digests));
+        for key in &dropped {
+            self.take(&mut index, key);
+        }
         self.remember_revoked(gone);
-        let map = keys
-            .into_iter()
-            .map(|k| {
-                if let Some(before) = old.get(&k.digest) {
-                    k.last_used_s
-                        .store(before.last_used_s.load(Ordering::Relaxed), Ordering::Relaxed);
+        for key in keys {
+            match self.find(&key.digest) {
+                Some(held) if held.same_record(&key) => {}
+                held => {
+                    if let Some(held) = held {
+                        let used = held.last_used_s.load(Ordering::Relaxed);
+                        key.last_used_s.store(used, Ordering::Relaxed);
+                    }
+                    self.put(&mut index, Arc::new(key));
                 }
-                (k.digest, Arc::new(k))
-            })
-            .collect();
-        self.by_digest.store(Arc::new(map));
+            }
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         true
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.load().len()
+        self.by_digest.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,19 +245,17 @@ impl RuntimeKeys {
     }
 
     pub fn all(&self) -> Vec<Arc<RuntimeKey>> {
-        self.by_digest.load().values().cloned().collect()
+        self.writing().keys().cloned().collect()
     }
 
+    /// `consumer`'s keys, oldest first.
     pub fn of_consumer(&self, consumer: &str) -> Vec<Arc<RuntimeKey>> {
-        let mut keys: Vec<_> = self
-            .by_digest
-            .load()
-            .values()
-            .filter(|k| &*k.consumer == consumer)
-            .cloned()
-            .collect();
-        keys.sort_by(|a, b| (a.created_at_s, &a.key_id).cmp(&(b.created_at_s, &b.key_id)));
-        keys
+        self.writing().of(consumer).cloned().collect()
+    }
+
+    /// Reads the index by consumer; writers wait meanwhile, so keep it short.
+    pub fn with_consumers<R>(&self, read: impl FnOnce(&ByConsumer) -> R) -> R {
+        read(&self.writing())
     }
 }
 
@@ -192,15 +264,16 @@ mod tests {
     use super::*;
 
     fn key(id: &str, consumer: &str, digest: u8) -> RuntimeKey {
-        RuntimeKey {
-            key_id: id.into(),
-            consumer: Arc::from(consumer),
-            digest: [digest; 32],
-            tier: None,
-            created_at_s: 1,
-            expires_at_s: Some(100),
-            last_used_s: AtomicU64::new(0),
-        }
+        RuntimeKey::new(id.into(), Arc::from(consumer), [digest; 32], None, 1, Some(100))
+    }
+
+    fn ids(keys: &[Arc<RuntimeKey>]) -> Vec<&str> {
+        keys.iter().map(|k| &*k.key_id).collect()
+    }
+
+    #[test]
+    fn a_record_fits_a_128_byte_block_with_its_reference_counts() {
+        assert!(std::mem::size_of::<RuntimeKey>() <= 112);
     }
 
     #[test]
@@ -208,35 +281,171 @@ mod tests {
         let keys = RuntimeKeys::default();
         let g0 = keys.generation();
         keys.insert(key("k1", "alice", 1));
-        assert_eq!(keys.find(&[1; 32]).expect("k1").key_id, "k1");
+        assert_eq!(&*keys.find(&[1; 32]).expect("k1").key_id, "k1");
         assert!(keys.generation() > g0);
         assert!(!keys.remove("bob", "k1"), "only alice's own key");
         let g1 = keys.generation();
         assert!(keys.remove("alice", "k1"));
         assert!(keys.find(&[1; 32]).is_none());
         assert!(keys.generation() > g1);
+        assert_eq!(keys.revoked(), vec!["k1"]);
     }
 
     #[test]
-    fn replacing_keeps_the_last_use_of_keys_that_stay() {
+    fn a_write_retires_only_the_record_it_replaces_or_removes() {
         let keys = RuntimeKeys::default();
         keys.insert(key("k1", "alice", 1));
-        keys.find(&[1; 32])
-            .expect("k1")
-            .last_used_s
-            .store(42, Ordering::Relaxed);
+        keys.insert(key("k2", "alice", 2));
+        let (k1, k2) = (keys.find(&[1; 32]).expect("k1"), keys.find(&[2; 32]).expect("k2"));
+        assert!(keys.remove("alice", "k1"));
+        assert!(k1.retired() && !k2.retired());
+        keys.insert(key("k3", "bob", 3));
+        assert!(!k2.retired(), "an insert retires nothing else");
+        let mut moved = key("k2", "alice", 2);
+        moved.tier = Some(TierId(1));
+        keys.insert(moved);
+        assert!(k2.retired(), "replaced under its digest");
+        assert_eq!(keys.find(&[2; 32]).expect("k2").tier, Some(TierId(1)));
+        assert_eq!(ids(&keys.of_consumer("alice")), vec!["k2"]);
+    }
+
+    #[test]
+    fn replacing_changes_only_what_differs() {
+        let keys = RuntimeKeys::default();
+        keys.insert(key("k1", "alice", 1));
+        keys.insert(key("k2", "bob", 2));
+        let k1 = keys.find(&[1; 32]).expect("k1");
+        k1.last_used_s.store(42, Ordering::Relaxed);
+        let k2 = RuntimeKey::new("k2".into(), Arc::from("bob"), [2; 32], None, 1, Some(200));
         assert!(keys.replace(
-            vec![key("k1", "alice", 1), key("k2", "alice", 2)],
+            vec![key("k1", "alice", 1), k2, key("k3", "alice", 3)],
+            keys.generation()
+        ));
+        let kept = keys.find(&[1; 32]).expect("k1");
+        assert!(
+            Arc::ptr_eq(&kept, &k1) && !k1.retired(),
+            "the same record, still good"
+        );
+        assert_eq!(kept.last_used_s.load(Ordering::Relaxed), 42);
+        assert_eq!(keys.find(&[2; 32]).expect("k2").expires_at_s(), Some(200));
+        assert!(keys.replace(vec![key("k3", "alice", 3)], keys.generation()));
+        assert!(k1.retired() && keys.find(&[1; 32]).is_none());
+        assert_eq!(keys.revoked(), vec!["k1", "k2"]);
+        assert!(key("k", "a", 3).expired(100) && !key("k", "a", 3).expired(99));
+        let at_zero = RuntimeKey::new("k".into(), Arc::from("a"), [3; 32], None, 1, Some(0));
+        assert!(at_zero.expired(1), "an expiry of 0 is not \"never\"");
+    }
+
+    #[test]
+    fn the_index_by_consumer_follows_inserts_removals_and_replacements() {
+        let keys = RuntimeKeys::default();
+        keys.insert(key("a2", "alice", 2));
+        keys.insert(key("b1", "bob", 3));
+        let mut a1 = key("a1", "alice", 1);
+        a1.created_at_s = 0;
+        keys.insert(a1);
+        assert_eq!(ids(&keys.of_consumer("alice")), vec!["a1", "a2"], "oldest first");
+        assert!(keys.remove("bob", "b1"));
+        let names = |keys: &RuntimeKeys| {
+            keys.with_consumers(|index| {
+                index
+                    .consumers()
+                    .map(|(c, n)| (c.to_string(), n))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(names(&keys), vec![("alice".to_string(), 2)], "bob has none left");
+        assert!(keys.replace(
+            vec![
+                key("a2", "alice", 2),
+                key("c1", "carol", 4),
+                key("c2", "carol", 5)
+            ],
             keys.generation()
         ));
         assert_eq!(
-            keys.find(&[1; 32])
-                .expect("k1")
-                .last_used_s
-                .load(Ordering::Relaxed),
-            42
+            names(&keys),
+            vec![("alice".to_string(), 1), ("carol".to_string(), 2)]
         );
-        assert_eq!(keys.of_consumer("alice").len(), 2);
-        assert!(key("k", "a", 3).expired(100) && !key("k", "a", 3).expired(99));
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys.all().len(), 3);
+    }
+
+    #[test]
+    fn a_replace_read_before_a_write_adopts_nothing() {
+        let keys = RuntimeKeys::default();
+        keys.insert(key("k1", "alice", 1));
+        let read_at = keys.generation();
+        keys.insert(key("k2", "alice", 2)); // lands after the sync's read
+        assert!(!keys.replace(vec![key("k1", "alice", 1)], read_at));
+        assert!(keys.find(&[2; 32]).is_some(), "the admin write stands");
+        assert!(keys.remove("alice", "k1"));
+        let read_at = keys.generation();
+        assert!(keys.replace(vec![key("k2", "alice", 2)], read_at));
+        assert!(keys.find(&[1; 32]).is_none(), "a revoked key never comes back");
+    }
+
+    #[test]
+    fn concurrent_writers_readers_and_replaces_leave_a_consistent_store() {
+        let keys = Arc::new(RuntimeKeys::default());
+        keys.insert(key("stays", "zed", 255));
+        std::thread::scope(|s| {
+            for writer in 0..4u8 {
+                let keys = &keys;
+                s.spawn(move || {
+                    for i in 0..50u8 {
+                        let mut digest = [writer; 32];
+                        digest[1] = i;
+                        let id = format!("w{writer}-{i}");
+                        let mut k = key(&id, &format!("c{writer}"), 0);
+                        k.digest = digest;
+                        keys.insert(k);
+                        if i % 2 == 0 {
+                            assert!(keys.remove(&format!("c{writer}"), &id));
+                        }
+                    }
+                });
+            }
+            // The sync, adopting a set read before the writers wrote: refused
+            // whenever a write came between, never undoing one.
+            let keys2 = &keys;
+            s.spawn(move || {
+                for _ in 0..200 {
+                    let generation = keys2.generation();
+                    let held: Vec<RuntimeKey> = keys2
+                        .all()
+                        .iter()
+                        .map(|k| {
+                            RuntimeKey::new(
+                                k.key_id.to_string(),
+                                k.consumer.clone(),
+                                k.digest,
+                                k.tier,
+                                k.created_at_s,
+                                k.expires_at_s(),
+                            )
+                        })
+                        .collect();
+                    keys2.replace(held, generation);
+                }
+            });
+            for _ in 0..2 {
+                let keys = &keys;
+                s.spawn(move || {
+                    for _ in 0..2000 {
+                        assert!(keys.find(&[255; 32]).is_some_and(|k| !k.retired()));
+                    }
+                });
+            }
+        });
+        assert_eq!(keys.len(), 1 + 4 * 25);
+        assert_eq!(keys.all().len(), keys.len(), "the index matches the map");
+        for writer in 0..4u8 {
+            let theirs = keys.of_consumer(&format!("c{writer}"));
+            assert_eq!(theirs.len(), 25);
+            assert!(theirs
+                .iter()
+                .all(|k| keys.find(&k.digest).is_some_and(|f| Arc::ptr_eq(&f, k))));
+        }
     }
 }

@@ -21,7 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Consumers per page of `GET /admin/consumers` at most.
@@ -203,7 +203,7 @@ impl Admin {
             "key_id": key.key_id,
             "tier": self.tier_name(key.tier),
             "created_at": key.created_at_s,
-            "expires_at": key.expires_at_s,
+            "expires_at": key.expires_at_s(),
             "last_used_at": (last_used > 0).then_some(last_used),
         })
     }
@@ -270,15 +270,14 @@ impl Admin {
         if let Err(why) = self.persist(&change).await {
             return unavailable(&why);
         }
-        self.consumers.runtime_keys.insert(RuntimeKey {
-            key_id: key_id.clone(),
-            consumer: Arc::from(consumer),
+        self.consumers.runtime_keys.insert(RuntimeKey::new(
+            key_id.clone(),
+            Arc::from(consumer),
             digest,
             tier,
-            created_at_s: now,
+            now,
             expires_at_s,
-            last_used_s: AtomicU64::new(0),
-        });
+        ));
         self.written("create_key", consumer, &format!(", key id {key_id}"), who);
         json_response(
             201,
@@ -299,7 +298,7 @@ impl Admin {
             .runtime_keys
             .of_consumer(consumer)
             .iter()
-            .any(|k| k.key_id == key_id);
+            .any(|k| &*k.key_id == key_id);
         if !exists {
             return error(404, "not_found", "no such key for this consumer");
         }
@@ -337,30 +336,48 @@ impl Admin {
             (Ok(page), Ok(per_page)) if page >= 1 && (1..=MAX_PAGE).contains(&per_page) => (page, per_page),
             _ => return error(400, "bad_request", "page ≥ 1 and per_page from 1 to 500"),
         };
-        let mut names: BTreeSet<String> = self.consumers.key_tiers.keys().cloned().collect();
-        names.extend(
-            self.consumers
-                .runtime_keys
-                .all()
-                .iter()
-                .map(|k| k.consumer.to_string()),
-        );
-        names.extend(self.overrides.all().iter().map(|(c, _)| c.to_string()));
-        let total = names.len();
-        let consumers: Vec<_> = names
-            .into_iter()
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(|c| {
-                let keys = self.consumers.runtime_keys.of_consumer(&c).len();
-                json!({"consumer": c, "runtime_keys": keys})
-            })
+        // The config's and the overrides' names merged in order with the runtime
+        // keys' index: a page costs the keys before its end, not a scan per consumer.
+        let mut others: BTreeSet<Arc<str>> = self
+            .consumers
+            .key_tiers
+            .keys()
+            .map(|c| Arc::from(c.as_str()))
             .collect();
+        others.extend(self.overrides.all().into_iter().map(|(c, _)| c));
+        let (total, consumers) = self.consumers.runtime_keys.with_consumers(|index| {
+            let total =
+                index.consumer_count() + others.iter().filter(|c| index.of(c).next().is_none()).count();
+            let others = others.iter().map(|c| (c, index.of(c).count()));
+            let page: Vec<_> = merge_unique(index.consumers(), others)
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|(c, keys)| json!({"consumer": &**c, "runtime_keys": keys}))
+                .collect();
+            (total, page)
+        });
         json_response(
             200,
             json!({"page": page, "per_page": per_page, "total": total, "consumers": consumers}).to_string(),
         )
     }
+}
+
+/// Two lists sorted by name, merged in order, a name in both taken once.
+fn merge_unique<'a, T>(
+    a: impl Iterator<Item = (&'a Arc<str>, T)>,
+    b: impl Iterator<Item = (&'a Arc<str>, T)>,
+) -> impl Iterator<Item = (&'a Arc<str>, T)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x.0 == y.0 => {
+            b.next();
+            a.next()
+        }
+        (Some(x), Some(y)) if x.0 < y.0 => a.next(),
+        (Some(_), Some(_)) | (None, _) => b.next(),
+        (Some(_), None) => a.next(),
+    })
 }
 
 /// A new secret: 32 bytes from the operating system, base64url, prefixed so that
@@ -401,5 +418,21 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Box<Answer>> 
             Ok(None) => return Ok(body),
             Err(_) => return Err(Box::new(error(400, "bad_request", "could not read the body"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_keeps_name_order_and_takes_a_shared_name_once() {
+        let names: Vec<Arc<str>> = ["a", "b", "c", "d"].map(Arc::from).to_vec();
+        let runtime = [(&names[0], 2), (&names[2], 1)];
+        let others = [(&names[1], 0), (&names[2], 1), (&names[3], 0)];
+        let merged: Vec<(&str, usize)> = merge_unique(runtime.into_iter(), others.into_iter())
+            .map(|(c, n)| (&**c, n))
+            .collect();
+        assert_eq!(merged, vec![("a", 2), ("b", 0), ("c", 1), ("d", 0)]);
     }
 }

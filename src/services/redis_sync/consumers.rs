@@ -264,7 +264,7 @@ impl RedisSync {
             .iter()
             .filter_map(|key| {
                 let json = serde_json::to_string(&key.to_stored(&self.tier_names)).ok()?;
-                Some((key.key_id.clone(), json))
+                Some((key.key_id.to_string(), json))
             })
             .collect();
         let overrides: Vec<(String, String)> = legacy

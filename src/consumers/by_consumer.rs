@@ -1,0 +1,162 @@
+//! Runtime keys in order of consumer (then creation and id), for the admin API:
+//! one consumer's keys are a range, a page of consumers a walk from the start.
+//! A key costs one pointer in a B-tree here; the consumer's name is the record's.
+
+use super::keys::RuntimeKey;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+struct Entry(Arc<RuntimeKey>);
+
+impl Entry {
+    fn order(&self) -> (&str, u64, &str, &[u8; 32]) {
+        let k = &self.0;
+        (&k.consumer, k.created_at_s, &k.key_id, &k.digest)
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for Entry {}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order().cmp(&other.order())
+    }
+}
+
+#[derive(Default)]
+pub struct ByConsumer {
+    keys: BTreeSet<Entry>,
+    /// Consumers with at least one key.
+    consumers: usize,
+}
+
+impl ByConsumer {
+    /// Whether a neighbour of `entry` in the order has its consumer.
+    fn shared(&self, entry: &Entry) -> bool {
+        let same = |e: &Entry| e.0.consumer == entry.0.consumer;
+        let before = self.keys.range(..entry).next_back();
+        let after = self.keys.range((Bound::Excluded(entry), Bound::Unbounded)).next();
+        before.is_some_and(same) || after.is_some_and(same)
+    }
+
+    pub fn insert(&mut self, key: Arc<RuntimeKey>) {
+        let entry = Entry(key);
+        if !self.shared(&entry) {
+            self.consumers += 1;
+        }
+        self.keys.insert(entry);
+    }
+
+    pub fn remove(&mut self, key: &Arc<RuntimeKey>) {
+        let entry = Entry(key.clone());
+        if self.keys.contains(&entry) {
+            if !self.shared(&entry) {
+                self.consumers -= 1;
+            }
+            self.keys.remove(&entry);
+        }
+    }
+
+    /// `consumer`'s keys, oldest first.
+    pub fn of<'a>(&'a self, consumer: &'a str) -> impl Iterator<Item = &'a Arc<RuntimeKey>> + 'a {
+        // Before any key of `consumer`: its name and the least of the rest.
+        let start = Entry(Arc::new(RuntimeKey::new(
+            String::new(),
+            Arc::from(consumer),
+            [0; 32],
+            None,
+            0,
+            None,
+        )));
+        self.keys
+            .range(start..)
+            .take_while(move |e| &*e.0.consumer == consumer)
+            .map(|e| &e.0)
+    }
+
+    /// Consumers with keys, in order, each with its count of keys.
+    pub fn consumers(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        let mut keys = self.keys.iter().map(|e| &e.0.consumer).peekable();
+        std::iter::from_fn(move || {
+            let name = keys.next()?;
+            let mut count = 1;
+            while keys.next_if(|next| *next == name).is_some() {
+                count += 1;
+            }
+            Some((name, count))
+        })
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<RuntimeKey>> {
+        self.keys.iter().map(|e| &e.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(consumer: &str, id: &str, created: u64) -> Arc<RuntimeKey> {
+        let digest = sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), id)).into();
+        Arc::new(RuntimeKey::new(
+            id.into(),
+            Arc::from(consumer),
+            digest,
+            None,
+            created,
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_consumers_keys_are_a_range_and_consumers_are_counted_once() {
+        let mut index = ByConsumer::default();
+        let (a2, a1, b1, c1) = (
+            key("a", "a2", 5),
+            key("a", "a1", 7),
+            key("b", "b1", 1),
+            key("c", "c1", 1),
+        );
+        for k in [&c1, &a1, &b1, &a2] {
+            index.insert(k.clone());
+        }
+        let ids = |index: &ByConsumer, c| index.of(c).map(|k| k.key_id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(&index, "a"), vec!["a2", "a1"], "oldest first");
+        assert_eq!(ids(&index, "b"), vec!["b1"]);
+        assert!(ids(&index, "").is_empty() && ids(&index, "bb").is_empty());
+        assert_eq!(index.consumer_count(), 3);
+        index.remove(&b1);
+        index.remove(&b1);
+        index.remove(&a2);
+        assert_eq!(index.consumer_count(), 2);
+        let names: Vec<(&str, usize)> = index.consumers().map(|(c, n)| (&**c, n)).collect();
+        assert_eq!(names, vec![("a", 1), ("c", 1)]);
+        assert_eq!(index.len(), 2);
+    }
+}
