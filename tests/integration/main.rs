@@ -18,6 +18,7 @@ mod forwarded_headers;
 mod host_header;
 mod http2;
 mod lifecycle;
+mod many_routes;
 mod path_spellings;
 mod pooled_connections;
 mod proxy;
