@@ -274,3 +274,50 @@ fn idle_global_windows_cost_the_sync_nothing_and_one_request_makes_its_route_act
     let keys = redis_cmd(redis.addr(), &["KEYS", "{floodgate:gl:*"]).unwrap_or_default();
     assert!(!keys.contains("w8}"), "an idle route pushed: {keys}");
 }
+
+/// The stated bound for a window that turns active on an instance: until that
+/// instance's next round it decides as at a fresh start, its own admissions counted
+/// once per live instance and the others' not yet known, so it admits at most
+/// limit ÷ instances more, then the cluster's total holds it.
+#[test]
+fn a_window_turning_active_on_an_instance_admits_at_most_limit_over_instances_more() {
+    let redis = Redis::start();
+    let up = Upstream::start("u");
+    let body = config(
+        &format!("redis: {{ url: \"{}\", sync_interval_ms: 1000 }}", redis.url()),
+        &format!("\"{}\"", up.addr),
+    )
+    .replace(
+        "{ name: open, path_prefix: /open, upstream: backend, auth: none }",
+        // A minute's window: the few seconds this takes barely age A's count.
+        "{ name: open, path_prefix: /open, upstream: backend, auth: none, global_limit: { rate: 100, per_s: 60 } }",
+    );
+    let fleet = gateways(&body, &admin_token(), 2);
+    let (a, b) = (&fleet[0], &fleet[1]);
+    assert!(eventually(Duration::from_secs(10), || {
+        redis_cmd(redis.addr(), &["ZCARD", "floodgate:instances"]).is_some_and(|r| r.starts_with(":2"))
+    }));
+    // A fills the window, a round at a time; B has not seen the route yet (idle there).
+    let mut through_a = 0;
+    for _ in 0..8 {
+        through_a += (0..40).filter(|_| get(a.addr, "/open/x").status == 200).count();
+        if through_a >= 100 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1100));
+    }
+    assert!((95..=102).contains(&through_a), "A admitted {through_a}");
+    // A's count reaches Redis at its next round.
+    thread::sleep(Duration::from_millis(2500));
+    // B's first interval: a burst well inside one round.
+    let through_b = (0..100).filter(|_| get(b.addr, "/open/x").status == 200).count();
+    assert!(
+        (1..=52).contains(&through_b),
+        "B admitted {through_b} on a window A had filled: limit ÷ instances is 50"
+    );
+    // From B's next round on, the cluster's total holds it.
+    thread::sleep(Duration::from_millis(2500));
+    let later = (0..20).filter(|_| get(b.addr, "/open/x").status == 200).count();
+    assert!(later <= 2, "B admitted {later} after its round read A's count");
+    eprintln!("A {through_a}, B's first interval {through_b}, B after a round {later}");
+}
