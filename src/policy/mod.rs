@@ -112,6 +112,10 @@ impl Policies {
         Policies(list)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &dyn RoutePolicy> {
         self.0.iter().map(|p| &**p)
     }

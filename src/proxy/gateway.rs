@@ -140,9 +140,12 @@ impl Gateway {
             .filter(|r| r.proxy().is_some_and(|p| p.strip_prefix))
             .map(|r| r.matching.path_prefix.as_str());
         self.forwarding.rewrite(upstream, ctx, strip, hop)?;
-        let vars = self.forwarding.vars(ctx);
-        for policy in self.policies(ctx.route) {
-            policy.upstream_request(upstream, &vars);
+        // Most routes have no policy: their requests build no header-rule variables.
+        if route.is_some_and(|r| !r.policies.is_empty()) {
+            let vars = self.forwarding.vars(ctx);
+            for policy in self.policies(ctx.route) {
+                policy.upstream_request(upstream, &vars);
+            }
         }
         Ok(())
     }
@@ -155,6 +158,9 @@ impl Gateway {
         response.headers.insert(REQUEST_ID, ctx.request_id.header());
         if let Some(outcome) = &ctx.limit {
             ratelimit::headers::insert(&mut response.headers, &self.decider.limiter, outcome);
+        }
+        if self.route(ctx).is_none_or(|r| r.policies.is_empty()) {
+            return;
         }
         let mut notes = std::mem::take(&mut ctx.policy_notes);
         let vars = self.forwarding.vars(ctx);
