@@ -14,7 +14,6 @@ use crate::consumers::overrides::TierOverrides;
 use crate::error::StartupError;
 use crate::proxy::decide::Decider;
 use crate::proxy::Gateway;
-use crate::ratelimit::route_state::RouteState;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
@@ -259,16 +258,7 @@ pub fn assemble(
     let runtime_keys = Arc::new(RuntimeKeys::default());
     let overrides = Arc::new(TierOverrides::default());
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    let limiter = Arc::new(RateLimiter::new(
-        config.tiers.clone(),
-        config.anonymous,
-        routes
-            .routes()
-            .iter()
-            .map(|r| RouteState::new(&r.name, &r.limits))
-            .collect(),
-        config.redis.as_ref().map(|r| r.on_unavailable),
-    ));
+    let limiter = Arc::new(RateLimiter::from_config(config, routes.routes().iter()));
     let access_log = AccessLogWriter::from_config(&config.access_log).map(|(writer, lines)| {
         services.push(Box::new(background_service("access log", writer)));
         lines

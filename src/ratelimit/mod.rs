@@ -11,7 +11,7 @@ pub mod local;
 pub mod quota;
 pub mod route_state;
 
-use crate::config::{Bucket, OnUnavailable, Quota, Tier};
+use crate::config::{Bucket, Config, OnUnavailable, Quota, Route, Tier};
 use crate::vocab::ids::{ById, Id, RouteId, TierId};
 use crate::vocab::limit_key::LimitKey;
 use crate::vocab::limit_scope::Scope;
@@ -97,6 +97,17 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// The limiter of a validated config: its tiers, anonymous bucket and each
+    /// route's own limits, by route id (`routes` in the config's order).
+    pub fn from_config<'r>(config: &Config, routes: impl Iterator<Item = &'r Route>) -> Self {
+        RateLimiter::new(
+            config.tiers.clone(),
+            config.anonymous,
+            routes.map(|r| RouteState::new(&r.name, &r.limits)).collect(),
+            config.redis.as_ref().map(|r| r.on_unavailable),
+        )
+    }
+
     pub fn new(
         tiers: Vec<Tier>,
         anonymous: Option<Bucket>,
@@ -390,7 +401,8 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    fn limiter() -> RateLimiter {
+    /// A free tier (burst 2), an anonymous bucket (burst 1), and `routes`.
+    fn limiter_with(routes: Vec<RouteState>) -> RateLimiter {
         RateLimiter::new(
             vec![Tier {
                 name: "free".into(),
@@ -403,23 +415,30 @@ mod tests {
                 rate: 1.0,
                 burst: 1.0,
             }),
-            vec![
-                RouteState {
-                    name: "r".into(),
-                    tier_buckets: None,
-                    global: Some(Arc::new(GlobalWindow::new("r".into(), 3, 1000))),
-                    quota: None,
-                },
-                RouteState {
-                    name: "s".into(),
-                    tier_buckets: None,
-                    global: None,
-                    quota: None,
-                },
-            ]
-            .into(),
+            routes.into(),
             None,
         )
+    }
+
+    fn route(
+        name: &str,
+        global: Option<Arc<GlobalWindow>>,
+        tier_buckets: Option<Vec<Option<Bucket>>>,
+    ) -> RouteState {
+        RouteState {
+            name: name.into(),
+            tier_buckets,
+            global,
+            quota: None,
+        }
+    }
+
+    /// Route 0 has a window of 3 a second, route 1 no limit of its own.
+    fn limiter() -> RateLimiter {
+        limiter_with(vec![
+            route("r", Some(Arc::new(GlobalWindow::new("r".into(), 3, 1000))), None),
+            route("s", None, None),
+        ])
     }
 
     #[test]
@@ -481,39 +500,11 @@ mod tests {
     #[test]
     fn a_refusal_names_the_key_it_limited() {
         // Route "slow" has its own bucket (burst 1) for the free tier; alice's holds 2.
-        let slow = RouteState {
-            name: "slow".into(),
-            tier_buckets: Some(vec![Some(Bucket {
-                rate: 1.0,
-                burst: 1.0,
-            })]),
-            global: None,
-            quota: None,
-        };
-        let l = RateLimiter::new(
-            vec![Tier {
-                name: "free".into(),
-                bucket: Bucket {
-                    rate: 1.0,
-                    burst: 2.0,
-                },
-            }],
-            Some(Bucket {
-                rate: 1.0,
-                burst: 1.0,
-            }),
-            vec![
-                RouteState {
-                    name: "plain".into(),
-                    tier_buckets: None,
-                    global: None,
-                    quota: None,
-                },
-                slow,
-            ]
-            .into(),
-            None,
-        );
+        let slow = Some(vec![Some(Bucket {
+            rate: 1.0,
+            burst: 1.0,
+        })]);
+        let l = limiter_with(vec![route("plain", None, None), route("slow", None, slow)]);
         let alice: Arc<str> = Arc::from("alice");
         let ip: IpAddr = [192, 0, 2, 1].into();
         assert_eq!(

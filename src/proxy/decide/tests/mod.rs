@@ -11,7 +11,6 @@ use crate::auth::Authenticator;
 use crate::consumers::keys::RuntimeKeys;
 use crate::consumers::overrides::TierOverrides;
 use crate::proxy::ctx::RequestCtx;
-use crate::ratelimit::route_state::RouteState;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::vocab::answer::Answer;
@@ -78,16 +77,7 @@ fn decider(yaml: &str) -> Decider {
         .take()
         .map(|a| Authenticator::new(a, &tier_names, Arc::new(RuntimeKeys::default())));
     let routes = RouteTable::new(std::mem::take(&mut config.routes));
-    let limiter = RateLimiter::new(
-        config.tiers.clone(),
-        config.anonymous,
-        routes
-            .routes()
-            .iter()
-            .map(|r| RouteState::new(&r.name, &r.limits))
-            .collect(),
-        None,
-    );
+    let limiter = RateLimiter::from_config(&config, routes.routes().iter());
     Decider {
         routes,
         auth,
