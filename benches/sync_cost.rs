@@ -1,17 +1,24 @@
-//! What one Redis sync round costs with 1k, 10k and 100k active keys: synthetic
-//! consumption fed into the real bucket table, settled by the real sync code
-//! against a real redis-server it starts on a free loopback port. Prints, per key
-//! count, the median round time, and the Redis commands and bytes per round.
+//! What the Redis sync's rounds cost as active keys grow: three instances (three
+//! bucket tables and three syncs in this process) settle synthetic consumption
+//! through the real sync code against a real redis-server, or a real 3-master
+//! Redis Cluster, started on free loopback ports. A share of the keys is hot (each
+//! round it asks twice what its tier refills); the rest are quiet (a token a
+//! round, a twentieth of the rate). Keys are spread over the instances. After a
+//! warm-up long enough for every quiet key to be put off once, prints per size
+//! and share: settles per round (mean), the median round (the three instances'
+//! rounds, run one after another), and Redis commands and bytes per round.
 //!
-//! cargo bench --bench sync_cost
+//! cargo bench --bench sync_cost [-- SIZES]   (default 1000,100000,1000000)
 
 use floodgate::config::{Bucket, OnUnavailable, RedisTarget, Tier};
 use floodgate::consumers::overrides::TierOverrides;
 use floodgate::ratelimit::local::Supply;
+use floodgate::ratelimit::report_schedule::MAX_PUT_OFF_ROUNDS;
 use floodgate::ratelimit::RateLimiter;
 use floodgate::services::redis_sync::{Backend, RedisSync};
 use floodgate::vocab::limit_key::LimitKey;
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,7 +27,11 @@ const TIER: Bucket = Bucket {
     rate: 20.0,
     burst: 200.0,
 };
-const ROUNDS: usize = 7;
+const INSTANCES: usize = 3;
+/// The interval the sync is told (the pool refills at the rate in Redis's time).
+const INTERVAL: Duration = Duration::from_secs(1);
+/// A hot key's asks per round: twice what the tier refills in one interval.
+const HOT_ASKS: usize = 40;
 
 struct Server(Child);
 
@@ -31,36 +42,122 @@ impl Drop for Server {
     }
 }
 
-fn start_redis() -> (Server, u16) {
-    let port = TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port();
+        .port()
+}
+
+fn redis_server(port: u16, extra: &[&str]) -> Server {
     let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server must be installed (make test installs it)");
-    (Server(child), port)
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        client.get_connection().is_ok()
+    });
+    assert!(up, "redis-server on {port} did not start");
+    Server(child)
 }
 
-fn info_stat(client: &redis::Client, field: &str) -> u64 {
-    let mut conn = client.get_connection().expect("connect");
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// Where the rounds go, and the nodes to count commands and bytes on.
+struct Target {
+    _servers: Vec<Server>,
+    nodes: Vec<redis::Client>,
+    make: Box<dyn Fn() -> RedisTarget>,
+    name: &'static str,
+}
+
+fn single() -> Target {
+    let port = free_port();
+    let server = redis_server(port, &[]);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).expect("url");
+    Target {
+        _servers: vec![server],
+        nodes: vec![client.clone()],
+        make: Box::new(move || RedisTarget::Single(client.clone())),
+        name: "one Redis",
+    }
+}
+
+fn cluster(dir: &Path) -> Target {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let servers = ports
+        .iter()
+        .map(|p| {
+            let conf = dir.join(format!("nodes-{p}.conf"));
+            let bus = free_port().to_string();
+            let conf = conf.to_string_lossy().into_owned();
+            redis_server(
+                *p,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus,
+                    "--cluster-config-file",
+                    &conf,
+                ],
+            )
+        })
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("redis-cli must be installed");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    let nodes: Vec<redis::Client> = ports
+        .iter()
+        .map(|p| redis::Client::open(format!("redis://127.0.0.1:{p}")).expect("url"))
+        .collect();
+    let whole = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        nodes.iter().all(|n| {
+            n.get_connection()
+                .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })
+    });
+    assert!(whole, "the cluster never reached cluster_state:ok");
+    let urls: Vec<String> = ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    Target {
+        _servers: servers,
+        nodes,
+        make: Box::new(move || {
+            RedisTarget::Cluster(redis::cluster::ClusterClient::new(urls.clone()).expect("cluster client"))
+        }),
+        name: "3-master Cluster",
+    }
+}
+
+/// Commands processed and bytes in and out, summed over the nodes.
+fn redis_totals(nodes: &[redis::Client]) -> [u64; 3] {
+    let mut totals = [0; 3];
+    for node in nodes {
+        let mut conn = node.get_connection().expect("connect");
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).expect("INFO");
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        totals[0] += field("total_commands_processed");
+        totals[1] += field("total_net_input_bytes");
+        totals[2] += field("total_net_output_bytes");
+    }
+    totals
 }
 
 fn now_ns() -> u64 {
@@ -69,89 +166,156 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn main() {
-    let (_server, port) = start_redis();
-    let url = format!("redis://127.0.0.1:{port}/0");
-    let client = redis::Client::open(url.as_str()).expect("url");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        client.get_connection().is_ok()
-    });
-    assert!(up, "redis-server did not start");
+struct Instance {
+    limiter: Arc<RateLimiter>,
+    sync: RedisSync,
+    backend: Backend,
+    hot: Vec<LimitKey>,
+    quiet: Vec<LimitKey>,
+}
+
+/// One measurement: `keys` active keys, `hot_percent` of them hot.
+fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usize), run: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    // `cargo test --all-targets` runs benches without `--bench`: one small round proves it works.
-    let full = std::env::args().any(|a| a == "--bench");
-    let (counts, rounds): (&[usize], usize) = if full {
-        (&[1_000, 10_000, 100_000], ROUNDS)
-    } else {
-        (&[1_000], 1)
-    };
-    for &keys in counts {
-        let limiter = Arc::new(RateLimiter::new(
-            vec![Tier {
-                name: "premium".into(),
-                bucket: TIER,
-            }],
-            None,
-            floodgate::vocab::ids::ById::default(),
-            Some(OnUnavailable::LocalShare),
-        ));
-        let sync = RedisSync::new(
-            RedisTarget::Single(client.clone()),
-            Duration::from_millis(100),
-            format!("bench{keys}"),
-            1_000_000,
-            limiter.clone(),
-            Arc::new(TierOverrides::default()),
-            Arc::default(),
-            vec!["premium".into()],
-            "bench-instance".into(),
-            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h")).expect("histogram"),
-        );
-        let names: Vec<LimitKey> = (0..keys)
-            .map(|i| LimitKey::Consumer(Arc::from(format!("consumer-{i}"))))
-            .collect();
-        let supply = Supply::Leased {
-            instances: 1,
-            first_s: 0.2,
-        };
-        let mut times = Vec::new();
-        let (mut commands, mut bytes_in, mut bytes_out) = (0, 0, 0);
-        runtime.block_on(async {
-            let mut target = RedisTarget::Single(client.clone());
-            let backend = Backend::connect(&mut target, Duration::from_secs(5))
+    let hot_every = 100 / hot_percent;
+    let mut instances: Vec<Instance> = runtime.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..INSTANCES {
+            let limiter = Arc::new(RateLimiter::new(
+                vec![Tier {
+                    name: "premium".into(),
+                    bucket: TIER,
+                }],
+                None,
+                floodgate::vocab::ids::ById::default(),
+                Some(OnUnavailable::LocalShare),
+            ));
+            let sync = RedisSync::new(
+                (target.make)(),
+                INTERVAL,
+                format!("bench{run}"),
+                1_000_000,
+                limiter.clone(),
+                Arc::new(TierOverrides::default()),
+                Arc::default(),
+                vec!["premium".into()],
+                format!("bench-instance-{i}"),
+                prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h"))
+                    .expect("histogram"),
+            );
+            let backend = Backend::connect(&mut (target.make)(), Duration::from_secs(5))
                 .await
                 .expect("connect");
-            for _ in 0..rounds {
-                let now = now_ns();
-                for key in &names {
-                    limiter.local.take(key, TIER, 1.0, now, supply);
-                }
-                let (c0, i0, o0) = (
-                    info_stat(&client, "total_commands_processed"),
-                    info_stat(&client, "total_net_input_bytes"),
-                    info_stat(&client, "total_net_output_bytes"),
-                );
-                let started = Instant::now();
-                sync.sync_once(&backend).await.expect("sync");
-                times.push(started.elapsed());
-                // Less the INFO call itself.
-                commands = info_stat(&client, "total_commands_processed") - c0 - 1;
-                bytes_in = info_stat(&client, "total_net_input_bytes") - i0;
-                bytes_out = info_stat(&client, "total_net_output_bytes") - o0;
+            out.push(Instance {
+                limiter,
+                sync,
+                backend,
+                hot: Vec::new(),
+                quiet: Vec::new(),
+            });
+        }
+        out
+    });
+    for k in 0..keys {
+        let key = LimitKey::Consumer(Arc::from(format!("consumer-{k}")));
+        let instance = &mut instances[k % INSTANCES];
+        if k % hot_every == 0 {
+            instance.hot.push(key);
+        } else {
+            instance.quiet.push(key);
+        }
+    }
+    let supply = Supply::Leased {
+        instances: INSTANCES as u64,
+        first_s: 2.0 * INTERVAL.as_secs_f64(),
+    };
+    let (warm_up, measured) = rounds;
+    let mut times = Vec::new();
+    let mut settles = 0;
+    let before = redis_totals(&target.nodes);
+    let mut totals = before;
+    for round in 0..warm_up + measured {
+        if round == warm_up {
+            totals = redis_totals(&target.nodes);
+        }
+        for instance in &instances {
+            let now = now_ns();
+            for key in &instance.quiet {
+                instance.limiter.local.take(key, TIER, 1.0, now, supply);
             }
-        });
-        times.sort();
-        let median = times[times.len() / 2];
-        println!(
-            "sync round, {keys:>6} active keys: median {:>8.2} ms ({:.2} µs/key), {commands} commands, {:.1} KiB in, {:.1} KiB out",
-            median.as_secs_f64() * 1e3,
-            median.as_secs_f64() * 1e6 / keys as f64,
-            bytes_in as f64 / 1024.0,
-            bytes_out as f64 / 1024.0,
-        );
+            for key in &instance.hot {
+                for _ in 0..HOT_ASKS {
+                    instance.limiter.local.take(key, TIER, 1.0, now, supply);
+                }
+            }
+            let started = Instant::now();
+            runtime
+                .block_on(instance.sync.sync_once(&instance.backend))
+                .expect("sync");
+            if round >= warm_up {
+                times.push(started.elapsed());
+                settles += instance
+                    .limiter
+                    .sync
+                    .keys_synced
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    let after = redis_totals(&target.nodes);
+    times.sort();
+    // The three instances' rounds run one after another: a round of the fleet is their sum.
+    let fleet_round = times[times.len() / 2] * INSTANCES as u32;
+    let per = |i: usize| (after[i] - totals[i]) as f64 / measured as f64;
+    println!(
+        "{:<16} {keys:>8} keys, {hot_percent:>2}% hot: {:>9.0} settles/round ({:.3} per key), round {:>9.2} ms, {:>9.0} commands, {:>8.1} KiB in, {:>8.1} KiB out per round",
+        target.name,
+        settles as f64 / measured as f64,
+        settles as f64 / measured as f64 / keys as f64,
+        fleet_round.as_secs_f64() * 1e3,
+        per(0),
+        per(1) / 1024.0,
+        per(2) / 1024.0,
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` runs benches without `--bench`: one small run proves it works.
+    let full = args.iter().any(|a| a == "--bench");
+    let sizes: Vec<usize> = args
+        .iter()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 100_000, 1_000_000]);
+    // The warm-up puts every quiet key off once (their first lease) and lets the
+    // spread of their due rounds settle; the measure covers one longest put-off.
+    let put_off = MAX_PUT_OFF_ROUNDS as usize;
+    let (sizes, rounds) = if full {
+        (sizes, (put_off + 2, put_off))
+    } else {
+        (vec![1_000], (2, 1))
+    };
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut targets = vec![single()];
+    if full {
+        targets.push(cluster(dir.path()));
+    }
+    for target in &targets {
+        for &keys in &sizes {
+            for hot_percent in [2, 20] {
+                measure(
+                    target,
+                    keys,
+                    hot_percent,
+                    rounds,
+                    &format!("{keys}-{hot_percent}"),
+                );
+            }
+        }
     }
 }

@@ -8,12 +8,16 @@
 //! With Redis, a bucket is this instance's part of one cluster-wide budget (see
 //! `Supply` and services::redis_sync::budgets): tokens arrive as leases at each
 //! sync instead of refilling here, and each key touched since the last sync is
-//! listed once for the next report.
+//! listed once for the next report, unless its lease covers its demand with room
+//! to spare: then its report is put off (report_schedule.rs) until the round the
+//! lease was granted for, or until it runs low or refuses.
 
+use super::report_schedule::ReportSchedule;
 use crate::config::Bucket;
 pub use crate::vocab::limit_key::LimitKey;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
@@ -59,6 +63,15 @@ pub struct Report {
     pub asked: f64,
     /// The largest cost refused: a lease smaller than it admits nothing.
     pub need: f64,
+    /// The sync rounds these counts cover (more than one for a key put off).
+    pub rounds: u32,
+}
+
+impl Report {
+    /// The key's demand per round, which shares are weighed by whenever it reports.
+    pub fn asked_per_round(&self) -> f64 {
+        self.asked / f64::from(self.rounds.max(1))
+    }
 }
 
 /// What the cluster granted a key at its settlement.
@@ -69,6 +82,9 @@ pub struct Lease {
     pub share: f64,
     /// Tokens left in the cluster pool after this lease.
     pub pool: f64,
+    /// The rounds the lease covers the key's demand for, twice over: its next
+    /// report is due then (1: every round).
+    pub rounds: u32,
 }
 
 /// This instance's view of a key's cluster budget, as of its last settlement.
@@ -109,18 +125,29 @@ struct ClusterPart {
     /// The pool as of the last settlement, and when (for the advance estimate).
     pool: f32,
     pool_at_ns: u64,
+    /// The round its put-off report is due in; 0 when not put off.
+    due_round: u32,
+    /// The round it was last settled in: its next report covers the rounds since.
+    settled_round: u32,
+    /// Its demand per round at its last report: a put-off key reports early once
+    /// its tokens would not cover that until its due round.
+    asked_per_round: f32,
 }
 
 struct Shard {
     table: HashTable<TokenState>,
     /// Keys touched since their last report, oldest first.
     listed: Vec<LimitKey>,
+    /// Keys whose report is put off, by the round it is due.
+    put_off: ReportSchedule,
 }
 
 pub struct LocalLimiter {
     shards: Box<[Mutex<Shard>]>,
     /// Where the next report round starts, so that a backlog drains from every shard.
-    next_report_shard: std::sync::atomic::AtomicUsize,
+    next_report_shard: AtomicUsize,
+    /// Report rounds taken so far (u32: 13 years of rounds at 100 ms).
+    round: AtomicU32,
     max_per_shard: usize,
     /// Seeded per process, so callers cannot aim their keys at one shard.
     hasher: foldhash::fast::RandomState,
@@ -135,11 +162,13 @@ impl LocalLimiter {
                     Mutex::new(Shard {
                         table: HashTable::new(),
                         listed: Vec::new(),
+                        put_off: ReportSchedule::default(),
                     })
                 })
                 .collect(),
             max_per_shard: (max_buckets / SHARDS).max(16),
-            next_report_shard: std::sync::atomic::AtomicUsize::new(0),
+            next_report_shard: AtomicUsize::new(0),
+            round: AtomicU32::new(0),
             hasher: foldhash::fast::RandomState::default(),
         }
     }
@@ -166,7 +195,7 @@ impl LocalLimiter {
     pub fn take(&self, key: &LimitKey, params: Bucket, cost: f64, now_ns: u64, supply: Supply) -> Decision {
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shard(hash);
-        let Shard { table, listed } = &mut *shard;
+        let Shard { table, listed, .. } = &mut *shard;
         if table.len() >= self.max_per_shard && table.find(hash, |b| b.key == *key).is_none() {
             evict(table, now_ns, self.max_per_shard);
         }
@@ -191,6 +220,7 @@ impl LocalLimiter {
                         cluster: ClusterPart {
                             advanced: matches!(supply, Supply::Leased { .. }),
                             pool_at_ns: now_ns,
+                            settled_round: self.round.load(Ordering::Relaxed),
                             ..ClusterPart::default()
                         },
                     },
@@ -225,6 +255,7 @@ impl LocalLimiter {
         if allowed {
             bucket.tokens -= cost;
         }
+        let tokens = bucket.tokens;
         let c = &mut bucket.cluster;
         if supply != Supply::Alone {
             c.asked += cost;
@@ -233,8 +264,16 @@ impl LocalLimiter {
             } else {
                 c.need = c.need.max(cost as f32);
             }
-            if !c.listed {
+            // A key put off stays so while its lease holds out at the demand it
+            // reported; running low or refusing lists it for the next round, as
+            // does any other supply.
+            let put_off = c.due_round != 0
+                && matches!(supply, Supply::Leased { .. })
+                && allowed
+                && tokens >= f64::from(c.asked_per_round) * self.rounds_until(c.due_round);
+            if !c.listed && !put_off {
                 c.listed = true;
+                c.due_round = 0;
                 listed.push(key.clone());
             }
         }
@@ -279,21 +318,57 @@ impl LocalLimiter {
         }
     }
 
-    /// Up to `max` keys touched since their last report, with what they used and
-    /// asked since; those counts start again from zero. Keys beyond `max` wait for
-    /// the next round (oldest first within a shard; each round starts at the next shard).
+    fn rounds_until(&self, round: u32) -> f64 {
+        f64::from(round.saturating_sub(self.round.load(Ordering::Relaxed)))
+    }
+
+    /// Up to `max` keys touched since their last report (or put off until this
+    /// round), with what they used and asked since; those counts start again from
+    /// zero. Keys beyond `max` wait for the next round (oldest first within a
+    /// shard; each round starts at the next shard).
     pub fn take_reports(&self, max: usize) -> Vec<Report> {
+        let round = self.round.fetch_add(1, Ordering::Relaxed) + 1;
+        // Every shard's keys due now join its list, however many are reported:
+        // a slot not drained in its round would keep its keys put off for good.
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let Shard {
+                table,
+                listed,
+                put_off,
+            } = &mut *shard;
+            for (due, key) in put_off.take_due(round) {
+                let hash = self.hasher.hash_one(&key);
+                let Some(b) = table.find_mut(hash, |b| b.key == key) else {
+                    continue;
+                };
+                let c = &mut b.cluster;
+                if c.due_round != due || c.listed {
+                    continue;
+                }
+                c.due_round = 0;
+                if c.asked > 0.0 || c.used != 0.0 {
+                    c.listed = true;
+                    listed.push(key);
+                } else {
+                    // Idle since its report: its lease lapses here and, counted as
+                    // spent, in Redis; a settle to hand it back would cost more
+                    // than the tokens are worth to a quiet key.
+                    b.tokens = 0.0;
+                    c.leased = false;
+                    c.share = 0.0;
+                }
+            }
+        }
         let mut reports = Vec::new();
-        let start = self
-            .next_report_shard
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = self.next_report_shard.fetch_add(1, Ordering::Relaxed);
         for i in 0..SHARDS {
             if reports.len() >= max {
                 break;
             }
             let shard = &self.shards[(start + i) % SHARDS];
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let Shard { table, listed } = &mut *shard;
+            let Shard { table, listed, .. } = &mut *shard;
             let n = listed.len().min(max - reports.len());
             for key in listed.drain(..n) {
                 let hash = self.hasher.hash_one(&key);
@@ -305,6 +380,7 @@ impl LocalLimiter {
                         used: std::mem::take(&mut c.used),
                         asked: std::mem::take(&mut c.asked),
                         need: f64::from(std::mem::take(&mut c.need)),
+                        rounds: round.saturating_sub(c.settled_round).max(1),
                     });
                 }
             }
@@ -324,7 +400,7 @@ impl LocalLimiter {
     pub fn restore(&self, report: Report) {
         let hash = self.hasher.hash_one(&report.key);
         let mut shard = self.shard(hash);
-        let Shard { table, listed } = &mut *shard;
+        let Shard { table, listed, .. } = &mut *shard;
         if let Some(b) = table.find_mut(hash, |b| b.key == report.key) {
             b.cluster.used += report.used;
             b.cluster.asked += report.asked;
@@ -335,11 +411,18 @@ impl LocalLimiter {
 
     /// The cluster's answer to a report: the new lease replaces what is left of the
     /// old one (spent meanwhile counts against it). A key that asked for nothing and
-    /// holds nothing is released and leaves the report list.
-    pub fn settle(&self, key: &LimitKey, lease: Lease, now_ns: u64) {
+    /// holds nothing is released and leaves the report list; one whose lease covers
+    /// its demand for more rounds than the next leaves it until then. `asked` is
+    /// the report's demand per round.
+    pub fn settle(&self, key: &LimitKey, lease: Lease, asked: f64, now_ns: u64) {
         let hash = self.hasher.hash_one(key);
+        let round = self.round.load(Ordering::Relaxed);
         let mut shard = self.shard(hash);
-        let Shard { table, listed } = &mut *shard;
+        let Shard {
+            table,
+            listed,
+            put_off,
+        } = &mut *shard;
         let Some(b) = table.find_mut(hash, |b| b.key == *key) else {
             return;
         };
@@ -350,9 +433,16 @@ impl LocalLimiter {
         c.advanced = false;
         c.pool = lease.pool as f32;
         c.pool_at_ns = now_ns;
+        c.settled_round = round;
         let refill_s = (f64::from(b.bucket.burst as f32 - c.pool) / b.bucket.rate).max(0.0);
         b.full_at_ns = now_ns + (refill_s * 1e9) as u64;
-        if c.leased || c.asked > 0.0 {
+        let covered = asked * f64::from(lease.rounds);
+        if c.leased && lease.rounds >= 2 && c.need == 0.0 && b.tokens >= covered {
+            c.due_round = round + lease.rounds;
+            c.asked_per_round = asked as f32;
+            c.listed = false;
+            put_off.put(c.due_round, key.clone());
+        } else if c.leased || c.asked > 0.0 {
             listed.push(key.clone());
         } else {
             c.listed = false;
@@ -389,14 +479,22 @@ impl ClusterPart {
 }
 
 fn evict(table: &mut HashTable<TokenState>, now_ns: u64, max: usize) {
-    // A listed bucket owes the cluster its report.
-    table.retain(|b| b.full_at_ns > now_ns || b.cluster.listed);
-    if table.len() >= max {
-        // Still full of active keys: a flood. Forget an eighth; they restart full.
+    // A listed or put-off bucket owes the cluster its report.
+    let owes = |b: &TokenState| b.cluster.listed || b.cluster.due_round != 0;
+    table.retain(|b| b.full_at_ns > now_ns || owes(b));
+    // Still full of active keys: a flood. Forget an eighth (they restart full),
+    // those that owe nothing first: what a forgotten bucket owes is lost.
+    for spare_owing in [true, false] {
+        if table.len() < max {
+            return;
+        }
         let mut dropped = 0;
-        table.retain(|_| {
+        table.retain(|b| {
+            if spare_owing && owes(b) || dropped > max / 8 {
+                return true;
+            }
             dropped += 1;
-            dropped > max / 8 + 1
+            false
         });
     }
 }
@@ -563,6 +661,7 @@ mod tests {
                 used: 1.0,
                 asked: 20.0,
                 need: 1.0,
+                rounds: 1,
             }
         );
         assert!(limiter.take_reports(100).is_empty(), "listed once per report");
@@ -580,8 +679,9 @@ mod tests {
             tokens: 6.0,
             share: 1.0,
             pool: 1.0,
+            rounds: 1,
         };
-        limiter.settle(&key, lease, S);
+        limiter.settle(&key, lease, 1.0, S);
         assert_eq!(admitted(&limiter, &key, 10, S, THREE), 6);
         let next = limiter.take_reports(100);
         assert_eq!((next[0].used, next[0].asked), (6.0, 11.0));
@@ -597,8 +697,9 @@ mod tests {
             tokens: 4.0,
             share: 1.0,
             pool: 0.0,
+            rounds: 1,
         };
-        limiter.settle(&key, held, 0);
+        limiter.settle(&key, held, 1.0, 0);
         assert_eq!(
             limiter.take_reports(100).len(),
             1,
@@ -608,8 +709,9 @@ mod tests {
             tokens: 0.0,
             share: 0.0,
             pool: 3.0,
+            rounds: 1,
         };
-        limiter.settle(&key, released, S);
+        limiter.settle(&key, released, 1.0, S);
         assert!(
             limiter.take_reports(100).is_empty(),
             "released: nothing to report"
@@ -685,11 +787,12 @@ mod tests {
             tokens: 5.0,
             share: 1.0,
             pool: 5.0,
+            rounds: 1,
         };
-        limiter.settle(&key, lease, 0);
+        limiter.settle(&key, lease, 1.0, 0);
         assert!(limiter.take(&key, bucket, 1.0, 0, leased).allowed);
         limiter.take_reports(10);
-        limiter.settle(&key, lease, 0);
+        limiter.settle(&key, lease, 1.0, 0);
         limiter.give_back(&key, 1.0);
         let report = limiter.take_reports(10).pop().expect("report");
         assert_eq!(report.used, -1.0);
@@ -707,6 +810,112 @@ mod tests {
         assert_eq!((report.used, report.asked, report.need), (0.0, 5.0, 5.0));
     }
 
+    /// A lease granted for `rounds` rounds.
+    fn lease_for(tokens: f64, rounds: u32) -> Lease {
+        Lease {
+            tokens,
+            share: 1.0,
+            pool: 0.0,
+            rounds,
+        }
+    }
+
+    #[test]
+    fn a_key_whose_lease_covers_its_demand_reports_when_due_with_every_round_since() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("quiet");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100);
+        limiter.settle(&key, lease_for(8.0, 4), 1.0, 0);
+        // Rounds 2 and 3: a request each, well within the lease: nothing reported.
+        for _ in 0..2 {
+            assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
+            assert!(limiter.take_reports(100).is_empty());
+        }
+        assert!(limiter.take_reports(100).is_empty(), "round 4: idle");
+        let due = limiter.take_reports(100);
+        assert_eq!(due.len(), 1, "round 5: due");
+        assert_eq!((due[0].used, due[0].asked, due[0].rounds), (2.0, 2.0, 4));
+        assert_eq!(due[0].asked_per_round(), 0.5);
+    }
+
+    #[test]
+    fn a_key_idle_since_its_report_lets_its_lease_lapse_without_one() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("gone quiet");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100);
+        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0);
+        for round in 2..=6 {
+            assert!(limiter.take_reports(100).is_empty(), "round {round}");
+        }
+        assert_eq!(limiter.view(&key).map(|v| v.tokens), Some(0.0), "lapsed");
+        // Its next request starts on an advance, reported the next round.
+        assert_eq!(admitted(&limiter, &key, 1, 4 * S, THREE), 1);
+        assert_eq!(limiter.take_reports(100).len(), 1);
+    }
+
+    #[test]
+    fn a_key_put_off_reports_at_once_when_its_lease_runs_low_or_refuses() {
+        let limiter = LocalLimiter::new(1000);
+        let low = consumer("low");
+        let refused = consumer("refused");
+        for key in [&low, &refused] {
+            admitted(&limiter, key, 1, 0, THREE);
+        }
+        limiter.take_reports(100);
+        limiter.settle(&low, lease_for(8.0, 10), 0.5, 0);
+        limiter.settle(&refused, lease_for(8.0, 10), 0.5, 0);
+        assert_eq!(admitted(&limiter, &low, 3, 0, THREE), 3);
+        assert!(
+            limiter.take_reports(100).is_empty(),
+            "5 left: 0.5 a round until round 11"
+        );
+        assert_eq!(admitted(&limiter, &low, 2, 0, THREE), 2);
+        let costly = limiter.take(&refused, FREE, 9.0, 0, THREE);
+        assert!(!costly.allowed);
+        let mut reported: Vec<_> = limiter.take_reports(100).into_iter().map(|r| r.key).collect();
+        reported.sort_by_key(|k| k.to_string());
+        assert_eq!(reported, vec![low, refused], "3 left for 4.5, and a refusal");
+    }
+
+    #[test]
+    fn a_key_rescheduled_early_comes_back_only_at_its_new_round() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("a");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100); // round 1
+        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0); // due in round 4
+        assert_eq!(admitted(&limiter, &key, 6, 0, THREE), 6, "runs low");
+        assert_eq!(limiter.take_reports(100).len(), 1, "round 2: early");
+        limiter.settle(&key, lease_for(8.0, 5), 1.0, 0); // due in round 7
+        assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
+        let reported_in: Vec<usize> = (3..=8)
+            .filter(|_| !limiter.take_reports(100).is_empty())
+            .collect();
+        assert_eq!(reported_in, vec![7], "the first schedule's round 4 is stale");
+    }
+
+    #[test]
+    fn a_key_put_off_is_never_forgotten_to_make_room() {
+        let limiter = LocalLimiter::new(0); // 16 per shard
+        let key = consumer("quiet");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100);
+        limiter.settle(&key, lease_for(8.0, 10), 0.5, 0);
+        assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
+        // Much later, a flood of full one-off buckets: room comes from those.
+        for i in 0..2_000u32 {
+            let ip = LimitKey::Ip(IpAddr::from(i.to_be_bytes()));
+            limiter.take(&ip, FREE, 1.0, 100 * S, Supply::Alone);
+        }
+        for _ in 0..9 {
+            limiter.take_reports(0);
+        }
+        let due = limiter.take_reports(100);
+        assert!(due.iter().any(|r| r.key == key), "its report still comes");
+    }
+
     #[test]
     fn an_outage_refills_at_the_last_share_and_records_for_later() {
         let limiter = LocalLimiter::new(1000);
@@ -717,8 +926,9 @@ mod tests {
             tokens: 0.0,
             share: 0.5,
             pool: 0.0,
+            rounds: 1,
         };
-        limiter.settle(&key, half, 0);
+        limiter.settle(&key, half, 1.0, 0);
         let outage = Supply::LocalShare { instances: 3 };
         // 4 s at half the rate: 2 tokens; the bucket holds at most half the burst.
         assert_eq!(admitted(&limiter, &key, 10, 4 * S, outage), 2);

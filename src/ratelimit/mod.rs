@@ -9,6 +9,7 @@ pub mod global;
 pub mod headers;
 pub mod local;
 pub mod quota;
+pub mod report_schedule;
 pub mod route_state;
 
 use crate::config::{Bucket, Config, OnUnavailable, Quota, Route, Tier};
@@ -23,8 +24,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Buckets kept at most (consumers and anonymous addresses together).
-const MAX_BUCKETS: usize = 1 << 20;
+/// Buckets kept at most (consumers and anonymous addresses together): room for
+/// a few million active callers. The table grows with the callers it holds, so
+/// the bound costs nothing until a flood of distinct keys reaches it.
+const MAX_BUCKETS: usize = 1 << 22;
 
 /// Which bucket size applied: a tier, or the anonymous policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

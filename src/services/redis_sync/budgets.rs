@@ -2,11 +2,14 @@
 //! report (at most `max_keys_per_sync` a round, oldest first) is settled by one
 //! script call on its own Redis key: what this instance spent comes off the
 //! key's cluster pool, and the pool's tokens are leased out in proportion to
-//! where the key's demand lands. Idle keys cost nothing.
+//! where the key's demand lands. Idle keys cost nothing, and a key whose lease
+//! covers its demand twice over for several rounds reports again only then
+//! (ratelimit::report_schedule): settles follow the keys near their limit.
 
 use super::round::{Batch, Queued, Replies};
 use super::{Backend, RedisSync};
 use crate::ratelimit::local::{Lease, Report};
+use crate::ratelimit::report_schedule::MAX_PUT_OFF_ROUNDS;
 use crate::vocab::limit_key::LimitKey;
 use arc_swap::ArcSwapOption;
 use redis::Script;
@@ -150,12 +153,15 @@ impl RedisSync {
                     for r in call {
                         cmd.arg(budget_key(&self.key_prefix, &r.key));
                     }
-                    cmd.arg(&self.instance_id).arg(stale_ms);
+                    cmd.arg(&self.instance_id)
+                        .arg(stale_ms)
+                        .arg(self.interval.as_millis() as u64)
+                        .arg(MAX_PUT_OFF_ROUNDS);
                     for r in call {
                         cmd.arg(r.bucket.rate)
                             .arg(r.bucket.burst)
                             .arg(r.used)
-                            .arg(r.asked)
+                            .arg(r.asked_per_round())
                             .arg(r.need);
                     }
                 }
@@ -195,10 +201,17 @@ impl RedisSync {
                         .filter_map(|v| redis::from_redis_value_ref::<Vec<String>>(v).ok())
                         .flatten()
                         .collect();
-                    let mut leases = fields.chunks(3).map(parse);
+                    let mut leases = fields.chunks(4).map(parse);
                     for report in chunk {
                         match leases.next().flatten() {
-                            Some(lease) => self.limiter.local.settle(&report.key, lease, now_ns),
+                            Some(mut lease) => {
+                                // Reporting early is always safe; keys settled in one
+                                // round (a restart, a wave of new callers) then come due
+                                // over several instead of all in the same one.
+                                lease.rounds -= fastrand::u32(0..=lease.rounds / 2);
+                                let asked = report.asked_per_round();
+                                self.limiter.local.settle(&report.key, lease, asked, now_ns)
+                            }
                             None => self.limiter.local.restore(report),
                         }
                     }
@@ -215,12 +228,13 @@ impl RedisSync {
     }
 }
 
-/// The script's answer for one key: lease, share, pool.
+/// The script's answer for one key: lease, share, pool, rounds.
 fn parse(fields: &[String]) -> Option<Lease> {
     let n = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     Some(Lease {
         tokens: n(0)?,
         share: n(1)?,
         pool: n(2)?,
+        rounds: n(3)? as u32,
     })
 }

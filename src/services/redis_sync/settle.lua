@@ -1,13 +1,16 @@
 -- Settles one instance's reports for a batch of keys' cluster budgets and grants
 -- their next leases, atomically. Each hash holds the pool (tokens no instance
 -- holds), when it last refilled, the usage of the current and previous minute, and
--- per instance "lease asked seen_ms". Time is the server's, so instance clocks do
--- not matter. One call settles many keys (in a cluster, one: keys of a call share
--- a slot), which spares Redis a command's overhead per key.
+-- per instance "lease asked report_by_ms": its lease, its demand per round, and
+-- when it will report again at the latest. Time is the server's, so instance
+-- clocks do not matter. One call settles many keys (in a cluster, one: keys of a
+-- call share a slot), which spares Redis a command's overhead per key.
 -- KEYS: the budget hashes.
--- ARGV: instance, stale_ms, then per key: rate, burst, used, asked, need (the
--- largest cost refused).
+-- ARGV: instance, stale_ms, interval_ms, max_rounds (the longest a report may be
+-- put off), then per key: rate, burst, used, asked (per round since its last
+-- report), need (the largest cost refused).
 local me, stale = 'i:' .. ARGV[1], tonumber(ARGV[2])
+local interval, max_rounds = tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = math.floor(now / 60000)
@@ -27,9 +30,9 @@ local function settle(key, rate, burst, used, asked, need)
     elseif f == me then
       mine = tonumber(string.match(v, '^(%S+)'))
     else
-      local lease, want, seen = string.match(v, '^(%S+) (%S+) (%S+)$')
-      if lease == nil or now - tonumber(seen) > stale then
-        -- A silent instance's lease is counted as spent.
+      local lease, want, report_by = string.match(v, '^(%S+) (%S+) (%S+)$')
+      if lease == nil or now - tonumber(report_by) > stale then
+        -- An instance silent past its report is gone: its lease is counted as spent.
         redis.call('HDEL', key, f)
       else
         others = others + tonumber(lease)
@@ -52,23 +55,35 @@ local function settle(key, rate, burst, used, asked, need)
   pool = math.max(pool, -burst)
   local share = 0
   if demand > 0 then share = asked / demand end
-  local lease = math.max(pool, 0) * share
+  -- No instance holds more than twice its demand over the longest put-off (or two
+  -- intervals of the rate, at least a token: what a new key is advanced): what a
+  -- quiet key leaves in the pool stays there for the others.
+  local most = math.max(2 * asked * max_rounds, 2 * rate * interval / 1000, 1)
+  local lease = math.min(math.max(pool, 0) * share, most)
   -- A share too small for the request that was refused would admit nothing, ever:
   -- the pool lends the whole cost when it has it.
   if asked > 0 and lease < need and pool >= need then lease = need end
   pool = pool - lease
+  -- The rounds the lease covers the demand for, twice over: the instance's next
+  -- report is due then (or its lease lapses there), and its lease counts until
+  -- then (plus `stale`); twice the rounds' interval, as a round also takes time.
+  local rounds = 1
+  if asked > 0 then rounds = math.max(1, math.min(max_rounds, math.floor(lease / (2 * asked)))) end
+  local report_by = now + 2 * (rounds - 1) * interval
   redis.call('HSET', key, 'pool', tostring(pool), 'at', now, 'win', minute,
     'wu', tostring(win_used), 'pu', tostring(prev_used),
-    me, tostring(lease) .. ' ' .. tostring(asked) .. ' ' .. now)
+    me, tostring(lease) .. ' ' .. tostring(asked) .. ' ' .. report_by)
   -- Kept until it would be full again (debt included) and every lease has gone stale.
-  redis.call('PEXPIRE', key, math.ceil((burst - pool) / rate * 1000) + 4 * stale)
+  redis.call('PEXPIRE', key,
+    math.ceil((burst - pool) / rate * 1000) + 2 * (rounds - 1) * interval + 4 * stale)
   out[#out + 1] = tostring(lease)
   out[#out + 1] = tostring(share)
   out[#out + 1] = tostring(pool)
+  out[#out + 1] = tostring(rounds)
 end
 
 for k = 1, #KEYS do
-  local a = 2 + (k - 1) * 5
+  local a = 4 + (k - 1) * 5
   settle(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
     tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
 end

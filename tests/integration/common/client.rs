@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 #[derive(Debug)]
@@ -333,4 +333,12 @@ impl KeepAliveClient {
 /// Raw bytes as text, for failure messages.
 pub fn show(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
+}
+
+/// A connection from `local` (any loopback address) to `to`.
+pub fn connect_from(local: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    sock.connect(&to.into())?;
+    Ok(sock.into())
 }
