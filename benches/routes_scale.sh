@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What routes cost before they see traffic: a generated config of ROUTES routes, each with
 # API-key auth, a tier limit of its own and a global_limit shared through a real
-# redis-server; then the gateway's idle RSS, the size of /metrics and /admin/stats, the CPU
-# of SCRAPES scrapes, RSS after them, the Redis commands of idle sync rounds, and the series
+# redis-server; then the time from start to ready, the gateway's idle RSS, the size of
+# /metrics and /admin/stats, the CPU of SCRAPES scrapes, RSS after them, the Redis
+# commands of idle sync rounds, and the series
 # one route gets from its first 200 and first 401.
 #
 #   benches/routes_scale.sh                    # 10,000 routes, target/release/floodgate
@@ -57,14 +58,16 @@ EOF
   done
 } >"$OUT/floodgate.yaml"
 
+started_ns=$(date +%s%N)
 "$BIN" -c "$OUT/floodgate.yaml" >"$OUT/floodgate.log" 2>&1 &
 FG=$!
 pids+=($FG)
-for _ in $(seq 600); do
+for _ in $(seq 3000); do
   curl -sf "http://127.0.0.1:$ADMIN/ready" >/dev/null && break
-  sleep 0.1
+  sleep 0.02
 done
 curl -sf "http://127.0.0.1:$ADMIN/ready" >/dev/null || { echo "not ready; see $OUT/floodgate.log" >&2; exit 1; }
+ready_ms=$((($(date +%s%N) - started_ns) / 1000000))
 sleep 1
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$FG/status"; }
@@ -73,6 +76,7 @@ redis_calls() { redis-cli -p "$REDIS" info commandstats | awk -F'[=,:]' '/^cmdst
 tick_ms=$((1000 / $(getconf CLK_TCK)))
 
 echo "routes: $ROUTES   binary: $BIN   files: $OUT"
+echo "ready after:                  $ready_ms ms (start to the first 200 from /ready, polled every 20 ms)"
 echo "idle RSS:                     $(($(rss_kb) / 1024)) MB"
 curl -s "http://127.0.0.1:$ADMIN/metrics" >"$OUT/metrics-before"
 echo "/metrics before traffic:      $(wc -c <"$OUT/metrics-before") bytes, $(grep -vc '^#' "$OUT/metrics-before") samples"

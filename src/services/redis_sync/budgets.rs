@@ -17,20 +17,34 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-/// Keys per script call and per pipeline on a single server or a Sentinel's
-/// master; in a cluster every key is its own slot, so its own call and pipeline.
+/// Keys per script call and per pipeline (in a cluster, of one hash tag's keys).
 const KEYS_PER_CALL: usize = 64;
 const KEYS_PER_PIPELINE: usize = 512;
+
+/// In a Redis Cluster the budgets are spread over this many hash tags: the keys
+/// of one share a slot, so one call settles many of them (a slot of its own per
+/// key would cost a call and a pipeline per key), and the tags spread over the
+/// masters as keys would.
+const CLUSTER_GROUPS: u32 = 1024;
 
 pub(super) const SETTLE_SOURCE: &str = include_str!("settle.lua");
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_SOURCE));
 
-/// The Redis key of a caller's cluster budget.
-pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
-    match key {
-        LimitKey::Consumer(c) => format!("{prefix}:cb:c:{c}"),
-        LimitKey::Ip(_) => format!("{prefix}:cb:ip:{key}"),
-        LimitKey::Route(..) => format!("{prefix}:cb:r:{key}"),
+/// The Redis key of a caller's cluster budget, and in a cluster its hash tag's
+/// group (0 otherwise): `<prefix>:cb:c:<consumer>`, or in a cluster
+/// `{<prefix>:cb:<group>}:c:<consumer>` (the group a CRC32 of the rest, the same
+/// on every instance).
+pub fn budget_key(prefix: &str, key: &LimitKey, cluster: bool) -> (u32, String) {
+    let name = match key {
+        LimitKey::Consumer(c) => format!("c:{c}"),
+        LimitKey::Ip(_) => format!("ip:{key}"),
+        LimitKey::Route(..) => format!("r:{key}"),
+    };
+    if cluster {
+        let group = crc32fast::hash(name.as_bytes()) % CLUSTER_GROUPS;
+        (group, format!("{{{prefix}:cb:{group}}}:{name}"))
+    } else {
+        (0, format!("{prefix}:cb:{name}"))
     }
 }
 
@@ -39,7 +53,8 @@ pub fn budget_key(prefix: &str, key: &LimitKey) -> String {
 pub(super) struct BudgetRound {
     queued: Queued,
     pub(super) reports: Vec<Report>,
-    per_pipeline: usize,
+    /// The reports each pipeline carries, in order.
+    per_pipeline: Vec<usize>,
     waiting: usize,
 }
 
@@ -74,8 +89,9 @@ impl BudgetStore {
     /// `Ok(None)`: Redis holds no budget for the key (idle long enough to be full).
     pub async fn read(&self, key: &LimitKey) -> Result<Option<ClusterBudget>, String> {
         let backend = self.backend.load_full().ok_or("not connected to redis")?;
+        let cluster = matches!(*backend, Backend::Cluster(_));
         let mut pipe = redis::pipe();
-        pipe.hgetall(budget_key(&self.key_prefix, key));
+        pipe.hgetall(budget_key(&self.key_prefix, key, cluster).1);
         let replies = tokio::time::timeout(Duration::from_secs(1), backend.run(vec![pipe]))
             .await
             .map_err(|_| "redis did not answer in time".to_string())?
@@ -134,30 +150,35 @@ impl RedisSync {
         (self.interval + self.timeout(self.max_keys_per_sync)).as_millis() as u64 * 3
     }
 
-    /// The round's pipelines, queued, and what they carry.
+    /// The round's pipelines, queued, and what they carry: in a cluster, one
+    /// hash tag's keys to a pipeline.
     pub(super) fn budgets_round(&self, cluster: bool, batch: &mut Batch) -> BudgetRound {
         let reports = self.limiter.local.take_reports(self.max_keys_per_sync);
         let waiting = self.limiter.local.waiting();
-        let (per_call, per_pipeline) = if cluster {
-            (1, 1)
-        } else {
-            (KEYS_PER_CALL, KEYS_PER_PIPELINE)
-        };
+        let mut named: Vec<(u32, String, Report)> = reports
+            .into_iter()
+            .map(|r| {
+                let (group, name) = budget_key(&self.key_prefix, &r.key, cluster);
+                (group, name, r)
+            })
+            .collect();
+        named.sort_by_key(|(group, ..)| *group);
         let stale_ms = self.stale_ms();
-        let pipes: Vec<_> = reports
-            .chunks(per_pipeline)
-            .map(|chunk| {
+        let mut pipes = Vec::new();
+        let mut per_pipeline = Vec::new();
+        for group in named.chunk_by(|a, b| a.0 == b.0) {
+            for chunk in group.chunks(KEYS_PER_PIPELINE) {
                 let mut pipe = redis::pipe();
-                for call in chunk.chunks(per_call) {
+                for call in chunk.chunks(KEYS_PER_CALL) {
                     let cmd = pipe.cmd("EVALSHA").arg(SETTLE.get_hash()).arg(call.len());
-                    for r in call {
-                        cmd.arg(budget_key(&self.key_prefix, &r.key));
+                    for (_, name, _) in call {
+                        cmd.arg(name);
                     }
                     cmd.arg(&self.instance_id)
                         .arg(stale_ms)
                         .arg(self.interval.as_millis() as u64)
                         .arg(MAX_PUT_OFF_ROUNDS);
-                    for r in call {
+                    for (.., r) in call {
                         cmd.arg(r.bucket.rate)
                             .arg(r.bucket.burst)
                             .arg(r.used)
@@ -165,12 +186,13 @@ impl RedisSync {
                             .arg(r.need);
                     }
                 }
-                pipe
-            })
-            .collect();
+                pipes.push(pipe);
+                per_pipeline.push(chunk.len());
+            }
+        }
         BudgetRound {
             queued: batch.queue(pipes),
-            reports,
+            reports: named.into_iter().map(|(.., r)| r).collect(),
             per_pipeline,
             waiting,
         }
@@ -189,11 +211,8 @@ impl RedisSync {
         };
         let mut results = replies.take(round.queued);
         let mut reports = round.reports.into_iter();
-        loop {
-            let chunk: Vec<Report> = reports.by_ref().take(round.per_pipeline).collect();
-            if chunk.is_empty() {
-                return done;
-            }
+        for size in round.per_pipeline {
+            let chunk: Vec<Report> = reports.by_ref().take(size).collect();
             match results.next() {
                 Some(Ok(values)) => {
                     let fields: Vec<String> = values
@@ -219,6 +238,7 @@ impl RedisSync {
                 _ => chunk.into_iter().for_each(|r| self.limiter.local.restore(r)),
             }
         }
+        done
     }
 
     pub(super) fn budgets_give_back(&self, round: BudgetRound) {
