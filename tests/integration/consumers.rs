@@ -1,10 +1,13 @@
 //! Consumers managed at runtime through the admin API, against the real binary:
 //! keys created on one instance authenticate on another through a real Redis, a
 //! revocation stops them everywhere, restarts and a flushed Redis lose nothing, a
-//! dead Redis keeps keys working and refuses writes, and bad input is refused.
+//! dead Redis keeps keys working and refuses writes, a single instance's state file
+//! keeps every answered write through a kill -9, and bad input is refused.
 
 use crate::common::*;
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -270,10 +273,11 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
         admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
         200
     );
-    let file = std::fs::read_to_string(&path).expect("state file");
+    // Each write is a line of the journal until a compaction folds it into the file.
+    let journal = std::fs::read_to_string(dir.path().join("state.json.journal")).expect("journal");
     assert!(
-        file.contains(&key_id) && !file.contains(&key),
-        "digests only: {file}"
+        journal.contains(&key_id) && !journal.contains(&key),
+        "digests only: {journal}"
     );
     drop(gw);
     let gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
@@ -291,11 +295,11 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
     assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
 }
 
-/// A crash between a state-file write and its rename leaves its temporary file: the next
-/// start removes it, and so does every write (an old process may have crashed during an
-/// upgrade). A live process's temporary file stays: it may be in the middle of a write.
+/// A crash between a state-file compaction's write and its rename leaves its temporary file:
+/// the next start removes it, and so does every compaction (an old process may have crashed
+/// during an upgrade). A live process's temporary file stays: it may be in the middle of one.
 #[test]
-fn stale_temporary_state_files_are_removed_at_start_and_on_writes() {
+fn stale_temporary_state_files_are_removed_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.json");
     // 4,000,000,000 is above any Linux pid: no such process.
@@ -317,14 +321,134 @@ fn stale_temporary_state_files_are_removed_at_start_and_on_writes() {
     );
     assert!(live.exists() && unrelated.exists());
 
-    let crashed_later = dir.path().join("state.json.4000000001.tmp");
+    let crashed_later = dir.path().join("state.json.journal.4000000001.tmp");
     std::fs::write(&crashed_later, "{").expect("temporary file");
     assert_eq!(
         admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
         200
     );
-    assert!(!crashed_later.exists(), "removed on a write");
+    drop(gw);
+    let _gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
+    assert!(!crashed_later.exists(), "removed at the next start");
     assert!(live.exists() && unrelated.exists());
+}
+
+/// What one writer of `every_answered_write_survives_a_kill_9_mid_stream` saw answered.
+#[derive(Default)]
+struct Answered {
+    /// Keys created and not revoked: (key, key id).
+    live: Vec<(String, String)>,
+    revoked: Vec<(String, String)>,
+    /// The key id of a revocation the kill cut off: there or not.
+    unanswered_revocation: Option<String>,
+}
+
+/// Creates and revokes keys of `consumer` until the gateway stops answering.
+fn write_until_killed(gw: &Gateway, consumer: &str, writes: &AtomicUsize) -> Answered {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", auth.as_str())];
+    let mut seen = Answered::default();
+    for i in 0.. {
+        let revoking = i % 3 == 2 && !seen.live.is_empty();
+        if revoking {
+            let (key, key_id) = seen.live.remove(seen.live.len() / 2);
+            let path = format!("/admin/consumers/{consumer}/keys/{key_id}");
+            match try_request(gw.admin, "DELETE", &path, &headers, b"") {
+                Ok(r) => {
+                    assert_eq!(r.status, 204, "{}", r.text());
+                    seen.revoked.push((key, key_id));
+                }
+                Err(_) => {
+                    seen.unanswered_revocation = Some(key_id);
+                    return seen;
+                }
+            }
+        } else {
+            let path = format!("/admin/consumers/{consumer}/keys");
+            match try_request(gw.admin, "POST", &path, &headers, b"") {
+                Ok(r) => {
+                    assert_eq!(r.status, 201, "{}", r.text());
+                    let created = r.json();
+                    let field = |name: &str| created[name].as_str().expect(name).to_string();
+                    seen.live.push((field("key"), field("key_id")));
+                }
+                Err(_) => return seen,
+            }
+        }
+        writes.fetch_add(1, Ordering::Relaxed);
+    }
+    seen
+}
+
+/// The state file under a crash: concurrent admin writes (key creations and revocations), the
+/// process killed with SIGKILL in the middle of them, past at least one compaction, and
+/// started again. Every write answered with a 2xx is there, nothing revoked came back, and the
+/// only other change is the one write per writer the kill cut off.
+#[test]
+fn every_answered_write_survives_a_kill_9_mid_stream() {
+    const WRITERS: usize = 6;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let with_state = format!("{}state_file: \"{}\"\n", body(None), path.display());
+    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
+    let gw = Gateway::start_admin(&with_state, &admin_keys);
+    let writes = AtomicUsize::new(0);
+    let answered: Vec<(String, Answered)> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (gw, writes) = (&gw, &writes);
+                s.spawn(move || {
+                    let consumer = format!("crash-{w}");
+                    let seen = write_until_killed(gw, &consumer, writes);
+                    (consumer, seen)
+                })
+            })
+            .collect();
+        // Past the first compaction (64 KiB of journal, about 500 writes), then mid-stream.
+        let compacted = eventually(Duration::from_secs(120), || {
+            path.exists() && writes.load(Ordering::Relaxed) >= 1_500
+        });
+        signal(gw.pid(), "KILL");
+        assert!(compacted, "no compaction after {writes:?} writes: {}", gw.log());
+        writers.into_iter().map(|w| w.join().expect("writer")).collect()
+    });
+    drop(gw);
+
+    let gw = Gateway::start_admin(&with_state, &admin_keys);
+    for (consumer, seen) in &answered {
+        let (status, listed) = admin(&gw, "GET", &format!("/admin/consumers/{consumer}/keys"), "");
+        assert_eq!(status, 200);
+        let held: HashSet<&str> = listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["key_id"].as_str().expect("key_id"))
+            .collect();
+        for (key, key_id) in &seen.live {
+            assert!(
+                held.contains(key_id.as_str()),
+                "{consumer}: created key {key_id} lost"
+            );
+            assert_eq!(with_key(&gw, key), 200, "{consumer}: key {key_id}");
+        }
+        for (key, key_id) in &seen.revoked {
+            assert!(
+                !held.contains(key_id.as_str()),
+                "{consumer}: revoked key {key_id} back"
+            );
+            assert_eq!(with_key(&gw, key), 401, "{consumer}: key {key_id}");
+        }
+        let unexpected: Vec<&&str> = held
+            .iter()
+            .filter(|id| !seen.live.iter().any(|(_, live)| live == **id))
+            .filter(|id| seen.unanswered_revocation.as_deref() != Some(**id))
+            .collect();
+        assert!(
+            unexpected.len() <= 1,
+            "{consumer}: more than the one unanswered creation: {unexpected:?}"
+        );
+    }
+    create(&gw, "after-the-crash", "");
 }
 
 /// `floodgate consumer …` against a running instance: (success, stdout, stderr).
