@@ -5,6 +5,7 @@
 //! keeps every answered write through a kill -9, and bad input is refused.
 
 use crate::common::*;
+use floodgate::services::admin::client::segment;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,6 +198,76 @@ fn without_redis_keys_live_on_the_instance_and_expire() {
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["total"], 3, "{page}");
     assert_eq!(page["consumers"].as_array().map(Vec::len), Some(2));
+}
+
+/// The consumers list walked with its cursor, a few at a time, with writes between pages: each
+/// consumer once, in order, none missing; a consumer added past the cursor shows up, one added
+/// before it does not; the numbered pages still count them all.
+#[test]
+fn the_consumers_list_walks_every_consumer_once_by_cursor_with_writes_between_pages() {
+    let gw = start(None);
+    let mut expected: Vec<String> = vec!["configured".into(), "auth0|walk".into()];
+    for i in 0..12 {
+        expected.push(format!("keyed-{i:02}"));
+    }
+    for consumer in &expected[1..] {
+        create(&gw, &segment(consumer), "");
+    }
+    create(&gw, "keyed-03", "");
+    for i in 0..4 {
+        let consumer = format!("tiered-{i}");
+        let path = format!("/admin/consumers/{consumer}/tier");
+        assert_eq!(admin(&gw, "PUT", &path, r#"{"tier":"gold"}"#).0, 200);
+        expected.push(consumer);
+    }
+    let (mut walked, mut after, mut pages) = (Vec::<String>::new(), None::<String>, 0);
+    loop {
+        let cursor = after
+            .as_deref()
+            .map_or(String::new(), |a| format!("&after={}", segment(a)));
+        let (status, page) = admin(&gw, "GET", &format!("/admin/consumers?limit=3{cursor}"), "");
+        assert_eq!(status, 200, "{page}");
+        let listed = page["consumers"].as_array().expect("consumers");
+        assert!(listed.len() <= 3, "{page}");
+        for entry in listed {
+            let consumer = entry["consumer"].as_str().expect("consumer").to_string();
+            let keys = match consumer.as_str() {
+                "keyed-03" => 2,
+                "configured" => 0,
+                c if c.starts_with("tiered") => 0,
+                _ => 1,
+            };
+            assert_eq!(entry["runtime_keys"], keys, "{entry}");
+            walked.push(consumer);
+        }
+        pages += 1;
+        if pages == 2 {
+            // One before the cursor, one after it.
+            create(&gw, "aaa-late", "");
+            create(&gw, "zzz-late", "");
+            expected.push("zzz-late".into());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    expected.sort();
+    assert_eq!(walked, expected, "each once, in order");
+    let (status, numbered) = admin(&gw, "GET", "/admin/consumers?page=2&per_page=5", "");
+    assert_eq!(status, 200, "{numbered}");
+    assert_eq!(numbered["total"], expected.len() + 1, "aaa-late too");
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "after=",
+        "after=%0A",
+        "page=1&after=a",
+        "per_page=2&limit=2",
+    ] {
+        let (status, said) = admin(&gw, "GET", &format!("/admin/consumers?{bad}"), "");
+        assert_eq!(status, 400, "{bad}: {said}");
+    }
 }
 
 #[test]
@@ -488,6 +559,8 @@ fn the_consumer_cli_drives_the_admin_api() {
     assert!(cli_ok(&gw, token, &["show", "auth0|cli"]).contains("\"tier_source\":\"override\""));
     cli_ok(&gw, token, &["clear-tier", "auth0|cli"]);
     assert!(cli_ok(&gw, token, &["list"]).contains("auth0|cli"));
+    let after = cli_ok(&gw, token, &["list", "--after", "auth0", "--per-page", "1"]);
+    assert!(after.contains("\"next\":\"auth0|cli\""), "{after}");
     cli_ok(&gw, token, &["revoke", "auth0|cli", key_id]);
     assert_eq!(with_key(&gw, key), 401);
     let (ok, _, err) = cli(&gw, token, &["revoke", "auth0|cli", key_id]);
