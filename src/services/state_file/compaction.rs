@@ -14,8 +14,9 @@ use super::snapshot;
 use std::path::Path;
 
 /// The journal is compacted when it holds as many bytes as the snapshot, and at
-/// least this many (about 400 key writes): a start replays no more than it reads
-/// in the snapshot, and each byte appended costs at most about one byte rewritten.
+/// least this many (about 300 key creations): a start replays no more than it
+/// reads in the snapshot, and each byte appended costs at most about one byte
+/// rewritten.
 pub const MIN_BYTES: u64 = 64 * 1024;
 
 /// The journal's size that starts a compaction, for a snapshot of `snapshot_bytes`.
