@@ -364,6 +364,13 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
     let (ok, out) = check_config(&with_state, &[]);
     assert!(!ok);
     assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
+    // So does a journal line that is not the torn last one of a crash.
+    std::fs::remove_file(&path).expect("snapshot gone");
+    let journal = dir.path().join("state.json.journal");
+    std::fs::write(&journal, "{\"seq\":1}\n{\"seq\":2,").expect("bad journal");
+    let (ok, out) = check_config(&with_state, &[]);
+    assert!(!ok);
+    assert!(out.contains("state.json.journal line 1"), "{out}");
 }
 
 /// A crash between a state-file compaction's write and its rename leaves its temporary file:
