@@ -1,17 +1,26 @@
 //! Runtime API keys at 1k, 100k and 1M: a write (a key inserted, then revoked)
 //! and a lookup in the sharded store, against what it replaced (the whole map
 //! copied per write behind an `ArcSwap`) as the baseline; a cached verification
-//! (what a request with a runtime key pays); memory per key at 1M.
+//! (what a request with a runtime key pays); memory per key at 1M. The state
+//! file's part of a write at 1k and 1M (a synced journal line, against the whole
+//! file rewritten, which it replaced), and its read at start-up at 1M. A deep
+//! page of the consumers list at 1M, after a cursor and by number.
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use floodgate::auth::api_key::ApiKeys;
 use floodgate::consumers::keys::{RuntimeKey, RuntimeKeys};
+use floodgate::consumers::overrides::TierOverrides;
+use floodgate::consumers::stored::{Change, StateDoc};
+use floodgate::services::admin::consumer_list::Names;
+use floodgate::services::state_file::{StateFile, StateFileWriter};
 use floodgate::vocab::ids::TierId;
 use http::HeaderName;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
+use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -160,5 +169,112 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, report_memory, bench_write, bench_lookup);
+/// A state file of `n` keys, written as a compaction writes it.
+fn state_doc(n: u64) -> StateDoc {
+    StateDoc {
+        keys: (0..n).map(|i| key(i).to_stored(&[])).collect(),
+        ..StateDoc::default()
+    }
+}
+
+/// The baseline: what every write did before the journal, the whole state
+/// rewritten (pretty JSON to a temporary file, fsync, rename, fsync of the directory).
+fn rewrite_whole(path: &Path, doc: &mut StateDoc, change: &Change) {
+    match change {
+        Change::AddKey(key) => doc.keys.push(key.clone()),
+        Change::RevokeKey { key_id } => doc.keys.retain(|k| k.key_id != *key_id),
+        _ => unreachable!("keys only"),
+    }
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).expect("temporary");
+    file.write_all(&serde_json::to_vec_pretty(doc).expect("json"))
+        .expect("write");
+    file.sync_all().expect("sync");
+    std::fs::rename(&tmp, path).expect("rename");
+    std::fs::File::open(path.parent().expect("dir"))
+        .and_then(|d| d.sync_all())
+        .expect("directory sync");
+}
+
+fn bench_state_file(c: &mut Criterion) {
+    let mut group = c.benchmark_group("state_file_write");
+    group.sample_size(10);
+    for n in [1_000, 1_000_000] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut doc = state_doc(n);
+        std::fs::write(&path, serde_json::to_vec(&doc).expect("json")).expect("snapshot");
+        // On disk before the clock starts: its write-back would slow the journal's syncs.
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .expect("snapshot synced");
+        let start = Instant::now();
+        let StateFile {
+            doc: read, journal, ..
+        } = StateFile::read(&path, &[]).expect("readable");
+        println!(
+            "state file: {} keys ({:.1} MiB) read at start-up in {:.0} ms",
+            read.keys.len(),
+            std::fs::metadata(&path).expect("snapshot").len() as f64 / (1 << 20) as f64,
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+        drop(read);
+        let writer = StateFileWriter::open(path.clone(), journal).expect("open");
+        let mut i = n;
+        let mut write = |save: &mut dyn FnMut(&Change)| {
+            i += 1;
+            let added = key(i).to_stored(&[]);
+            let key_id = added.key_id.clone();
+            save(&Change::AddKey(added));
+            save(&Change::RevokeKey { key_id });
+        };
+        group.bench_function(format!("insert_revoke/journal/{n}"), |b| {
+            b.iter(|| write(&mut |change| writer.save(change).expect("saved")))
+        });
+        let whole = dir.path().join("whole.json");
+        group.bench_function(format!("insert_revoke/whole_file_rewrite/{n}"), |b| {
+            b.iter(|| write(&mut |change| rewrite_whole(&whole, &mut doc, change)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_listing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("consumers_list");
+    let n = 1_000_000;
+    let keys = filled(n);
+    let (configured, overrides) = (BTreeSet::new(), TierOverrides::default());
+    let names = Names {
+        runtime_keys: &keys,
+        configured: &configured,
+        overrides: &overrides,
+    };
+    // The page at 990,000 consumers in, and the cursor that ends the one before.
+    let (page, per_page) = (9_901, 100);
+    let (_, before) = names.numbered(page - 1, per_page);
+    let cursor = before.last().expect("a full page").0.clone();
+    assert_eq!(
+        names.after(Some(&cursor), per_page),
+        names.numbered(page, per_page).1
+    );
+    group.bench_function(format!("deep_page/after_cursor/{n}"), |b| {
+        b.iter(|| black_box(names.after(Some(&cursor), per_page)))
+    });
+    group.bench_function(format!("deep_page/numbered/{n}"), |b| {
+        b.iter(|| black_box(names.numbered(page, per_page)))
+    });
+    group.bench_function(format!("first_page/after_cursor/{n}"), |b| {
+        b.iter(|| black_box(names.after(None, per_page)))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    report_memory,
+    bench_write,
+    bench_lookup,
+    bench_state_file,
+    bench_listing
+);
 criterion_main!(benches);

@@ -294,10 +294,10 @@ pub fn assemble(
             services.push(Box::new(background_service("redis sync", sync)));
             Durability::Redis(store)
         }
-        (None, Some(StateFile { path, doc })) => {
+        (None, Some(StateFile { path, doc, journal })) => {
             doc.restore(&tier_names, &runtime_keys, &overrides);
             quota_saver::restore(&limiter, &doc.quotas, unix_now().as_secs());
-            let file = Arc::new(StateFileWriter::new(path, doc));
+            let file = Arc::new(StateFileWriter::open(path, journal).map_err(StartupError::StateFile)?);
             services.push(Box::new(background_service(
                 "quota saver",
                 QuotaSaver {

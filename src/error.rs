@@ -38,4 +38,6 @@ pub enum StartupError {
     EchoBind(std::io::Error),
     #[error("cannot set up TLS on {0}")]
     Tls(std::net::SocketAddr),
+    #[error("cannot write the state file: {0}")]
+    StateFile(String),
 }

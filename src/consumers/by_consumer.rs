@@ -1,5 +1,5 @@
 //! Runtime keys in order of consumer (then creation and id), for the admin API:
-//! one consumer's keys are a range, a page of consumers a walk from the start.
+//! one consumer's keys are a range, and so are the consumers after a cursor.
 //! A key costs one pointer in a B-tree here; the consumer's name is the record's.
 
 use super::keys::RuntimeKey;
@@ -11,6 +11,18 @@ use std::sync::Arc;
 struct Entry(Arc<RuntimeKey>);
 
 impl Entry {
+    /// Before any key of `consumer`: its name and the least of the rest.
+    fn first_of(consumer: &str) -> Entry {
+        Entry(Arc::new(RuntimeKey::new(
+            String::new(),
+            Arc::from(consumer),
+            [0; 32],
+            None,
+            0,
+            None,
+        )))
+    }
+
     fn order(&self) -> (&str, u64, &str, &[u8; 32]) {
         let k = &self.0;
         (&k.consumer, k.created_at_s, &k.key_id, &k.digest)
@@ -73,32 +85,22 @@ impl ByConsumer {
 
     /// `consumer`'s keys, oldest first.
     pub fn of<'a>(&'a self, consumer: &'a str) -> impl Iterator<Item = &'a Arc<RuntimeKey>> + 'a {
-        // Before any key of `consumer`: its name and the least of the rest.
-        let start = Entry(Arc::new(RuntimeKey::new(
-            String::new(),
-            Arc::from(consumer),
-            [0; 32],
-            None,
-            0,
-            None,
-        )));
         self.keys
-            .range(start..)
+            .range(Entry::first_of(consumer)..)
             .take_while(move |e| &*e.0.consumer == consumer)
             .map(|e| &e.0)
     }
 
     /// Consumers with keys, in order, each with its count of keys.
     pub fn consumers(&self) -> impl Iterator<Item = (&Arc<str>, usize)> {
-        let mut keys = self.keys.iter().map(|e| &e.0.consumer).peekable();
-        std::iter::from_fn(move || {
-            let name = keys.next()?;
-            let mut count = 1;
-            while keys.next_if(|next| *next == name).is_some() {
-                count += 1;
-            }
-            Some((name, count))
-        })
+        counted(self.keys.iter())
+    }
+
+    /// As `consumers`, from the first consumer after `after`: a range of the tree,
+    /// not a walk from its start.
+    pub fn consumers_after(&self, after: &str) -> impl Iterator<Item = (&Arc<str>, usize)> {
+        // The least name after `after` is `after` and a NUL.
+        counted(self.keys.range(Entry::first_of(&format!("{after}\0"))..))
     }
 
     pub fn consumer_count(&self) -> usize {
@@ -116,6 +118,19 @@ impl ByConsumer {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// The consumers of `entries` (in order), each with its count of keys.
+fn counted<'a>(entries: impl Iterator<Item = &'a Entry>) -> impl Iterator<Item = (&'a Arc<str>, usize)> {
+    let mut keys = entries.map(|e| &e.0.consumer).peekable();
+    std::iter::from_fn(move || {
+        let name = keys.next()?;
+        let mut count = 1;
+        while keys.next_if(|next| *next == name).is_some() {
+            count += 1;
+        }
+        Some((name, count))
+    })
 }
 
 #[cfg(test)]
@@ -158,5 +173,18 @@ mod tests {
         let names: Vec<(&str, usize)> = index.consumers().map(|(c, n)| (&**c, n)).collect();
         assert_eq!(names, vec![("a", 1), ("c", 1)]);
         assert_eq!(index.len(), 2);
+        index.insert(key("a\u{1}", "a-1", 1));
+        index.insert(key("b", "b2", 1));
+        let after = |name| {
+            index
+                .consumers_after(name)
+                .map(|(c, n)| (c.to_string(), n))
+                .collect::<Vec<_>>()
+        };
+        let rest = |names: &[&str]| names.iter().map(|c| (c.to_string(), 1)).collect::<Vec<_>>();
+        assert_eq!(after("a"), rest(&["a\u{1}", "b", "c"]), "strictly after");
+        assert_eq!(after(""), rest(&["a", "a\u{1}", "b", "c"]));
+        assert_eq!(after("ab"), rest(&["b", "c"]), "a name not held");
+        assert_eq!(after("c"), rest(&[]));
     }
 }

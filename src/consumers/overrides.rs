@@ -3,8 +3,9 @@
 
 use crate::vocab::ids::TierId;
 use dashmap::DashMap;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Shards of the map: workers reading overrides rarely meet on one lock.
 const SHARDS: usize = 64;
@@ -14,12 +15,17 @@ const SHARDS: usize = 64;
 /// With Redis the admin API writes there first and the sync adopts the cluster's map.
 pub struct TierOverrides {
     map: DashMap<Arc<str>, TierId, foldhash::fast::RandomState>,
+    /// The consumers with an override, in order, for listings that start after a
+    /// name; held through a whole write (never by the request path), so it names
+    /// exactly the map's consumers.
+    names: Mutex<BTreeSet<Arc<str>>>,
 }
 
 impl Default for TierOverrides {
     fn default() -> Self {
         TierOverrides {
             map: DashMap::with_hasher_and_shard_amount(Default::default(), SHARDS),
+            names: Mutex::default(),
         }
     }
 }
@@ -29,13 +35,33 @@ impl TierOverrides {
         self.map.get(consumer).map(|t| *t)
     }
 
+    fn names(&self) -> MutexGuard<'_, BTreeSet<Arc<str>>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn set(&self, consumer: &str, tier: TierId) {
-        self.map.insert(Arc::from(consumer), tier);
+        let mut names = self.names();
+        let consumer: Arc<str> = Arc::from(consumer);
+        self.map.insert(consumer.clone(), tier);
+        names.insert(consumer);
     }
 
     /// Drops `consumer`'s override; false when there was none.
     pub fn remove(&self, consumer: &str) -> bool {
+        let mut names = self.names();
+        names.remove(consumer);
         self.map.remove(consumer).is_some()
+    }
+
+    /// Up to `limit` consumers with an override, in order, after `after` (from the
+    /// first when `None`).
+    pub fn names_after(&self, after: Option<&str>, limit: usize) -> Vec<Arc<str>> {
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.names()
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     pub fn all(&self) -> Vec<(Arc<str>, TierId)> {
@@ -53,10 +79,13 @@ impl TierOverrides {
     /// Adopts the cluster's overrides (what Redis holds), changing only what
     /// differs: a consumer whose override stays never reads without it meanwhile.
     pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>) {
+        let mut names = self.names();
         self.map.retain(|consumer, _| from_redis.contains_key(consumer));
+        names.retain(|consumer| from_redis.contains_key(consumer));
         for (consumer, tier) in from_redis {
             if self.get(&consumer) != Some(tier) {
-                self.map.insert(consumer, tier);
+                self.map.insert(consumer.clone(), tier);
+                names.insert(consumer);
             }
         }
     }
@@ -78,7 +107,14 @@ mod tests {
         assert_eq!(overrides.get("alice"), Some(TierId(1)));
         assert_eq!(overrides.get("bob"), None);
         assert_eq!(overrides.get("carol"), Some(TierId(2)));
+        assert_eq!(
+            overrides.names_after(None, 10),
+            [Arc::from("alice"), Arc::from("carol")]
+        );
         assert!(overrides.remove("carol") && !overrides.remove("carol"));
         assert_eq!(overrides.len(), 1);
+        overrides.set("bob", TierId(0));
+        assert_eq!(overrides.names_after(Some("alice"), 10), [Arc::from("bob")]);
+        assert_eq!(overrides.names_after(None, 1), [Arc::from("alice")]);
     }
 }

@@ -1,6 +1,7 @@
 //! Runtime consumers as they are stored, in Redis and in the state file: API keys
 //! by digest (never the key), tiers by name (the config may reorder them), and the
-//! one change an admin write makes; what a state file kept, restored at start-up.
+//! one change an admin write makes (a line of the state file's journal); what a
+//! state file kept, restored at start-up.
 
 use super::keys::{RuntimeKey, RuntimeKeys};
 use super::overrides::TierOverrides;
@@ -31,6 +32,10 @@ pub struct StateDoc {
     /// Quota counts of the current periods (saved every few seconds).
     #[serde(default)]
     pub quotas: Vec<StoredQuota>,
+    /// The last journal entry this snapshot holds: replay skips those at or below
+    /// it, so a journal not yet reset after a compaction changes nothing.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A consumer's count against a route's quota in one period.
@@ -45,7 +50,8 @@ pub struct StoredQuota {
 }
 
 /// One admin write.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "snake_case")]
 pub enum Change {
     AddKey(StoredKey),
     RevokeKey {
@@ -63,20 +69,6 @@ pub enum Change {
 }
 
 impl StateDoc {
-    pub fn apply(&mut self, change: &Change) {
-        match change {
-            Change::AddKey(key) => self.keys.push(key.clone()),
-            Change::RevokeKey { key_id } => self.keys.retain(|k| k.key_id != *key_id),
-            Change::SetTier { consumer, tier } => {
-                self.tiers.insert(consumer.clone(), tier.clone());
-            }
-            Change::ClearTier { consumer } => {
-                self.tiers.remove(consumer);
-            }
-            Change::Quotas(quotas) => self.quotas = quotas.clone(),
-        }
-    }
-
     /// What this config cannot take from the document: a digest that is not a
     /// SHA-256, a tier it does not have. Each names its place in the document.
     pub fn problems(&self, tier_names: &[String]) -> Vec<String> {
@@ -115,30 +107,6 @@ impl StateDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn changes_apply_to_the_document() {
-        let key = StoredKey {
-            key_id: "k1".into(),
-            consumer: "alice".into(),
-            digest: "00".repeat(32),
-            tier: None,
-            created_at_s: 1,
-            expires_at_s: None,
-        };
-        let mut doc = StateDoc::default();
-        doc.apply(&Change::AddKey(key.clone()));
-        doc.apply(&Change::SetTier {
-            consumer: "alice".into(),
-            tier: "gold".into(),
-        });
-        assert_eq!(doc.keys, vec![key]);
-        doc.apply(&Change::RevokeKey { key_id: "k1".into() });
-        doc.apply(&Change::ClearTier {
-            consumer: "alice".into(),
-        });
-        assert_eq!(doc, StateDoc::default());
-    }
 
     #[test]
     fn restoring_puts_keys_and_overrides_back_under_the_configs_tier_ids() {

@@ -1,10 +1,14 @@
 //! Consumers managed at runtime through the admin API, against the real binary:
 //! keys created on one instance authenticate on another through a real Redis, a
 //! revocation stops them everywhere, restarts and a flushed Redis lose nothing, a
-//! dead Redis keeps keys working and refuses writes, and bad input is refused.
+//! dead Redis keeps keys working and refuses writes, a single instance's state file
+//! keeps every answered write through a kill -9, and bad input is refused.
 
 use crate::common::*;
+use floodgate::services::admin::client::segment;
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -196,6 +200,76 @@ fn without_redis_keys_live_on_the_instance_and_expire() {
     assert_eq!(page["consumers"].as_array().map(Vec::len), Some(2));
 }
 
+/// The consumers list walked with its cursor, a few at a time, with writes between pages: each
+/// consumer once, in order, none missing; a consumer added past the cursor shows up, one added
+/// before it does not; the numbered pages still count them all.
+#[test]
+fn the_consumers_list_walks_every_consumer_once_by_cursor_with_writes_between_pages() {
+    let gw = start(None);
+    let mut expected: Vec<String> = vec!["configured".into(), "auth0|walk".into()];
+    for i in 0..12 {
+        expected.push(format!("keyed-{i:02}"));
+    }
+    for consumer in &expected[1..] {
+        create(&gw, &segment(consumer), "");
+    }
+    create(&gw, "keyed-03", "");
+    for i in 0..4 {
+        let consumer = format!("tiered-{i}");
+        let path = format!("/admin/consumers/{consumer}/tier");
+        assert_eq!(admin(&gw, "PUT", &path, r#"{"tier":"gold"}"#).0, 200);
+        expected.push(consumer);
+    }
+    let (mut walked, mut after, mut pages) = (Vec::<String>::new(), None::<String>, 0);
+    loop {
+        let cursor = after
+            .as_deref()
+            .map_or(String::new(), |a| format!("&after={}", segment(a)));
+        let (status, page) = admin(&gw, "GET", &format!("/admin/consumers?limit=3{cursor}"), "");
+        assert_eq!(status, 200, "{page}");
+        let listed = page["consumers"].as_array().expect("consumers");
+        assert!(listed.len() <= 3, "{page}");
+        for entry in listed {
+            let consumer = entry["consumer"].as_str().expect("consumer").to_string();
+            let keys = match consumer.as_str() {
+                "keyed-03" => 2,
+                "configured" => 0,
+                c if c.starts_with("tiered") => 0,
+                _ => 1,
+            };
+            assert_eq!(entry["runtime_keys"], keys, "{entry}");
+            walked.push(consumer);
+        }
+        pages += 1;
+        if pages == 2 {
+            // One before the cursor, one after it.
+            create(&gw, "aaa-late", "");
+            create(&gw, "zzz-late", "");
+            expected.push("zzz-late".into());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    expected.sort();
+    assert_eq!(walked, expected, "each once, in order");
+    let (status, numbered) = admin(&gw, "GET", "/admin/consumers?page=2&per_page=5", "");
+    assert_eq!(status, 200, "{numbered}");
+    assert_eq!(numbered["total"], expected.len() + 1, "aaa-late too");
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "after=",
+        "after=%0A",
+        "page=1&after=a",
+        "per_page=2&limit=2",
+    ] {
+        let (status, said) = admin(&gw, "GET", &format!("/admin/consumers?{bad}"), "");
+        assert_eq!(status, 400, "{bad}: {said}");
+    }
+}
+
 #[test]
 fn bad_input_and_missing_tokens_are_refused_clearly() {
     let gw = start(None);
@@ -270,10 +344,11 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
         admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
         200
     );
-    let file = std::fs::read_to_string(&path).expect("state file");
+    // Each write is a line of the journal until a compaction folds it into the file.
+    let journal = std::fs::read_to_string(dir.path().join("state.json.journal")).expect("journal");
     assert!(
-        file.contains(&key_id) && !file.contains(&key),
-        "digests only: {file}"
+        journal.contains(&key_id) && !journal.contains(&key),
+        "digests only: {journal}"
     );
     drop(gw);
     let gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
@@ -289,13 +364,20 @@ fn a_single_instance_keeps_keys_and_overrides_in_its_state_file_across_restarts(
     let (ok, out) = check_config(&with_state, &[]);
     assert!(!ok);
     assert!(out.contains("state_file") && out.contains("state.json"), "{out}");
+    // So does a journal line that is not the torn last one of a crash.
+    std::fs::remove_file(&path).expect("snapshot gone");
+    let journal = dir.path().join("state.json.journal");
+    std::fs::write(&journal, "{\"seq\":1}\n{\"seq\":2,").expect("bad journal");
+    let (ok, out) = check_config(&with_state, &[]);
+    assert!(!ok);
+    assert!(out.contains("state.json.journal line 1"), "{out}");
 }
 
-/// A crash between a state-file write and its rename leaves its temporary file: the next
-/// start removes it, and so does every write (an old process may have crashed during an
-/// upgrade). A live process's temporary file stays: it may be in the middle of a write.
+/// A crash between a state-file compaction's write and its rename leaves its temporary file:
+/// the next start removes it, and so does every compaction (an old process may have crashed
+/// during an upgrade). A live process's temporary file stays: it may be in the middle of one.
 #[test]
-fn stale_temporary_state_files_are_removed_at_start_and_on_writes() {
+fn stale_temporary_state_files_are_removed_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.json");
     // 4,000,000,000 is above any Linux pid: no such process.
@@ -317,14 +399,134 @@ fn stale_temporary_state_files_are_removed_at_start_and_on_writes() {
     );
     assert!(live.exists() && unrelated.exists());
 
-    let crashed_later = dir.path().join("state.json.4000000001.tmp");
+    let crashed_later = dir.path().join("state.json.journal.4000000001.tmp");
     std::fs::write(&crashed_later, "{").expect("temporary file");
     assert_eq!(
         admin(&gw, "PUT", "/admin/consumers/erin/tier", r#"{"tier":"gold"}"#).0,
         200
     );
-    assert!(!crashed_later.exists(), "removed on a write");
+    drop(gw);
+    let _gw = Gateway::start_admin(&with_state, &format!("token: \"{ADMIN_TOKEN}\""));
+    assert!(!crashed_later.exists(), "removed at the next start");
     assert!(live.exists() && unrelated.exists());
+}
+
+/// What one writer of `every_answered_write_survives_a_kill_9_mid_stream` saw answered.
+#[derive(Default)]
+struct Answered {
+    /// Keys created and not revoked: (key, key id).
+    live: Vec<(String, String)>,
+    revoked: Vec<(String, String)>,
+    /// The key id of a revocation the kill cut off: there or not.
+    unanswered_revocation: Option<String>,
+}
+
+/// Creates and revokes keys of `consumer` until the gateway stops answering.
+fn write_until_killed(gw: &Gateway, consumer: &str, writes: &AtomicUsize) -> Answered {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let headers = [("authorization", auth.as_str())];
+    let mut seen = Answered::default();
+    for i in 0.. {
+        let revoking = i % 3 == 2 && !seen.live.is_empty();
+        if revoking {
+            let (key, key_id) = seen.live.remove(seen.live.len() / 2);
+            let path = format!("/admin/consumers/{consumer}/keys/{key_id}");
+            match try_request(gw.admin, "DELETE", &path, &headers, b"") {
+                Ok(r) => {
+                    assert_eq!(r.status, 204, "{}", r.text());
+                    seen.revoked.push((key, key_id));
+                }
+                Err(_) => {
+                    seen.unanswered_revocation = Some(key_id);
+                    return seen;
+                }
+            }
+        } else {
+            let path = format!("/admin/consumers/{consumer}/keys");
+            match try_request(gw.admin, "POST", &path, &headers, b"") {
+                Ok(r) => {
+                    assert_eq!(r.status, 201, "{}", r.text());
+                    let created = r.json();
+                    let field = |name: &str| created[name].as_str().expect(name).to_string();
+                    seen.live.push((field("key"), field("key_id")));
+                }
+                Err(_) => return seen,
+            }
+        }
+        writes.fetch_add(1, Ordering::Relaxed);
+    }
+    seen
+}
+
+/// The state file under a crash: concurrent admin writes (key creations and revocations), the
+/// process killed with SIGKILL in the middle of them, past at least one compaction, and
+/// started again. Every write answered with a 2xx is there, nothing revoked came back, and the
+/// only other change is the one write per writer the kill cut off.
+#[test]
+fn every_answered_write_survives_a_kill_9_mid_stream() {
+    const WRITERS: usize = 6;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let with_state = format!("{}state_file: \"{}\"\n", body(None), path.display());
+    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
+    let gw = Gateway::start_admin(&with_state, &admin_keys);
+    let writes = AtomicUsize::new(0);
+    let answered: Vec<(String, Answered)> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (gw, writes) = (&gw, &writes);
+                s.spawn(move || {
+                    let consumer = format!("crash-{w}");
+                    let seen = write_until_killed(gw, &consumer, writes);
+                    (consumer, seen)
+                })
+            })
+            .collect();
+        // Past the first compaction (64 KiB of journal, about 500 writes), then mid-stream.
+        let compacted = eventually(Duration::from_secs(120), || {
+            path.exists() && writes.load(Ordering::Relaxed) >= 1_500
+        });
+        signal(gw.pid(), "KILL");
+        assert!(compacted, "no compaction after {writes:?} writes: {}", gw.log());
+        writers.into_iter().map(|w| w.join().expect("writer")).collect()
+    });
+    drop(gw);
+
+    let gw = Gateway::start_admin(&with_state, &admin_keys);
+    for (consumer, seen) in &answered {
+        let (status, listed) = admin(&gw, "GET", &format!("/admin/consumers/{consumer}/keys"), "");
+        assert_eq!(status, 200);
+        let held: HashSet<&str> = listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["key_id"].as_str().expect("key_id"))
+            .collect();
+        for (key, key_id) in &seen.live {
+            assert!(
+                held.contains(key_id.as_str()),
+                "{consumer}: created key {key_id} lost"
+            );
+            assert_eq!(with_key(&gw, key), 200, "{consumer}: key {key_id}");
+        }
+        for (key, key_id) in &seen.revoked {
+            assert!(
+                !held.contains(key_id.as_str()),
+                "{consumer}: revoked key {key_id} back"
+            );
+            assert_eq!(with_key(&gw, key), 401, "{consumer}: key {key_id}");
+        }
+        let unexpected: Vec<&&str> = held
+            .iter()
+            .filter(|id| !seen.live.iter().any(|(_, live)| live == **id))
+            .filter(|id| seen.unanswered_revocation.as_deref() != Some(**id))
+            .collect();
+        assert!(
+            unexpected.len() <= 1,
+            "{consumer}: more than the one unanswered creation: {unexpected:?}"
+        );
+    }
+    create(&gw, "after-the-crash", "");
 }
 
 /// `floodgate consumer …` against a running instance: (success, stdout, stderr).
@@ -364,6 +566,8 @@ fn the_consumer_cli_drives_the_admin_api() {
     assert!(cli_ok(&gw, token, &["show", "auth0|cli"]).contains("\"tier_source\":\"override\""));
     cli_ok(&gw, token, &["clear-tier", "auth0|cli"]);
     assert!(cli_ok(&gw, token, &["list"]).contains("auth0|cli"));
+    let after = cli_ok(&gw, token, &["list", "--after", "auth0", "--per-page", "1"]);
+    assert!(after.contains("\"next\":\"auth0|cli\""), "{after}");
     cli_ok(&gw, token, &["revoke", "auth0|cli", key_id]);
     assert_eq!(with_key(&gw, key), 401);
     let (ok, _, err) = cli(&gw, token, &["revoke", "auth0|cli", key_id]);

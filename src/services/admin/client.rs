@@ -13,6 +13,10 @@ pub enum ConsumerAction {
         page: usize,
         #[arg(long, default_value_t = 100)]
         per_page: usize,
+        /// Instead of --page: the consumers after this one (a page's `next`), as
+        /// cheap however deep.
+        #[arg(long, conflicts_with = "page")]
+        after: Option<String>,
     },
     /// A consumer's tier, keys and budget.
     Show { consumer: String },
@@ -35,8 +39,9 @@ pub enum ConsumerAction {
     ClearTier { consumer: String },
 }
 
-/// A consumer id as a path segment: everything but unreserved characters escaped.
-fn segment(id: &str) -> String {
+/// A consumer id as a path segment or a query's value: everything but unreserved
+/// characters escaped.
+pub fn segment(id: &str) -> String {
     id.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
@@ -49,9 +54,22 @@ fn segment(id: &str) -> String {
 fn request(action: &ConsumerAction) -> (&'static str, String, Option<serde_json::Value>) {
     use serde_json::json;
     match action {
-        ConsumerAction::List { page, per_page } => (
+        ConsumerAction::List {
+            page,
+            per_page,
+            after: None,
+        } => (
             "GET",
             format!("/admin/consumers?page={page}&per_page={per_page}"),
+            None,
+        ),
+        ConsumerAction::List {
+            per_page,
+            after: Some(after),
+            ..
+        } => (
+            "GET",
+            format!("/admin/consumers?after={}&limit={per_page}", segment(after)),
             None,
         ),
         ConsumerAction::Show { consumer } => ("GET", format!("/admin/consumers/{}", segment(consumer)), None),

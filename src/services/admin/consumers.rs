@@ -1,11 +1,12 @@
 //! The consumers API (admin token required for all of it): runtime API keys
 //! (`POST`, `GET /admin/consumers/{id}/keys`, `DELETE .../keys/{key_id}`), the tier
 //! override (`GET`, `PUT`, `DELETE /admin/consumers/{id}/tier`) and the paged list
-//! (`GET /admin/consumers`). A write is made durable first and refused (503) when
+//! (`GET /admin/consumers`, consumer_list.rs). A write is made durable first and refused (503) when
 //! it cannot be: with Redis it goes there and every instance picks it up within
 //! one sync; without, to `state_file` when one is set.
 //! A key is shown once, when created; only its digest is kept anywhere.
 
+use super::consumer_list::{Listed, Names};
 use super::{error, Admin, MAX_BODY_BYTES};
 use crate::config::Auth;
 use crate::consumers::durability::Durability;
@@ -35,6 +36,8 @@ pub struct Consumers {
     pub runtime_keys: Arc<RuntimeKeys>,
     /// The tiers of the config's API-key consumers.
     pub key_tiers: HashMap<String, TierId>,
+    /// Their names in order, for the list.
+    pub configured: BTreeSet<Arc<str>>,
     /// The tier of a runtime key created without one (`None` without `auth.api_keys`).
     pub default_tier: Option<TierId>,
 }
@@ -47,12 +50,14 @@ impl Consumers {
         durability: Durability<ConsumerStore, Arc<StateFileWriter>>,
     ) -> Self {
         let api_keys = auth.and_then(|a| Some((a.api_keys.as_ref()?, a.default_tier)));
+        let key_tiers: HashMap<String, TierId> = api_keys
+            .map(|(k, _)| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
+            .unwrap_or_default();
         Consumers {
             durability,
             runtime_keys,
-            key_tiers: api_keys
-                .map(|(k, _)| k.keys.iter().map(|k| (k.consumer.clone(), k.tier)).collect())
-                .unwrap_or_default(),
+            configured: key_tiers.keys().map(|c| Arc::from(c.as_str())).collect(),
+            key_tiers,
             // Runtime keys need `auth.api_keys` (its header; its keys may be none).
             default_tier: api_keys.map(|(_, default_tier)| default_tier),
         }
@@ -317,7 +322,8 @@ impl Admin {
     }
 
     /// Every consumer this instance knows by name (config keys, runtime keys,
-    /// overrides), sorted, a page at a time: `?page=1&per_page=100`.
+    /// overrides), sorted, a page at a time: after a cursor (`?after=<id>&limit=100`,
+    /// answering the `next` cursor) or by number (`?page=1&per_page=100`).
     fn list(&self, session: &ServerSession, method: &Method) -> Answer {
         if method != Method::GET {
             return error(405, "method_not_allowed", "use GET");
@@ -327,57 +333,62 @@ impl Admin {
             query
                 .split('&')
                 .find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
-                .map(|v| v.parse::<usize>())
         };
-        let (page, per_page) = match (
-            param("page").unwrap_or(Ok(1)),
-            param("per_page").unwrap_or(Ok(100)),
-        ) {
-            (Ok(page), Ok(per_page)) if page >= 1 && (1..=MAX_PAGE).contains(&per_page) => (page, per_page),
-            _ => return error(400, "bad_request", "page ≥ 1 and per_page from 1 to 500"),
+        let number = |name: &str, default: usize| match param(name).map(str::parse::<usize>) {
+            None => Some(default),
+            Some(Ok(n)) if n >= 1 => Some(n),
+            Some(_) => None,
         };
-        // The config's and the overrides' names merged in order with the runtime
-        // keys' index: a page costs the keys before its end, not a scan per consumer.
-        let mut others: BTreeSet<Arc<str>> = self
-            .consumers
-            .key_tiers
-            .keys()
-            .map(|c| Arc::from(c.as_str()))
-            .collect();
-        others.extend(self.overrides.all().into_iter().map(|(c, _)| c));
-        let (total, consumers) = self.consumers.runtime_keys.with_consumers(|index| {
-            let total =
-                index.consumer_count() + others.iter().filter(|c| index.of(c).next().is_none()).count();
-            let others = others.iter().map(|c| (c, index.of(c).count()));
-            let page: Vec<_> = merge_unique(index.consumers(), others)
-                .skip((page - 1) * per_page)
-                .take(per_page)
-                .map(|(c, keys)| json!({"consumer": &**c, "runtime_keys": keys}))
-                .collect();
-            (total, page)
-        });
+        let names = Names {
+            runtime_keys: &self.consumers.runtime_keys,
+            configured: &self.consumers.configured,
+            overrides: &self.overrides,
+        };
+        let by_cursor = param("after").is_some() || param("limit").is_some();
+        if by_cursor {
+            if param("page").is_some() || param("per_page").is_some() {
+                return error(
+                    400,
+                    "bad_request",
+                    "after and limit, or page and per_page, not both",
+                );
+            }
+            let Some(limit) = number("limit", 100).filter(|n| *n <= MAX_PAGE) else {
+                return error(400, "bad_request", "limit from 1 to 500");
+            };
+            let after = match param("after").map(super::consumer_id::consumer_id).transpose() {
+                Ok(after) => after,
+                Err(why) => return error(400, "bad_request", &format!("after: {why}")),
+            };
+            let listed = names.after(after.as_deref(), limit);
+            // A full page may have more after it: its last name is the next cursor.
+            let next = listed.last().filter(|_| listed.len() == limit).map(|(c, _)| &**c);
+            return json_response(
+                200,
+                json!({"after": after, "limit": limit, "next": next, "consumers": shown(&listed)})
+                    .to_string(),
+            );
+        }
+        let (Some(page), Some(per_page)) = (
+            number("page", 1),
+            number("per_page", 100).filter(|n| *n <= MAX_PAGE),
+        ) else {
+            return error(400, "bad_request", "page ≥ 1 and per_page from 1 to 500");
+        };
+        let (total, listed) = names.numbered(page, per_page);
         json_response(
             200,
-            json!({"page": page, "per_page": per_page, "total": total, "consumers": consumers}).to_string(),
+            json!({"page": page, "per_page": per_page, "total": total, "consumers": shown(&listed)})
+                .to_string(),
         )
     }
 }
 
-/// Two lists sorted by name, merged in order, a name in both taken once.
-fn merge_unique<'a, T>(
-    a: impl Iterator<Item = (&'a Arc<str>, T)>,
-    b: impl Iterator<Item = (&'a Arc<str>, T)>,
-) -> impl Iterator<Item = (&'a Arc<str>, T)> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) if x.0 == y.0 => {
-            b.next();
-            a.next()
-        }
-        (Some(x), Some(y)) if x.0 < y.0 => a.next(),
-        (Some(_), Some(_)) | (None, _) => b.next(),
-        (Some(_), None) => a.next(),
-    })
+fn shown(listed: &[Listed]) -> Vec<serde_json::Value> {
+    listed
+        .iter()
+        .map(|(c, keys)| json!({"consumer": &**c, "runtime_keys": keys}))
+        .collect()
 }
 
 /// A new secret: 32 bytes from the operating system, base64url, prefixed so that
@@ -418,21 +429,5 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Box<Answer>> 
             Ok(None) => return Ok(body),
             Err(_) => return Err(Box::new(error(400, "bad_request", "could not read the body"))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merging_keeps_name_order_and_takes_a_shared_name_once() {
-        let names: Vec<Arc<str>> = ["a", "b", "c", "d"].map(Arc::from).to_vec();
-        let runtime = [(&names[0], 2), (&names[2], 1)];
-        let others = [(&names[1], 0), (&names[2], 1), (&names[3], 0)];
-        let merged: Vec<(&str, usize)> = merge_unique(runtime.into_iter(), others.into_iter())
-            .map(|(c, n)| (&**c, n))
-            .collect();
-        assert_eq!(merged, vec![("a", 2), ("b", 0), ("c", 1), ("d", 0)]);
     }
 }

@@ -2,12 +2,13 @@
 //! once the config is loaded and every proxy listener accepts connections, and
 //! `GET /metrics` (Prometheus), `GET /admin/stats`, `GET /admin/circuit-breakers`,
 //! the live dashboard at `GET /`, and the consumers API under `/admin/consumers`
-//! (consumers.rs: runtime keys, tier overrides, the consumer view). Writes need the bearer `admin.token`; so do the stats and the
+//! (consumers.rs: runtime keys, tier overrides, the consumer view; consumer_list.rs: the list). Writes need the bearer `admin.token`; so do the stats and the
 //! breakers, which name consumers, client addresses and targets, unless
 //! `admin.public_stats` publishes them. `/metrics` holds none of those.
 
 pub mod client;
 mod consumer_id;
+pub mod consumer_list;
 mod consumer_view;
 mod consumers;
 mod stats;

@@ -165,15 +165,30 @@ pub fn try_get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
 
 /// As `try_get`, with extra request headers.
 pub fn try_get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+    try_request(addr, "GET", path, headers, b"")
+}
+
+/// One request on a fresh connection (`Connection: close`); every problem (no
+/// connection, no complete answer) is an error.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Resp, String> {
     let mut s =
         TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| format!("write: {e}"))?;
+    let mut extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    if !body.is_empty() {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
+        .into_bytes();
+    raw.extend_from_slice(body);
+    s.write_all(&raw).map_err(|e| format!("write: {e}"))?;
     let mut out = Vec::new();
     let read = s.read_to_end(&mut out);
     match parse_response(&out) {
