@@ -110,6 +110,7 @@ fn main() {
             vec!["premium".into()],
             "bench-instance".into(),
             prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h")).expect("histogram"),
+            100_000,
         );
         let names: Vec<LimitKey> = (0..keys)
             .map(|i| LimitKey::Consumer(Arc::from(format!("consumer-{i}"))))

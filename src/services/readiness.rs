@@ -2,7 +2,9 @@
 //! the listeners are really up, not merely configured) and the first read of a
 //! JWKS URL has been tried, for at most the fetch timeout: a fresh instance behind
 //! a load balancer should not refuse tokens its peers accept, nor wait for ever on
-//! an identity provider that is down (the config's own keys work meanwhile).
+//! an identity provider that is down (the config's own keys work meanwhile). With
+//! Redis it also waits for the sync's first round, which loads the runtime
+//! consumers (or finds Redis failing: then they come when it returns).
 
 use super::jwks::FETCH_TIMEOUT;
 use crate::auth::jwt::JwksRefresh;
@@ -18,6 +20,7 @@ pub struct ReadinessProbe {
     pub listeners: Vec<SocketAddr>,
     pub ready: Arc<AtomicBool>,
     pub jwks: Option<Arc<JwksRefresh>>,
+    pub first_round: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A wildcard listen address is probed on loopback.
@@ -56,6 +59,12 @@ impl BackgroundService for ReadinessProbe {
                 log::warn!(
                     "ready without the JWKS: it is not loaded yet; the config's own keys are in force"
                 );
+            }
+        }
+        if let Some(mut first_round) = self.first_round.clone() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = first_round.wait_for(|tried| *tried) => {}
             }
         }
         self.ready.store(true, Ordering::Release);
