@@ -3,8 +3,8 @@
 //! JWKS URL has been tried, for at most the fetch timeout: a fresh instance behind
 //! a load balancer should not refuse tokens its peers accept, nor wait for ever on
 //! an identity provider that is down (the config's own keys work meanwhile). With
-//! Redis it also waits for the sync's first round, which loads the runtime
-//! consumers (or finds Redis failing: then they come when it returns).
+//! Redis it also waits for the runtime consumers to be loaded, unless Redis fails
+//! a round (they come when it returns) or a minute passes.
 
 use super::jwks::FETCH_TIMEOUT;
 use crate::auth::jwt::JwksRefresh;
@@ -15,6 +15,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The longest `/ready` waits for the runtime consumers from a Redis that answers.
+const FIRST_ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct ReadinessProbe {
     pub listeners: Vec<SocketAddr>,
@@ -64,7 +67,11 @@ impl BackgroundService for ReadinessProbe {
         if let Some(mut first_round) = self.first_round.clone() {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = first_round.wait_for(|tried| *tried) => {}
+                loaded = tokio::time::timeout(FIRST_ROUND_TIMEOUT, first_round.wait_for(|done| *done)) => {
+                    if loaded.is_err() {
+                        log::warn!("ready without the runtime consumers: redis answers but they are not loaded yet");
+                    }
+                }
             }
         }
         self.ready.store(true, Ordering::Release);

@@ -78,8 +78,8 @@ pub struct RedisSync {
     reached_version: Arc<AtomicU64>,
     /// The last round could not adopt or repair the runtime consumers.
     consumers_failing: AtomicBool,
-    /// Set once the first round was tried (the runtime consumers loaded, or Redis
-    /// failing): `/ready` waits for it.
+    /// Set once the runtime consumers are loaded, or Redis fails to answer a round:
+    /// `/ready` waits for it.
     first_round: tokio::sync::watch::Sender<bool>,
     /// The live connection, which the admin API's budget view borrows.
     pub backend: Arc<ArcSwapOption<Backend>>,
@@ -127,7 +127,7 @@ impl RedisSync {
         }
     }
 
-    /// Turns true once the first round was tried.
+    /// Turns true once the runtime consumers are loaded or Redis failed a round.
     pub fn first_round(&self) -> tokio::sync::watch::Receiver<bool> {
         self.first_round.subscribe()
     }
@@ -284,7 +284,6 @@ impl BackgroundService for RedisSync {
             };
             let started = Instant::now();
             let result = self.sync_once(&backend).await;
-            self.first_round.send_replace(true);
             self.sync_duration.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(()) => {
@@ -294,6 +293,7 @@ impl BackgroundService for RedisSync {
                     }
                 }
                 Err(e) => {
+                    self.first_round.send_replace(true);
                     self.failed("sync", &e);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     // A single server's manager reconnects by itself; a cluster or a

@@ -297,6 +297,7 @@ impl RedisSync {
         );
         self.reached_version.fetch_max(place.version, Ordering::Relaxed);
         self.following().place = Some(place);
+        self.first_round.send_replace(true);
         Ok(())
     }
 }

@@ -122,7 +122,9 @@ impl RedisSync {
         backend: &Backend,
     ) -> RedisResult<()> {
         let key = self.consumers_key(what);
-        let (mut cursor, mut fields) = self.hscan(backend, &key, 0).await?;
+        let (mut cursor, mut fields) = self
+            .within(SCAN_COUNT, hscan(backend.clone(), key.clone(), 0))
+            .await??;
         loop {
             let mut pairs = fields.chunks(2).filter_map(|pair| match pair {
                 [Value::BulkString(f), Value::BulkString(v)] => Some((f.as_slice(), v.as_slice())),
@@ -132,24 +134,27 @@ impl RedisSync {
                 take(&mut pairs);
                 return Ok(());
             }
-            // Polled first, so the request is sent before the batch is taken.
-            let (next, ()) =
-                futures::future::join(self.hscan(backend, &key, cursor), async { take(&mut pairs) }).await;
-            (cursor, fields) = next?;
+            // Asked for before this batch is taken; its deadline runs from after.
+            let next = tokio::spawn(hscan(backend.clone(), key.clone(), cursor));
+            take(&mut pairs);
+            (cursor, fields) = self
+                .within(SCAN_COUNT, next)
+                .await?
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
         }
     }
+}
 
-    /// One batch of a hash: the next cursor (0 at the end) and the fields and values.
-    async fn hscan(&self, backend: &Backend, key: &str, cursor: u64) -> RedisResult<(u64, Vec<Value>)> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSCAN")
-            .arg(key)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
-        let mut reply = self.within(SCAN_COUNT, backend.run(vec![pipe])).await?;
-        Ok(redis::from_redis_value(
-            reply.pop().unwrap_or(Ok(Vec::new()))?.pop().unwrap_or(Value::Nil),
-        )?)
-    }
+/// One batch of a hash: the next cursor (0 at the end) and its fields and values.
+async fn hscan(backend: Backend, key: String, cursor: u64) -> RedisResult<(u64, Vec<Value>)> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSCAN")
+        .arg(key)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    let mut reply = backend.run(vec![pipe]).await;
+    Ok(redis::from_redis_value(
+        reply.pop().unwrap_or(Ok(Vec::new()))?.pop().unwrap_or(Value::Nil),
+    )?)
 }
