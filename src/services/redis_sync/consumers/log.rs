@@ -178,3 +178,148 @@ impl Store<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::local_writes::{LocalWrites, Target};
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn record(id: &str, digest: u8) -> String {
+        format!(
+            r#"{{"key_id":"{id}","consumer":"c-{id}","digest":"{}","tier":null,"created_at_s":1,"expires_at_s":null}}"#,
+            hex::encode([digest; 32])
+        )
+    }
+
+    /// An `XRANGE` reply of (id, version, op, subject, value) entries.
+    fn reply(entries: &[(&str, u64, &str, &str, &str)]) -> Value {
+        Value::Array(
+            entries
+                .iter()
+                .map(|(id, v, op, subject, value)| {
+                    let fields = [
+                        ("v", v.to_string()),
+                        ("op", op.to_string()),
+                        ("id", subject.to_string()),
+                        ("val", value.to_string()),
+                    ];
+                    Value::Array(vec![
+                        bulk(id),
+                        Value::Array(fields.iter().flat_map(|(f, v)| [bulk(f), bulk(v)]).collect()),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    struct Fixture {
+        keys: RuntimeKeys,
+        overrides: TierOverrides,
+        tiers: Vec<String>,
+        local: LocalWrites,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                keys: RuntimeKeys::default(),
+                overrides: TierOverrides::default(),
+                tiers: vec!["free".into(), "gold".into()],
+                local: LocalWrites::default(),
+            }
+        }
+
+        fn follow(&self, place: &mut Place, entries: Value, batch: usize, version: u64) -> Followed {
+            let store = Store {
+                keys: &self.keys,
+                overrides: &self.overrides,
+                tier_names: &self.tiers,
+            };
+            store.follow(
+                place,
+                super::entries(&entries),
+                batch,
+                version,
+                &mut self.local.hold(),
+            )
+        }
+    }
+
+    #[test]
+    fn each_entry_changes_its_one_key_or_override_in_order() {
+        let f = Fixture::new();
+        let mut place = Place {
+            entry: Some("1-0".into()),
+            version: 1,
+        };
+        let (r2, r3) = (record("k2", 2), record("k3", 3));
+        let entries = reply(&[
+            ("1-0", 1, "add", "k1", "in force already"),
+            ("2-0", 2, "add", "k2", &r2),
+            ("3-0", 3, "add", "k3", &r3),
+            ("4-0", 4, "revoke", "k2", &r2),
+            ("5-0", 5, "tier", "c-k3", "gold"),
+            ("6-0", 6, "tier", "zed", "gold"),
+            ("7-0", 7, "untier", "zed", ""),
+        ]);
+        assert_eq!(f.follow(&mut place, entries, 100, 7), Followed::Caught);
+        assert_eq!(
+            place,
+            Place {
+                entry: Some("7-0".into()),
+                version: 7
+            }
+        );
+        assert!(f.keys.find(&[2; 32]).is_none() && f.keys.find(&[3; 32]).is_some());
+        assert_eq!(f.keys.revoked(), vec!["k2"]);
+        assert_eq!(
+            (f.overrides.get("c-k3"), f.overrides.get("zed")),
+            (Some(TierId(1)), None)
+        );
+    }
+
+    #[test]
+    fn a_missing_entry_a_version_with_none_or_an_unknown_change_loses_the_place() {
+        let f = Fixture::new();
+        let at = |version| Place {
+            entry: Some(format!("{version}-0")),
+            version,
+        };
+        let trimmed = reply(&[("5-0", 5, "untier", "a", "")]);
+        assert_eq!(f.follow(&mut at(3), trimmed, 100, 5), Followed::Lost);
+        assert_eq!(
+            f.follow(&mut at(3), reply(&[]), 100, 4),
+            Followed::Lost,
+            "a bump with no entry"
+        );
+        let newer = reply(&[("4-0", 4, "rename", "a", "b")]);
+        assert_eq!(f.follow(&mut at(3), newer, 100, 4), Followed::Lost);
+        let full = reply(&[("3-0", 3, "untier", "a", ""), ("4-0", 4, "untier", "a", "")]);
+        let mut place = at(3);
+        assert_eq!(f.follow(&mut place, full, 2, 9), Followed::More);
+        assert_eq!(place, at(4));
+    }
+
+    #[test]
+    fn an_older_entry_never_undoes_a_write_made_here_since() {
+        let f = Fixture::new();
+        let r1 = record("k1", 1);
+        // Revoked here as version 3, after the add (version 2) the sync reads now.
+        f.local.note(Target::Key("k1".into()), 3);
+        f.local.note(Target::Tier("c".into()), 3);
+        let mut place = Place::default();
+        place.version = 1;
+        let entries = reply(&[("2-0", 2, "add", "k1", &r1), ("3-0", 3, "tier", "c", "gold")]);
+        assert_eq!(f.follow(&mut place, entries, 100, 3), Followed::Caught);
+        assert!(f.keys.find(&[1; 32]).is_none(), "the revocation stands");
+        assert_eq!(f.overrides.get("c"), Some(TierId(1)), "its own entry applies");
+        assert!(
+            !f.local.hold().newer(&Target::Key("k1".into()), 0),
+            "the log reached it"
+        );
+    }
+}
