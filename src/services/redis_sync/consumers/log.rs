@@ -311,8 +311,10 @@ mod tests {
         // Revoked here as version 3, after the add (version 2) the sync reads now.
         f.local.note(Target::Key("k1".into()), 3);
         f.local.note(Target::Tier("c".into()), 3);
-        let mut place = Place::default();
-        place.version = 1;
+        let mut place = Place {
+            entry: None,
+            version: 1,
+        };
         let entries = reply(&[("2-0", 2, "add", "k1", &r1), ("3-0", 3, "tier", "c", "gold")]);
         assert_eq!(f.follow(&mut place, entries, 100, 3), Followed::Caught);
         assert!(f.keys.find(&[1; 32]).is_none(), "the revocation stands");
