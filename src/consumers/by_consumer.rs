@@ -61,6 +61,23 @@ impl ByConsumer {
         self.keys.insert(entry);
     }
 
+    /// Adds many keys at once: sorted together with those held and built in one
+    /// pass, rather than a walk of the tree for each.
+    pub fn extend(&mut self, keys: Vec<Arc<RuntimeKey>>) {
+        let mut all: Vec<Entry> = std::mem::take(&mut self.keys)
+            .into_iter()
+            .chain(keys.into_iter().map(Entry))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        self.consumers = all
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| *i == 0 || all[i - 1].0.consumer != e.0.consumer)
+            .count();
+        self.keys = all.into_iter().collect();
+    }
+
     pub fn remove(&mut self, key: &Arc<RuntimeKey>) {
         let entry = Entry(key.clone());
         if self.keys.contains(&entry) {
@@ -158,5 +175,9 @@ mod tests {
         let names: Vec<(&str, usize)> = index.consumers().map(|(c, n)| (&**c, n)).collect();
         assert_eq!(names, vec![("a", 1), ("c", 1)]);
         assert_eq!(index.len(), 2);
+        index.extend(vec![key("b", "b2", 1), key("a", "a3", 9), a1.clone()]);
+        assert_eq!(index.consumer_count(), 3);
+        assert_eq!(ids(&index, "a"), vec!["a1", "a3"]);
+        assert_eq!(index.len(), 4);
     }
 }

@@ -204,6 +204,14 @@ impl RuntimeKeys {
         }
     }
 
+    /// A full load into an empty store (an instance's first): see `Loading`.
+    pub fn loading(&self) -> Loading<'_> {
+        Loading {
+            keys: self,
+            loaded: Vec::new(),
+        }
+    }
+
     /// Takes every key `keep` refuses out of force, remembering their ids as
     /// revoked; returns how many went.
     pub fn retain(&self, keep: impl Fn(&RuntimeKey) -> bool) -> usize {
@@ -240,6 +248,36 @@ impl RuntimeKeys {
     /// Reads the index by consumer; writers wait meanwhile, so keep it short.
     pub fn with_consumers<R>(&self, read: impl FnOnce(&ByConsumer) -> R) -> R {
         read(&self.writing())
+    }
+}
+
+/// Keys put in force by digest batch by batch, the index by consumer built once
+/// from them all when the load ends (dropped): a walk of the tree for each of a
+/// million keys would be most of the load. Meanwhile listings miss them.
+pub struct Loading<'a> {
+    keys: &'a RuntimeKeys,
+    loaded: Vec<Arc<RuntimeKey>>,
+}
+
+impl Loading<'_> {
+    /// As `RuntimeKeys::adopt`, into a store that held nothing when the load began.
+    pub fn put(&mut self, keys: impl IntoIterator<Item = RuntimeKey>, skip: impl Fn(&str) -> bool) {
+        let _writing = self.keys.writing();
+        for key in keys.into_iter().filter(|k| !skip(&k.key_id)) {
+            let key = Arc::new(key);
+            if let Some(old) = self.keys.by_digest.insert(key.clone()) {
+                old.retired.store(true, Ordering::Release); // a key the scan returned twice
+            }
+            self.loaded.push(key);
+        }
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut loaded = std::mem::take(&mut self.loaded);
+        loaded.retain(|k| !k.retired());
+        self.keys.writing().extend(loaded);
     }
 }
 
@@ -311,6 +349,23 @@ mod tests {
         assert!(key("k", "a", 3).expired(100) && !key("k", "a", 3).expired(99));
         let at_zero = RuntimeKey::new("k".into(), Arc::from("a"), [3; 32], None, 1, Some(0));
         assert!(at_zero.expired(1), "an expiry of 0 is not \"never\"");
+    }
+
+    #[test]
+    fn a_load_indexes_its_keys_by_consumer_when_it_ends() {
+        let keys = RuntimeKeys::default();
+        let mut loading = keys.loading();
+        loading.put([key("k1", "alice", 1), key("k2", "bob", 2)], |_| false);
+        loading.put([key("k1", "alice", 1), key("k3", "alice", 3)], |id| id == "k3");
+        assert!(keys.find(&[1; 32]).is_some(), "in force as it loads");
+        drop(loading);
+        assert_eq!(
+            ids(&keys.of_consumer("alice")),
+            vec!["k1"],
+            "the copy in force, once"
+        );
+        assert_eq!(keys.all().len(), 2);
+        assert!(keys.find(&[3; 32]).is_none());
     }
 
     #[test]

@@ -48,8 +48,10 @@ impl RedisSync {
             entry: super::log::entries(&last).pop().map(|e| e.id),
             version: version.unwrap_or(0),
         };
-        // At the first look nothing is held, so nothing can be missing from the scan.
+        // At the first look nothing is held, so nothing can be missing from the scan,
+        // and the keys are loaded rather than adopted.
         let mut seen = (!self.runtime_keys.is_empty()).then(HashSet::<[u8; 32]>::new);
+        let mut loading = seen.is_none().then(|| self.runtime_keys.loading());
         self.scan(
             "keys",
             |batch| {
@@ -61,12 +63,16 @@ impl RedisSync {
                     seen.extend(keys.iter().map(|k| k.digest));
                 }
                 let local = self.local_writes.hold();
-                self.runtime_keys
-                    .adopt(keys, |id| local.key_newer(id, place.version));
+                let skip = |id: &str| local.key_newer(id, place.version);
+                match &mut loading {
+                    Some(loading) => loading.put(keys, skip),
+                    None => self.runtime_keys.adopt(keys, skip),
+                }
             },
             backend,
         )
         .await?;
+        drop(loading); // indexed by consumer before the log applies
         let mut tiers = HashMap::new();
         self.scan(
             "tiers",
