@@ -64,10 +64,9 @@ impl ByConsumer {
     /// Adds many keys at once: sorted together with those held and built in one
     /// pass, rather than a walk of the tree for each.
     pub fn extend(&mut self, keys: Vec<Arc<RuntimeKey>>) {
-        let mut all: Vec<Entry> = std::mem::take(&mut self.keys)
-            .into_iter()
-            .chain(keys.into_iter().map(Entry))
-            .collect();
+        // Into the keys' own buffer: at a first load nothing else is held.
+        let mut all: Vec<Entry> = keys.into_iter().map(Entry).collect();
+        all.extend(std::mem::take(&mut self.keys));
         all.sort_unstable();
         all.dedup();
         self.consumers = all

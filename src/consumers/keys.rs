@@ -12,14 +12,15 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// 112 bytes, so a record with its reference counts takes one 128-byte block.
+/// 96 bytes, so a record with its reference counts takes one 112-byte block.
 #[derive(Debug)]
 pub struct RuntimeKey {
     pub key_id: Box<str>,
     pub consumer: Arc<str>,
     pub digest: [u8; 32],
-    /// `None`: the default tier.
-    pub tier: Option<TierId>,
+    /// The tier's index, `DEFAULT_TIER` for the default (an `Option<TierId>` would
+    /// take 12 bytes more, and the record a block of the next size).
+    tier: u32,
     pub created_at_s: u64,
     /// Unix seconds, 0 for never (an `Option` would take 8 bytes more).
     expires_at_s: u64,
@@ -29,6 +30,8 @@ pub struct RuntimeKey {
     /// verification cached with it must be checked again.
     retired: AtomicBool,
 }
+
+const DEFAULT_TIER: u32 = u32::MAX;
 
 impl RuntimeKey {
     pub fn new(
@@ -43,13 +46,18 @@ impl RuntimeKey {
             key_id: key_id.into_boxed_str(),
             consumer,
             digest,
-            tier,
+            tier: tier.map_or(DEFAULT_TIER, |t| t.0 as u32),
             created_at_s,
             // An expiry of 0 (a record edited by hand) is long past at 1 too.
             expires_at_s: expires_at_s.map_or(0, |at| at.max(1)),
             last_used_s: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// `None`: the default tier.
+    pub fn tier(&self) -> Option<TierId> {
+        (self.tier != DEFAULT_TIER).then_some(TierId(self.tier as usize))
     }
 
     pub fn expires_at_s(&self) -> Option<u64> {
@@ -107,7 +115,7 @@ impl RuntimeKey {
             key_id: self.key_id.to_string(),
             consumer: self.consumer.to_string(),
             digest: hex::encode(self.digest),
-            tier: self.tier.and_then(|t| t.of(tier_names).cloned()),
+            tier: self.tier().and_then(|t| t.of(tier_names).cloned()),
             created_at_s: self.created_at_s,
             expires_at_s: self.expires_at_s(),
         }
@@ -294,8 +302,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_fits_a_128_byte_block_with_its_reference_counts() {
-        assert!(std::mem::size_of::<RuntimeKey>() <= 112);
+    fn a_record_fits_a_112_byte_block_with_its_reference_counts() {
+        assert!(std::mem::size_of::<RuntimeKey>() <= 96);
     }
 
     #[test]
@@ -319,11 +327,16 @@ mod tests {
         assert!(k1.retired() && !k2.retired());
         keys.insert(key("k3", "bob", 3));
         assert!(!k2.retired(), "an insert retires nothing else");
-        let mut moved = key("k2", "alice", 2);
-        moved.tier = Some(TierId(1));
-        keys.insert(moved);
+        keys.insert(RuntimeKey::new(
+            "k2".into(),
+            Arc::from("alice"),
+            [2; 32],
+            Some(TierId(1)),
+            1,
+            Some(100),
+        ));
         assert!(k2.retired(), "replaced under its digest");
-        assert_eq!(keys.find(&[2; 32]).expect("k2").tier, Some(TierId(1)));
+        assert_eq!(keys.find(&[2; 32]).expect("k2").tier(), Some(TierId(1)));
         assert_eq!(ids(&keys.of_consumer("alice")), vec!["k2"]);
     }
 
@@ -448,7 +461,7 @@ mod tests {
                                 k.key_id.to_string(),
                                 k.consumer.clone(),
                                 k.digest,
-                                k.tier,
+                                k.tier(),
                                 k.created_at_s,
                                 k.expires_at_s(),
                             )
