@@ -212,11 +212,13 @@ impl RuntimeKeys {
         }
     }
 
-    /// A full load into an empty store (an instance's first): see `Loading`.
-    pub fn loading(&self) -> Loading<'_> {
+    /// A full load into an empty store (an instance's first) of about `expected`
+    /// keys, room made for them at once: see `Loading`.
+    pub fn loading(&self, expected: usize) -> Loading<'_> {
+        self.by_digest.reserve(expected);
         Loading {
             keys: self,
-            loaded: Vec::new(),
+            loaded: Vec::with_capacity(expected),
         }
     }
 
@@ -367,7 +369,7 @@ mod tests {
     #[test]
     fn a_load_indexes_its_keys_by_consumer_when_it_ends() {
         let keys = RuntimeKeys::default();
-        let mut loading = keys.loading();
+        let mut loading = keys.loading(3);
         loading.put([key("k1", "alice", 1), key("k2", "bob", 2)], |_| false);
         loading.put([key("k1", "alice", 1), key("k3", "alice", 3)], |id| id == "k3");
         assert!(keys.find(&[1; 32]).is_some(), "in force as it loads");

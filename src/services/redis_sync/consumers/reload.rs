@@ -32,6 +32,7 @@ impl RedisSync {
             .atomic()
             .get(self.consumers_key("epoch"))
             .get(self.consumers_key("version"))
+            .hlen(self.consumers_key("keys"))
             .cmd("XREVRANGE")
             .arg(self.consumers_key("log"))
             .arg("+")
@@ -39,7 +40,7 @@ impl RedisSync {
             .arg("COUNT")
             .arg(1);
         let mut replies = self.within(0, backend.run(vec![start])).await?;
-        let (epoch_now, version, last): (Option<String>, Option<u64>, Value) =
+        let (epoch_now, version, count, last): (Option<String>, Option<u64>, usize, Value) =
             redis::from_redis_value(Value::Array(replies.pop().unwrap_or(Ok(Vec::new()))?))?;
         if epoch_now != *epoch {
             return Ok(None);
@@ -51,7 +52,7 @@ impl RedisSync {
         // At the first look nothing is held, so nothing can be missing from the scan,
         // and the keys are loaded rather than adopted.
         let mut seen = (!self.runtime_keys.is_empty()).then(HashSet::<[u8; 32]>::new);
-        let mut loading = seen.is_none().then(|| self.runtime_keys.loading());
+        let mut loading = seen.is_none().then(|| self.runtime_keys.loading(count));
         self.scan(
             "keys",
             |batch| {
