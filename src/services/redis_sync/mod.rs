@@ -73,10 +73,10 @@ pub struct RedisSync {
     following: std::sync::Mutex<Following>,
     /// Admin writes through this instance the log has not reached yet.
     local_writes: Arc<consumers::LocalWrites>,
-    /// The highest version this instance knows Redis reached (adopted, or made by
+    /// The highest version this instance knows Redis reached (followed, or made by
     /// its own admin writes): a version below it means Redis went back.
     reached_version: Arc<AtomicU64>,
-    /// The last round could not adopt or repair the runtime consumers.
+    /// The last round could not follow, reload or repair the runtime consumers.
     consumers_failing: AtomicBool,
     /// Set once the runtime consumers are loaded, or Redis fails to answer a round:
     /// `/ready` waits for it.
