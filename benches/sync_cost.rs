@@ -205,6 +205,7 @@ fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usi
                 format!("bench-instance-{i}"),
                 prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h"))
                     .expect("histogram"),
+                100_000,
             );
             let backend = Backend::connect(&mut (target.make)(), Duration::from_secs(5))
                 .await

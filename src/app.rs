@@ -93,6 +93,7 @@ pub fn build(mut config: Config, state_file: Option<StateFile>, opt: Opt) -> Res
         budgets,
         consumers,
         jwks,
+        first_round,
         draining,
     } = assemble(&mut config, state_file, &mut services)?;
     server.add_service(background_service(
@@ -187,6 +188,7 @@ pub fn build(mut config: Config, state_file: Option<StateFile>, opt: Opt) -> Res
             listeners: config.listen.iter().map(|l| l.addr).collect(),
             ready,
             jwks,
+            first_round,
         },
     ));
     Ok(server)
@@ -221,6 +223,8 @@ pub struct Parts {
     pub consumers: Consumers,
     /// The JWKS refresh `/ready` waits for, when a JWKS is configured.
     pub jwks: Option<Arc<JwksRefresh>>,
+    /// The Redis sync's first round, which `/ready` waits for: runtime consumers loaded.
+    pub first_round: Option<tokio::sync::watch::Receiver<bool>>,
     /// Set when a graceful upgrade or stop starts.
     pub draining: Arc<AtomicBool>,
 }
@@ -275,6 +279,7 @@ pub fn assemble(
     // Runtime consumers outlive a restart in Redis (which the sync adopts), or in
     // the state file of a single instance, which also keeps its quota counts.
     let mut budgets = None;
+    let mut first_round = None;
     let durability = match (config.redis.take(), state_file) {
         (Some(redis), _) => {
             let sync = RedisSync::new(
@@ -288,7 +293,9 @@ pub fn assemble(
                 tier_names.clone(),
                 format!("{:016x}", fastrand::u64(..)),
                 telemetry.state.redis_sync_duration.clone(),
+                redis.consumers_log_entries,
             );
+            first_round = Some(sync.first_round());
             budgets = Some(sync.budget_store());
             let store = sync.consumer_store();
             services.push(Box::new(background_service("redis sync", sync)));
@@ -353,6 +360,7 @@ pub fn assemble(
         budgets,
         consumers,
         jwks: jwks.map(|(_, refresh)| refresh),
+        first_round,
         draining,
     })
 }

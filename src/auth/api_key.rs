@@ -125,7 +125,7 @@ impl ApiKeys {
                 Verified {
                     identity: Identity::new(
                         runtime.consumer.clone(),
-                        runtime.tier.unwrap_or(self.default_tier),
+                        runtime.tier().unwrap_or(self.default_tier),
                         Arc::from([]),
                     ),
                     runtime: Some(runtime),

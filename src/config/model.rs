@@ -392,6 +392,9 @@ pub struct Redis {
     pub on_unavailable: OnUnavailable,
     /// Bucket keys settled per sync round at most; the rest wait for the next.
     pub max_keys_per_sync: usize,
+    /// Entries the runtime consumers' change log keeps: an instance further behind
+    /// reloads them in full.
+    pub consumers_log_entries: usize,
 }
 
 /// A single server (TCP, TLS or Unix socket), a Redis Cluster, or the master a

@@ -21,6 +21,9 @@ pub(super) fn redis(problems: &mut Problems, value: Option<Value>) -> Option<Red
     if !(100..=1_000_000).contains(&spec.max_keys_per_sync) {
         problems.add("redis.max_keys_per_sync", "must be from 100 to 1000000");
     }
+    if !(1_000..=10_000_000).contains(&spec.consumers_log_entries) {
+        problems.add("redis.consumers_log_entries", "must be from 1000 to 10000000");
+    }
     let certificates = spec.tls.as_ref().and_then(|tls| certificates(problems, tls));
     let target = match (&spec.url, &spec.cluster, &spec.sentinel) {
         (Some(url), None, None) => single(problems, url, certificates),
@@ -37,6 +40,7 @@ pub(super) fn redis(problems: &mut Problems, value: Option<Value>) -> Option<Red
         key_prefix: spec.key_prefix,
         on_unavailable: spec.on_unavailable,
         max_keys_per_sync: spec.max_keys_per_sync,
+        consumers_log_entries: spec.consumers_log_entries,
     })
 }
 
@@ -215,6 +219,11 @@ mod tests {
         assert_eq!(
             problems("url: redis://h\nmax_keys_per_sync: 5"),
             vec!["redis.max_keys_per_sync: must be from 100 to 1000000"]
+        );
+        assert!(problems("url: redis://h\nconsumers_log_entries: 1000").is_empty());
+        assert_eq!(
+            problems("url: redis://h\nconsumers_log_entries: 999"),
+            vec!["redis.consumers_log_entries: must be from 1000 to 10000000"]
         );
     }
 

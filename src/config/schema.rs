@@ -232,6 +232,8 @@ pub(super) struct RedisSpec {
     pub(super) on_unavailable: OnUnavailable,
     #[serde(default = "default_max_keys_per_sync")]
     pub(super) max_keys_per_sync: usize,
+    #[serde(default = "default_consumers_log_entries")]
+    pub(super) consumers_log_entries: usize,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -264,6 +266,9 @@ fn default_sync_interval_ms() -> u64 {
 }
 fn default_max_keys_per_sync() -> usize {
     5_000
+}
+fn default_consumers_log_entries() -> usize {
+    100_000
 }
 fn default_key_prefix() -> String {
     "floodgate".into()

@@ -73,6 +73,22 @@ impl ByConsumer {
         self.keys.insert(entry);
     }
 
+    /// Adds many keys at once: sorted together with those held and built in one
+    /// pass, rather than a walk of the tree for each.
+    pub fn extend(&mut self, keys: Vec<Arc<RuntimeKey>>) {
+        // Into the keys' own buffer: at a first load nothing else is held.
+        let mut all: Vec<Entry> = keys.into_iter().map(Entry).collect();
+        all.extend(std::mem::take(&mut self.keys));
+        all.sort_unstable();
+        all.dedup();
+        self.consumers = all
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| *i == 0 || all[i - 1].0.consumer != e.0.consumer)
+            .count();
+        self.keys = all.into_iter().collect();
+    }
+
     pub fn remove(&mut self, key: &Arc<RuntimeKey>) {
         let entry = Entry(key.clone());
         if self.keys.contains(&entry) {
@@ -186,5 +202,18 @@ mod tests {
         assert_eq!(after(""), rest(&["a", "a\u{1}", "b", "c"]));
         assert_eq!(after("ab"), rest(&["b", "c"]), "a name not held");
         assert_eq!(after("c"), rest(&[]));
+    }
+
+    #[test]
+    fn extending_adds_a_batch_and_a_key_already_held_once() {
+        let mut index = ByConsumer::default();
+        let a1 = key("a", "a1", 7);
+        index.insert(a1.clone());
+        index.insert(key("c", "c1", 1));
+        index.extend(vec![key("b", "b2", 1), key("a", "a3", 9), a1]);
+        let ids = index.of("a").map(|k| k.key_id.to_string()).collect::<Vec<_>>();
+        assert_eq!(index.consumer_count(), 3);
+        assert_eq!(ids, vec!["a1", "a3"]);
+        assert_eq!(index.len(), 4);
     }
 }

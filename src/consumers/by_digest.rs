@@ -79,6 +79,18 @@ impl ByDigest {
         }
     }
 
+    /// Room for `more` keys beyond those held, spread evenly over the shards: a
+    /// load that knows its size grows each table once, not by doubling.
+    pub fn reserve(&self, more: usize) {
+        let each = more.div_ceil(SHARDS) + more.div_ceil(SHARDS * 16);
+        for shard in &self.shards {
+            shard
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(each, hash_of);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()

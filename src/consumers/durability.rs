@@ -5,7 +5,7 @@
 /// The I/O of each choice is the services': `R` reaches Redis, `F` writes the
 /// state file.
 pub enum Durability<R, F> {
-    /// Redis holds them for every instance; each sync round adopts the cluster's set.
+    /// Redis holds them for every instance; each sync round applies the cluster's changes.
     Redis(R),
     /// A single instance keeps them, with its quota counts, in its state file.
     StateFile(F),

@@ -8,18 +8,19 @@ use super::by_consumer::ByConsumer;
 use super::by_digest::ByDigest;
 use crate::consumers::stored::StoredKey;
 use crate::vocab::ids::{Id, TierId};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// 112 bytes, so a record with its reference counts takes one 128-byte block.
+/// 96 bytes, so a record with its reference counts takes one 112-byte block.
 #[derive(Debug)]
 pub struct RuntimeKey {
     pub key_id: Box<str>,
     pub consumer: Arc<str>,
     pub digest: [u8; 32],
-    /// `None`: the default tier.
-    pub tier: Option<TierId>,
+    /// The tier's index, `DEFAULT_TIER` for the default (an `Option<TierId>` would
+    /// take 12 bytes more, and the record a block of the next size).
+    tier: u32,
     pub created_at_s: u64,
     /// Unix seconds, 0 for never (an `Option` would take 8 bytes more).
     expires_at_s: u64,
@@ -29,6 +30,8 @@ pub struct RuntimeKey {
     /// verification cached with it must be checked again.
     retired: AtomicBool,
 }
+
+const DEFAULT_TIER: u32 = u32::MAX;
 
 impl RuntimeKey {
     pub fn new(
@@ -43,13 +46,18 @@ impl RuntimeKey {
             key_id: key_id.into_boxed_str(),
             consumer,
             digest,
-            tier,
+            tier: tier.map_or(DEFAULT_TIER, |t| t.0 as u32),
             created_at_s,
             // An expiry of 0 (a record edited by hand) is long past at 1 too.
             expires_at_s: expires_at_s.map_or(0, |at| at.max(1)),
             last_used_s: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// `None`: the default tier.
+    pub fn tier(&self) -> Option<TierId> {
+        (self.tier != DEFAULT_TIER).then_some(TierId(self.tier as usize))
     }
 
     pub fn expires_at_s(&self) -> Option<u64> {
@@ -107,7 +115,7 @@ impl RuntimeKey {
             key_id: self.key_id.to_string(),
             consumer: self.consumer.to_string(),
             digest: hex::encode(self.digest),
-            tier: self.tier.and_then(|t| t.of(tier_names).cloned()),
+            tier: self.tier().and_then(|t| t.of(tier_names).cloned()),
             created_at_s: self.created_at_s,
             expires_at_s: self.expires_at_s(),
         }
@@ -120,11 +128,8 @@ const REVOKED_KEPT: usize = 100_000;
 pub struct RuntimeKeys {
     by_digest: ByDigest,
     /// Held by writers (admin, sync, start-up; never the request path) through a
-    /// whole write, so adopting the cluster's set cannot undo an admin write that
-    /// landed after its read. It guards the index by consumer.
+    /// whole write; it guards the index by consumer.
     writing: Mutex<ByConsumer>,
-    /// Bumped by every write: the sync adopts a set only if none came since its read.
-    generation: AtomicU64,
     /// Ids of keys revoked here or seen gone from the cluster's set, oldest first.
     revoked: Mutex<VecDeque<String>>,
 }
@@ -134,11 +139,6 @@ impl RuntimeKeys {
         self.by_digest.get(digest)
     }
 
-    /// The count of writes so far.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
     fn writing(&self) -> MutexGuard<'_, ByConsumer> {
         self.writing.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -146,7 +146,6 @@ impl RuntimeKeys {
     pub fn insert(&self, key: RuntimeKey) {
         let mut index = self.writing();
         self.put(&mut index, Arc::new(key));
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Puts `key` in force, retiring the record it replaces under its digest.
@@ -172,7 +171,6 @@ impl RuntimeKeys {
             return false;
         };
         self.take(&mut index, &key);
-        self.generation.fetch_add(1, Ordering::AcqRel);
         self.remember_revoked([key_id.to_string()]);
         true
     }
@@ -191,32 +189,16 @@ impl RuntimeKeys {
         revoked.iter().cloned().collect()
     }
 
-    /// Adopts the cluster's set (what Redis holds), read while the set was at
-    /// `generation`; false (nothing adopted) if a write came since. Only what
-    /// differs changes: a key that stays keeps its record, its last use and its
-    /// cached verifications. A request sees each key either before or after.
-    pub fn replace(&self, keys: Vec<RuntimeKey>, generation: u64) -> bool {
+    /// Puts keys the cluster holds in force, the batch under one hold of the
+    /// writers' lock. A key held with the same record keeps it, with its last use and
+    /// its cached verifications; `skip` names key ids written here since the batch
+    /// was read, which it must not undo.
+    pub fn adopt(&self, keys: impl IntoIterator<Item = RuntimeKey>, skip: impl Fn(&str) -> bool) {
         let mut index = self.writing();
-        if self.generation() != generation {
-            return false;
-        }
-        let ids: HashSet<&str> = keys.iter().map(|k| &*k.key_id).collect();
-        let digests: HashSet<[u8; 32]> = keys.iter().map(|k| k.digest).collect();
-        let (mut dropped, mut gone) = (Vec::new(), Vec::new());
-        for held in index.keys() {
-            if !digests.contains(&held.digest) {
-                dropped.push(held.clone());
-            }
-            if !ids.contains(&*held.key_id) {
-                gone.push(held.key_id.to_string());
-            }
-        }
-        drop((ids, digests));
-        for key in &dropped {
-            self.take(&mut index, key);
-        }
-        self.remember_revoked(gone);
         for key in keys {
+            if skip(&key.key_id) {
+                continue;
+            }
             match self.find(&key.digest) {
                 Some(held) if held.same_record(&key) => {}
                 held => {
@@ -228,8 +210,28 @@ impl RuntimeKeys {
                 }
             }
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        true
+    }
+
+    /// A full load into an empty store (an instance's first) of about `expected`
+    /// keys, room made for them at once: see `Loading`.
+    pub fn loading(&self, expected: usize) -> Loading<'_> {
+        self.by_digest.reserve(expected);
+        Loading {
+            keys: self,
+            loaded: Vec::with_capacity(expected),
+        }
+    }
+
+    /// Takes every key `keep` refuses out of force, remembering their ids as
+    /// revoked; returns how many went.
+    pub fn retain(&self, keep: impl Fn(&RuntimeKey) -> bool) -> usize {
+        let mut index = self.writing();
+        let gone: Vec<Arc<RuntimeKey>> = index.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in &gone {
+            self.take(&mut index, key);
+        }
+        self.remember_revoked(gone.iter().map(|k| k.key_id.to_string()));
+        gone.len()
     }
 
     pub fn len(&self) -> usize {
@@ -259,6 +261,36 @@ impl RuntimeKeys {
     }
 }
 
+/// Keys put in force by digest batch by batch, the index by consumer built once
+/// from them all when the load ends (dropped): a walk of the tree for each of a
+/// million keys would be most of the load. Meanwhile listings miss them.
+pub struct Loading<'a> {
+    keys: &'a RuntimeKeys,
+    loaded: Vec<Arc<RuntimeKey>>,
+}
+
+impl Loading<'_> {
+    /// As `RuntimeKeys::adopt`, into a store that held nothing when the load began.
+    pub fn put(&mut self, keys: impl IntoIterator<Item = RuntimeKey>, skip: impl Fn(&str) -> bool) {
+        let _writing = self.keys.writing();
+        for key in keys.into_iter().filter(|k| !skip(&k.key_id)) {
+            let key = Arc::new(key);
+            if let Some(old) = self.keys.by_digest.insert(key.clone()) {
+                old.retired.store(true, Ordering::Release); // a key the scan returned twice
+            }
+            self.loaded.push(key);
+        }
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        let mut loaded = std::mem::take(&mut self.loaded);
+        loaded.retain(|k| !k.retired());
+        self.keys.writing().extend(loaded);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,22 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn a_record_fits_a_128_byte_block_with_its_reference_counts() {
-        assert!(std::mem::size_of::<RuntimeKey>() <= 112);
+    fn a_record_fits_a_112_byte_block_with_its_reference_counts() {
+        assert!(std::mem::size_of::<RuntimeKey>() <= 96);
     }
 
     #[test]
-    fn insert_find_remove_and_every_write_bumps_the_generation() {
+    fn insert_find_and_remove() {
         let keys = RuntimeKeys::default();
-        let g0 = keys.generation();
         keys.insert(key("k1", "alice", 1));
         assert_eq!(&*keys.find(&[1; 32]).expect("k1").key_id, "k1");
-        assert!(keys.generation() > g0);
         assert!(!keys.remove("bob", "k1"), "only alice's own key");
-        let g1 = keys.generation();
         assert!(keys.remove("alice", "k1"));
         assert!(keys.find(&[1; 32]).is_none());
-        assert!(keys.generation() > g1);
         assert_eq!(keys.revoked(), vec!["k1"]);
     }
 
@@ -301,26 +329,28 @@ mod tests {
         assert!(k1.retired() && !k2.retired());
         keys.insert(key("k3", "bob", 3));
         assert!(!k2.retired(), "an insert retires nothing else");
-        let mut moved = key("k2", "alice", 2);
-        moved.tier = Some(TierId(1));
-        keys.insert(moved);
+        keys.insert(RuntimeKey::new(
+            "k2".into(),
+            Arc::from("alice"),
+            [2; 32],
+            Some(TierId(1)),
+            1,
+            Some(100),
+        ));
         assert!(k2.retired(), "replaced under its digest");
-        assert_eq!(keys.find(&[2; 32]).expect("k2").tier, Some(TierId(1)));
+        assert_eq!(keys.find(&[2; 32]).expect("k2").tier(), Some(TierId(1)));
         assert_eq!(ids(&keys.of_consumer("alice")), vec!["k2"]);
     }
 
     #[test]
-    fn replacing_changes_only_what_differs() {
+    fn adopting_changes_only_what_differs_and_retaining_drops_the_rest() {
         let keys = RuntimeKeys::default();
         keys.insert(key("k1", "alice", 1));
         keys.insert(key("k2", "bob", 2));
         let k1 = keys.find(&[1; 32]).expect("k1");
         k1.last_used_s.store(42, Ordering::Relaxed);
         let k2 = RuntimeKey::new("k2".into(), Arc::from("bob"), [2; 32], None, 1, Some(200));
-        assert!(keys.replace(
-            vec![key("k1", "alice", 1), k2, key("k3", "alice", 3)],
-            keys.generation()
-        ));
+        keys.adopt([key("k1", "alice", 1), k2, key("k3", "alice", 3)], |_| false);
         let kept = keys.find(&[1; 32]).expect("k1");
         assert!(
             Arc::ptr_eq(&kept, &k1) && !k1.retired(),
@@ -328,12 +358,39 @@ mod tests {
         );
         assert_eq!(kept.last_used_s.load(Ordering::Relaxed), 42);
         assert_eq!(keys.find(&[2; 32]).expect("k2").expires_at_s(), Some(200));
-        assert!(keys.replace(vec![key("k3", "alice", 3)], keys.generation()));
+        assert_eq!(keys.retain(|k| &*k.key_id == "k3"), 2);
         assert!(k1.retired() && keys.find(&[1; 32]).is_none());
         assert_eq!(keys.revoked(), vec!["k1", "k2"]);
         assert!(key("k", "a", 3).expired(100) && !key("k", "a", 3).expired(99));
         let at_zero = RuntimeKey::new("k".into(), Arc::from("a"), [3; 32], None, 1, Some(0));
         assert!(at_zero.expired(1), "an expiry of 0 is not \"never\"");
+    }
+
+    #[test]
+    fn a_load_indexes_its_keys_by_consumer_when_it_ends() {
+        let keys = RuntimeKeys::default();
+        let mut loading = keys.loading(3);
+        loading.put([key("k1", "alice", 1), key("k2", "bob", 2)], |_| false);
+        loading.put([key("k1", "alice", 1), key("k3", "alice", 3)], |id| id == "k3");
+        assert!(keys.find(&[1; 32]).is_some(), "in force as it loads");
+        drop(loading);
+        assert_eq!(
+            ids(&keys.of_consumer("alice")),
+            vec!["k1"],
+            "the copy in force, once"
+        );
+        assert_eq!(keys.all().len(), 2);
+        assert!(keys.find(&[3; 32]).is_none());
+    }
+
+    #[test]
+    fn adopting_leaves_alone_what_was_written_here_since_the_read() {
+        let keys = RuntimeKeys::default();
+        keys.insert(key("k1", "alice", 1));
+        assert!(keys.remove("alice", "k1")); // revoked here after the sync's read
+        keys.adopt([key("k1", "alice", 1), key("k2", "alice", 2)], |id| id == "k1");
+        assert!(keys.find(&[1; 32]).is_none(), "a revoked key never comes back");
+        assert!(keys.find(&[2; 32]).is_some());
     }
 
     #[test]
@@ -355,34 +412,21 @@ mod tests {
             })
         };
         assert_eq!(names(&keys), vec![("alice".to_string(), 2)], "bob has none left");
-        assert!(keys.replace(
-            vec![
+        keys.adopt(
+            [
                 key("a2", "alice", 2),
                 key("c1", "carol", 4),
-                key("c2", "carol", 5)
+                key("c2", "carol", 5),
             ],
-            keys.generation()
-        ));
+            |_| false,
+        );
+        keys.retain(|k| &*k.consumer != "alice" || &*k.key_id == "a2");
         assert_eq!(
             names(&keys),
             vec![("alice".to_string(), 1), ("carol".to_string(), 2)]
         );
         assert_eq!(keys.len(), 3);
         assert_eq!(keys.all().len(), 3);
-    }
-
-    #[test]
-    fn a_replace_read_before_a_write_adopts_nothing() {
-        let keys = RuntimeKeys::default();
-        keys.insert(key("k1", "alice", 1));
-        let read_at = keys.generation();
-        keys.insert(key("k2", "alice", 2)); // lands after the sync's read
-        assert!(!keys.replace(vec![key("k1", "alice", 1)], read_at));
-        assert!(keys.find(&[2; 32]).is_some(), "the admin write stands");
-        assert!(keys.remove("alice", "k1"));
-        let read_at = keys.generation();
-        assert!(keys.replace(vec![key("k2", "alice", 2)], read_at));
-        assert!(keys.find(&[1; 32]).is_none(), "a revoked key never comes back");
     }
 
     #[test]
@@ -406,12 +450,11 @@ mod tests {
                     }
                 });
             }
-            // The sync, adopting a set read before the writers wrote: refused
-            // whenever a write came between, never undoing one.
+            // The sync, adopting again what it read (its own copies of the records):
+            // nothing it adopts is retired, nothing is doubled.
             let keys2 = &keys;
             s.spawn(move || {
                 for _ in 0..200 {
-                    let generation = keys2.generation();
                     let held: Vec<RuntimeKey> = keys2
                         .all()
                         .iter()
@@ -420,13 +463,14 @@ mod tests {
                                 k.key_id.to_string(),
                                 k.consumer.clone(),
                                 k.digest,
-                                k.tier,
+                                k.tier(),
                                 k.created_at_s,
                                 k.expires_at_s(),
                             )
                         })
                         .collect();
-                    keys2.replace(held, generation);
+                    // Keys revoked since the read were written here: left alone.
+                    keys2.adopt(held, |id| keys2.revoked().iter().any(|r| r == id));
                 }
             });
             for _ in 0..2 {

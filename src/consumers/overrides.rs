@@ -12,7 +12,7 @@ const SHARDS: usize = 64;
 
 /// Runtime tier overrides (`PUT /admin/consumers/{id}/tier`), read on every
 /// authenticated request (a read lock of one shard); a write changes one entry.
-/// With Redis the admin API writes there first and the sync adopts the cluster's map.
+/// With Redis the admin API writes there first and the sync follows the cluster's changes.
 pub struct TierOverrides {
     map: DashMap<Arc<str>, TierId, foldhash::fast::RandomState>,
     /// The consumers with an override, in order, for listings that start after a
@@ -78,12 +78,14 @@ impl TierOverrides {
 
     /// Adopts the cluster's overrides (what Redis holds), changing only what
     /// differs: a consumer whose override stays never reads without it meanwhile.
-    pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>) {
+    /// `skip` names consumers written here since the map was read, left alone.
+    pub fn replace(&self, from_redis: HashMap<Arc<str>, TierId>, skip: impl Fn(&str) -> bool) {
         let mut names = self.names();
-        self.map.retain(|consumer, _| from_redis.contains_key(consumer));
-        names.retain(|consumer| from_redis.contains_key(consumer));
+        let kept = |consumer: &str| from_redis.contains_key(consumer) || skip(consumer);
+        self.map.retain(|consumer, _| kept(consumer));
+        names.retain(|consumer| kept(consumer));
         for (consumer, tier) in from_redis {
-            if self.get(&consumer) != Some(tier) {
+            if !skip(&consumer) && self.get(&consumer) != Some(tier) {
                 self.map.insert(consumer.clone(), tier);
                 names.insert(consumer);
             }
@@ -100,10 +102,13 @@ mod tests {
         let overrides = TierOverrides::default();
         overrides.set("alice", TierId(1));
         overrides.set("bob", TierId(1));
-        overrides.replace(HashMap::from([
-            (Arc::from("alice"), TierId(1)),
-            (Arc::from("carol"), TierId(2)),
-        ]));
+        overrides.set("dan", TierId(1)); // set here since the map was read
+        overrides.replace(
+            HashMap::from([(Arc::from("alice"), TierId(1)), (Arc::from("carol"), TierId(2))]),
+            |consumer| consumer == "dan",
+        );
+        assert_eq!(overrides.get("dan"), Some(TierId(1)));
+        assert!(overrides.remove("dan"));
         assert_eq!(overrides.get("alice"), Some(TierId(1)));
         assert_eq!(overrides.get("bob"), None);
         assert_eq!(overrides.get("carol"), Some(TierId(2)));

@@ -118,7 +118,7 @@ mod tests {
         let (keys, overrides) = (RuntimeKeys::default(), TierOverrides::default());
         doc.restore(&["free".into(), "gold".into()], &keys, &overrides);
         let key = keys.find(&[0xab; 32]).expect("the key");
-        assert_eq!((&*key.consumer, key.tier), ("c", Some(TierId(1))));
+        assert_eq!((&*key.consumer, key.tier()), ("c", Some(TierId(1))));
         assert_eq!(overrides.get("c"), Some(TierId(1)));
     }
 

@@ -2,7 +2,9 @@
 //! the listeners are really up, not merely configured) and the first read of a
 //! JWKS URL has been tried, for at most the fetch timeout: a fresh instance behind
 //! a load balancer should not refuse tokens its peers accept, nor wait for ever on
-//! an identity provider that is down (the config's own keys work meanwhile).
+//! an identity provider that is down (the config's own keys work meanwhile). With
+//! Redis it also waits for the runtime consumers to be loaded, unless Redis fails
+//! a round (they come when it returns) or a minute passes.
 
 use super::jwks::FETCH_TIMEOUT;
 use crate::auth::jwt::JwksRefresh;
@@ -14,10 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The longest `/ready` waits for the runtime consumers from a Redis that answers.
+const FIRST_ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub struct ReadinessProbe {
     pub listeners: Vec<SocketAddr>,
     pub ready: Arc<AtomicBool>,
     pub jwks: Option<Arc<JwksRefresh>>,
+    pub first_round: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A wildcard listen address is probed on loopback.
@@ -56,6 +62,16 @@ impl BackgroundService for ReadinessProbe {
                 log::warn!(
                     "ready without the JWKS: it is not loaded yet; the config's own keys are in force"
                 );
+            }
+        }
+        if let Some(mut first_round) = self.first_round.clone() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                loaded = tokio::time::timeout(FIRST_ROUND_TIMEOUT, first_round.wait_for(|done| *done)) => {
+                    if loaded.is_err() {
+                        log::warn!("ready without the runtime consumers: redis answers but they are not loaded yet");
+                    }
+                }
             }
         }
         self.ready.store(true, Ordering::Release);

@@ -402,6 +402,12 @@ fn a_redis_cluster_shares_the_budget() {
     // In a cluster a budget's key carries one of 1,024 hash tags: `{floodgate:cb:<group>}:c:<consumer>`.
     let per_node = cluster.keys_on_each_node("{floodgate:cb:*");
     assert!(per_node.iter().filter(|n| **n > 0).count() >= 2, "{per_node:?}");
+    // The runtime consumers' reads and writes keep to their one slot too.
+    for gw in &gws {
+        let log = gw.log();
+        assert!(log.contains("runtime consumers reloaded in full"), "{log}");
+        assert!(!log.contains("could not follow"), "{log}");
+    }
 }
 
 /// The master behind a Sentinel is killed mid-run: the sync follows the failover.

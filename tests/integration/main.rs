@@ -12,6 +12,7 @@ mod cluster_budget;
 mod config;
 mod connection_caps;
 mod consumers;
+mod consumers_at_scale;
 mod discovery;
 mod fleet;
 mod forwarded_headers;

@@ -44,7 +44,7 @@ impl Admin {
         } else if let Some(t) = self.consumers.key_tiers.get(consumer) {
             Some((*t, "key"))
         } else if let Some(key) = self.consumers.runtime_keys.of_consumer(consumer).first() {
-            key.tier.or(self.consumers.default_tier).map(|t| (t, "key"))
+            key.tier().or(self.consumers.default_tier).map(|t| (t, "key"))
         } else {
             // A token names its tier per request; the bucket shows which one was seen.
             local

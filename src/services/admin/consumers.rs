@@ -206,7 +206,7 @@ impl Admin {
         let last_used = key.last_used_s.load(Ordering::Relaxed);
         json!({
             "key_id": key.key_id,
-            "tier": self.tier_name(key.tier),
+            "tier": self.tier_name(key.tier()),
             "created_at": key.created_at_s,
             "expires_at": key.expires_at_s(),
             "last_used_at": (last_used > 0).then_some(last_used),

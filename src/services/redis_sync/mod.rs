@@ -1,6 +1,6 @@
 //! Background sync with Redis: every `redis.sync_interval_ms`, one round of
 //! pipelines sent together: the routes' global windows and the instance heartbeat
-//! (windows.rs), the version of the runtime consumers (consumers.rs), the quotas'
+//! (windows.rs), the runtime consumers' version and change log (consumers/), the quotas'
 //! counts (quotas.rs) and the cluster budgets of the callers active since the last
 //! round (budgets.rs). Each kind queues its own pipelines and reads its own
 //! replies back (round.rs).
@@ -27,7 +27,7 @@ use crate::vocab::clock::unix_now;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use budgets::{BudgetRound, BudgetsDone};
-use consumers::ConsumersSeen;
+use consumers::{Following, LogRead};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use quotas::QuotaRound;
@@ -52,7 +52,7 @@ struct Round {
 /// and report nothing).
 struct RoundResult {
     windows: WindowsDone,
-    consumers: Option<ConsumersSeen>,
+    consumers: Option<LogRead>,
     budgets: BudgetsDone,
 }
 
@@ -67,14 +67,20 @@ pub struct RedisSync {
     pub runtime_keys: Arc<RuntimeKeys>,
     pub tier_names: Vec<String>,
     pub instance_id: String,
-    /// The runtime consumers' version adopted last, and the epoch marker seen.
-    seen_version: AtomicU64,
-    /// The highest version this instance knows Redis reached (adopted, or made by
+    /// Change-log entries Redis keeps (`redis.consumers_log_entries`).
+    pub consumers_log_entries: usize,
+    /// The epoch marker seen and the place in the change log.
+    following: std::sync::Mutex<Following>,
+    /// Admin writes through this instance the log has not reached yet.
+    local_writes: Arc<consumers::LocalWrites>,
+    /// The highest version this instance knows Redis reached (followed, or made by
     /// its own admin writes): a version below it means Redis went back.
     reached_version: Arc<AtomicU64>,
-    /// The last round could not adopt or repair the runtime consumers.
+    /// The last round could not follow, reload or repair the runtime consumers.
     consumers_failing: AtomicBool,
-    seen_epoch: tokio::sync::Mutex<Option<String>>,
+    /// Set once the runtime consumers are loaded, or Redis fails to answer a round:
+    /// `/ready` waits for it.
+    first_round: tokio::sync::watch::Sender<bool>,
     /// The live connection, which the admin API's budget view borrows.
     pub backend: Arc<ArcSwapOption<Backend>>,
     pub sync_duration: prometheus::Histogram,
@@ -95,6 +101,7 @@ impl RedisSync {
         tier_names: Vec<String>,
         instance_id: String,
         sync_duration: prometheus::Histogram,
+        consumers_log_entries: usize,
     ) -> Self {
         let interval_ms = interval.as_millis() as u64;
         limiter.sync.interval_ms.store(interval_ms, Ordering::Relaxed);
@@ -108,14 +115,21 @@ impl RedisSync {
             runtime_keys,
             tier_names,
             instance_id,
-            seen_version: AtomicU64::new(0),
+            consumers_log_entries,
+            following: Default::default(),
+            local_writes: Default::default(),
             reached_version: Arc::new(AtomicU64::new(0)),
             consumers_failing: AtomicBool::new(false),
-            seen_epoch: tokio::sync::Mutex::new(None),
+            first_round: tokio::sync::watch::Sender::new(false),
             backend: Arc::new(ArcSwapOption::empty()),
             sync_duration,
             script_missing: AtomicBool::new(true),
         }
+    }
+
+    /// Turns true once the runtime consumers are loaded or Redis failed a round.
+    pub fn first_round(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.first_round.subscribe()
     }
 
     /// A reply deadline well past the interval but short enough that a frozen
@@ -254,11 +268,13 @@ impl BackgroundService for RedisSync {
                             b
                         }
                         Ok(Err(e)) => {
+                            self.first_round.send_replace(true);
                             self.failed("connect", &e);
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                             continue;
                         }
                         Err(_) => {
+                            self.first_round.send_replace(true);
                             self.failed("connect", &timed_out());
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                             continue;
@@ -277,6 +293,7 @@ impl BackgroundService for RedisSync {
                     }
                 }
                 Err(e) => {
+                    self.first_round.send_replace(true);
                     self.failed("sync", &e);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     // A single server's manager reconnects by itself; a cluster or a

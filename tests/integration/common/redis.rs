@@ -130,3 +130,30 @@ pub fn redis_cmds(addr: SocketAddr, commands: &[&[&str]]) -> Option<Vec<String>>
     }
     Some(replies)
 }
+
+/// Many commands written in one stream with replies turned off (`CLIENT REPLY OFF`),
+/// as `redis-cli --pipe` does: for filling Redis fast. Returns once Redis ran them all;
+/// check what they wrote afterwards, errors are not seen.
+pub fn redis_pipeline(addr: SocketAddr, commands: impl IntoIterator<Item = Vec<String>>) {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("redis");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, &s);
+    let mut write = |args: &[&str]| {
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        out.write_all(cmd.as_bytes()).expect("write to redis");
+    };
+    write(&["CLIENT", "REPLY", "OFF"]);
+    for args in commands {
+        write(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    write(&["CLIENT", "REPLY", "ON"]);
+    out.flush().expect("flush to redis");
+    drop(out);
+    let mut reply = [0u8; 5];
+    (&s).read_exact(&mut reply).expect("redis ran the pipeline");
+    assert_eq!(&reply, b"+OK\r\n");
+}

@@ -1,0 +1,29 @@
+-- One admin write of the runtime consumers, in one step: the hash it changes (and
+-- the tombstone of a revocation or a cleared override, which a republication after
+-- a data loss never writes over), the version bump, and the change-log entry that
+-- carries the version and the change, trimmed to the retention.
+-- KEYS: keys, tiers, revoked, cleared, version, log (one hash slot).
+-- ARGV: op (add, revoke, tier, untier), key id or consumer, the key's record or the
+-- tier name, the log's retention.
+local keys, tiers, revoked, cleared, version, log =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local op, id, value = ARGV[1], ARGV[2], ARGV[3]
+if op == 'add' then
+  redis.call('HSET', keys, id, value)
+elseif op == 'revoke' then
+  -- The record goes into the entry: readers find the key by its consumer.
+  value = redis.call('HGET', keys, id) or ''
+  redis.call('HDEL', keys, id)
+  redis.call('HSET', revoked, id, '1')
+elseif op == 'tier' then
+  redis.call('HSET', tiers, id, value)
+  redis.call('HDEL', cleared, id)
+elseif op == 'untier' then
+  redis.call('HDEL', tiers, id)
+  redis.call('HSET', cleared, id, '1')
+else
+  return redis.error_reply('unknown op ' .. op)
+end
+local v = redis.call('INCR', version)
+redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], '*', 'v', v, 'op', op, 'id', id, 'val', value)
+return v
