@@ -3,7 +3,9 @@
 //! instances started together on it. Both are ready with every key; a key made on
 //! one and a revocation on the other reach the other within the sync's bound; the
 //! log stays within its retention; an instance frozen while the log moved past its
-//! place reloads in full and sees the right set, and so does one restarted.
+//! place reloads in full and sees the right set, and so does one restarted. And
+//! 100 admin writes a second over three instances: each in force everywhere
+//! within one sync interval and the round that reads it.
 
 use crate::common::*;
 use std::time::{Duration, Instant};
@@ -15,6 +17,10 @@ const RETENTION: usize = 1_000;
 const LOG: &str = "{floodgate:consumers}:log";
 
 fn start(redis: &Redis) -> Gateway {
+    start_syncing_every(redis, 100)
+}
+
+fn start_syncing_every(redis: &Redis, interval_ms: u64) -> Gateway {
     let body = format!(
         r#"
 auth:
@@ -25,7 +31,7 @@ tiers:
   free: {{ rate: 100, burst: 100 }}
 routes:
   - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
-redis: {{ url: "{}", sync_interval_ms: 100, consumers_log_entries: {RETENTION} }}
+redis: {{ url: "{}", sync_interval_ms: {interval_ms}, consumers_log_entries: {RETENTION} }}
 "#,
         redis.url()
     );
@@ -192,4 +198,85 @@ fn a_hundred_thousand_keys_follow_the_change_log_on_two_instances_and_a_reload_p
     ] {
         assert_eq!(with_key(&b, &key), status);
     }
+}
+
+/// 100 admin writes a second for 5 s, spread over three instances started
+/// together: new keys, and once there are 100, every other write the revocation
+/// of the key made 100 keys before (more than a second before). Each revocation is checked
+/// on the two other instances once, one interval (500 ms) and 300 ms for the
+/// round and the check's own way after its answer, and must be in force; so must
+/// every tenth new key.
+#[test]
+fn a_hundred_writes_a_second_on_three_instances_are_each_in_force_everywhere_within_an_interval() {
+    const INTERVAL_MS: u64 = 500;
+    const EVERY: Duration = Duration::from_millis(10);
+    const WRITES: usize = 500;
+    const REVOKE_AFTER: usize = 100;
+    let bound = Duration::from_millis(INTERVAL_MS + 300);
+    let redis = Redis::start();
+    let gws: Vec<Gateway> = std::thread::scope(|s| {
+        let starting: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| start_syncing_every(&redis, INTERVAL_MS)))
+            .collect();
+        starting.into_iter().map(|h| h.join().expect("start")).collect()
+    });
+    // The checks run beside the writes: (when, key, the instance written on, status wanted).
+    let (checks, pending) = std::sync::mpsc::channel::<(Instant, String, usize, u16)>();
+    let wrong = std::thread::scope(|s| {
+        let gws = &gws;
+        let checker = s.spawn(move || {
+            let mut wrong = Vec::new();
+            let mut checked = 0;
+            for (at, key, origin, want) in pending {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                for (i, gw) in gws.iter().enumerate().filter(|(i, _)| *i != origin) {
+                    let got = with_key(gw, &key);
+                    if got != want {
+                        wrong.push(format!("{key}: {got} on instance {i}, {want} wanted"));
+                    }
+                }
+                checked += 1;
+            }
+            (wrong, checked)
+        });
+        let started = Instant::now();
+        let mut made: Vec<(String, String, String)> = Vec::new();
+        for n in 0..WRITES {
+            std::thread::sleep((started + EVERY * n as u32).saturating_duration_since(Instant::now()));
+            let on = n % 3;
+            if n % 2 == 1 && made.len() > REVOKE_AFTER {
+                let (consumer, id, key) = made[made.len() - 1 - REVOKE_AFTER].clone();
+                let path = format!("/admin/consumers/{consumer}/keys/{id}");
+                assert_eq!(admin(&gws[on], "DELETE", &path).0, 204, "{path}");
+                checks
+                    .send((Instant::now() + bound, key, on, 401))
+                    .expect("checker");
+            } else {
+                let consumer = format!("busy-{n}");
+                let (status, created) = admin(&gws[on], "POST", &format!("/admin/consumers/{consumer}/keys"));
+                assert_eq!(status, 201, "{created}");
+                let key = created["key"].as_str().expect("key").to_string();
+                let id = created["key_id"].as_str().expect("key_id").to_string();
+                if made.len() % 10 == 0 {
+                    checks
+                        .send((Instant::now() + bound, key.clone(), on, 200))
+                        .expect("checker");
+                }
+                made.push((consumer, id, key));
+            }
+        }
+        let rate = WRITES as f64 / started.elapsed().as_secs_f64();
+        drop(checks);
+        let (wrong, checked) = checker.join().expect("checker");
+        eprintln!("{WRITES} writes at {rate:.0} a second, {checked} checked on two instances each");
+        assert!(rate > 80.0, "the writes fell behind: {rate:.0} a second");
+        assert!(checked > 150, "{checked} checks");
+        wrong
+    });
+    assert!(
+        wrong.is_empty(),
+        "{} not in force within {bound:?}: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
 }
