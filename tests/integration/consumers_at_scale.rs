@@ -257,7 +257,7 @@ fn a_hundred_writes_a_second_on_three_instances_are_each_in_force_everywhere_wit
                 assert_eq!(status, 201, "{created}");
                 let key = created["key"].as_str().expect("key").to_string();
                 let id = created["key_id"].as_str().expect("key_id").to_string();
-                if made.len() % 10 == 0 {
+                if made.len().is_multiple_of(10) {
                     checks
                         .send((Instant::now() + bound, key.clone(), on, 200))
                         .expect("checker");
