@@ -141,21 +141,36 @@ fn cluster(dir: &Path) -> Target {
     }
 }
 
-/// Commands processed and bytes in and out, summed over the nodes.
-fn redis_totals(nodes: &[redis::Client]) -> [u64; 3] {
-    let mut totals = [0; 3];
+/// What the nodes did: commands processed and bytes in and out (summed), and
+/// each node's CPU seconds (its main thread's user and system time).
+struct RedisTotals {
+    counts: [u64; 3],
+    cpu_s: Vec<f64>,
+}
+
+fn redis_totals(nodes: &[redis::Client]) -> RedisTotals {
+    let mut totals = RedisTotals {
+        counts: [0; 3],
+        cpu_s: Vec::new(),
+    };
     for node in nodes {
         let mut conn = node.get_connection().expect("connect");
-        let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).expect("INFO");
+        let info: String = redis::cmd("INFO")
+            .arg("everything")
+            .query(&mut conn)
+            .expect("INFO");
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
         };
-        totals[0] += field("total_commands_processed");
-        totals[1] += field("total_net_input_bytes");
-        totals[2] += field("total_net_output_bytes");
+        totals.counts[0] += field("total_commands_processed") as u64;
+        totals.counts[1] += field("total_net_input_bytes") as u64;
+        totals.counts[2] += field("total_net_output_bytes") as u64;
+        totals
+            .cpu_s
+            .push(field("used_cpu_user_main_thread") + field("used_cpu_sys_main_thread"));
     }
     totals
 }
@@ -236,8 +251,7 @@ fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usi
     let (warm_up, measured) = rounds;
     let mut times = Vec::new();
     let mut settles = 0;
-    let before = redis_totals(&target.nodes);
-    let mut totals = before;
+    let mut totals = redis_totals(&target.nodes);
     for round in 0..warm_up + measured {
         if round == warm_up {
             totals = redis_totals(&target.nodes);
@@ -270,13 +284,19 @@ fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usi
     times.sort();
     // The three instances' rounds run one after another: a round of the fleet is their sum.
     let fleet_round = times[times.len() / 2] * INSTANCES as u32;
-    let per = |i: usize| (after[i] - totals[i]) as f64 / measured as f64;
+    let per = |i: usize| (after.counts[i] - totals.counts[i]) as f64 / measured as f64;
+    // Redis is busy for its busiest node's CPU time: what bounds the interval.
+    let busiest_s = (after.cpu_s.iter().zip(&totals.cpu_s))
+        .map(|(a, b)| a - b)
+        .fold(0.0, f64::max)
+        / measured as f64;
     println!(
-        "{:<16} {keys:>8} keys, {hot_percent:>2}% hot: {:>9.0} settles/round ({:.3} per key), round {:>9.2} ms, {:>9.0} commands, {:>8.1} KiB in, {:>8.1} KiB out per round",
+        "{:<16} {keys:>8} keys, {hot_percent:>2}% hot: {:>9.0} settles/round ({:.3} per key), round {:>9.2} ms, Redis busy {:>8.2} ms (busiest node), {:>9.0} commands, {:>8.1} KiB in, {:>8.1} KiB out per round",
         target.name,
         settles as f64 / measured as f64,
         settles as f64 / measured as f64 / keys as f64,
         fleet_round.as_secs_f64() * 1e3,
+        busiest_s * 1e3,
         per(0),
         per(1) / 1024.0,
         per(2) / 1024.0,
