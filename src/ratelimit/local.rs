@@ -132,6 +132,9 @@ struct ClusterPart {
     /// Its demand per round at its last report: a put-off key reports early once
     /// its tokens would not cover that until its due round.
     asked_per_round: f32,
+    /// When Redis stops counting a put-off key's lease (less a margin): rounds
+    /// that run slow must not keep it spending tokens the pool has back.
+    lapse_at_ns: u64,
 }
 
 struct Shard {
@@ -237,6 +240,10 @@ impl LocalLimiter {
                 (params.rate * share, params.burst * share)
             }
             Supply::Leased { instances, .. } => {
+                if bucket.cluster.due_round != 0 && now_ns >= bucket.cluster.lapse_at_ns {
+                    bucket.tokens = 0.0;
+                    bucket.cluster.lapse();
+                }
                 let c = &mut bucket.cluster;
                 if !c.leased && !c.advanced && bucket.tokens < cost {
                     bucket.tokens += c.pool_estimate(params, now_ns) / instances.max(1) as f64;
@@ -346,8 +353,8 @@ impl LocalLimiter {
                 if c.due_round != due || c.listed {
                     continue;
                 }
-                c.due_round = 0;
                 if c.asked > 0.0 || c.used != 0.0 {
+                    c.due_round = 0;
                     c.listed = true;
                     listed.push(key);
                 } else {
@@ -355,8 +362,7 @@ impl LocalLimiter {
                     // spent, in Redis; a settle to hand it back would cost more
                     // than the tokens are worth to a quiet key.
                     b.tokens = 0.0;
-                    c.leased = false;
-                    c.share = 0.0;
+                    c.lapse();
                 }
             }
         }
@@ -412,9 +418,10 @@ impl LocalLimiter {
     /// The cluster's answer to a report: the new lease replaces what is left of the
     /// old one (spent meanwhile counts against it). A key that asked for nothing and
     /// holds nothing is released and leaves the report list; one whose lease covers
-    /// its demand for more rounds than the next leaves it until then. `asked` is
-    /// the report's demand per round.
-    pub fn settle(&self, key: &LimitKey, lease: Lease, asked: f64, now_ns: u64) {
+    /// its demand for more rounds than the next leaves it until then, or until
+    /// `lapse_at_ns`, when Redis stops counting its lease. `asked` is the report's
+    /// demand per round.
+    pub fn settle(&self, key: &LimitKey, lease: Lease, asked: f64, now_ns: u64, lapse_at_ns: u64) {
         let hash = self.hasher.hash_one(key);
         let round = self.round.load(Ordering::Relaxed);
         let mut shard = self.shard(hash);
@@ -440,6 +447,7 @@ impl LocalLimiter {
         if c.leased && lease.rounds >= 2 && c.need == 0.0 && b.tokens >= covered {
             c.due_round = round + lease.rounds;
             c.asked_per_round = asked as f32;
+            c.lapse_at_ns = lapse_at_ns;
             c.listed = false;
             put_off.put(c.due_round, key.clone());
         } else if c.leased || c.asked > 0.0 {
@@ -462,6 +470,14 @@ impl LocalLimiter {
 }
 
 impl ClusterPart {
+    /// A put-off lease lapses: its tokens are the pool's again (the caller
+    /// empties the bucket).
+    fn lapse(&mut self) {
+        self.leased = false;
+        self.share = 0.0;
+        self.due_round = 0;
+    }
+
     fn share_or(&self, instances: u64) -> f64 {
         if self.share > 0.0 {
             f64::from(self.share)
@@ -681,7 +697,7 @@ mod tests {
             pool: 1.0,
             rounds: 1,
         };
-        limiter.settle(&key, lease, 1.0, S);
+        limiter.settle(&key, lease, 1.0, S, u64::MAX);
         assert_eq!(admitted(&limiter, &key, 10, S, THREE), 6);
         let next = limiter.take_reports(100);
         assert_eq!((next[0].used, next[0].asked), (6.0, 11.0));
@@ -699,7 +715,7 @@ mod tests {
             pool: 0.0,
             rounds: 1,
         };
-        limiter.settle(&key, held, 1.0, 0);
+        limiter.settle(&key, held, 1.0, 0, u64::MAX);
         assert_eq!(
             limiter.take_reports(100).len(),
             1,
@@ -711,7 +727,7 @@ mod tests {
             pool: 3.0,
             rounds: 1,
         };
-        limiter.settle(&key, released, 1.0, S);
+        limiter.settle(&key, released, 1.0, S, u64::MAX);
         assert!(
             limiter.take_reports(100).is_empty(),
             "released: nothing to report"
@@ -789,10 +805,10 @@ mod tests {
             pool: 5.0,
             rounds: 1,
         };
-        limiter.settle(&key, lease, 1.0, 0);
+        limiter.settle(&key, lease, 1.0, 0, u64::MAX);
         assert!(limiter.take(&key, bucket, 1.0, 0, leased).allowed);
         limiter.take_reports(10);
-        limiter.settle(&key, lease, 1.0, 0);
+        limiter.settle(&key, lease, 1.0, 0, u64::MAX);
         limiter.give_back(&key, 1.0);
         let report = limiter.take_reports(10).pop().expect("report");
         assert_eq!(report.used, -1.0);
@@ -826,7 +842,7 @@ mod tests {
         let key = consumer("quiet");
         admitted(&limiter, &key, 1, 0, THREE);
         limiter.take_reports(100);
-        limiter.settle(&key, lease_for(8.0, 4), 1.0, 0);
+        limiter.settle(&key, lease_for(8.0, 4), 1.0, 0, u64::MAX);
         // Rounds 2 and 3: a request each, well within the lease: nothing reported.
         for _ in 0..2 {
             assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
@@ -845,13 +861,34 @@ mod tests {
         let key = consumer("gone quiet");
         admitted(&limiter, &key, 1, 0, THREE);
         limiter.take_reports(100);
-        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0);
+        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0, u64::MAX);
         for round in 2..=6 {
             assert!(limiter.take_reports(100).is_empty(), "round {round}");
         }
         assert_eq!(limiter.view(&key).map(|v| v.tokens), Some(0.0), "lapsed");
         // Its next request starts on an advance, reported the next round.
         assert_eq!(admitted(&limiter, &key, 1, 4 * S, THREE), 1);
+        assert_eq!(limiter.take_reports(100).len(), 1);
+    }
+
+    #[test]
+    fn a_key_put_off_past_the_time_redis_counts_its_lease_lapses_however_few_rounds_ran() {
+        let limiter = LocalLimiter::new(1000);
+        let key = consumer("slow rounds");
+        admitted(&limiter, &key, 1, 0, THREE);
+        limiter.take_reports(100);
+        // Granted for 10 rounds; Redis counts it for 2 s.
+        limiter.settle(&key, lease_for(8.0, 10), 0.5, 0, 2 * S);
+        assert_eq!(
+            admitted(&limiter, &key, 1, S, THREE),
+            1,
+            "within: spent from the lease"
+        );
+        assert!(limiter.take_reports(100).is_empty());
+        // Round 3 only, but 2 s on: the 7 tokens left are the pool's again; the
+        // request starts on an advance (a third of the pool's 0 + 3 s of refill)
+        // and the key is reported next round.
+        assert_eq!(admitted(&limiter, &key, 2, 3 * S, THREE), 1);
         assert_eq!(limiter.take_reports(100).len(), 1);
     }
 
@@ -864,8 +901,8 @@ mod tests {
             admitted(&limiter, key, 1, 0, THREE);
         }
         limiter.take_reports(100);
-        limiter.settle(&low, lease_for(8.0, 10), 0.5, 0);
-        limiter.settle(&refused, lease_for(8.0, 10), 0.5, 0);
+        limiter.settle(&low, lease_for(8.0, 10), 0.5, 0, u64::MAX);
+        limiter.settle(&refused, lease_for(8.0, 10), 0.5, 0, u64::MAX);
         assert_eq!(admitted(&limiter, &low, 3, 0, THREE), 3);
         assert!(
             limiter.take_reports(100).is_empty(),
@@ -885,10 +922,10 @@ mod tests {
         let key = consumer("a");
         admitted(&limiter, &key, 1, 0, THREE);
         limiter.take_reports(100); // round 1
-        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0); // due in round 4
+        limiter.settle(&key, lease_for(8.0, 3), 1.0, 0, u64::MAX); // due in round 4
         assert_eq!(admitted(&limiter, &key, 6, 0, THREE), 6, "runs low");
         assert_eq!(limiter.take_reports(100).len(), 1, "round 2: early");
-        limiter.settle(&key, lease_for(8.0, 5), 1.0, 0); // due in round 7
+        limiter.settle(&key, lease_for(8.0, 5), 1.0, 0, u64::MAX); // due in round 7
         assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
         let reported_in: Vec<usize> = (3..=8)
             .filter(|_| !limiter.take_reports(100).is_empty())
@@ -902,7 +939,7 @@ mod tests {
         let key = consumer("quiet");
         admitted(&limiter, &key, 1, 0, THREE);
         limiter.take_reports(100);
-        limiter.settle(&key, lease_for(8.0, 10), 0.5, 0);
+        limiter.settle(&key, lease_for(8.0, 10), 0.5, 0, u64::MAX);
         assert_eq!(admitted(&limiter, &key, 1, 0, THREE), 1);
         // Much later, a flood of full one-off buckets: room comes from those.
         for i in 0..2_000u32 {
@@ -928,7 +965,7 @@ mod tests {
             pool: 0.0,
             rounds: 1,
         };
-        limiter.settle(&key, half, 1.0, 0);
+        limiter.settle(&key, half, 1.0, 0, u64::MAX);
         let outage = Supply::LocalShare { instances: 3 };
         // 4 s at half the rate: 2 tokens; the bucket holds at most half the burst.
         assert_eq!(admitted(&limiter, &key, 10, 4 * S, outage), 2);

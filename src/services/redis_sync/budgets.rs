@@ -224,12 +224,18 @@ impl RedisSync {
                     for report in chunk {
                         match leases.next().flatten() {
                             Some(mut lease) => {
+                                // Redis counts the lease for twice its rounds' interval
+                                // (and 3 periods more): past that it lapses here, however
+                                // slowly the rounds run.
+                                let counted = self.interval * 2 * lease.rounds.saturating_sub(1);
+                                let lapse_at_ns = now_ns + counted.as_nanos() as u64;
                                 // Reporting early is always safe; keys settled in one
                                 // round (a restart, a wave of new callers) then come due
                                 // over several instead of all in the same one.
                                 lease.rounds -= fastrand::u32(0..=lease.rounds / 2);
                                 let asked = report.asked_per_round();
-                                self.limiter.local.settle(&report.key, lease, asked, now_ns)
+                                let local = &self.limiter.local;
+                                local.settle(&report.key, lease, asked, now_ns, lapse_at_ns)
                             }
                             None => self.limiter.local.restore(report),
                         }

@@ -27,12 +27,12 @@ use crate::vocab::clock::unix_now;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use budgets::{BudgetRound, BudgetsDone};
-use consumers::{Following, LogRead};
+use consumers::{Following, LogQueued, LogRead};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use quotas::QuotaRound;
 use redis::{RedisError, RedisResult};
-use round::{Batch, Queued, Replies};
+use round::{Batch, Replies};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A round's requests, one per kind of work, each with the handle of its pipelines.
 struct Round {
     windows: WindowRound,
-    consumers: Queued,
+    consumers: LogQueued,
     quotas: QuotaRound,
     budgets: BudgetRound,
 }

@@ -19,6 +19,8 @@ local out = {}
 local function settle(key, rate, burst, used, asked, need)
   local pool, at, win, win_used, prev_used = burst, now, minute, 0, 0
   local mine, others, demand = 0, 0, asked
+  -- The latest any other instance's lease is counted until: the hash outlives it.
+  local others_until = now
   local flat = redis.call('HGETALL', key)
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
@@ -37,6 +39,7 @@ local function settle(key, rate, burst, used, asked, need)
       else
         others = others + tonumber(lease)
         demand = demand + tonumber(want)
+        others_until = math.max(others_until, tonumber(report_by))
       end
     end
   end
@@ -73,9 +76,10 @@ local function settle(key, rate, burst, used, asked, need)
   redis.call('HSET', key, 'pool', tostring(pool), 'at', now, 'win', minute,
     'wu', tostring(win_used), 'pu', tostring(prev_used),
     me, tostring(lease) .. ' ' .. tostring(asked) .. ' ' .. report_by)
-  -- Kept until it would be full again (debt included) and every lease has gone stale.
-  redis.call('PEXPIRE', key,
-    math.ceil((burst - pool) / rate * 1000) + 2 * (rounds - 1) * interval + 4 * stale)
+  -- Kept until it would be full again (debt included) and every lease, this one's
+  -- and the others', has gone stale.
+  local counted = math.max(2 * (rounds - 1) * interval, others_until - now)
+  redis.call('PEXPIRE', key, math.ceil((burst - pool) / rate * 1000) + counted + 4 * stale)
   out[#out + 1] = tostring(lease)
   out[#out + 1] = tostring(share)
   out[#out + 1] = tostring(pool)

@@ -50,6 +50,12 @@ impl Held<'_> {
     pub(super) fn reached(&mut self, version: u64) {
         self.0.retain(|_, at| *at > version);
     }
+
+    /// Redis lost data: what was written here is published again with what this
+    /// instance holds, under versions that start over, which these would outrank.
+    pub(super) fn forget(&mut self) {
+        self.0.clear();
+    }
 }
 
 #[cfg(test)]

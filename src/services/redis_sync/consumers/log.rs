@@ -106,6 +106,10 @@ pub(super) enum Followed {
     More,
     /// An entry is missing after the place: only a full reload recovers.
     Lost,
+    /// An entry after the place carries a version already passed: Redis went back
+    /// (a failover to a replica that was behind, an AOF that lost its last writes)
+    /// and numbered new writes again; what it lost must be published again.
+    WentBack,
 }
 
 /// What applying the log changes, and the writes made here that it must not undo.
@@ -129,7 +133,12 @@ impl Store<'_> {
         let full = entries.len() >= batch;
         for entry in entries {
             if entry.version <= place.version && entry.version != 0 {
-                place.entry = Some(entry.id); // in force already: the place itself, or before a reload's read
+                // Only the place's own entry comes again (a reload's place is the
+                // log's last entry as it read the version): any other is a reused number.
+                if place.entry.as_ref().is_some_and(|at| *at != entry.id) {
+                    return Followed::WentBack;
+                }
+                place.entry = Some(entry.id);
                 continue;
             }
             if entry.version != place.version + 1 || entry.change == Change::Unknown {
@@ -302,6 +311,28 @@ mod tests {
         let mut place = at(3);
         assert_eq!(f.follow(&mut place, full, 2, 9), Followed::More);
         assert_eq!(place, at(4));
+    }
+
+    #[test]
+    fn an_entry_after_the_place_with_a_version_already_passed_is_redis_gone_back() {
+        let f = Fixture::new();
+        // The place is 100 (entry 100-0); a failover lost it, and a new write took
+        // version 100 again under a later id.
+        let mut place = Place {
+            entry: Some("100-0".into()),
+            version: 100,
+        };
+        let reused = reply(&[("101-5", 100, "untier", "j", "")]);
+        assert_eq!(f.follow(&mut place, reused, 100, 100), Followed::WentBack);
+        let again = reply(&[
+            ("100-0", 100, "untier", "j", ""),
+            ("101-0", 101, "untier", "j", ""),
+        ]);
+        assert_eq!(
+            f.follow(&mut place, again, 100, 101),
+            Followed::Caught,
+            "the place's own entry comes again"
+        );
     }
 
     #[test]

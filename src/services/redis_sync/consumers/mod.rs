@@ -55,6 +55,16 @@ pub(super) struct LogRead {
     entries: Vec<log::Entry>,
     /// The entries asked for: a read that brought them all may have left more.
     asked: usize,
+    /// The highest version this instance knew Redis reached when the read was
+    /// sent: a version read below it means Redis went back (one raised since by a
+    /// write made here does not).
+    reached_when_sent: u64,
+}
+
+/// The round's read of the log, queued, and the version known reached then.
+pub(super) struct LogQueued {
+    queued: Queued,
+    reached: u64,
 }
 
 impl LogRead {
@@ -66,6 +76,7 @@ impl LogRead {
             version: version.unwrap_or(0),
             entries: log::entries(&entries),
             asked,
+            reached_when_sent: 0,
         })
     }
 
@@ -200,15 +211,23 @@ impl RedisSync {
     }
 
     /// The round's part: one small read when nothing changed.
-    pub(super) fn consumers_round(&self, batch: &mut Batch) -> Queued {
+    pub(super) fn consumers_round(&self, batch: &mut Batch) -> LogQueued {
+        let reached = self.reached_version.load(Ordering::Relaxed);
         let pipe = self.log_pipe(self.following().place.as_ref(), ROUND_ENTRIES);
-        batch.queue([pipe])
+        LogQueued {
+            queued: batch.queue([pipe]),
+            reached,
+        }
     }
 
     /// What the round's read found; `None` when it failed.
-    pub(super) fn consumers_read(replies: &mut Replies, queued: Queued) -> Option<LogRead> {
-        let reply = replies.take(queued).next()?.ok()?;
-        LogRead::parse(reply, ROUND_ENTRIES + 1).ok()
+    pub(super) fn consumers_read(replies: &mut Replies, log: LogQueued) -> Option<LogRead> {
+        let reply = replies.take(log.queued).next()?.ok()?;
+        let read = LogRead::parse(reply, ROUND_ENTRIES + 1).ok()?;
+        Some(LogRead {
+            reached_when_sent: log.reached,
+            ..read
+        })
     }
 
     async fn read_log(&self, backend: &Backend, place: &Place) -> RedisResult<LogRead> {
@@ -238,7 +257,6 @@ impl RedisSync {
             let following = self.following();
             (following.epoch.clone(), following.place.clone())
         };
-        let reached = self.reached_version.load(Ordering::Relaxed);
         // Redis lost data since this instance last looked when it has no marker (new,
         // flushed, restarted empty), another marker than the one seen (lost, and
         // republished by another instance meanwhile), or a version gone backwards (a
@@ -247,13 +265,11 @@ impl RedisSync {
         // revoked while it was away.
         let lost = match (&read.epoch, &seen) {
             (None, _) => true,
-            (Some(now), Some(seen)) => now != seen || read.version < reached,
+            (Some(now), Some(seen)) => now != seen || read.version < read.reached_when_sent,
             (Some(_), None) => false,
         };
         if lost {
-            let (epoch, version) = self.republish(backend).await?;
-            self.reached_version.store(version, Ordering::Relaxed);
-            return self.reload_under(backend, Some(epoch), "redis lost data").await;
+            return self.repair(backend, "redis lost data").await;
         }
         let Some(mut place) = place else {
             return self.reload_under(backend, read.epoch, "first look").await;
@@ -267,6 +283,7 @@ impl RedisSync {
                         .reload_under(backend, seen, "its place in the log is gone")
                         .await
                 }
+                Followed::WentBack => return self.repair(backend, "redis numbered writes again").await,
             }
             read = self.read_log(backend, &place).await?;
             if read.epoch != seen {
@@ -276,6 +293,14 @@ impl RedisSync {
         self.reached_version.fetch_max(place.version, Ordering::Relaxed);
         self.following().place = Some(place);
         Ok(())
+    }
+
+    /// Redis lost data: what this instance holds is published again, then reloaded.
+    async fn repair(&self, backend: &Backend, why: &str) -> RedisResult<()> {
+        self.local_writes.hold().forget();
+        let (epoch, version) = self.republish(backend).await?;
+        self.reached_version.store(version, Ordering::Relaxed);
+        self.reload_under(backend, Some(epoch), why).await
     }
 
     /// A full reload under `epoch`, the marker now seen; without a place the next

@@ -105,7 +105,7 @@ impl RedisSync {
             match self.follow(&mut place, read) {
                 Followed::More => continue,
                 Followed::Caught => break,
-                Followed::Lost => return Ok(None),
+                Followed::Lost | Followed::WentBack => return Ok(None),
             }
         }
         if let Some(seen) = seen {
