@@ -280,3 +280,38 @@ fn a_hundred_writes_a_second_on_three_instances_are_each_in_force_everywhere_wit
         &wrong[..wrong.len().min(5)]
     );
 }
+
+/// A revocation asked of an instance that does not hold the key (still loading, or
+/// behind the log) goes to Redis, which says whether it holds such a key for that
+/// consumer: a leaked key is never answered "no such key" while it works elsewhere,
+/// and a key is never revoked through another consumer's path.
+#[test]
+fn a_key_not_held_here_is_revoked_through_redis_for_its_own_consumer_only() {
+    let redis = Redis::start();
+    let gw = start(&redis);
+    // In Redis only: written after start, with no log entry, so never taken up here.
+    let digest = floodgate::auth::api_key::hash_key("unseen-secret")[7..].to_string();
+    let record = format!(
+        r#"{{"key_id":"unseen","consumer":"owner","digest":"{digest}","tier":null,"created_at_s":1,"expires_at_s":null}}"#
+    );
+    let hash = |what: &str| format!("{{floodgate:consumers}}:{what}");
+    redis_cmd(redis.addr(), &["HSET", &hash("keys"), "unseen", &record]).expect("HSET");
+    assert_eq!(with_key(&gw, "unseen-secret"), 401, "not held here");
+    let held = |what: &str| integer(&redis, &["HEXISTS", &hash(what), "unseen"]);
+    assert_eq!(
+        admin(&gw, "DELETE", "/admin/consumers/intruder/keys/unseen").0,
+        404
+    );
+    assert_eq!(held("keys"), 1, "another consumer's path revokes nothing");
+    assert_eq!(admin(&gw, "DELETE", "/admin/consumers/owner/keys/unseen").0, 204);
+    assert_eq!(
+        (held("keys"), held("revoked")),
+        (0, 1),
+        "revoked in Redis, tombstone left"
+    );
+    assert_eq!(
+        admin(&gw, "DELETE", "/admin/consumers/owner/keys/unseen").0,
+        404,
+        "gone"
+    );
+}

@@ -304,14 +304,24 @@ impl Admin {
             .of_consumer(consumer)
             .iter()
             .any(|k| &*k.key_id == key_id);
-        if !exists {
-            return error(404, "not_found", "no such key for this consumer");
-        }
-        let change = Change::RevokeKey {
-            key_id: key_id.to_string(),
-        };
-        if let Err(why) = self.persist(&change).await {
-            return unavailable(&why);
+        if exists {
+            let change = Change::RevokeKey {
+                key_id: key_id.to_string(),
+            };
+            if let Err(why) = self.persist(&change).await {
+                return unavailable(&why);
+            }
+        } else {
+            // Not held here, which with Redis may only mean loading or behind the
+            // log: Redis says whether there is such a key.
+            let Durability::Redis(store) = &self.consumers.durability else {
+                return error(404, "not_found", "no such key for this consumer");
+            };
+            match store.revoke_held(consumer, key_id).await {
+                Ok(true) => {}
+                Ok(false) => return error(404, "not_found", "no such key for this consumer"),
+                Err(why) => return unavailable(&why),
+            }
         }
         self.consumers.runtime_keys.remove(consumer, key_id);
         self.written("revoke_key", consumer, &format!(", key id {key_id}"), who);

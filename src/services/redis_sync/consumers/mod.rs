@@ -130,6 +130,19 @@ impl ConsumerStore {
             Write::ClearTier { consumer } => ("untier", Target::Tier(consumer.clone()), String::new()),
             Write::Quotas(_) => return Ok(()), // with Redis, quotas are counted there by the sync
         };
+        self.write(op, target, value).await.map(drop)
+    }
+
+    /// Revokes `consumer`'s key `key_id` if Redis holds it: for an instance that
+    /// does not (still loading, or behind the log), so that a leaked key is never
+    /// answered "no such key" while it works elsewhere. `Ok(false)`: Redis has none.
+    pub async fn revoke_held(&self, consumer: &str, key_id: &str) -> Result<bool, String> {
+        let target = Target::Key(key_id.to_string());
+        Ok(self.write("revoke_held", target, consumer.to_string()).await? != 0)
+    }
+
+    /// write.lua's `op` on `target`: the version it made (0: nothing written).
+    async fn write(&self, op: &str, target: Target, value: String) -> Result<u64, String> {
         let (Target::Key(id) | Target::Tier(id)) = &target;
         let backend = self.connected().await.ok_or("redis is unreachable")?;
         let mut pipe = redis::pipe();
@@ -152,10 +165,12 @@ impl ConsumerStore {
             .pop()
             .and_then(|v| redis::from_redis_value::<u64>(v).ok())
             .ok_or("redis answered the write with no version")?;
-        self.reached_version.fetch_max(version, Ordering::Relaxed);
-        // Before the caller puts it in force here: the sync must not undo it.
-        self.local_writes.note(target, version);
-        Ok(())
+        if version != 0 {
+            self.reached_version.fetch_max(version, Ordering::Relaxed);
+            // Before the caller puts it in force here: the sync must not undo it.
+            self.local_writes.note(target, version);
+        }
+        Ok(version)
     }
 }
 

@@ -3,8 +3,9 @@
 -- a data loss never writes over), the version bump, and the change-log entry that
 -- carries the version and the change, trimmed to the retention.
 -- KEYS: keys, tiers, revoked, cleared, version, log (one hash slot).
--- ARGV: op (add, revoke, tier, untier), key id or consumer, the key's record or the
--- tier name, the log's retention.
+-- ARGV: op (add, revoke, revoke_held, tier, untier), key id or consumer, the key's
+-- record, the tier name or (revoke_held) the key's consumer, the log's retention.
+-- Returns the version the write made; 0 when revoke_held found no such key.
 local keys, tiers, revoked, cleared, version, log =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local op, id, value = ARGV[1], ARGV[2], ARGV[3]
@@ -15,6 +16,16 @@ elseif op == 'revoke' then
   value = redis.call('HGET', keys, id) or ''
   redis.call('HDEL', keys, id)
   redis.call('HSET', revoked, id, '1')
+elseif op == 'revoke_held' then
+  -- Asked of an instance that does not hold the key (still loading, or behind the
+  -- log): only a key Redis holds for the named consumer is revoked.
+  value = redis.call('HGET', keys, id)
+  if not value or cjson.decode(value).consumer ~= ARGV[3] then
+    return 0
+  end
+  redis.call('HDEL', keys, id)
+  redis.call('HSET', revoked, id, '1')
+  op = 'revoke'
 elseif op == 'tier' then
   redis.call('HSET', tiers, id, value)
   redis.call('HDEL', cleared, id)
