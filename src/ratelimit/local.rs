@@ -241,8 +241,7 @@ impl LocalLimiter {
             }
             Supply::Leased { instances, .. } => {
                 if bucket.cluster.due_round != 0 && now_ns >= bucket.cluster.lapse_at_ns {
-                    bucket.tokens = 0.0;
-                    bucket.cluster.lapse();
+                    bucket.lapse();
                 }
                 let c = &mut bucket.cluster;
                 if !c.leased && !c.advanced && bucket.tokens < cost {
@@ -361,8 +360,7 @@ impl LocalLimiter {
                     // Idle since its report: its lease lapses here and, counted as
                     // spent, in Redis; a settle to hand it back would cost more
                     // than the tokens are worth to a quiet key.
-                    b.tokens = 0.0;
-                    c.lapse();
+                    b.lapse();
                 }
             }
         }
@@ -469,15 +467,18 @@ impl LocalLimiter {
     }
 }
 
-impl ClusterPart {
-    /// A put-off lease lapses: its tokens are the pool's again (the caller
-    /// empties the bucket).
+impl TokenState {
+    /// A put-off lease lapses: its tokens are the pool's again.
     fn lapse(&mut self) {
-        self.leased = false;
-        self.share = 0.0;
-        self.due_round = 0;
+        self.tokens = 0.0;
+        let c = &mut self.cluster;
+        c.leased = false;
+        c.share = 0.0;
+        c.due_round = 0;
     }
+}
 
+impl ClusterPart {
     fn share_or(&self, instances: u64) -> f64 {
         if self.share > 0.0 {
             f64::from(self.share)

@@ -52,7 +52,7 @@ struct Round {
 /// and report nothing).
 struct RoundResult {
     windows: WindowsDone,
-    consumers: Option<LogRead>,
+    consumers: Option<(LogRead, u64)>,
     budgets: BudgetsDone,
 }
 

@@ -55,13 +55,11 @@ pub(super) struct LogRead {
     entries: Vec<log::Entry>,
     /// The entries asked for: a read that brought them all may have left more.
     asked: usize,
-    /// The highest version this instance knew Redis reached when the read was
-    /// sent: a version read below it means Redis went back (one raised since by a
-    /// write made here does not).
-    reached_when_sent: u64,
 }
 
-/// The round's read of the log, queued, and the version known reached then.
+/// The round's read of the log, queued, and the highest version this instance
+/// knew Redis reached when it was sent: a version read below it means Redis went
+/// back (one raised since by a write made here does not).
 pub(super) struct LogQueued {
     queued: Queued,
     reached: u64,
@@ -76,7 +74,6 @@ impl LogRead {
             version: version.unwrap_or(0),
             entries: log::entries(&entries),
             asked,
-            reached_when_sent: 0,
         })
     }
 
@@ -235,14 +232,11 @@ impl RedisSync {
         }
     }
 
-    /// What the round's read found; `None` when it failed.
-    pub(super) fn consumers_read(replies: &mut Replies, log: LogQueued) -> Option<LogRead> {
+    /// What the round's read found, with the version known reached when it was
+    /// sent; `None` when it failed.
+    pub(super) fn consumers_read(replies: &mut Replies, log: LogQueued) -> Option<(LogRead, u64)> {
         let reply = replies.take(log.queued).next()?.ok()?;
-        let read = LogRead::parse(reply, ROUND_ENTRIES + 1).ok()?;
-        Some(LogRead {
-            reached_when_sent: log.reached,
-            ..read
-        })
+        Some((LogRead::parse(reply, ROUND_ENTRIES + 1).ok()?, log.reached))
     }
 
     async fn read_log(&self, backend: &Backend, place: &Place) -> RedisResult<LogRead> {
@@ -264,8 +258,12 @@ impl RedisSync {
 
     /// After the round: publish ours again if Redis lost its data, reload in full
     /// if this instance has no place in the log, else apply the log from it.
-    pub(super) async fn consumers_follow(&self, backend: &Backend, read: Option<LogRead>) -> RedisResult<()> {
-        let Some(mut read) = read else {
+    pub(super) async fn consumers_follow(
+        &self,
+        backend: &Backend,
+        read: Option<(LogRead, u64)>,
+    ) -> RedisResult<()> {
+        let Some((mut read, reached_when_sent)) = read else {
             return Ok(());
         };
         let (seen, place) = {
@@ -280,7 +278,7 @@ impl RedisSync {
         // revoked while it was away.
         let lost = match (&read.epoch, &seen) {
             (None, _) => true,
-            (Some(now), Some(seen)) => now != seen || read.version < read.reached_when_sent,
+            (Some(now), Some(seen)) => now != seen || read.version < reached_when_sent,
             (Some(_), None) => false,
         };
         if lost {
