@@ -25,6 +25,7 @@ mod pooled_connections;
 mod proxy;
 mod proxy_protocol;
 mod ratelimit;
+mod relay;
 mod request_framing;
 mod route_policies;
 mod slow_readers;
