@@ -116,7 +116,11 @@ fn parse_with_state<S>(
             );
         }
     }
-    let redis = redis::redis(&mut problems, take("redis"));
+    let redis_value = take("redis");
+    // From the text, so that a `redis.region` with problems of its own does not
+    // also make every `world` limit a problem.
+    let region_configured = redis_value.as_ref().and_then(|r| r.get("region")).is_some();
+    let redis = redis::redis(&mut problems, redis_value);
     let names: Vec<String> = tiers.iter().map(|t| t.name.clone()).collect();
     let state_file = state_file::state_file(&mut problems, take("state_file"), redis.is_some(), |path| {
         read_state(path, &names)
@@ -127,6 +131,7 @@ fn parse_with_state<S>(
         upstreams: &upstreams,
         tiers: &tiers,
         auth_configured: auth.is_some(),
+        region_configured,
         claims: auth
             .as_ref()
             .and_then(|a| a.jwt.as_ref())

@@ -258,6 +258,19 @@ pub struct StaticAnswer {
 pub struct GlobalLimit {
     pub rate: u64,
     pub per: Duration,
+    /// Whose traffic the limit counts: this region's or every region's.
+    pub scope: GlobalScope,
+}
+
+/// A `global_limit`'s reach when there are several regions (`redis.region`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GlobalScope {
+    /// The instances sharing this region's Redis.
+    #[default]
+    Region,
+    /// Every region's instances; needs `redis.region`.
+    World,
 }
 
 /// A route; its id ([`RouteId`](crate::vocab::ids::RouteId)) is its position in
@@ -395,6 +408,35 @@ pub struct Redis {
     /// Entries the runtime consumers' change log keeps: an instance further behind
     /// reloads them in full.
     pub consumers_log_entries: usize,
+    /// This region and its peers' Redis, when there are several regions.
+    pub region: Option<Region>,
+}
+
+/// Several regions, each with its own Redis, exchanging in the background.
+pub struct Region {
+    /// This instance's region.
+    pub name: String,
+    /// Every other region's Redis, sorted by name.
+    pub peers: Vec<Peer>,
+    pub sync_interval: Duration,
+    pub on_partition: OnPartition,
+}
+
+/// Another region's Redis.
+pub struct Peer {
+    pub name: String,
+    pub target: RedisTarget,
+}
+
+/// What a `world` limit does while a peer region cannot be reached (README,
+/// *Several regions*, says what each enforces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPartition {
+    SafeShare,
+    LastShare,
+    Allow,
+    Deny,
 }
 
 /// A single server (TCP, TLS or Unix socket), a Redis Cluster, or the master a

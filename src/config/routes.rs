@@ -2,8 +2,8 @@
 //! who may call it and what it costs.
 
 use super::model::{
-    AuthPolicy, GlobalLimit, ProxyAction, Route, RouteAccess, RouteAction, RouteLimits, RouteMatch,
-    StaticAnswer, Tier, Upstream,
+    AuthPolicy, GlobalLimit, GlobalScope, ProxyAction, Route, RouteAccess, RouteAction, RouteLimits,
+    RouteMatch, StaticAnswer, Tier, Upstream,
 };
 use super::names::is_plain_name;
 use super::problems::Problems;
@@ -23,6 +23,8 @@ pub(super) struct Known<'a> {
     pub(super) upstreams: &'a [Upstream],
     pub(super) tiers: &'a [Tier],
     pub(super) auth_configured: bool,
+    /// Whether `redis.region` is set (a `world` global limit needs it).
+    pub(super) region_configured: bool,
     /// `auth.jwt.claims_to_headers`: claims header rules may name.
     pub(super) claims: Vec<(String, http::HeaderName)>,
 }
@@ -117,9 +119,13 @@ fn route(problems: &mut Problems, path: &str, mut spec: RouteSpec, known: &Known
                 "rate and per_s must be at least 1",
             );
         }
+        if g.scope == GlobalScope::World && !known.region_configured {
+            problems.add(format!("{path}.global_limit.scope"), "world needs redis.region");
+        }
         GlobalLimit {
             rate: g.rate,
             per: Duration::from_secs(g.per_s),
+            scope: g.scope,
         }
     });
     let per_consumer = PerConsumer { path, auth, known };
@@ -327,6 +333,39 @@ mod tests {
                 "routes[3].response_timeout_ms: must be greater than 0 (or left out)",
                 "routes[4].auth: needs a top-level auth section",
             ]
+        );
+    }
+
+    #[test]
+    fn a_world_global_limit_needs_redis_region() {
+        let route =
+            "routes: [{ name: w, path_prefix: /w, upstream: b, global_limit: { rate: 10, scope: world } }]\n";
+        assert_eq!(
+            problems_of(&format!("{HEAD}{route}")),
+            vec!["routes[0].global_limit.scope: world needs redis.region"]
+        );
+        assert_eq!(
+            problems_of(&format!("{HEAD}redis: {{ url: \"redis://h\" }}\n{route}")),
+            vec!["routes[0].global_limit.scope: world needs redis.region"]
+        );
+        let region = "redis: { url: \"redis://h\", region: { name: ny, peers: { sg: \"redis://sg\" } } }\n";
+        assert!(problems_of(&format!("{HEAD}{region}{route}")).is_empty());
+        // A region with problems of its own is reported once, not again for each route.
+        assert_eq!(
+            problems_of(&format!(
+                "{HEAD}{}{route}",
+                region.replace("name: ny", "name: NY")
+            )),
+            vec!["redis.region.name: must be 1 to 32 characters of a-z, 0-9, _ and -"]
+        );
+        let region_scope = route.replace("scope: world", "scope: region");
+        assert!(problems_of(&format!("{HEAD}{region_scope}")).is_empty());
+        assert_eq!(
+            problems_of(&format!(
+                "{HEAD}{}",
+                route.replace("scope: world", "scope: planet")
+            )),
+            vec!["routes[0].global_limit.scope: unknown variant `planet`, expected `region` or `world`"]
         );
     }
 

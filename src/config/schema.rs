@@ -9,7 +9,7 @@ mod upstreams;
 pub(super) use routes::{CompressSpec, CorsSpec, HeaderRulesSpec, QuotaPer, RouteSpec};
 pub(super) use upstreams::{TimeoutsSpec, UpstreamSpec, UpstreamTlsSpec};
 
-use super::model::OnUnavailable;
+use super::model::{OnPartition, OnUnavailable};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -234,6 +234,37 @@ pub(super) struct RedisSpec {
     pub(super) max_keys_per_sync: usize,
     #[serde(default = "default_consumers_log_entries")]
     pub(super) consumers_log_entries: usize,
+    #[serde(default)]
+    pub(super) region: Option<RegionSpec>,
+}
+
+/// `redis.region`: this instance's region and every other region's Redis.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RegionSpec {
+    pub(super) name: String,
+    /// Each value a URL string or a [`PeerSpec`] map, read one by one so that a
+    /// problem names its peer's key (an untagged enum's error would not).
+    #[serde(default)]
+    pub(super) peers: BTreeMap<String, serde_yaml::Value>,
+    #[serde(default = "default_region_sync_interval_ms")]
+    pub(super) sync_interval_ms: u64,
+    #[serde(default = "default_on_partition")]
+    pub(super) on_partition: OnPartition,
+}
+
+/// A peer region's Redis in its map form: the connection options of `redis`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PeerSpec {
+    #[serde(default)]
+    pub(super) url: Option<String>,
+    #[serde(default)]
+    pub(super) cluster: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) sentinel: Option<SentinelSpec>,
+    #[serde(default)]
+    pub(super) tls: Option<RedisTlsSpec>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -275,4 +306,10 @@ fn default_key_prefix() -> String {
 }
 fn default_on_unavailable() -> OnUnavailable {
     OnUnavailable::LocalShare
+}
+fn default_region_sync_interval_ms() -> u64 {
+    1000
+}
+fn default_on_partition() -> OnPartition {
+    OnPartition::SafeShare
 }

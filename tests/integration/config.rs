@@ -93,6 +93,24 @@ fn broken_configs_fail_naming_the_key() {
 }
 
 #[test]
+fn a_bad_peer_region_is_named_by_its_key() {
+    let region = |peers: &str| {
+        format!("{BASE}redis:\n  url: redis://127.0.0.1:6379\n  region:\n    name: ny\n    peers:\n{peers}")
+    };
+    let good = region("      sg: redis://127.0.0.1:6380\n      fra: { url: \"rediss://127.0.0.1:6381\" }\n");
+    let (ok, out) = check_config(&good, &[]);
+    assert!(ok, "{out}");
+    assert_rejected(
+        &region("      sg: redis://127.0.0.1:6380\n      fra: { url: \"http://fra:6380\" }\n"),
+        &["redis.region.peers.fra.url: must be a redis://, rediss:// or unix:// URL"],
+    );
+    assert_rejected(
+        &region("      fra: { url: \"rediss://fra:6380\", tls: { ca_file: /nonexistent/fra-ca.pem } }\n"),
+        &["redis.region.peers.fra.tls.ca_file: /nonexistent/fra-ca.pem: "],
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let text = BASE
         .replace("upstream: backend }", "upstream: billing }")

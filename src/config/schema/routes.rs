@@ -1,7 +1,7 @@
 //! Serde mirror of `routes[]`: what a route matches, what it does, and the
 //! policies and limits it carries.
 
-use crate::config::model::{AuthPolicy, Bucket};
+use crate::config::model::{AuthPolicy, Bucket, GlobalScope};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -148,6 +148,9 @@ pub(in crate::config) struct GlobalLimitSpec {
     pub(in crate::config) rate: u64,
     #[serde(default = "default_per_s")]
     pub(in crate::config) per_s: u64,
+    /// This region's instances or every region's (`world` needs `redis.region`).
+    #[serde(default)]
+    pub(in crate::config) scope: GlobalScope,
 }
 
 fn default_per_s() -> u64 {
