@@ -17,9 +17,19 @@ use crate::proxy::Gateway;
 use crate::ratelimit::RateLimiter;
 use crate::routing::RouteTable;
 use crate::services::{
-    access_log::AccessLogWriter, admin::Admin, admin::Consumers, drain::Drain, echo::Echo,
-    jwks::JwksRefresher, quota_saver, quota_saver::QuotaSaver, readiness::ReadinessProbe,
-    redis_sync::budgets::BudgetStore, redis_sync::RedisSync, state_file::StateFile,
+    access_log::AccessLogWriter,
+    admin::Admin,
+    admin::Consumers,
+    drain::Drain,
+    echo::Echo,
+    jwks::JwksRefresher,
+    quota_saver,
+    quota_saver::QuotaSaver,
+    readiness::ReadinessProbe,
+    redis_sync::budgets::BudgetStore,
+    redis_sync::{RedisSync, RegionSettle},
+    region_sync::RegionSync,
+    state_file::StateFile,
     state_file::StateFileWriter,
 };
 use crate::telemetry::Telemetry;
@@ -282,7 +292,7 @@ pub fn assemble(
     let mut first_round = None;
     let durability = match (config.redis.take(), state_file) {
         (Some(redis), _) => {
-            let sync = RedisSync::new(
+            let mut sync = RedisSync::new(
                 redis.target,
                 redis.sync_interval,
                 redis.key_prefix,
@@ -295,6 +305,22 @@ pub fn assemble(
                 telemetry.state.redis_sync_duration.clone(),
                 redis.consumers_log_entries,
             );
+            if let Some(region) = redis.region {
+                sync.region = Some(RegionSettle {
+                    regions: region.peers.len() as u32 + 1,
+                    interval: region.sync_interval,
+                    due: Default::default(),
+                });
+                let regions = RegionSync::new(
+                    region,
+                    sync.key_prefix.clone(),
+                    sync.instance_id.clone(),
+                    sync.consumers_log_entries,
+                    sync.backend.clone(),
+                    telemetry.region.clone(),
+                );
+                services.push(Box::new(background_service("region sync", regions)));
+            }
             first_round = Some(sync.first_round());
             budgets = Some(sync.budget_store());
             let store = sync.consumer_store();

@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod quota_saver;
 pub mod readiness;
 pub mod redis_sync;
+pub mod region_sync;
 pub mod state_file;
 
 use http::Response;

@@ -13,6 +13,7 @@ mod access_log;
 mod counters;
 mod live;
 mod metrics;
+mod region_metrics;
 mod state_metrics;
 
 pub use access_log::{rfc3339, AccessLine, ACCESS_LOG_QUEUE, LINE_CAPACITY};
@@ -28,6 +29,7 @@ use access_log::AccessLog;
 use live::Live;
 use metrics::Metrics;
 use prometheus::Registry;
+pub use region_metrics::RegionMetrics;
 pub use state_metrics::StateMetrics;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
@@ -54,6 +56,7 @@ pub struct Telemetry {
     /// Series others keep: the proxy keeps `inflight`, the admin service copies the
     /// rest from the pools, the connection caps and the Redis sync when scraped.
     pub state: StateMetrics,
+    pub region: RegionMetrics,
 }
 
 impl Telemetry {
@@ -64,11 +67,13 @@ impl Telemetry {
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let state = StateMetrics::new(&registry)?;
+        let region = RegionMetrics::new(&registry)?;
         Ok(Telemetry {
             access_log: AccessLog::new(access_log, &registry)?,
             metrics: Metrics::new(registry, route_names, upstream_names)?,
             live: Live::new(),
             state,
+            region,
         })
     }
 

@@ -11,11 +11,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "cluster-budget-secret-0123456789abcdef";
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-const RATE: f64 = 20.0;
-const BURST: f64 = 200.0;
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-0123456789";
+pub(crate) const RATE: f64 = 20.0;
+pub(crate) const BURST: f64 = 200.0;
 
-fn bearer(sub: &str) -> String {
+pub(crate) fn bearer(sub: &str) -> String {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     let claims = json!({"sub": sub, "tier": "premium", "exp": exp});
     let key = EncodingKey::from_secret(SECRET.as_bytes());
@@ -26,7 +26,7 @@ fn bearer(sub: &str) -> String {
 }
 
 /// `redis` is the whole `redis:` section's body, e.g. `url: "redis://..."`.
-fn body(redis: &str) -> String {
+pub(crate) fn body(redis: &str) -> String {
     format!(
         r#"
 auth:
@@ -72,27 +72,27 @@ fn await_instances(addr: std::net::SocketAddr, n: usize) {
 
 /// What a run admitted: (seconds since its start, instance) per 200, and any
 /// status other than 200 and 429.
-struct Run {
-    admitted: Vec<(f64, usize)>,
-    errors: Vec<String>,
-    secs: f64,
+pub(crate) struct Run {
+    pub(crate) admitted: Vec<(f64, usize)>,
+    pub(crate) errors: Vec<String>,
+    pub(crate) secs: f64,
 }
 
 impl Run {
-    fn count(&self, from: f64, to: f64, on: Option<usize>) -> usize {
+    pub(crate) fn count(&self, from: f64, to: f64, on: Option<usize>) -> usize {
         self.admitted
             .iter()
             .filter(|(t, g)| *t >= from && *t < to && on.is_none_or(|o| o == *g))
             .count()
     }
 
-    fn budget(&self) -> f64 {
+    pub(crate) fn budget(&self) -> f64 {
         BURST + RATE * self.secs
     }
 }
 
 /// `clients` threads for `secs`; `target(client, elapsed_s)` picks each request's instance.
-fn drive(
+pub(crate) fn drive(
     gws: &[Gateway],
     path: &str,
     auth: Option<&str>,
@@ -142,7 +142,7 @@ fn drive(
     }
 }
 
-fn assert_within(label: &str, admitted: usize, budget: f64, low: f64, high: f64) {
+pub(crate) fn assert_within(label: &str, admitted: usize, budget: f64, low: f64, high: f64) {
     let ratio = admitted as f64 / budget;
     eprintln!(
         "{label}: {admitted} admitted, one budget {budget:.0}: {:.1}%",

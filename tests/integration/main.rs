@@ -25,6 +25,7 @@ mod pooled_connections;
 mod proxy;
 mod proxy_protocol;
 mod ratelimit;
+mod regions;
 mod relay;
 mod request_framing;
 mod route_policies;

@@ -35,11 +35,20 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(SETTLE_SOURCE));
 /// `{<prefix>:cb:<group>}:c:<consumer>` (the group a CRC32 of the rest, the same
 /// on every instance).
 pub fn budget_key(prefix: &str, key: &LimitKey, cluster: bool) -> (u32, String) {
-    let name = match key {
+    named_budget_key(prefix, &budget_name(key), cluster)
+}
+
+/// The part of a budget's Redis key that names the caller, the same in every region.
+pub fn budget_name(key: &LimitKey) -> String {
+    match key {
         LimitKey::Consumer(c) => format!("c:{c}"),
         LimitKey::Ip(_) => format!("ip:{key}"),
         LimitKey::Route(..) => format!("r:{key}"),
-    };
+    }
+}
+
+/// [`budget_key`] from the caller's part of the name.
+pub fn named_budget_key(prefix: &str, name: &str, cluster: bool) -> (u32, String) {
     if cluster {
         let group = crc32fast::hash(name.as_bytes()) % CLUSTER_GROUPS;
         (group, format!("{{{prefix}:cb:{group}}}:{name}"))
@@ -52,6 +61,8 @@ pub fn budget_key(prefix: &str, key: &LimitKey, cluster: bool) -> (u32, String) 
 /// the keys left waiting.
 pub(super) struct BudgetRound {
     queued: Queued,
+    /// The keys named for the region sync last round, handed over with this one.
+    region_due: Option<(Queued, Vec<String>)>,
     pub(super) reports: Vec<Report>,
     /// The reports each pipeline carries, in order.
     per_pipeline: Vec<usize>,
@@ -164,6 +175,10 @@ impl RedisSync {
             .collect();
         named.sort_by_key(|(group, ..)| *group);
         let stale_ms = self.stale_ms();
+        let (regions, region_interval_ms) = self
+            .region
+            .as_ref()
+            .map_or((0, 0), |r| (r.regions, r.interval.as_millis() as u64));
         let mut pipes = Vec::new();
         let mut per_pipeline = Vec::new();
         for group in named.chunk_by(|a, b| a.0 == b.0) {
@@ -177,7 +192,9 @@ impl RedisSync {
                     cmd.arg(&self.instance_id)
                         .arg(stale_ms)
                         .arg(self.interval.as_millis() as u64)
-                        .arg(MAX_PUT_OFF_ROUNDS);
+                        .arg(MAX_PUT_OFF_ROUNDS)
+                        .arg(regions)
+                        .arg(region_interval_ms);
                     for (.., r) in call {
                         cmd.arg(r.bucket.rate)
                             .arg(r.bucket.burst)
@@ -190,8 +207,18 @@ impl RedisSync {
                 per_pipeline.push(chunk.len());
             }
         }
+        let region_due = self.region.as_ref().and_then(|region| {
+            let names = std::mem::take(&mut *region.due.lock().unwrap_or_else(|e| e.into_inner()));
+            if names.is_empty() {
+                return None;
+            }
+            let mut pipe = redis::pipe();
+            pipe.sadd(region_due_key(&self.key_prefix), &names).ignore();
+            Some((batch.queue([pipe]), names))
+        });
         BudgetRound {
             queued: batch.queue(pipes),
+            region_due,
             reports: named.into_iter().map(|(.., r)| r).collect(),
             per_pipeline,
             waiting,
@@ -209,6 +236,12 @@ impl RedisSync {
             keys: round.reports.len(),
             waiting: round.waiting,
         };
+        if let Some((queued, names)) = round.region_due {
+            if !replies.take(queued).all(|r| r.is_ok()) {
+                self.region_due_again(names);
+            }
+        }
+        let mut due = Vec::new();
         let mut results = replies.take(round.queued);
         let mut reports = round.reports.into_iter();
         for size in round.per_pipeline {
@@ -220,10 +253,13 @@ impl RedisSync {
                         .filter_map(|v| redis::from_redis_value_ref::<Vec<String>>(v).ok())
                         .flatten()
                         .collect();
-                    let mut leases = fields.chunks(4).map(parse);
+                    let mut leases = fields.chunks(5).map(|f| Some((parse(f)?, f.get(4)? == "1")));
                     for report in chunk {
                         match leases.next().flatten() {
-                            Some(mut lease) => {
+                            Some((mut lease, region_due)) => {
+                                if region_due {
+                                    due.push(budget_name(&report.key));
+                                }
                                 // Redis counts the lease for twice its rounds' interval
                                 // (and 3 periods more): past that it lapses here, however
                                 // slowly the rounds run.
@@ -244,17 +280,34 @@ impl RedisSync {
                 _ => chunk.into_iter().for_each(|r| self.limiter.local.restore(r)),
             }
         }
+        self.region_due_again(due);
         done
     }
 
+    /// Keys the region sync is to hear of with the next round.
+    fn region_due_again(&self, names: Vec<String>) {
+        if let (Some(region), false) = (&self.region, names.is_empty()) {
+            region.due.lock().unwrap_or_else(|e| e.into_inner()).extend(names);
+        }
+    }
+
     pub(super) fn budgets_give_back(&self, round: BudgetRound) {
+        if let Some((_, names)) = round.region_due {
+            self.region_due_again(names);
+        }
         for report in round.reports {
             self.limiter.local.restore(report);
         }
     }
 }
 
-/// The script's answer for one key: lease, share, pool, rounds.
+/// The set the instances name keys in for the region sync (region_sync/budgets.rs).
+pub fn region_due_key(prefix: &str) -> String {
+    format!("{{{prefix}:rg}}:due")
+}
+
+/// The script's answer for one key: lease, share, pool, rounds (and whether the
+/// region sync is to hear of it).
 fn parse(fields: &[String]) -> Option<Lease> {
     let n = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     Some(Lease {

@@ -86,6 +86,17 @@ pub struct RedisSync {
     pub sync_duration: prometheus::Histogram,
     /// The settle script must be (re)loaded: at start and after Redis lost it.
     script_missing: AtomicBool,
+    /// With several regions: what the settles need of them (`redis.region`).
+    pub region: Option<RegionSettle>,
+}
+
+/// The budgets' side of the regions: the script grants from this region's share
+/// and names the keys the region sync is to exchange, which the next round hands
+/// over.
+pub struct RegionSettle {
+    pub regions: u32,
+    pub interval: Duration,
+    pub due: std::sync::Mutex<Vec<String>>,
 }
 
 impl RedisSync {
@@ -124,6 +135,7 @@ impl RedisSync {
             backend: Arc::new(ArcSwapOption::empty()),
             sync_duration,
             script_missing: AtomicBool::new(true),
+            region: None,
         }
     }
 
@@ -225,7 +237,7 @@ impl RedisSync {
     }
 }
 
-pub(super) fn timed_out() -> RedisError {
+pub(crate) fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "redis did not answer in time",

@@ -6,11 +6,23 @@
 -- clocks do not matter. One call settles many keys (in a cluster, one: keys of a
 -- call share a slot), which spares Redis a command's overhead per key.
 -- KEYS: the budget hashes.
+-- With several regions (region_sync/), the hash also holds this region's share of
+-- the tier (rs: its pool refills at rs of the rate, up to rs of the burst), the
+-- region's view of the world's level (w at wat: refilled at the whole rate, less
+-- what every region is known to have spent), the tokens this region spent since
+-- the hash's epoch e (c, a grow-only counter the other regions merge by maximum),
+-- the tier (r, b) and the instances' interval (li) for the region sync, and one
+-- "p:<region>" field per region that shares the key. A key new to the region
+-- starts on a region's share of the tier, 1 / regions, and one region interval of
+-- that share's rate; a key shared, or asking more than that share, or refused, is
+-- named for the region sync (at most twice a region interval).
 -- ARGV: instance, stale_ms, interval_ms, max_rounds (the longest a report may be
--- put off), then per key: rate, burst, used, asked (per round since its last
--- report), need (the largest cost refused).
+-- put off), regions (0 without regions), region_interval_ms, then per key: rate,
+-- burst, used, asked (per round since its last report), need (the largest cost
+-- refused).
 local me, stale = 'i:' .. ARGV[1], tonumber(ARGV[2])
 local interval, max_rounds = tonumber(ARGV[3]), tonumber(ARGV[4])
+local regions, region_interval = tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local minute = math.floor(now / 60000)
@@ -19,6 +31,11 @@ local out = {}
 local function settle(key, rate, burst, used, asked, need)
   local pool, at, win, win_used, prev_used = burst, now, minute, 0, 0
   local mine, others, demand = 0, 0, asked
+  local rs, w, wat, spent, epoch, marked, peers = 1, burst, now, 0, nil, 0, 0
+  if regions > 0 then
+    rs = 1 / regions
+    pool = math.min(burst, rate * region_interval / 1000) * rs
+  end
   -- The latest any other instance's lease is counted until: the hash outlives it.
   local others_until = now
   local flat = redis.call('HGETALL', key)
@@ -29,9 +46,16 @@ local function settle(key, rate, burst, used, asked, need)
     elseif f == 'win' then win = tonumber(v)
     elseif f == 'wu' then win_used = tonumber(v)
     elseif f == 'pu' then prev_used = tonumber(v)
+    elseif f == 'rs' then rs = tonumber(v)
+    elseif f == 'w' then w = tonumber(v)
+    elseif f == 'wat' then wat = tonumber(v)
+    elseif f == 'c' then spent = tonumber(v)
+    elseif f == 'e' then epoch = v
+    elseif f == 'xm' then marked = tonumber(v)
+    elseif string.sub(f, 1, 2) == 'p:' then peers = peers + 1
     elseif f == me then
       mine = tonumber(string.match(v, '^(%S+)'))
-    else
+    elseif string.sub(f, 1, 2) == 'i:' then
       local lease, want, report_by = string.match(v, '^(%S+) (%S+) (%S+)$')
       if lease == nil or now - tonumber(report_by) > stale then
         -- An instance silent past its report is gone: its lease is counted as spent.
@@ -54,7 +78,7 @@ local function settle(key, rate, burst, used, asked, need)
   -- so that the pool and every lease together never exceed the burst. Debt from
   -- advances is kept, down to one burst, and repaid from the refill.
   pool = pool + mine - used
-  pool = math.min(pool + rate * math.max(now - at, 0) / 1000, burst - others)
+  pool = math.min(pool + rs * rate * math.max(now - at, 0) / 1000, rs * burst - others)
   pool = math.max(pool, -burst)
   local share = 0
   if demand > 0 then share = asked / demand end
@@ -76,18 +100,36 @@ local function settle(key, rate, burst, used, asked, need)
   redis.call('HSET', key, 'pool', tostring(pool), 'at', now, 'win', minute,
     'wu', tostring(win_used), 'pu', tostring(prev_used),
     me, tostring(lease) .. ' ' .. tostring(asked) .. ' ' .. report_by)
+  local low = pool
+  local due = 0
+  if regions > 0 then
+    w = math.max(math.min(w + rate * math.max(now - wat, 0) / 1000, burst) - used, -burst)
+    spent = spent + math.max(used, 0)
+    epoch = epoch or (now .. '.' .. ARGV[1])
+    -- Shared, or asking more than an even share of the rate, or refused: the
+    -- other regions must hear of it.
+    local hot = demand * 1000 / interval >= rate / regions or need > 0
+    if ((peers > 0 and asked > 0) or hot) and now - marked >= region_interval / 2 then
+      due = 1
+      marked = now
+    end
+    redis.call('HSET', key, 'rs', tostring(rs), 'w', tostring(w), 'wat', now, 'c', tostring(spent),
+      'e', epoch, 'xm', marked, 'r', tostring(rate), 'b', tostring(burst), 'li', interval)
+    low = math.min(pool, w)
+  end
   -- Kept until it would be full again (debt included) and every lease, this one's
   -- and the others', has gone stale.
   local counted = math.max(2 * (rounds - 1) * interval, others_until - now)
-  redis.call('PEXPIRE', key, math.ceil((burst - pool) / rate * 1000) + counted + 4 * stale)
+  redis.call('PEXPIRE', key, math.ceil((burst - low) / rate * 1000) + counted + 4 * stale)
   out[#out + 1] = tostring(lease)
   out[#out + 1] = tostring(share)
   out[#out + 1] = tostring(pool)
   out[#out + 1] = tostring(rounds)
+  out[#out + 1] = tostring(due)
 end
 
 for k = 1, #KEYS do
-  local a = 4 + (k - 1) * 5
+  local a = 6 + (k - 1) * 5
   settle(KEYS[k], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
     tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]))
 end

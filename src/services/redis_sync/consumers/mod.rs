@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const WRITE: &str = include_str!("write.lua");
+pub(crate) const WRITE: &str = include_str!("write.lua");
 
 /// Log entries a round reads with its batch; more are read after it, in batches
 /// of `FOLLOW_BATCH`, so an instance catches up within the round.
@@ -34,7 +34,7 @@ const ROUND_ENTRIES: usize = 1_000;
 const FOLLOW_BATCH: usize = 10_000;
 
 /// The consumers' Redis keys share one hash slot, so a write's step is one slot's.
-fn consumers_key(prefix: &str, what: &str) -> String {
+pub(crate) fn consumers_key(prefix: &str, what: &str) -> String {
     format!("{{{prefix}:consumers}}:{what}")
 }
 

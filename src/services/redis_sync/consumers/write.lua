@@ -4,16 +4,33 @@
 -- carries the version and the change, trimmed to the retention.
 -- KEYS: keys, tiers, revoked, cleared, version, log (one hash slot).
 -- ARGV: op (add, revoke, revoke_held, tier, untier), key id or consumer, the key's
--- record, the tier name or (revoke_held) the key's consumer, the log's retention.
--- Returns the version the write made; 0 when revoke_held found no such key.
+-- record, the tier name or (revoke_held) the key's consumer, the log's retention,
+-- and for a change made in another region (region_sync/consumers.rs) that
+-- region's name, which its entry carries so that no region passes it on again.
+-- Returns the version the write made; 0 when revoke_held found no such key, or a
+-- region's change is here already (or, a key's, revoked here).
 local keys, tiers, revoked, cleared, version, log =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local op, id, value = ARGV[1], ARGV[2], ARGV[3]
+local op, id, value, from = ARGV[1], ARGV[2], ARGV[3], ARGV[5] or ''
+if from ~= '' then
+  local same
+  if op == 'add' then
+    same = redis.call('HEXISTS', revoked, id) == 1 or redis.call('HGET', keys, id) == value
+  elseif op == 'revoke' then
+    same = redis.call('HEXISTS', revoked, id) == 1 and redis.call('HEXISTS', keys, id) == 0
+  elseif op == 'tier' then
+    same = redis.call('HGET', tiers, id) == value
+  elseif op == 'untier' then
+    same = redis.call('HEXISTS', tiers, id) == 0 and redis.call('HEXISTS', cleared, id) == 1
+  end
+  if same then return 0 end
+end
 if op == 'add' then
   redis.call('HSET', keys, id, value)
 elseif op == 'revoke' then
-  -- The record goes into the entry: readers find the key by its consumer.
-  value = redis.call('HGET', keys, id) or ''
+  -- The record goes into the entry: readers find the key by its consumer (a
+  -- region's revocation brings its record, for a key not yet added here).
+  value = redis.call('HGET', keys, id) or value
   redis.call('HDEL', keys, id)
   redis.call('HSET', revoked, id, '1')
 elseif op == 'revoke_held' then
@@ -36,5 +53,9 @@ else
   return redis.error_reply('unknown op ' .. op)
 end
 local v = redis.call('INCR', version)
-redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], '*', 'v', v, 'op', op, 'id', id, 'val', value)
+if from ~= '' then
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], '*', 'v', v, 'op', op, 'id', id, 'val', value, 'from', from)
+else
+  redis.call('XADD', log, 'MAXLEN', '~', ARGV[4], '*', 'v', v, 'op', op, 'id', id, 'val', value)
+end
 return v

@@ -1,0 +1,412 @@
+//! Several regions on one machine: each region is a real redis-server and its own
+//! floodgate instances, and an instance reaches another region's Redis only through
+//! a relay that holds each chunk for the one-way delay and can be cut (a
+//! partition). Measured: one budget worldwide for a consumer saturating every
+//! instance (80 and 250 ms apart), all traffic in one region, traffic moving
+//! between regions, a region cut off under each `on_partition` mode, runtime
+//! consumers made and revoked across regions, a peer Redis frozen and killed, and
+//! what a consumer of one region costs the other.
+
+use crate::cluster_budget::{assert_within, bearer, drive, Run, ADMIN_TOKEN, BURST, RATE};
+use crate::common::*;
+use serde_json::Value;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "cluster-budget-secret-0123456789abcdef";
+const NAMES: [&str; 3] = ["a", "b", "c"];
+const REGION_INTERVAL_MS: u64 = 1000;
+
+fn body(redis: &str) -> String {
+    format!(
+        r#"
+auth:
+  jwt:
+    keys: [{{ alg: HS256, secret: "{SECRET}" }}]
+  api_keys:
+    keys: []
+  default_tier: premium
+tiers:
+  premium: {{ rate: {RATE}, burst: {BURST} }}
+anonymous: {{ rate: {RATE}, burst: {BURST} }}
+routes:
+  - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
+redis: {{ {redis} }}
+"#
+    )
+}
+
+/// Regions `a`, `b` (and `c`), each a Redis and its instances; `relays[i][j]` is the
+/// link from region i's instances to region j's Redis.
+struct World {
+    redis: Vec<Redis>,
+    relays: Vec<Vec<Option<Relay>>>,
+    gws: Vec<Gateway>,
+    /// The region of each instance in `gws`.
+    region_of: Vec<usize>,
+}
+
+impl World {
+    /// `sizes[i]` instances in region i, `rtt` between any two regions, every
+    /// instance started at the same moment.
+    fn start(sizes: &[usize], rtt: Duration, on_partition: &str) -> World {
+        let redis: Vec<Redis> = sizes.iter().map(|_| Redis::start()).collect();
+        let relays: Vec<Vec<Option<Relay>>> = (0..sizes.len())
+            .map(|i| {
+                (0..sizes.len())
+                    .map(|j| (i != j).then(|| Relay::start(redis[j].addr(), rtt / 2)))
+                    .collect()
+            })
+            .collect();
+        let bodies: Vec<String> = (0..sizes.len())
+            .map(|i| {
+                let peers: Vec<String> = (0..sizes.len())
+                    .filter(|j| *j != i)
+                    .map(|j| format!("{}: \"{}\"", NAMES[j], relays[i][j].as_ref().expect("relay").redis_url()))
+                    .collect();
+                body(&format!(
+                    "url: \"{}\", region: {{ name: {}, peers: {{ {} }}, sync_interval_ms: {REGION_INTERVAL_MS}, on_partition: {on_partition} }}",
+                    redis[i].url(),
+                    NAMES[i],
+                    peers.join(", ")
+                ))
+            })
+            .collect();
+        let region_of: Vec<usize> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| std::iter::repeat_n(i, *n))
+            .collect();
+        let admin = format!("token: \"{ADMIN_TOKEN}\"");
+        let gws = thread::scope(|s| {
+            let starting: Vec<_> = region_of
+                .iter()
+                .map(|i| s.spawn(|| Gateway::start_admin(&bodies[*i], &admin)))
+                .collect();
+            starting.into_iter().map(|h| h.join().expect("start")).collect()
+        });
+        let world = World {
+            redis,
+            relays,
+            gws,
+            region_of,
+        };
+        world.await_leaseholders();
+        world
+    }
+
+    /// Until every region has an instance holding its lease (the region sync runs).
+    fn await_leaseholders(&self) {
+        for (i, r) in self.redis.iter().enumerate() {
+            assert!(
+                eventually(Duration::from_secs(10), || {
+                    redis_cmd(r.addr(), &["GET", "{floodgate:rg}:holder"])
+                        .is_some_and(|v| v.starts_with('$') && !v.starts_with("$-1"))
+                }),
+                "region {} has no leaseholder",
+                NAMES[i]
+            );
+        }
+    }
+
+    /// The instances of region `i`, as indices into `gws`.
+    fn of(&self, i: usize) -> Vec<usize> {
+        (0..self.gws.len()).filter(|g| self.region_of[*g] == i).collect()
+    }
+
+    /// Cuts (or heals) every link to and from region `i`.
+    fn partition(&self, i: usize, cut: bool) {
+        for (from, links) in self.relays.iter().enumerate() {
+            for (to, relay) in links.iter().enumerate() {
+                if let Some(relay) = relay.as_ref().filter(|_| from == i || to == i) {
+                    if cut {
+                        relay.cut();
+                    } else {
+                        relay.heal();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A consumer saturating `instances` (two clients each) for `secs`.
+fn saturate(
+    world: &World,
+    who: &str,
+    secs: f64,
+    pick: impl Fn(usize, f64) -> usize + Send + Sync + 'static,
+) -> Run {
+    let auth = bearer(who);
+    drive(&world.gws, "/api/x", Some(&auth), 2 * world.gws.len(), secs, pick)
+}
+
+fn two_regions_saturated(rtt_ms: u64) {
+    let world = World::start(&[2, 1], Duration::from_millis(rtt_ms), "safe_share");
+    let run = saturate(&world, &format!("everywhere-{rtt_ms}"), 8.0, |c, _| c % 3);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    for (i, name) in NAMES.iter().enumerate().take(2) {
+        let here: usize = world
+            .of(i)
+            .iter()
+            .map(|g| run.count(0.0, f64::MAX, Some(*g)))
+            .sum();
+        eprintln!("region {name}: {here} admitted");
+        assert!(here > 0, "region {name} admitted nothing");
+    }
+    assert_within(
+        &format!("2 regions {rtt_ms} ms apart, saturated everywhere"),
+        run.admitted.len(),
+        run.budget(),
+        0.9,
+        1.1,
+    );
+}
+
+#[test]
+fn two_regions_80_ms_apart_saturated_everywhere_admit_one_budget() {
+    two_regions_saturated(80);
+}
+
+#[test]
+fn two_regions_250_ms_apart_saturated_everywhere_admit_one_budget() {
+    two_regions_saturated(250);
+}
+
+#[test]
+fn all_traffic_in_one_region_gets_the_worldwide_budget_and_moving_traffic_stays_within_it() {
+    let world = World::start(&[2, 1], Duration::from_millis(80), "safe_share");
+    let a = world.of(0);
+    let run = saturate(&world, "stays-in-a", 8.0, move |c, _| a[c % 2]);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_within("all in one region", run.admitted.len(), run.budget(), 0.9, 1.1);
+
+    let (a, b) = (world.of(0), world.of(1));
+    let run = saturate(
+        &world,
+        "moves-to-b",
+        8.0,
+        move |c, t| if t < 4.0 { a[c % 2] } else { b[0] },
+    );
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_within(
+        "moving from a to b at 4 s",
+        run.admitted.len(),
+        run.budget(),
+        0.9,
+        1.1,
+    );
+    let after = run.count(
+        4.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0,
+        run.secs,
+        Some(world.of(1)[0]),
+    );
+    eprintln!("b admitted {after} from two region intervals after the move");
+    assert!(after > 0, "b admitted nothing after the move");
+}
+
+/// Three regions, one instance each, a consumer saturating all three for 12 s;
+/// region c cut off from both others from 1 s to 9 s.
+fn partitioned(mode: &str) -> Run {
+    let world = World::start(&[1, 1, 1], Duration::from_millis(80), mode);
+    let run = thread::scope(|s| {
+        s.spawn(|| {
+            thread::sleep(Duration::from_secs(1));
+            world.partition(2, true);
+            thread::sleep(Duration::from_secs(8));
+            world.partition(2, false);
+        });
+        saturate(&world, &format!("cut-{mode}"), 12.0, |c, _| c % 3)
+    });
+    assert!(run.errors.is_empty(), "{mode}: {:?}", run.errors);
+    let during = run.count(1.0, 9.0, None);
+    let cut_side = run.count(1.0, 9.0, Some(2));
+    let settled = 9.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0;
+    let after = run.count(settled, run.secs, None);
+    eprintln!(
+        "{mode}: {} admitted in all (one budget {:.0}), {during} during the partition ({cut_side} by the region cut off), {after} from two region intervals after the heal",
+        run.admitted.len(),
+        run.budget()
+    );
+    run
+}
+
+/// After the heal, at most the rate (and a round's leases) from two region intervals on.
+fn reconciled(run: &Run, mode: &str) {
+    let settled = 9.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0;
+    let after = run.count(settled, run.secs, None) as f64;
+    let bound = RATE * (run.secs - settled) * 1.25 + 10.0;
+    assert!(
+        after <= bound,
+        "{mode}: {after} admitted after the heal, over {bound:.0}"
+    );
+}
+
+#[test]
+fn a_region_cut_off_under_safe_share_and_last_share_keeps_the_world_within_one_budget() {
+    for mode in ["safe_share", "last_share"] {
+        let run = partitioned(mode);
+        assert_within(mode, run.admitted.len(), run.budget(), 0.75, 1.1);
+        assert!(
+            run.count(1.0, 9.0, Some(2)) > 0,
+            "{mode}: the region cut off kept serving"
+        );
+        reconciled(&run, mode);
+    }
+}
+
+#[test]
+fn a_region_cut_off_under_allow_admits_the_tier_on_each_side_and_deny_admits_nothing_shared() {
+    let run = partitioned("allow");
+    // Each region grants the whole tier while it cannot reach another sharing the key.
+    let bound = run.budget() + 2.0 * (BURST + RATE * 8.0);
+    assert!(
+        run.admitted.len() as f64 <= bound,
+        "allow: {} over {bound:.0}",
+        run.admitted.len()
+    );
+    assert!(
+        run.count(1.0, 9.0, None) as f64 > RATE * 8.0 * 1.5,
+        "allow: each side serves the tier"
+    );
+    reconciled(&run, "allow");
+
+    let run = partitioned("deny");
+    assert_within("deny", run.admitted.len(), run.budget(), 0.5, 1.05);
+    // From the first round that finds c cut off (an interval, and a connect and an
+    // exchange that time out, 1 s each), nothing more is granted; leases out then
+    // run until they lapse.
+    let found = 1.0 + 3.0 * REGION_INTERVAL_MS as f64 / 1000.0;
+    let late = run.count(found, 9.0, None);
+    assert!(late as f64 <= RATE, "deny: {late} admitted during the partition");
+}
+
+fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = request(
+        gw.admin,
+        method,
+        path,
+        &[("authorization", auth.as_str())],
+        body.as_bytes(),
+    );
+    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+}
+
+fn with_key(gw: &Gateway, key: &str) -> u16 {
+    get_with(gw.addr, "/api/x", &[("x-api-key", key)]).status
+}
+
+/// The README's bound for a runtime consumer's change to reach another region:
+/// two region intervals (the round that reads the change may have just begun), the
+/// instances' interval and a round trip; the test allows twice that for a loaded machine.
+fn consumers_bound(rtt: Duration) -> Duration {
+    Duration::from_millis(2 * REGION_INTERVAL_MS + 100) + rtt
+}
+
+#[test]
+fn a_key_made_in_one_region_works_in_the_other_and_a_revocation_there_stops_it_within_the_bound() {
+    let rtt = Duration::from_millis(250);
+    let world = World::start(&[1, 1], rtt, "safe_share");
+    let (a, b) = (&world.gws[0], &world.gws[1]);
+    let (status, created) = admin(a, "POST", "/admin/consumers/globetrotter/keys", "");
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_string();
+    let key_id = created["key_id"].as_str().expect("key_id").to_string();
+    let made = Instant::now();
+    assert!(eventually(consumers_bound(rtt) * 2, || with_key(b, &key) == 200));
+    eprintln!(
+        "a key made in a works in b after {:?} (bound {:?})",
+        made.elapsed(),
+        consumers_bound(rtt)
+    );
+    let (status, _) = admin(
+        b,
+        "DELETE",
+        &format!("/admin/consumers/globetrotter/keys/{key_id}"),
+        "",
+    );
+    assert_eq!(status, 204);
+    assert_eq!(with_key(b, &key), 401, "at once where it was revoked");
+    let revoked = Instant::now();
+    assert!(eventually(consumers_bound(rtt) * 2, || with_key(a, &key) == 401));
+    eprintln!("a key revoked in b stops in a after {:?}", revoked.elapsed());
+    // An override made in b reaches a; the revoked key is never added back.
+    let (status, _) = admin(
+        b,
+        "PUT",
+        "/admin/consumers/globetrotter/tier",
+        r#"{"tier":"premium"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(eventually(consumers_bound(rtt) * 2, || {
+        admin(a, "GET", "/admin/consumers/globetrotter", "").1["tier_source"] == "override"
+    }));
+    thread::sleep(Duration::from_millis(3 * REGION_INTERVAL_MS));
+    assert_eq!(with_key(a, &key), 401);
+    assert_eq!(with_key(b, &key), 401);
+}
+
+/// The slowest of `n` requests one after another to `gw`.
+fn slowest_request(gw: &Gateway, auth: &str, n: usize) -> Duration {
+    (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            let status = get_with(gw.addr, "/api/x", &[("authorization", auth)]).status;
+            assert!(status == 200 || status == 429, "status {status}");
+            started.elapsed()
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+fn metric(gw: &Gateway, series: &str) -> Option<f64> {
+    get(gw.admin, "/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn a_peer_redis_frozen_then_killed_costs_no_request_a_wait_or_an_error_and_is_counted() {
+    let mut world = World::start(&[1, 1], Duration::from_millis(80), "safe_share");
+    let auth = bearer("while-b-is-out");
+    // Shared first, so that the key's budget has a region to lose.
+    let run = saturate(&world, "while-b-is-out", 3.0, |c, _| c % 2);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let a = &world.gws[0];
+    let lost = r#"floodgate_region_partitions_total{peer="b"}"#;
+    let up = r#"floodgate_region_peer_up{peer="b"}"#;
+    assert_eq!(metric(a, up), Some(1.0));
+
+    world.redis[1].freeze();
+    let slowest = slowest_request(a, &auth, 60);
+    let a_only = saturate(&world, "while-b-is-out", 3.0, |_, _| 0);
+    assert!(a_only.errors.is_empty(), "frozen: {:?}", a_only.errors);
+    assert!(
+        a_only.count(0.0, f64::MAX, Some(0)) > 0,
+        "frozen: a admitted nothing"
+    );
+    assert!(eventually(Duration::from_secs(5), || metric(a, up) == Some(0.0)));
+    assert!(metric(a, lost).is_some_and(|n| n >= 1.0));
+    eprintln!("b's Redis frozen: slowest of 60 requests in a {slowest:?}");
+    // A request that waited on b would wait out the peer timeout (1 s) at least.
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a request waited: {slowest:?}"
+    );
+    world.redis[1].thaw();
+    assert!(eventually(Duration::from_secs(10), || metric(a, up) == Some(1.0)));
+
+    world.redis[1].kill();
+    let slowest = slowest_request(a, &auth, 60);
+    let a_only = saturate(&world, "while-b-is-out", 3.0, |_, _| 0);
+    assert!(a_only.errors.is_empty(), "killed: {:?}", a_only.errors);
+    assert!(eventually(Duration::from_secs(5), || metric(a, up) == Some(0.0)));
+    assert!(metric(a, lost).is_some_and(|n| n >= 2.0));
+    eprintln!("b's Redis killed: slowest of 60 requests in a {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a request waited: {slowest:?}"
+    );
+}
