@@ -307,6 +307,7 @@ pub fn assemble(
             );
             if let Some(region) = redis.region {
                 sync.region = Some(RegionSettle {
+                    name: region.name.clone(),
                     regions: region.peers.len() as u32 + 1,
                     interval: region.sync_interval,
                     due: Default::default(),

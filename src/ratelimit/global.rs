@@ -135,6 +135,9 @@ pub struct GlobalWindow {
     pub route: String,
     pub limit: u64,
     pub window_ms: u64,
+    /// The regions whose counts add up (`scope: world`; 1 for the region's own):
+    /// between syncs an admission here counts once per instance of each.
+    pub regions: u64,
     /// The newest window a request or a sync has seen.
     newest: AtomicU64,
     /// Unix second of the last request (to the second), 0 before any.
@@ -158,10 +161,18 @@ impl GlobalWindow {
             route,
             limit,
             window_ms,
+            regions: 1,
             newest: AtomicU64::new(0),
             last_request_s: AtomicU64::new(0),
             slots: Default::default(),
         }
+    }
+
+    /// Counted across `regions` regions (`scope: world`): the region sync brings
+    /// the other regions' counts.
+    pub fn worldwide(mut self, regions: u64) -> Self {
+        self.regions = regions.max(1);
+        self
     }
 
     pub fn window_of(&self, now_ms: u64) -> u64 {
@@ -248,7 +259,7 @@ impl GlobalWindow {
                 ClusterView::LocalShare { .. } => mine_cur,
                 ClusterView::Alone | ClusterView::Synced { .. } => {
                     let unseen = mine_cur.saturating_sub(pushed_cur);
-                    others_cur + pushed_cur + unseen * view.instances()
+                    others_cur + pushed_cur + unseen * view.instances() * self.regions
                 }
             };
             prev as f64 * (1.0 - elapsed) + cur as f64

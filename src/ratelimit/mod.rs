@@ -103,10 +103,17 @@ impl RateLimiter {
     /// The limiter of a validated config: its tiers, anonymous bucket and each
     /// route's own limits, by route id (`routes` in the config's order).
     pub fn from_config<'r>(config: &Config, routes: impl Iterator<Item = &'r Route>) -> Self {
+        let regions = config
+            .redis
+            .as_ref()
+            .and_then(|r| r.region.as_ref())
+            .map_or(1, |r| r.peers.len() as u64 + 1);
         RateLimiter::new(
             config.tiers.clone(),
             config.anonymous,
-            routes.map(|r| RouteState::new(&r.name, &r.limits)).collect(),
+            routes
+                .map(|r| RouteState::new(&r.name, &r.limits, regions))
+                .collect(),
             config.redis.as_ref().map(|r| r.on_unavailable),
         )
     }

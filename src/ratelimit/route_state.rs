@@ -3,7 +3,7 @@
 //! quota, built from the route's validated limits.
 
 use super::global::GlobalWindow;
-use crate::config::{Bucket, Quota, RouteLimits};
+use crate::config::{Bucket, GlobalScope, Quota, RouteLimits};
 use std::sync::Arc;
 
 pub struct RouteState {
@@ -15,16 +15,16 @@ pub struct RouteState {
 }
 
 impl RouteState {
-    pub fn new(name: &str, limits: &RouteLimits) -> Self {
+    /// `regions`: how many there are, for a window counted worldwide.
+    pub fn new(name: &str, limits: &RouteLimits, regions: u64) -> Self {
         RouteState {
             name: Arc::from(name),
             tier_buckets: limits.tier_limits.clone(),
             global: limits.global_limit.map(|g| {
-                Arc::new(GlobalWindow::new(
-                    name.to_string(),
-                    g.rate,
-                    g.per.as_millis() as u64,
-                ))
+                Arc::new(
+                    GlobalWindow::new(name.to_string(), g.rate, g.per.as_millis() as u64)
+                        .worldwide(if g.scope == GlobalScope::World { regions } else { 1 }),
+                )
             }),
             quota: limits.quota.clone(),
         }

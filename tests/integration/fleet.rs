@@ -10,6 +10,7 @@ use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 fn docker(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docker").join(path)
@@ -289,15 +290,23 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 #[test]
 fn every_metric_the_alerts_and_the_dashboard_use_is_one_floodgate_exports() {
     let upstream = Upstream::start("u");
+    // Two regions' Redis: the region sync's series exist once it has reached its peer.
+    let (here, peer) = (Redis::start(), Redis::start());
     let gw = Gateway::start(&format!(
         "upstreams:\n  b:\n    targets: [\"{}\"]\n    health_check: {{ kind: tcp, interval_ms: 200 }}\n    \
          breaker: {{ failures: 5 }}\n\
          auth: {{ api_keys: {{ header: X-API-Key, keys: [] }}, default_tier: free }}\n\
          tiers: {{ free: {{ rate: 1, burst: 1 }} }}\nanonymous: {{ rate: 1, burst: 1 }}\n\
          routes:\n  - {{ name: open, path_prefix: /open, upstream: b, auth: none }}\n  \
-         - {{ name: r, path_prefix: /, upstream: b, auth: required }}\n",
-        upstream.addr
+         - {{ name: r, path_prefix: /, upstream: b, auth: required }}\n\
+         redis: {{ url: \"{}\", region: {{ name: a, peers: {{ b: \"{}\" }}, sync_interval_ms: 100 }} }}\n",
+        upstream.addr,
+        here.url(),
+        peer.url()
     ));
+    assert!(eventually(Duration::from_secs(10), || get(gw.admin, "/metrics")
+        .text()
+        .contains("floodgate_region_peer_up{")));
     // A request through, a 429 and a 401: every family has a series.
     assert_eq!(get(gw.addr, "/open").status, 200);
     assert_eq!(get(gw.addr, "/open").status, 429);

@@ -31,6 +31,9 @@ tiers:
 anonymous: {{ rate: {RATE}, burst: {BURST} }}
 routes:
   - {{ name: api, path_prefix: /api, respond: {{ status: 200, body: ok }}, auth: required }}
+  - {{ name: quota, path_prefix: /quota, respond: {{ status: 200, body: ok }}, auth: required, quota: {{ per: day, requests: {{ premium: 20 }} }} }}
+  - {{ name: world, path_prefix: /world, respond: {{ status: 200, body: ok }}, auth: none, global_limit: {{ rate: 60, per_s: 60, scope: world }} }}
+  - {{ name: region, path_prefix: /region, respond: {{ status: 200, body: ok }}, auth: none, global_limit: {{ rate: 60, per_s: 60 }} }}
 redis: {{ {redis} }}
 "#
     )
@@ -154,6 +157,26 @@ fn two_regions_saturated(rtt_ms: u64) {
         eprintln!("region {name}: {here} admitted");
         assert!(here > 0, "region {name} admitted nothing");
     }
+    // The admin view shows the worldwide side: both regions' spending and this one's share.
+    let (status, view) = admin(
+        &world.gws[0],
+        "GET",
+        &format!("/admin/consumers/everywhere-{rtt_ms}"),
+        "",
+    );
+    assert_eq!(status, 200, "{view}");
+    let world_view = &view["cluster"]["world"];
+    eprintln!("a's view: {world_view}");
+    let share = world_view["this_region_share"].as_f64().expect("share");
+    assert!(share > 0.0 && share < 1.0, "{world_view}");
+    for name in ["a", "b"] {
+        assert!(
+            world_view["regions"][name]["spent"]
+                .as_f64()
+                .is_some_and(|s| s > 0.0),
+            "{world_view}"
+        );
+    }
     assert_within(
         &format!("2 regions {rtt_ms} ms apart, saturated everywhere"),
         run.admitted.len(),
@@ -205,10 +228,23 @@ fn all_traffic_in_one_region_gets_the_worldwide_budget_and_moving_traffic_stays_
     assert!(after > 0, "b admitted nothing after the move");
 }
 
-/// Three regions, one instance each, a consumer saturating all three for 12 s;
-/// region c cut off from both others from 1 s to 9 s.
-fn partitioned(mode: &str) -> Run {
+/// Three regions, one instance each, a consumer saturating all three for 3 s so
+/// that every region knows the others share it, then for 12 s more with region c
+/// cut off from both others from 1 s to 9 s: (the warm-up's admitted, the run).
+fn partitioned(mode: &str) -> (usize, Run) {
     let world = World::start(&[1, 1, 1], Duration::from_millis(80), mode);
+    let who = format!("cut-{mode}");
+    let warm = saturate(&world, &who, 3.0, |c, _| c % 3);
+    assert!(warm.errors.is_empty(), "{mode}: {:?}", warm.errors);
+    let budget_key = format!("floodgate:cb:c:{who}");
+    for (i, r) in world.redis.iter().enumerate().take(2) {
+        assert_eq!(
+            redis_cmd(r.addr(), &["HEXISTS", &budget_key, "p:c"]).as_deref(),
+            Some(":1\r\n"),
+            "{mode}: region {} does not know c shares the key",
+            NAMES[i]
+        );
+    }
     let run = thread::scope(|s| {
         s.spawn(|| {
             thread::sleep(Duration::from_secs(1));
@@ -216,26 +252,35 @@ fn partitioned(mode: &str) -> Run {
             thread::sleep(Duration::from_secs(8));
             world.partition(2, false);
         });
-        saturate(&world, &format!("cut-{mode}"), 12.0, |c, _| c % 3)
+        saturate(&world, &who, 12.0, |c, _| c % 3)
     });
     assert!(run.errors.is_empty(), "{mode}: {:?}", run.errors);
     let during = run.count(1.0, 9.0, None);
-    let cut_side = run.count(1.0, 9.0, Some(2));
-    let settled = 9.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0;
-    let after = run.count(settled, run.secs, None);
+    let cut_side = run.count(FOUND_CUT_AT, 9.0, Some(2));
+    let after = run.count(SETTLED_AT, run.secs, None);
     eprintln!(
-        "{mode}: {} admitted in all (one budget {:.0}), {during} during the partition ({cut_side} by the region cut off), {after} from two region intervals after the heal",
-        run.admitted.len(),
-        run.budget()
+        "{mode}: {} admitted in 15 s (one budget {:.0}), {during} during the partition ({cut_side} by the region cut off once it found itself so), {after} from two region intervals after the heal",
+        warm.admitted.len() + run.admitted.len(),
+        whole_budget(&run)
     );
-    run
+    (warm.admitted.len(), run)
 }
+
+/// One budget over the warm-up and the run.
+fn whole_budget(run: &Run) -> f64 {
+    BURST + RATE * (3.0 + run.secs)
+}
+
+/// When the region cut off at 1 s has found it: an interval, and a connect and an
+/// exchange that time out (1 s each).
+const FOUND_CUT_AT: f64 = 1.0 + 3.0 * REGION_INTERVAL_MS as f64 / 1000.0;
+/// Two region intervals after the heal at 9 s.
+const SETTLED_AT: f64 = 9.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0;
 
 /// After the heal, at most the rate (and a round's leases) from two region intervals on.
 fn reconciled(run: &Run, mode: &str) {
-    let settled = 9.0 + 2.0 * REGION_INTERVAL_MS as f64 / 1000.0;
-    let after = run.count(settled, run.secs, None) as f64;
-    let bound = RATE * (run.secs - settled) * 1.25 + 10.0;
+    let after = run.count(SETTLED_AT, run.secs, None) as f64;
+    let bound = RATE * (run.secs - SETTLED_AT) * 1.25 + 10.0;
     assert!(
         after <= bound,
         "{mode}: {after} admitted after the heal, over {bound:.0}"
@@ -245,11 +290,13 @@ fn reconciled(run: &Run, mode: &str) {
 #[test]
 fn a_region_cut_off_under_safe_share_and_last_share_keeps_the_world_within_one_budget() {
     for mode in ["safe_share", "last_share"] {
-        let run = partitioned(mode);
-        assert_within(mode, run.admitted.len(), run.budget(), 0.75, 1.1);
+        let (warm, run) = partitioned(mode);
+        assert_within(mode, warm + run.admitted.len(), whole_budget(&run), 0.75, 1.1);
+        // Its share of the rate: a third for 5 s.
+        let cut_side = run.count(FOUND_CUT_AT, 9.0, Some(2)) as f64;
         assert!(
-            run.count(1.0, 9.0, Some(2)) > 0,
-            "{mode}: the region cut off kept serving"
+            cut_side >= RATE / 3.0 * 5.0 * 0.7,
+            "{mode}: the region cut off admitted {cut_side}"
         );
         reconciled(&run, mode);
     }
@@ -257,27 +304,23 @@ fn a_region_cut_off_under_safe_share_and_last_share_keeps_the_world_within_one_b
 
 #[test]
 fn a_region_cut_off_under_allow_admits_the_tier_on_each_side_and_deny_admits_nothing_shared() {
-    let run = partitioned("allow");
+    let (warm, run) = partitioned("allow");
     // Each region grants the whole tier while it cannot reach another sharing the key.
-    let bound = run.budget() + 2.0 * (BURST + RATE * 8.0);
+    let bound = whole_budget(&run) + 2.0 * (BURST + RATE * 8.0);
+    let total = (warm + run.admitted.len()) as f64;
+    assert!(total <= bound, "allow: {total} over {bound:.0}");
+    let cut_side = run.count(FOUND_CUT_AT, 9.0, Some(2)) as f64;
     assert!(
-        run.admitted.len() as f64 <= bound,
-        "allow: {} over {bound:.0}",
-        run.admitted.len()
-    );
-    assert!(
-        run.count(1.0, 9.0, None) as f64 > RATE * 8.0 * 1.5,
-        "allow: each side serves the tier"
+        cut_side >= RATE * 5.0 * 0.7,
+        "allow: the region cut off admitted {cut_side}"
     );
     reconciled(&run, "allow");
 
-    let run = partitioned("deny");
-    assert_within("deny", run.admitted.len(), run.budget(), 0.5, 1.05);
-    // From the first round that finds c cut off (an interval, and a connect and an
-    // exchange that time out, 1 s each), nothing more is granted; leases out then
-    // run until they lapse.
-    let found = 1.0 + 3.0 * REGION_INTERVAL_MS as f64 / 1000.0;
-    let late = run.count(found, 9.0, None);
+    let (warm, run) = partitioned("deny");
+    assert_within("deny", warm + run.admitted.len(), whole_budget(&run), 0.5, 1.05);
+    // From the first round that finds c cut off nothing more is granted; leases
+    // out then run until they lapse.
+    let late = run.count(FOUND_CUT_AT, 9.0, None);
     assert!(late as f64 <= RATE, "deny: {late} admitted during the partition");
 }
 
@@ -342,9 +385,20 @@ fn a_key_made_in_one_region_works_in_the_other_and_a_revocation_there_stops_it_w
     assert!(eventually(consumers_bound(rtt) * 2, || {
         admin(a, "GET", "/admin/consumers/globetrotter", "").1["tier_source"] == "override"
     }));
+    // a forgets its place in b's log and copies b's consumers whole: the revoked
+    // key is not added back, the override stays.
+    redis_cmd(world.redis[0].addr(), &["DEL", "{floodgate:rg}:consumers:b"]).expect("del");
     thread::sleep(Duration::from_millis(3 * REGION_INTERVAL_MS));
+    assert!(
+        world.gws[0].log().contains("copied whole"),
+        "a did not copy b's consumers"
+    );
     assert_eq!(with_key(a, &key), 401);
     assert_eq!(with_key(b, &key), 401);
+    assert_eq!(
+        admin(a, "GET", "/admin/consumers/globetrotter", "").1["tier_source"],
+        "override"
+    );
 }
 
 /// The slowest of `n` requests one after another to `gw`.
@@ -408,5 +462,56 @@ fn a_peer_redis_frozen_then_killed_costs_no_request_a_wait_or_an_error_and_is_co
     assert!(
         slowest < Duration::from_millis(900),
         "a request waited: {slowest:?}"
+    );
+}
+
+#[test]
+fn quotas_count_worldwide_and_a_world_window_holds_across_regions_while_a_region_window_stays_per_region() {
+    let rtt = Duration::from_millis(80);
+    let world = World::start(&[1, 1], rtt, "safe_share");
+    // A request every 250 ms, alternating between the regions, against a quota of
+    // 20 a day: two regions counting apart would admit 40.
+    let auth = bearer("quota-everywhere");
+    let mut admitted = 0;
+    for i in 0..56 {
+        let status = get_with(
+            world.gws[i % 2].addr,
+            "/quota/x",
+            &[("authorization", auth.as_str())],
+        )
+        .status;
+        assert!(status == 200 || status == 429, "status {status}");
+        admitted += usize::from(status == 200);
+        thread::sleep(Duration::from_millis(250));
+    }
+    // What the other region admits before it hears: requests within two region
+    // intervals, the instances' interval and a round trip.
+    let lag = consumers_bound(rtt).as_secs_f64();
+    let bound = 20 + (lag / 0.25).ceil() as usize;
+    eprintln!("a quota of 20 across two regions: {admitted} admitted (bound {bound})");
+    assert!(
+        (20..=bound).contains(&admitted),
+        "{admitted} admitted, want 20..={bound}"
+    );
+
+    // Windows of 60 a minute, saturated from both regions for 5 s.
+    let run = drive(&world.gws, "/world/x", None, 4, 5.0, |c, _| c % 2);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let worldwide = run.admitted.len();
+    for r in &world.redis {
+        eprintln!("DEBUG {:?}", redis_cmd(r.addr(), &["KEYS", "*gl*"]));
+        eprintln!("DEBUG {:?}", redis_cmd(r.addr(), &["KEYS", "*rg*"]));
+    }
+    let run = drive(&world.gws, "/region/x", None, 4, 5.0, |c, _| c % 2);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let per_region = run.admitted.len();
+    eprintln!("a window of 60 a minute from two regions: scope world {worldwide}, scope region {per_region}");
+    assert!(
+        (54..=66).contains(&worldwide),
+        "scope world admitted {worldwide} for 60"
+    );
+    assert!(
+        per_region >= 108,
+        "scope region admitted {per_region}: each region keeps its own 60"
     );
 }

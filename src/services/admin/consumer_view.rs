@@ -65,16 +65,30 @@ impl Admin {
         let bucket = tier.and_then(|(t, _)| t.of(tiers)).map(|t| t.bucket);
         let cluster_json = cluster.map(|c| {
             let leased: f64 = c.instances.values().map(|(lease, _)| lease).sum();
+            // With regions, this region's pool refills at its share of the tier.
+            let share = c.world.as_ref().map_or(1.0, |w| w.share);
             let remaining = bucket.map_or(c.pool, |b| {
                 let now_ms = crate::vocab::clock::unix_now().as_millis() as u64;
-                let refill = b.rate * now_ms.saturating_sub(c.at_ms) as f64 / 1000.0;
-                (c.pool + refill).min(b.burst - leased)
+                let refill = share * b.rate * now_ms.saturating_sub(c.at_ms) as f64 / 1000.0;
+                (c.pool + refill).min(share * b.burst - leased)
             }) + leased;
+            let world = c.world.as_ref().map(|w| {
+                json!({
+                    "this_region_share": w.share,
+                    "remaining": w.remaining.max(0.0).floor(),
+                    "regions": w.regions.iter().map(|(name, (spent, demand, seen_ms))| (name.clone(), json!({
+                        "spent": spent.floor(),
+                        "demand_per_s": demand,
+                        "heard_ms_ago": c.at_ms.saturating_sub(*seen_ms),
+                    }))).collect::<serde_json::Map<_, _>>(),
+                })
+            });
             json!({
                 "remaining": remaining.max(0.0).floor(),
                 "used_this_minute": c.used_this_minute,
                 "used_last_minute": c.used_last_minute,
                 "active_instances": c.instances.len(),
+                "world": world,
             })
         });
         Some(json!({

@@ -81,6 +81,8 @@ pub struct BudgetStore {
     backend: Arc<ArcSwapOption<Backend>>,
     key_prefix: String,
     stale_ms: u64,
+    /// This region's name, with several regions.
+    region: Option<String>,
 }
 
 /// A budget as Redis holds it.
@@ -94,6 +96,20 @@ pub struct ClusterBudget {
     pub used_last_minute: f64,
     /// Live instances with a lease or demand for the key: (lease, asked).
     pub instances: HashMap<String, (f64, f64)>,
+    /// With several regions: the worldwide view this region holds of the key.
+    pub world: Option<WorldBudget>,
+}
+
+/// A key's budget across regions, as this region's Redis holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorldBudget {
+    /// This region's share of the tier.
+    pub share: f64,
+    /// What is left of the tier worldwide as far as this region knows, now.
+    pub remaining: f64,
+    /// Per region (this one included): tokens spent since the key's hash began
+    /// there, its demand a second, and when this region last heard of it (ms).
+    pub regions: HashMap<String, (f64, f64, u64)>,
 }
 
 impl BudgetStore {
@@ -127,7 +143,7 @@ impl BudgetStore {
             1 => (0.0, number("wu")),
             _ => (0.0, 0.0),
         };
-        let instances = fields
+        let instances: HashMap<String, (f64, f64)> = fields
             .iter()
             .filter_map(|(f, v)| {
                 let id = f.strip_prefix("i:")?;
@@ -136,12 +152,38 @@ impl BudgetStore {
                 (seen + self.stale_ms >= at_ms).then(|| (id.to_string(), (lease, asked)))
             })
             .collect();
+        let world = self
+            .region
+            .as_ref()
+            .filter(|_| fields.contains_key("w"))
+            .map(|me| {
+                let refill =
+                    number("r") * (at_ms.max(number("wat") as u64) - number("wat") as u64) as f64 / 1000.0;
+                let demand: f64 =
+                    instances.values().map(|(_, asked)| asked).sum::<f64>() * 1000.0 / number("li").max(1.0);
+                let mut regions: HashMap<String, (f64, f64, u64)> = fields
+                    .iter()
+                    .filter_map(|(f, v)| {
+                        let name = f.strip_prefix("p:")?;
+                        let mut parts = v.split(' ').skip(1).map(|p| p.parse::<f64>().ok());
+                        let (spent, demand, seen) = (parts.next()??, parts.next()??, parts.next()?? as u64);
+                        Some((name.to_string(), (spent, demand, seen)))
+                    })
+                    .collect();
+                regions.insert(me.clone(), (number("c"), demand, at_ms));
+                WorldBudget {
+                    share: fields.get("rs").and_then(|v| v.parse().ok()).unwrap_or(1.0),
+                    remaining: (number("w") + refill).min(number("b")),
+                    regions,
+                }
+            });
         Ok(Some(ClusterBudget {
             pool: number("pool"),
             at_ms,
             used_this_minute: this,
             used_last_minute: last,
             instances,
+            world,
         }))
     }
 }
@@ -152,6 +194,7 @@ impl RedisSync {
             backend: self.backend.clone(),
             key_prefix: self.key_prefix.clone(),
             stale_ms: self.stale_ms(),
+            region: self.region.as_ref().map(|r| r.name.clone()),
         }
     }
 

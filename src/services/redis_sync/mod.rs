@@ -94,6 +94,8 @@ pub struct RedisSync {
 /// and names the keys the region sync is to exchange, which the next round hands
 /// over.
 pub struct RegionSettle {
+    /// This region's name, under which the others hold its counts.
+    pub name: String,
     pub regions: u32,
     pub interval: Duration,
     pub due: std::sync::Mutex<Vec<String>>,

@@ -7,6 +7,7 @@
 use super::round::{Batch, Queued, Replies};
 use super::RedisSync;
 use crate::ratelimit::quota::Push;
+use crate::services::region_sync::{region_counters_key, world_counts, world_key};
 
 /// Keys per pipeline on a single server; one per pipeline in a cluster.
 const KEYS_PER_PIPELINE: usize = 256;
@@ -14,6 +15,9 @@ const KEYS_PER_PIPELINE: usize = 256;
 /// A round's pushes, as they were split into pipelines, and where those sit.
 pub(super) struct QuotaRound {
     queued: Queued,
+    /// With regions: the other regions' counts of each chunk's keys, and the
+    /// pipeline naming the keys for the region sync.
+    worldwide: Option<(Queued, Queued)>,
     pub(super) pushes: Vec<Push>,
     per_pipeline: usize,
 }
@@ -58,8 +62,28 @@ impl RedisSync {
                 pipe
             })
             .collect();
+        let queued = batch.queue(pipes);
+        // Quotas count worldwide: the region sync brings the other regions' counts
+        // of the keys named here (a key of its own slot in a cluster, hence apart).
+        let worldwide = self.region.as_ref().map(|_| {
+            let keys: Vec<String> = pushes.iter().filter_map(|p| self.quota_key(p)).collect();
+            let others = keys.chunks(per_pipeline).map(|chunk| {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.hgetall(world_key(key));
+                }
+                pipe
+            });
+            let others = batch.queue(others.collect::<Vec<_>>());
+            let mut name = redis::pipe();
+            if !keys.is_empty() {
+                name.sadd(region_counters_key(&self.key_prefix), &keys).ignore();
+            }
+            (others, batch.queue([name]))
+        });
         QuotaRound {
-            queued: batch.queue(pipes),
+            queued,
+            worldwide,
             pushes,
             per_pipeline,
         }
@@ -67,6 +91,24 @@ impl RedisSync {
 
     /// Installs the totals of the pipelines that ran; pushes of a failed one go back.
     pub(super) fn quotas_install(&self, replies: &mut Replies, round: QuotaRound) {
+        let elsewhere: Vec<u64> = match round.worldwide {
+            Some((others, name)) => {
+                replies.take(name).for_each(drop);
+                let me = self.region.as_ref().map_or("", |r| r.name.as_str());
+                let sizes = round.pushes.chunks(round.per_pipeline).map(<[Push]>::len);
+                // A chunk whose read failed counts nothing elsewhere this round.
+                replies
+                    .take(others)
+                    .zip(sizes)
+                    .flat_map(|(r, size)| {
+                        let counts = r.unwrap_or_default();
+                        (0..size).map(move |i| world_counts(counts.get(i), me).0)
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut elsewhere = elsewhere.into_iter();
         let mut results = replies.take(round.queued);
         let mut pushes = round.pushes.into_iter();
         loop {
@@ -78,6 +120,7 @@ impl RedisSync {
                 Some(Ok(totals)) => {
                     for (push, total) in chunk.iter().zip(totals.iter()) {
                         let total = redis::from_redis_value_ref::<u64>(total).unwrap_or(0);
+                        let total = total + elsewhere.next().unwrap_or(0);
                         self.limiter.quota_counts.install(push, total);
                     }
                 }

@@ -31,7 +31,7 @@ local out = {}
 local function settle(key, rate, burst, used, asked, need)
   local pool, at, win, win_used, prev_used = burst, now, minute, 0, 0
   local mine, others, demand = 0, 0, asked
-  local rs, w, wat, spent, epoch, marked, peers = 1, burst, now, 0, nil, 0, 0
+  local rs, w, wat, spent, epoch, marked, peers, lapsed = 1, burst, now, 0, nil, 0, 0, 0
   if regions > 0 then
     rs = 1 / regions
     pool = math.min(burst, rate * region_interval / 1000) * rs
@@ -60,6 +60,7 @@ local function settle(key, rate, burst, used, asked, need)
       if lease == nil or now - tonumber(report_by) > stale then
         -- An instance silent past its report is gone: its lease is counted as spent.
         redis.call('HDEL', key, f)
+        lapsed = lapsed + (tonumber(lease) or 0)
       else
         others = others + tonumber(lease)
         demand = demand + tonumber(want)
@@ -67,6 +68,8 @@ local function settle(key, rate, burst, used, asked, need)
       end
     end
   end
+  -- Region fields left from a time with regions are not this one's.
+  if regions == 0 then rs = 1 end
   if win ~= minute then
     if win == minute - 1 then prev_used = win_used else prev_used = 0 end
     win_used = 0
@@ -103,8 +106,9 @@ local function settle(key, rate, burst, used, asked, need)
   local low = pool
   local due = 0
   if regions > 0 then
-    w = math.max(math.min(w + rate * math.max(now - wat, 0) / 1000, burst) - used, -burst)
-    spent = spent + math.max(used, 0)
+    -- A lapsed lease was spent as far as anyone knows: the world hears of it.
+    w = math.max(math.min(w + rate * math.max(now - wat, 0) / 1000, burst) - used - lapsed, -burst)
+    spent = spent + math.max(used, 0) + lapsed
     epoch = epoch or (now .. '.' .. ARGV[1])
     -- Shared, or asking more than an even share of the rate, or refused: the
     -- other regions must hear of it.

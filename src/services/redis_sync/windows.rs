@@ -8,6 +8,7 @@
 use super::round::{Batch, Queued, Replies};
 use super::RedisSync;
 use crate::ratelimit::global::{Drained, GlobalWindow};
+use crate::services::region_sync::{region_counters_key, world_counts, world_key};
 use redis::Value;
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ use std::sync::Arc;
 /// one per route, then the heartbeat.
 pub(super) struct WindowRound {
     queued: Queued,
+    /// A pipeline naming the worldwide windows for the region sync follows the routes'.
+    named_worldwide: bool,
     windows: Vec<Arc<GlobalWindow>>,
     drained: Vec<Drained>,
     now_ms: u64,
@@ -40,6 +43,7 @@ impl RedisSync {
             .collect();
         let drained: Vec<Drained> = windows.iter().map(|w| w.drain()).collect();
         let mut pipes = Vec::with_capacity(windows.len() + 2);
+        let mut worldwide = Vec::new();
         for (window, drained) in windows.iter().zip(&drained) {
             let mut pipe = redis::pipe();
             let expire_s = (window.window_ms / 1000) * 2 + 5;
@@ -51,8 +55,22 @@ impl RedisSync {
                     .ignore();
             }
             let current = window.window_of(now_ms);
-            pipe.get(self.window_key(window, current));
-            pipe.get(self.window_key(window, current.saturating_sub(1)));
+            let (cur, prev) = (
+                self.window_key(window, current),
+                self.window_key(window, current.saturating_sub(1)),
+            );
+            pipe.get(&cur).get(&prev);
+            if window.regions > 1 {
+                pipe.hgetall(world_key(&cur)).hgetall(world_key(&prev));
+                worldwide.extend([cur, prev]);
+            }
+            pipes.push(pipe);
+        }
+        // The region sync exchanges these with the other regions' Redis.
+        if !worldwide.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.sadd(region_counters_key(&self.key_prefix), &worldwide)
+                .ignore();
             pipes.push(pipe);
         }
 
@@ -68,6 +86,7 @@ impl RedisSync {
         pipes.push(heartbeat);
 
         WindowRound {
+            named_worldwide: !worldwide.is_empty(),
             queued: batch.queue(pipes),
             windows,
             drained,
@@ -86,17 +105,40 @@ impl RedisSync {
         for (window, drained) in state.windows.iter().zip(state.drained) {
             match results.next() {
                 Some(Ok(reply)) => {
-                    let (cur, prev) = (number(reply.first()), number(reply.get(1)));
+                    let (cur, prev) = (
+                        self.worldwide(window, number(reply.first()), reply.get(2)),
+                        self.worldwide(window, number(reply.get(1)), reply.get(3)),
+                    );
                     window.install(&drained, window.window_of(state.now_ms), cur, prev);
                 }
                 _ => window.restore(drained),
             }
+        }
+        if state.named_worldwide {
+            results.next();
         }
         let instances = match results.next() {
             Some(Ok(reply)) => Some(number(reply.first()).max(1)),
             _ => None,
         };
         WindowsDone { instances }
+    }
+
+    /// A window's total as this instance must weigh it: the region's own; worldwide,
+    /// with the other regions' counts as the region sync last brought them, and what
+    /// the region counted that the others have not been sent yet once per region
+    /// (each may be admitting as much meanwhile).
+    fn worldwide(&self, window: &GlobalWindow, region: u64, world: Option<&Value>) -> u64 {
+        let Some(me) = self
+            .region
+            .as_ref()
+            .filter(|_| window.regions > 1)
+            .map(|r| r.name.as_str())
+        else {
+            return region;
+        };
+        let (others, seen) = world_counts(world, me);
+        others + seen.min(region) + region.saturating_sub(seen) * window.regions
     }
 
     /// A round that failed: its counts go back to be pushed later.

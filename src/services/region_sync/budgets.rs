@@ -44,8 +44,20 @@ impl RegionSync {
         if names.is_empty() {
             return Ok(());
         }
+        let exchanged = self.exchange_all(local, &names).await;
+        if exchanged.is_err() {
+            // Named again for the next round (best effort: this Redis is failing).
+            let mut again = redis::pipe();
+            again.sadd(region_due_key(&self.key_prefix), &names).ignore();
+            let _ = tokio::time::timeout(timeout, local.run(vec![again])).await;
+        }
+        exchanged
+    }
+
+    async fn exchange_all(&self, local: &Backend, names: &[String]) -> RedisResult<()> {
+        let timeout = self.peer_timeout();
         let local_cluster = matches!(local, Backend::Cluster(_));
-        let calls = calls(&self.key_prefix, &names, local_cluster);
+        let calls = calls(&self.key_prefix, names, local_cluster);
         // 1. This region's state of each key.
         let mut read = Vec::new();
         for call in &calls {

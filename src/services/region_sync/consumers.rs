@@ -9,7 +9,7 @@
 
 use super::peer::PeerRegion;
 use super::RegionSync;
-use crate::services::redis_sync::consumers::{consumers_key, WRITE};
+use crate::services::redis_sync::consumers::{consumers_key, WRITE, WRITE_KEYS};
 use crate::services::redis_sync::{timed_out, Backend};
 use redis::{RedisResult, Script, Value};
 use std::collections::HashMap;
@@ -27,6 +27,9 @@ struct Change {
     op: String,
     id: String,
     value: String,
+    /// When it was made there (its entry's time); 0 when copied whole, which then
+    /// yields to any change made here.
+    made_ms: u64,
 }
 
 /// Where this region stands in another's log: the last entry applied and its version.
@@ -188,6 +191,7 @@ impl RegionSync {
                             } else {
                                 String::new()
                             },
+                            made_ms: 0,
                         }),
                         _ => None,
                     })
@@ -209,15 +213,19 @@ impl RegionSync {
         }
         let mut pipe = redis::pipe();
         for change in changes {
-            let call = pipe.cmd("EVALSHA").arg(WRITE_SCRIPT.get_hash()).arg(6);
-            for what in ["keys", "tiers", "revoked", "cleared", "version", "log"] {
+            let call = pipe
+                .cmd("EVALSHA")
+                .arg(WRITE_SCRIPT.get_hash())
+                .arg(WRITE_KEYS.len());
+            for what in WRITE_KEYS {
                 call.arg(consumers_key(&self.key_prefix, what));
             }
             call.arg(&change.op)
                 .arg(&change.id)
                 .arg(&change.value)
                 .arg(self.consumers_log_entries)
-                .arg(&peer.name);
+                .arg(&peer.name)
+                .arg(change.made_ms);
         }
         let replies = one_pipeline(local.run(vec![pipe]), self.peer_timeout()).await?;
         let made = replies
@@ -253,6 +261,7 @@ fn entries(reply: Value) -> Vec<(String, u64, Option<Change>)> {
                     op: op.clone(),
                     id: subject.clone(),
                     value: fields.get("val").cloned().unwrap_or_default(),
+                    made_ms: id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0),
                 }),
                 _ => None,
             };

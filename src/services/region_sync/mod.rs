@@ -10,7 +10,10 @@
 
 mod budgets;
 mod consumers;
+mod counters;
 mod peer;
+
+pub use counters::{region_counters_key, world_counts, world_key};
 
 use crate::config::{OnPartition, Region};
 use crate::services::redis_sync::Backend;
@@ -97,8 +100,15 @@ impl RegionSync {
         format!("{{{}:rg}}:holder", self.key_prefix)
     }
 
-    /// Takes or renews the lease; it lapses after 3 intervals without renewal (a
-    /// holder that died), and another instance takes over.
+    /// The lease outlives the longest round (a connect, and a step that times out
+    /// after each of the round's own steps) and then 3 intervals: a holder that died
+    /// hands over within that.
+    fn lease_ms(&self) -> u64 {
+        (self.interval * 3 + self.peer_timeout() * 6).as_millis() as u64
+    }
+
+    /// Takes or renews the lease; when it lapses (a holder that died) another
+    /// instance takes over.
     async fn hold(&self, local: &Backend) -> RedisResult<bool> {
         let mut pipe = redis::pipe();
         pipe.cmd("EVAL")
@@ -106,7 +116,7 @@ impl RegionSync {
             .arg(1)
             .arg(self.lease_key())
             .arg(&self.instance_id)
-            .arg((self.interval * 3).as_millis() as u64);
+            .arg(self.lease_ms());
         let reply = tokio::time::timeout(self.peer_timeout(), local.run(vec![pipe]))
             .await
             .map_err(|_| crate::services::redis_sync::timed_out())?
@@ -124,13 +134,18 @@ impl RegionSync {
         }
         // A region cut off costs the round one timeout, not one per step.
         futures::future::join_all(self.peers.iter().map(|p| p.connect(self.peer_timeout()))).await;
-        let (budgets, consumers) = futures::join!(self.budgets_round(local), self.consumers_round(local));
+        let (budgets, counters, consumers) = futures::join!(
+            self.budgets_round(local),
+            self.counters_round(local),
+            self.consumers_round(local)
+        );
         if let Err(e) = &budgets {
             if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
                 self.local_script_missing.store(true, Ordering::Relaxed);
             }
         }
         budgets?;
+        counters?;
         consumers?;
         Ok(self.peers.iter().all(PeerRegion::reachable))
     }
@@ -155,6 +170,11 @@ impl BackgroundService for RegionSync {
                 self.metrics.leaseholder.set(i64::from(held));
                 if held {
                     log::info!("region {}: this instance talks to the other regions", self.name);
+                } else {
+                    // Reachability is the holder's to report.
+                    for peer in &self.peers {
+                        peer.forget_reachability();
+                    }
                 }
             }
             if !held {

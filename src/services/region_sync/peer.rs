@@ -21,7 +21,7 @@ pub(super) struct PeerRegion {
     up: AtomicBool,
     /// Reached at least once: a region never reached is not counted as lost.
     seen: AtomicBool,
-    up_gauge: IntGauge,
+    metrics: RegionMetrics,
     partitions: IntCounter,
     pub(super) bytes_sent: IntCounter,
     pub(super) bytes_received: IntCounter,
@@ -37,7 +37,7 @@ impl PeerRegion {
             backend: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
             seen: AtomicBool::new(false),
-            up_gauge: metrics.peer_up.with_label_values(&peer),
+            metrics: metrics.clone(),
             partitions: metrics.partitions.with_label_values(&peer),
             bytes_sent: metrics.bytes.with_label_values(&[name.as_str(), "sent"]),
             bytes_received: metrics.bytes.with_label_values(&[name.as_str(), "received"]),
@@ -111,9 +111,19 @@ impl PeerRegion {
         }
     }
 
+    /// Looked up each time: the series goes when the lease does.
+    fn up_gauge(&self) -> IntGauge {
+        self.metrics.peer_up.with_label_values(&[self.name.as_str()])
+    }
+
+    /// No longer the holder: its series go, so that a stale 0 raises no alert.
+    pub(super) fn forget_reachability(&self) {
+        let _ = self.metrics.peer_up.remove_label_values(&[self.name.as_str()]);
+    }
+
     fn reached(&self) {
         self.seen.store(true, Ordering::Relaxed);
-        self.up_gauge.set(1);
+        self.up_gauge().set(1);
         if !self.up.swap(true, Ordering::Relaxed) {
             log::info!("region {}: reached", self.name);
         }
@@ -121,7 +131,7 @@ impl PeerRegion {
 
     /// Not reached this round: a partition when it was reached the round before.
     fn lost(&self, why: &str) {
-        self.up_gauge.set(0);
+        self.up_gauge().set(0);
         let was_up = self.up.swap(false, Ordering::Relaxed);
         if was_up {
             self.partitions.inc();

@@ -104,10 +104,15 @@ local function rebalance(key, h, stale, mode, cut)
     end
   end
   if severed then
+    -- The pool is not reset from a view that misses a region's spending: it keeps
+    -- what it refilled at the old share until now, under the new share's cap.
+    local before = h.rs or 1
+    h.pool = h.pool + before * h.rate * math.max(now - (tonumber(h.at) or now), 0) / 1000
     if mode == 'safe_share' then h.rs = 1 / (1 + sharing)
     elseif mode == 'allow' then h.rs = 1
     elseif mode == 'deny' then h.rs = 0
     end
+    h.pool = math.max(math.min(h.pool, (h.rs or 1) * h.burst - h.leases), -h.burst)
   else
     h.x = now
     if total > 0 then h.rs = h.demand / total else h.rs = 1 / (1 + fresh) end

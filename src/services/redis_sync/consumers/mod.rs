@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) const WRITE: &str = include_str!("write.lua");
+/// The keys write.lua is given, in order (`{<prefix>:consumers}:<name>`).
+pub(crate) const WRITE_KEYS: [&str; 7] = ["keys", "tiers", "revoked", "cleared", "version", "log", "stamps"];
 
 /// Log entries a round reads with its batch; more are read after it, in batches
 /// of `FOLLOW_BATCH`, so an instance catches up within the round.
@@ -143,8 +145,8 @@ impl ConsumerStore {
         let (Target::Key(id) | Target::Tier(id)) = &target;
         let backend = self.connected().await.ok_or("redis is unreachable")?;
         let mut pipe = redis::pipe();
-        let eval = pipe.cmd("EVAL").arg(WRITE).arg(6);
-        for what in ["keys", "tiers", "revoked", "cleared", "version", "log"] {
+        let eval = pipe.cmd("EVAL").arg(WRITE).arg(WRITE_KEYS.len());
+        for what in WRITE_KEYS {
             eval.arg(self.key(what));
         }
         eval.arg(op).arg(id).arg(value).arg(self.log_entries);

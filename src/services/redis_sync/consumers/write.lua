@@ -2,16 +2,28 @@
 -- the tombstone of a revocation or a cleared override, which a republication after
 -- a data loss never writes over), the version bump, and the change-log entry that
 -- carries the version and the change, trimmed to the retention.
--- KEYS: keys, tiers, revoked, cleared, version, log (one hash slot).
+-- KEYS: keys, tiers, revoked, cleared, version, log, stamps (one hash slot).
 -- ARGV: op (add, revoke, revoke_held, tier, untier), key id or consumer, the key's
 -- record, the tier name or (revoke_held) the key's consumer, the log's retention,
 -- and for a change made in another region (region_sync/consumers.rs) that
--- region's name, which its entry carries so that no region passes it on again.
+-- region's name, which its entry carries so that no region passes it on again,
+-- and when it was made there (ms). A consumer's tier takes the latest change made
+-- anywhere: stamps keeps when each consumer's tier last changed (Redis's clock of
+-- the region that made it), and a region's change older than that is dropped.
 -- Returns the version the write made; 0 when revoke_held found no such key, or a
 -- region's change is here already (or, a key's, revoked here).
-local keys, tiers, revoked, cleared, version, log =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local keys, tiers, revoked, cleared, version, log, stamps =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local op, id, value, from = ARGV[1], ARGV[2], ARGV[3], ARGV[5] or ''
+if op == 'tier' or op == 'untier' then
+  local made = tonumber(ARGV[6])
+  if from == '' then
+    local t = redis.call('TIME')
+    made = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if made < (tonumber(redis.call('HGET', stamps, id)) or -1) then return 0 end
+  redis.call('HSET', stamps, id, made)
+end
 if from ~= '' then
   local same
   if op == 'add' then
