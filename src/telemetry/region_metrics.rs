@@ -17,7 +17,7 @@ pub struct RegionMetrics {
 }
 
 impl RegionMetrics {
-    pub(super) fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str, labels: &[&str]| {
             registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };

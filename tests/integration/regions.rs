@@ -100,7 +100,12 @@ impl World {
 
     /// Until every region has an instance holding its lease (the region sync runs).
     fn await_leaseholders(&self) {
-        for (i, r) in self.redis.iter().enumerate() {
+        for (i, r) in self
+            .redis
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.of(*i).is_empty())
+        {
             assert!(
                 eventually(Duration::from_secs(10), || {
                     redis_cmd(r.addr(), &["GET", "{floodgate:rg}:holder"])
@@ -513,5 +518,86 @@ fn quotas_count_worldwide_and_a_world_window_holds_across_regions_while_a_region
     assert!(
         per_region >= 108,
         "scope region admitted {per_region}: each region keeps its own 60"
+    );
+}
+
+/// Commands a Redis ran so far, by name (`INFO commandstats`), less the INFOs asked.
+fn commands(redis: &Redis) -> std::collections::HashMap<String, u64> {
+    let info = redis_cmd(redis.addr(), &["INFO", "commandstats"]).expect("info");
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .filter(|(name, _)| name != "info")
+        .collect()
+}
+
+fn since(
+    before: &std::collections::HashMap<String, u64>,
+    after: &std::collections::HashMap<String, u64>,
+) -> (u64, u64) {
+    let grew = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    let by_name: Vec<(&String, u64)> = after
+        .keys()
+        .map(|n| (n, grew(n)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    eprintln!("b's Redis ran {by_name:?}");
+    let all = after.keys().map(|n| grew(n)).sum();
+    (all, grew("evalsha"))
+}
+
+#[test]
+fn a_consumer_of_one_region_costs_the_other_regions_redis_a_few_commands_a_round() {
+    // Region b has a Redis and no instance: what its Redis runs, region a sent.
+    let world = World::start(&[1, 0], Duration::from_millis(80), "safe_share");
+    let a = &world.gws[0];
+    let rounds = 5.0;
+    let secs = rounds * REGION_INTERVAL_MS as f64 / 1000.0;
+    // Quiet: 4 requests a second, a fifth of the rate.
+    let auth = bearer("quiet-in-a");
+    let before = commands(&world.redis[1]);
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < secs {
+        assert_eq!(
+            get_with(a.addr, "/api/x", &[("authorization", auth.as_str())]).status,
+            200
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    let (quiet_all, quiet_scripts) = since(&before, &commands(&world.redis[1]));
+    // Hot: saturating a's instance.
+    let before = commands(&world.redis[1]);
+    let run = saturate(&world, "hot-in-a", secs, |_, _| 0);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    let (hot_all, hot_scripts) = since(&before, &commands(&world.redis[1]));
+    eprintln!(
+        "b's Redis, a round of a's region sync: a quiet consumer of a {:.1} commands ({:.1} scripts), a hot one {:.1} ({:.1} scripts)",
+        quiet_all as f64 / rounds,
+        quiet_scripts as f64 / rounds,
+        hot_all as f64 / rounds,
+        hot_scripts as f64 / rounds
+    );
+    // Once, as it starts in a: whether another region shares it.
+    assert!(
+        quiet_scripts <= 1,
+        "a quiet key of one region exchanged {quiet_scripts} times"
+    );
+    // Following b's change log (and reconnecting) is all a round costs b otherwise.
+    assert!(
+        quiet_all as f64 <= 2.0 * rounds,
+        "{quiet_all} commands in {rounds} rounds"
+    );
+    // The hot key: one script call a round on b, which finds no budget there
+    // (Redis counts the HGETALL and TIME it runs inside, too), and the log read.
+    assert!(
+        hot_scripts as f64 <= rounds + 1.0,
+        "{hot_scripts} scripts in {rounds} rounds"
+    );
+    assert!(
+        hot_all as f64 <= 4.0 * rounds + 2.0,
+        "{hot_all} commands in {rounds} rounds"
     );
 }

@@ -14,7 +14,7 @@
 -- the tier (r, b) and the instances' interval (li) for the region sync, and one
 -- "p:<region>" field per region that shares the key. A key new to the region
 -- starts on a region's share of the tier, 1 / regions, and one region interval of
--- that share's rate; a key shared, or asking more than that share, or refused, is
+-- that share's rate; a key shared, or with its pool half spent, or refused, is
 -- named for the region sync (at most twice a region interval).
 -- ARGV: instance, stale_ms, interval_ms, max_rounds (the longest a report may be
 -- put off), regions (0 without regions), region_interval_ms, then per key: rate,
@@ -110,9 +110,10 @@ local function settle(key, rate, burst, used, asked, need)
     w = math.max(math.min(w + rate * math.max(now - wat, 0) / 1000, burst) - used - lapsed, -burst)
     spent = spent + math.max(used, 0) + lapsed
     epoch = epoch or (now .. '.' .. ARGV[1])
-    -- Shared, or asking more than an even share of the rate, or refused: the
-    -- other regions must hear of it.
-    local hot = demand * 1000 / interval >= rate / regions or need > 0
+    -- Shared, or its pool half spent (a key new here starts so: its first
+    -- exchange tells whether another region shares it), or refused: the other
+    -- regions must hear of it.
+    local hot = pool < rs * burst / 2 or need > 0
     if ((peers > 0 and asked > 0) or hot) and now - marked >= region_interval / 2 then
       due = 1
       marked = now

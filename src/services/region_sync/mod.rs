@@ -151,6 +151,18 @@ impl RegionSync {
     }
 }
 
+impl RegionSync {
+    /// One round as the service runs it, for benchmarks: `Ok(false)` when another
+    /// instance holds the lease or a region was not reached.
+    pub async fn round_once(&self) -> RedisResult<bool> {
+        let local = self.local.load_full().ok_or_else(crate::services::redis_sync::timed_out)?;
+        if !self.hold(&local).await? {
+            return Ok(false);
+        }
+        self.round(&local).await
+    }
+}
+
 #[async_trait]
 impl BackgroundService for RegionSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
