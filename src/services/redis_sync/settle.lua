@@ -9,7 +9,9 @@
 -- With several regions (region_sync/), the hash also holds this region's share of
 -- the tier (rs: its pool refills at rs of the rate, up to rs of the burst), the
 -- region's view of the world's level (w at wat: refilled at the whole rate, less
--- what every region is known to have spent), the tokens this region spent since
+-- what every region is known to have spent; o the same less this region's
+-- spending only, which a region meeting this one for the first time charges
+-- its own view with), the tokens this region spent since
 -- the hash's epoch e (c, a grow-only counter the other regions merge by maximum),
 -- the tier (r, b) and the instances' interval (li) for the region sync, and one
 -- "p:<region>" field per region that shares the key. A key new to the region
@@ -31,7 +33,7 @@ local out = {}
 local function settle(key, rate, burst, used, asked, need)
   local pool, at, win, win_used, prev_used = burst, now, minute, 0, 0
   local mine, others, demand = 0, 0, asked
-  local rs, w, wat, spent, epoch, marked, peers, lapsed = 1, burst, now, 0, nil, 0, 0, 0
+  local rs, w, own, wat, spent, epoch, marked, peers, lapsed = 1, burst, burst, now, 0, nil, 0, 0, 0
   if regions > 0 then
     rs = 1 / regions
     pool = math.min(burst, rate * region_interval / 1000) * rs
@@ -48,6 +50,7 @@ local function settle(key, rate, burst, used, asked, need)
     elseif f == 'pu' then prev_used = tonumber(v)
     elseif f == 'rs' then rs = tonumber(v)
     elseif f == 'w' then w = tonumber(v)
+    elseif f == 'o' then own = tonumber(v)
     elseif f == 'wat' then wat = tonumber(v)
     elseif f == 'c' then spent = tonumber(v)
     elseif f == 'e' then epoch = v
@@ -107,7 +110,9 @@ local function settle(key, rate, burst, used, asked, need)
   local due = 0
   if regions > 0 then
     -- A lapsed lease was spent as far as anyone knows: the world hears of it.
-    w = math.max(math.min(w + rate * math.max(now - wat, 0) / 1000, burst) - used - lapsed, -burst)
+    local refill = rate * math.max(now - wat, 0) / 1000
+    w = math.max(math.min(w + refill, burst) - used - lapsed, -burst)
+    own = math.max(math.min(own + refill, burst) - used - lapsed, -burst)
     spent = spent + math.max(used, 0) + lapsed
     epoch = epoch or (now .. '.' .. ARGV[1])
     -- Shared, or its pool half spent (a key new here starts so: its first
@@ -118,7 +123,7 @@ local function settle(key, rate, burst, used, asked, need)
       due = 1
       marked = now
     end
-    redis.call('HSET', key, 'rs', tostring(rs), 'w', tostring(w), 'wat', now, 'c', tostring(spent),
+    redis.call('HSET', key, 'rs', tostring(rs), 'w', tostring(w), 'o', tostring(own), 'wat', now, 'c', tostring(spent),
       'e', epoch, 'xm', marked, 'r', tostring(rate), 'b', tostring(burst), 'li', interval)
     low = math.min(pool, w)
   end

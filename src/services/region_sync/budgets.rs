@@ -18,7 +18,8 @@ use redis::{Pipeline, RedisResult, Value};
 const KEYS_PER_CALL: usize = 64;
 const MOST_KEYS_A_ROUND: usize = 10_000;
 
-/// A key's state as one region sends it: epoch, spent, demand a second, level.
+/// A key's state as one region sends it: epoch, spent, demand a second, and the
+/// world's level less only what this region spent (region.lua).
 type State = [String; 4];
 
 /// What a region answered for a key.

@@ -143,3 +143,22 @@ impl RegionSync {
         written.into_iter().try_for_each(|r| r.map(drop))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_regions_counts_are_summed_and_this_ones_is_what_they_heard() {
+        let reply = Value::Array(
+            ["sg", "7", "ny", "5", "fra", "3"]
+                .iter()
+                .map(|s| Value::BulkString(s.as_bytes().to_vec()))
+                .collect(),
+        );
+        assert_eq!(world_counts(Some(&reply), "ny"), (10, 5));
+        assert_eq!(world_counts(Some(&reply), "tokyo"), (15, 0));
+        assert_eq!(world_counts(None, "ny"), (0, 0));
+        assert_eq!(world_key("{floodgate:gl:api}:7"), "{floodgate:gl:api}:7:w");
+    }
+}

@@ -155,7 +155,10 @@ impl RegionSync {
     /// One round as the service runs it, for benchmarks: `Ok(false)` when another
     /// instance holds the lease or a region was not reached.
     pub async fn round_once(&self) -> RedisResult<bool> {
-        let local = self.local.load_full().ok_or_else(crate::services::redis_sync::timed_out)?;
+        let local = self
+            .local
+            .load_full()
+            .ok_or_else(crate::services::redis_sync::timed_out)?;
         if !self.hold(&local).await? {
             return Ok(false);
         }

@@ -8,8 +8,9 @@
 -- Merging a region's state: its spending counter is grow-only under its epoch,
 -- so the view of the world's level is charged what the counter grew since it
 -- was last seen, whatever order or how many times states arrive. At first sight
--- of a region (or a new epoch of it) the two views are combined: each is the
--- burst less what its side spent (refilled since), so both spendings count.
+-- of a region (or a new epoch of it) the view is charged that region's own recent
+-- spending: its level less only what it spent (o, refilled since); what a third
+-- region spent comes from that region itself.
 -- Then the region's share is its demand over every region's (fresh ones), and
 -- its pool that share of the world's level less the leases out here; x records
 -- that every region was reached once since the key's hash began (before that, a
@@ -18,11 +19,11 @@
 -- on_partition sets, never reset from a view that misses that region's spending.
 -- KEYS: the budget hashes.
 -- ARGV read:     'read'
--- ARGV exchange: 'exchange', from, stale_ms, then per key: epoch, spent, demand, level
+-- ARGV exchange: 'exchange', from, stale_ms, then per key: epoch, spent, demand, own level
 -- ARGV merge:    'merge', on_partition, stale_ms, regions (n), their n names, then per
 --                key and region: 'ok' epoch spent demand level | 'none' | 'cut', padded
 --                to 5 values
--- Returns per key: epoch, spent, demand (tokens a second), level; '' for a key with
+-- Returns per key: epoch, spent, demand (tokens a second), own level; '' for a key with
 -- no hash (for merge: its share and pool, or '' '').
 local op = ARGV[1]
 local t = redis.call('TIME')
@@ -55,7 +56,9 @@ local function load(key)
   h.cutset = {}
   for name in string.gmatch(h.cut or '', '%S+') do h.cutset[name] = true end
   -- The world's level, refilled to now.
-  h.w = math.min(tonumber(h.w) + h.rate * math.max(now - tonumber(h.wat), 0) / 1000, h.burst)
+  local refill = h.rate * math.max(now - tonumber(h.wat), 0) / 1000
+  h.w = math.min(tonumber(h.w) + refill, h.burst)
+  h.o = math.min((tonumber(h.o) or h.burst) + refill, h.burst)
   h.demand = h.asked * 1000 / tonumber(h.li)
   return h
 end
@@ -64,7 +67,7 @@ local function state(h)
   out[#out + 1] = h.e
   out[#out + 1] = tostring(h.c)
   out[#out + 1] = tostring(h.demand)
-  out[#out + 1] = tostring(h.w)
+  out[#out + 1] = tostring(h.o)
 end
 
 local function absorb(h, name, e, c, d, level)
@@ -124,7 +127,7 @@ local function store(key, h, cut)
   local names = {}
   for name in pairs(cut) do names[#names + 1] = name end
   local fields = { 'rs', tostring(h.rs), 'pool', tostring(h.pool), 'at', now,
-    'w', tostring(h.w), 'wat', now, 'cut', table.concat(names, ' '), 'm', h.m or 'last_share' }
+    'w', tostring(h.w), 'o', tostring(h.o), 'wat', now, 'cut', table.concat(names, ' '), 'm', h.m or 'last_share' }
   if h.x then
     fields[#fields + 1] = 'x'
     fields[#fields + 1] = h.x
