@@ -83,8 +83,12 @@ local function absorb(h, name, e, c, d, level)
 end
 
 -- The share and pool from every fresh region's demand; `cut` names the regions
--- not reached this time, `mode` what to do about a key they share.
-local function rebalance(key, h, stale, mode, cut)
+-- not reached this time, `mode` what to do about a key they share. The pool is
+-- reset from the view only by the region's own merge (`reset`), once a round with
+-- every region's fresh answer: each region takes its share of about the same
+-- level, where a reset at every exchange would take it again from a view that
+-- misses what the others took meanwhile.
+local function rebalance(key, h, stale, mode, cut, reset)
   local total, fresh, sharing, severed = h.demand, 0, 0, false
   -- A region cut off before the key was ever exchanged with it may share it.
   for name in pairs(cut) do
@@ -118,8 +122,14 @@ local function rebalance(key, h, stale, mode, cut)
     h.pool = math.max(math.min(h.pool, (h.rs or 1) * h.burst - h.leases), -h.burst)
   else
     h.x = now
+    local before = h.rs or 1
     if total > 0 then h.rs = h.demand / total else h.rs = 1 / (1 + fresh) end
-    h.pool = math.max(h.rs * h.w - h.leases, -h.burst)
+    if reset then
+      h.pool = math.max(h.rs * h.w - h.leases, -h.burst)
+    else
+      h.pool = h.pool + before * h.rate * math.max(now - (tonumber(h.at) or now), 0) / 1000
+      h.pool = math.max(math.min(h.pool, h.rs * h.burst - h.leases), -h.burst)
+    end
   end
 end
 
@@ -156,7 +166,7 @@ elseif op == 'exchange' then
       h.cutset[from] = nil
       absorb(h, from, ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
       -- A region this one found cut off stays so until this one reaches it again.
-      rebalance(KEYS[k], h, stale, h.m or 'last_share', h.cutset)
+      rebalance(KEYS[k], h, stale, h.m or 'last_share', h.cutset, false)
       store(KEYS[k], h, h.cutset)
     else
       for _ = 1, 4 do out[#out + 1] = '' end
@@ -183,7 +193,7 @@ elseif op == 'merge' then
           cut[names[i]] = true
         end
       end
-      rebalance(KEYS[k], h, stale, mode, cut)
+      rebalance(KEYS[k], h, stale, mode, cut, true)
       h.m = mode
       store(KEYS[k], h, cut)
       out[#out + 1] = tostring(h.rs)
