@@ -604,3 +604,52 @@ fn a_consumer_of_one_region_costs_the_other_regions_redis_a_few_commands_a_round
         "{hot_all} commands in {rounds} rounds"
     );
 }
+
+#[test]
+fn a_region_on_a_redis_cluster_shares_the_budget_and_the_runtime_consumers() {
+    let cluster = RedisCluster::start();
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let nodes = nodes.join(", ");
+    let b_redis = Redis::start();
+    let to_b = Relay::start(b_redis.addr(), Duration::from_millis(40));
+    // b reaches a's Cluster directly: a cluster client follows the nodes' own addresses.
+    let a = body(&format!(
+        "cluster: [{nodes}], region: {{ name: a, peers: {{ b: \"{}\" }}, sync_interval_ms: {REGION_INTERVAL_MS} }}",
+        to_b.redis_url()
+    ));
+    let b = body(&format!(
+        "url: \"{}\", region: {{ name: b, peers: {{ a: {{ cluster: [{nodes}] }} }}, sync_interval_ms: {REGION_INTERVAL_MS} }}",
+        b_redis.url()
+    ));
+    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
+    let gws: Vec<Gateway> = thread::scope(|s| {
+        let starting: Vec<_> = [&a, &a, &b]
+            .into_iter()
+            .map(|body| s.spawn(|| Gateway::start_admin(body, &admin_keys)))
+            .collect();
+        starting.into_iter().map(|h| h.join().expect("start")).collect()
+    });
+    let holding = |gws: &[Gateway]| {
+        gws.iter()
+            .any(|g| metric(g, "floodgate_region_leaseholder") == Some(1.0))
+    };
+    assert!(eventually(Duration::from_secs(10), || holding(&gws[..2])
+        && holding(&gws[2..])));
+    let auth = bearer("on-a-cluster");
+    let run = drive(&gws, "/api/x", Some(&auth), 6, 6.0, |c, _| c % 3);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_within(
+        "a Cluster region and a single-Redis region",
+        run.admitted.len(),
+        run.budget(),
+        0.9,
+        1.1,
+    );
+    let (status, created) = admin(&gws[2], "POST", "/admin/consumers/clustered/keys", "");
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().expect("key").to_string();
+    assert!(eventually(
+        consumers_bound(Duration::from_millis(80)) * 2,
+        || with_key(&gws[0], &key) == 200
+    ));
+}
