@@ -10,62 +10,28 @@
 //!
 //! cargo bench --bench sync_cost [-- SIZES]   (default 1000,100000,1000000)
 
-use floodgate::config::{Bucket, OnUnavailable, RedisTarget, Tier};
-use floodgate::consumers::overrides::TierOverrides;
+#[path = "support/redis.rs"]
+mod redis_support;
+
+use floodgate::config::RedisTarget;
 use floodgate::ratelimit::local::Supply;
 use floodgate::ratelimit::report_schedule::MAX_PUT_OFF_ROUNDS;
 use floodgate::ratelimit::RateLimiter;
 use floodgate::services::redis_sync::{Backend, RedisSync};
 use floodgate::vocab::limit_key::LimitKey;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-const TIER: Bucket = Bucket {
-    rate: 20.0,
-    burst: 200.0,
+use redis_support::{
+    bench_args, free_port, limiter_and_sync, now_ns, redis_server, redis_totals, Server, TIER,
 };
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 const INSTANCES: usize = 3;
 /// The interval the sync is told (the pool refills at the rate in Redis's time).
 const INTERVAL: Duration = Duration::from_secs(1);
 /// A hot key asks until refused each round, at most this many times.
 const HOT_ASKS: usize = 1000;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn redis_server(port: u16, extra: &[&str]) -> Server {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (make test installs it)");
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        client.get_connection().is_ok()
-    });
-    assert!(up, "redis-server on {port} did not start");
-    Server(child)
-}
 
 /// Where the rounds go, and the nodes to count commands and bytes on.
 struct Target {
@@ -141,46 +107,6 @@ fn cluster(dir: &Path) -> Target {
     }
 }
 
-/// What the nodes did: commands processed and bytes in and out (summed), and
-/// each node's CPU seconds (its main thread's user and system time).
-struct RedisTotals {
-    counts: [u64; 3],
-    cpu_s: Vec<f64>,
-}
-
-fn redis_totals(nodes: &[redis::Client]) -> RedisTotals {
-    let mut totals = RedisTotals {
-        counts: [0; 3],
-        cpu_s: Vec::new(),
-    };
-    for node in nodes {
-        let mut conn = node.get_connection().expect("connect");
-        let info: String = redis::cmd("INFO")
-            .arg("everything")
-            .query(&mut conn)
-            .expect("INFO");
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        totals.counts[0] += field("total_commands_processed") as u64;
-        totals.counts[1] += field("total_net_input_bytes") as u64;
-        totals.counts[2] += field("total_net_output_bytes") as u64;
-        totals
-            .cpu_s
-            .push(field("used_cpu_user_main_thread") + field("used_cpu_sys_main_thread"));
-    }
-    totals
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 struct Instance {
     limiter: Arc<RateLimiter>,
     sync: RedisSync,
@@ -199,28 +125,11 @@ fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usi
     let mut instances: Vec<Instance> = runtime.block_on(async {
         let mut out = Vec::new();
         for i in 0..INSTANCES {
-            let limiter = Arc::new(RateLimiter::new(
-                vec![Tier {
-                    name: "premium".into(),
-                    bucket: TIER,
-                }],
-                None,
-                floodgate::vocab::ids::ById::default(),
-                Some(OnUnavailable::LocalShare),
-            ));
-            let sync = RedisSync::new(
+            let (limiter, sync) = limiter_and_sync(
                 (target.make)(),
                 INTERVAL,
                 format!("bench{run}"),
-                1_000_000,
-                limiter.clone(),
-                Arc::new(TierOverrides::default()),
-                Arc::default(),
-                vec!["premium".into()],
                 format!("bench-instance-{i}"),
-                prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("h", "h"))
-                    .expect("histogram"),
-                100_000,
             );
             let backend = Backend::connect(&mut (target.make)(), Duration::from_secs(5))
                 .await
@@ -304,15 +213,7 @@ fn measure(target: &Target, keys: usize, hot_percent: usize, rounds: (usize, usi
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    // `cargo test --all-targets` runs benches without `--bench`: one small run proves it works.
-    let full = args.iter().any(|a| a == "--bench");
-    let sizes: Vec<usize> = args
-        .iter()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 100_000, 1_000_000]);
+    let (full, sizes) = bench_args(&[1_000, 100_000, 1_000_000]);
     // The warm-up puts every quiet key off once (their first lease) and lets the
     // spread of their due rounds settle; the measure covers one longest put-off.
     let put_off = MAX_PUT_OFF_ROUNDS as usize;
