@@ -251,7 +251,9 @@ impl GlobalWindow {
         };
         let (others_cur, pushed_cur) = cur.synced_in(window);
         let (limit, prev) = match view {
-            ClusterView::LocalShare { instances } => ((self.limit / instances.max(1)).max(1), mine_prev),
+            ClusterView::LocalShare { instances } => {
+                ((self.limit / (instances.max(1) * self.regions)).max(1), mine_prev)
+            }
             ClusterView::Alone | ClusterView::Synced { .. } => (self.limit, mine_prev + others_prev),
         };
         let estimate_at = |mine_cur: u64| {

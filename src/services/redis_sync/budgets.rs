@@ -157,8 +157,8 @@ impl BudgetStore {
             .as_ref()
             .filter(|_| fields.contains_key("w"))
             .map(|me| {
-                let refill =
-                    number("r") * (at_ms.max(number("wat") as u64) - number("wat") as u64) as f64 / 1000.0;
+                let now_ms = crate::vocab::clock::unix_now().as_millis() as u64;
+                let refill = number("r") * now_ms.saturating_sub(number("wat") as u64) as f64 / 1000.0;
                 let demand: f64 =
                     instances.values().map(|(_, asked)| asked).sum::<f64>() * 1000.0 / number("li").max(1.0);
                 let mut regions: HashMap<String, (f64, f64, u64)> = fields

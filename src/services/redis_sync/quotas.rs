@@ -116,11 +116,13 @@ impl RedisSync {
             if chunk.is_empty() {
                 return;
             }
+            // Taken whatever the chunk's fate, so that the next chunk gets its own.
+            let theirs: Vec<u64> = elsewhere.by_ref().take(chunk.len()).collect();
             match results.next() {
                 Some(Ok(totals)) => {
-                    for (push, total) in chunk.iter().zip(totals.iter()) {
+                    for (i, (push, total)) in chunk.iter().zip(totals.iter()).enumerate() {
                         let total = redis::from_redis_value_ref::<u64>(total).unwrap_or(0);
-                        let total = total + elsewhere.next().unwrap_or(0);
+                        let total = total + theirs.get(i).copied().unwrap_or(0);
                         self.limiter.quota_counts.install(push, total);
                     }
                 }

@@ -27,8 +27,8 @@ struct Change {
     op: String,
     id: String,
     value: String,
-    /// When it was made there (its entry's time); 0 when copied whole, which then
-    /// yields to any change made here.
+    /// When it was made there: its entry's time, or when copied whole that
+    /// region's stamp for it (0 without one, which yields to any change made here).
     made_ms: u64,
 }
 
@@ -180,7 +180,7 @@ impl RegionSync {
                     .map(redis::from_redis_value)
                     .transpose()?
                     .unwrap_or_default();
-                let changes: Vec<Change> = fields
+                let mut changes: Vec<Change> = fields
                     .chunks(2)
                     .filter_map(|pair| match pair {
                         [id, value] => Some(Change {
@@ -196,6 +196,28 @@ impl RegionSync {
                         _ => None,
                     })
                     .collect();
+                // A tier carries when that region last changed it, so that the
+                // latest change made anywhere still wins.
+                if (op == "tier" || op == "untier") && !changes.is_empty() {
+                    let mut stamps = redis::pipe();
+                    stamps
+                        .cmd("HMGET")
+                        .arg(consumers_key(&self.key_prefix, "stamps"))
+                        .arg(changes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>());
+                    let Some(Some(Ok(mut values))) =
+                        peer.run(vec![stamps], timeout).await.map(|mut r| r.pop())
+                    else {
+                        return Ok(());
+                    };
+                    let made: Vec<Option<u64>> = values
+                        .pop()
+                        .map(redis::from_redis_value)
+                        .transpose()?
+                        .unwrap_or_default();
+                    for (change, made) in changes.iter_mut().zip(made) {
+                        change.made_ms = made.unwrap_or(0);
+                    }
+                }
                 self.apply(local, peer, &changes).await?;
                 cursor = next;
                 if cursor == 0 {

@@ -59,6 +59,18 @@ impl RegionSync {
         if keys.is_empty() {
             return Ok(());
         }
+        let exchanged = self.exchange_counts(local, &keys).await;
+        if exchanged.is_err() {
+            // Named again for the next round (best effort: this Redis is failing).
+            let mut again = redis::pipe();
+            again.sadd(region_counters_key(&self.key_prefix), &keys).ignore();
+            let _ = tokio::time::timeout(timeout, local.run(vec![again])).await;
+        }
+        exchanged
+    }
+
+    async fn exchange_counts(&self, local: &Backend, keys: &[String]) -> RedisResult<()> {
+        let timeout = self.peer_timeout();
         // This region's count and what is left of the key's life, one key a
         // pipeline (a key's own slot in a cluster).
         let reads = keys
@@ -73,7 +85,7 @@ impl RegionSync {
             .await
             .map_err(|_| timed_out())?;
         let mut counts: Vec<(String, u64, i64)> = Vec::new();
-        for (key, r) in keys.into_iter().zip(read) {
+        for (key, r) in keys.iter().cloned().zip(read) {
             let r = r?;
             let count = r
                 .first()
@@ -102,36 +114,33 @@ impl RegionSync {
                 sent += key.len() * 3 + 20;
             }
             peer.bytes_sent.inc_by(sent as u64);
-            let replies = peer.run(pipelines, timeout).await?;
-            // Every other reply is a read of that region's count.
-            Some(
-                replies
-                    .into_iter()
-                    .skip(1)
-                    .step_by(2)
-                    .map(|r| {
-                        r.ok()
-                            .and_then(|mut v| v.pop())
-                            .and_then(|v| redis::from_redis_value::<Option<u64>>(v).ok().flatten())
-                    })
-                    .collect::<Vec<_>>(),
-            )
+            // Per key: whether that region took this one's count, and its own.
+            let mut replies = peer.run(pipelines, timeout).await?.into_iter();
+            let mut heard = Vec::new();
+            while let (Some(written), Some(read)) = (replies.next(), replies.next()) {
+                let theirs = read
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .and_then(|v| redis::from_redis_value::<Option<u64>>(v).ok().flatten());
+                heard.push((written.is_ok(), theirs));
+            }
+            Some(heard)
         }))
         .await;
         let mut writes = Vec::new();
         for (i, (key, count, ttl)) in counts.iter().enumerate() {
             let mut pipe = redis::pipe();
             for (peer, answer) in self.peers.iter().zip(&answers) {
-                if let Some(Some(theirs)) = answer.as_ref().and_then(|a| a.get(i)) {
+                if let Some((_, Some(theirs))) = answer.as_ref().and_then(|a| a.get(i)) {
                     pipe.hset(world_key(key), &peer.name, *theirs).ignore();
                     peer.bytes_received.inc_by(8);
                 }
             }
             // What every other region now knows of this one's count.
-            if answers
-                .iter()
-                .all(|a| a.as_ref().is_some_and(|a| a.get(i).is_some()))
-            {
+            if answers.iter().all(|a| {
+                a.as_ref()
+                    .is_some_and(|a| a.get(i).is_some_and(|(took, _)| *took))
+            }) {
                 pipe.hset(world_key(key), &self.name, *count).ignore();
             }
             pipe.pexpire(world_key(key), *ttl).ignore();

@@ -16,12 +16,15 @@ local keys, tiers, revoked, cleared, version, log, stamps =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local op, id, value, from = ARGV[1], ARGV[2], ARGV[3], ARGV[5] or ''
 if op == 'tier' or op == 'untier' then
-  local made = tonumber(ARGV[6])
+  local stamp = tonumber(redis.call('HGET', stamps, id)) or -1
+  local made = tonumber(ARGV[6]) or 0
   if from == '' then
+    -- An admin write here always takes effect: later than anything seen.
     local t = redis.call('TIME')
-    made = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    made = math.max(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), stamp + 1)
+  elseif made < stamp then
+    return 0
   end
-  if made < (tonumber(redis.call('HGET', stamps, id)) or -1) then return 0 end
   redis.call('HSET', stamps, id, made)
 end
 if from ~= '' then
