@@ -11,7 +11,7 @@ use super::{RegionSync, REGION_SCRIPT};
 use crate::config::OnPartition;
 use crate::services::redis_sync::budgets::{named_budget_key, region_due_key};
 use crate::services::redis_sync::{timed_out, Backend};
-use redis::{Pipeline, RedisResult, Value};
+use redis::{RedisResult, Value};
 
 /// Keys per script call and the most a round takes from the set (the rest wait:
 /// the instances name them again while they stay hot).
@@ -33,24 +33,14 @@ enum Answer {
 
 impl RegionSync {
     pub(super) async fn budgets_round(&self, local: &Backend) -> RedisResult<()> {
-        let timeout = self.peer_timeout();
-        let mut take = redis::pipe();
-        take.cmd("SPOP")
-            .arg(region_due_key(&self.key_prefix))
-            .arg(MOST_KEYS_A_ROUND);
-        let names: Vec<String> = match first_reply(local, take, timeout).await? {
-            Some(value) => redis::from_redis_value(value)?,
-            None => Vec::new(),
-        };
+        let set = region_due_key(&self.key_prefix);
+        let names = self.take_named(local, &set, MOST_KEYS_A_ROUND).await?;
         if names.is_empty() {
             return Ok(());
         }
         let exchanged = self.exchange_all(local, &names).await;
         if exchanged.is_err() {
-            // Named again for the next round (best effort: this Redis is failing).
-            let mut again = redis::pipe();
-            again.sadd(region_due_key(&self.key_prefix), &names).ignore();
-            let _ = tokio::time::timeout(timeout, local.run(vec![again])).await;
+            self.name_again(local, &set, &names).await;
         }
         exchanged
     }
@@ -210,17 +200,6 @@ fn calls(prefix: &str, names: &[String], cluster: bool) -> Vec<Vec<(String, Stri
         .flat_map(|group| group.chunks(KEYS_PER_CALL))
         .map(|call| call.iter().map(|(_, n, k)| (n.clone(), k.clone())).collect())
         .collect()
-}
-
-async fn first_reply(
-    backend: &Backend,
-    pipe: Pipeline,
-    timeout: std::time::Duration,
-) -> RedisResult<Option<Value>> {
-    let mut replies = tokio::time::timeout(timeout, backend.run(vec![pipe]))
-        .await
-        .map_err(|_| timed_out())?;
-    Ok(replies.pop().transpose()?.and_then(|mut r| r.pop()))
 }
 
 /// A pipeline's replies flattened to strings (the script answers strings only).

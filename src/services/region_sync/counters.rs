@@ -44,27 +44,14 @@ pub fn world_counts(reply: Option<&Value>, me: &str) -> (u64, u64) {
 
 impl RegionSync {
     pub(super) async fn counters_round(&self, local: &Backend) -> RedisResult<()> {
-        let timeout = self.peer_timeout();
-        let mut take = redis::pipe();
-        take.cmd("SPOP")
-            .arg(region_counters_key(&self.key_prefix))
-            .arg(MOST_KEYS_A_ROUND);
-        let mut reply = tokio::time::timeout(timeout, local.run(vec![take]))
-            .await
-            .map_err(|_| timed_out())?;
-        let keys: Vec<String> = match reply.pop().transpose()?.and_then(|mut r| r.pop()) {
-            Some(v) => redis::from_redis_value(v)?,
-            None => Vec::new(),
-        };
+        let set = region_counters_key(&self.key_prefix);
+        let keys = self.take_named(local, &set, MOST_KEYS_A_ROUND).await?;
         if keys.is_empty() {
             return Ok(());
         }
         let exchanged = self.exchange_counts(local, &keys).await;
         if exchanged.is_err() {
-            // Named again for the next round (best effort: this Redis is failing).
-            let mut again = redis::pipe();
-            again.sadd(region_counters_key(&self.key_prefix), &keys).ignore();
-            let _ = tokio::time::timeout(timeout, local.run(vec![again])).await;
+            self.name_again(local, &set, &keys).await;
         }
         exchanged
     }

@@ -152,6 +152,26 @@ impl RegionSync {
 }
 
 impl RegionSync {
+    /// Up to `most` names the instances put in `set` for this round.
+    async fn take_named(&self, local: &Backend, set: &str, most: usize) -> RedisResult<Vec<String>> {
+        let mut take = redis::pipe();
+        take.cmd("SPOP").arg(set).arg(most);
+        let mut reply = tokio::time::timeout(self.peer_timeout(), local.run(vec![take]))
+            .await
+            .map_err(|_| crate::services::redis_sync::timed_out())?;
+        match reply.pop().transpose()?.and_then(|mut r| r.pop()) {
+            Some(names) => Ok(redis::from_redis_value(names)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Names a failed round took go back for the next (best effort: this Redis is failing).
+    async fn name_again(&self, local: &Backend, set: &str, names: &[String]) {
+        let mut again = redis::pipe();
+        again.sadd(set, names).ignore();
+        let _ = tokio::time::timeout(self.peer_timeout(), local.run(vec![again])).await;
+    }
+
     /// One round as the service runs it, for benchmarks: `Ok(false)` when another
     /// instance holds the lease or a region was not reached.
     pub async fn round_once(&self) -> RedisResult<bool> {
