@@ -657,3 +657,71 @@ fn a_region_on_a_redis_cluster_shares_the_budget_and_the_runtime_consumers() {
         || with_key(&gws[0], &key) == 200
     ));
 }
+
+#[test]
+fn a_peer_over_tls_with_an_acl_user_shares_the_budget_and_a_wrong_password_counts_as_cut_off() {
+    let tls = TlsRedis::start(Some(("floodgate", "s3cret-pass")));
+    let a_redis = Redis::start();
+    // b's Redis speaks TLS with an ACL user; a reaches it as a peer map with the
+    // same options as `redis` (and b reaches a's plain Redis by URL).
+    let connection = |password: &str| {
+        format!(
+            "url: \"{}\", tls: {{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\" }}",
+            tls.url(Some(("floodgate", password))),
+            tls.ca_file().display(),
+            tls.client_cert().display(),
+            tls.client_key().display()
+        )
+    };
+    let region = |name: &str, peer: &str| {
+        format!("region: {{ name: {name}, peers: {{ {peer} }}, sync_interval_ms: {REGION_INTERVAL_MS} }}")
+    };
+    let a = |own: &Redis, password: &str| {
+        body(&format!(
+            "url: \"{}\", {}",
+            own.url(),
+            region("a", &format!("b: {{ {} }}", connection(password)))
+        ))
+    };
+    let b = body(&format!(
+        "{}, {}",
+        connection("s3cret-pass"),
+        region("b", &format!("a: \"{}\"", a_redis.url()))
+    ));
+    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
+    let good = a(&a_redis, "s3cret-pass");
+    let gws: Vec<Gateway> = thread::scope(|s| {
+        let starting: Vec<_> = [&good, &b]
+            .into_iter()
+            .map(|body| s.spawn(|| Gateway::start_admin(body, &admin_keys)))
+            .collect();
+        starting.into_iter().map(|h| h.join().expect("start")).collect()
+    });
+    let peer_up = r#"floodgate_region_peer_up{peer="b"}"#;
+    assert!(eventually(Duration::from_secs(10), || metric(&gws[0], peer_up) == Some(1.0)));
+    let auth = bearer("over-tls");
+    let run = drive(&gws, "/api/x", Some(&auth), 4, 6.0, |c, _| c % 2);
+    assert!(run.errors.is_empty(), "{:?}", run.errors);
+    assert_within(
+        "a peer over TLS with an ACL user",
+        run.admitted.len(),
+        run.budget(),
+        0.9,
+        1.1,
+    );
+
+    // A wrong password (an instance of a region of its own, so that it holds
+    // the lease): the peer is never reached, and requests do not notice.
+    let elsewhere = Redis::start();
+    let wrong = Gateway::start_admin(&a(&elsewhere, "wrong-pass"), &admin_keys);
+    assert!(eventually(Duration::from_secs(10), || metric(&wrong, peer_up) == Some(0.0)));
+    let slowest = slowest_request(&wrong, &bearer("wrong-pass"), 30);
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a request waited: {slowest:?}"
+    );
+    assert!(
+        wrong.log().contains("region b: not reached"),
+        "no log line for the peer"
+    );
+}
