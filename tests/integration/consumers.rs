@@ -41,10 +41,8 @@ fn start(redis: Option<&Redis>) -> Gateway {
 
 /// Instances started at the same moment, as a fleet starts.
 fn start_together(redis: &Redis, n: usize) -> Vec<Gateway> {
-    std::thread::scope(|s| {
-        let starting: Vec<_> = (0..n).map(|_| s.spawn(|| start(Some(redis)))).collect();
-        starting.into_iter().map(|h| h.join().expect("start")).collect()
-    })
+    let body = body(Some(redis));
+    crate::common::start_together(&vec![body.as_str(); n], &format!("token: \"{ADMIN_TOKEN}\""))
 }
 
 /// The runtime consumers' version in Redis (0 when unset).
@@ -56,16 +54,7 @@ fn consumers_version(redis: &Redis) -> u64 {
 
 /// An admin call with the token; (status, JSON body or Null).
 fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let r = request(
-        gw.admin,
-        method,
-        path,
-        &[("authorization", auth.as_str())],
-        body.as_bytes(),
-    );
-    let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    (r.status, json)
+    admin_call(gw, ADMIN_TOKEN, method, path, body)
 }
 
 fn with_key(gw: &Gateway, key: &str) -> u16 {

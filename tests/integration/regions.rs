@@ -80,14 +80,8 @@ impl World {
             .enumerate()
             .flat_map(|(i, n)| std::iter::repeat_n(i, *n))
             .collect();
-        let admin = format!("token: \"{ADMIN_TOKEN}\"");
-        let gws = thread::scope(|s| {
-            let starting: Vec<_> = region_of
-                .iter()
-                .map(|i| s.spawn(|| Gateway::start_admin(&bodies[*i], &admin)))
-                .collect();
-            starting.into_iter().map(|h| h.join().expect("start")).collect()
-        });
+        let of_each: Vec<&str> = region_of.iter().map(|i| bodies[*i].as_str()).collect();
+        let gws = start_together(&of_each, &admin_keys());
         let world = World {
             redis,
             relays,
@@ -339,15 +333,11 @@ fn a_region_cut_off_under_allow_admits_the_tier_on_each_side_and_deny_admits_not
 }
 
 fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = format!("Bearer {ADMIN_TOKEN}");
-    let r = request(
-        gw.admin,
-        method,
-        path,
-        &[("authorization", auth.as_str())],
-        body.as_bytes(),
-    );
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+    admin_call(gw, ADMIN_TOKEN, method, path, body)
+}
+
+fn admin_keys() -> String {
+    format!("token: \"{ADMIN_TOKEN}\"")
 }
 
 fn with_key(gw: &Gateway, key: &str) -> u16 {
@@ -625,14 +615,7 @@ fn a_region_on_a_redis_cluster_shares_the_budget_and_the_runtime_consumers() {
         "url: \"{}\", region: {{ name: b, peers: {{ a: {{ cluster: [{nodes}] }} }}, sync_interval_ms: {REGION_INTERVAL_MS} }}",
         b_redis.url()
     ));
-    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
-    let gws: Vec<Gateway> = thread::scope(|s| {
-        let starting: Vec<_> = [&a, &a, &b]
-            .into_iter()
-            .map(|body| s.spawn(|| Gateway::start_admin(body, &admin_keys)))
-            .collect();
-        starting.into_iter().map(|h| h.join().expect("start")).collect()
-    });
+    let gws = start_together(&[&a, &a, &b], &admin_keys());
     let holding = |gws: &[Gateway]| {
         gws.iter()
             .any(|g| metric(g, "floodgate_region_leaseholder") == Some(1.0))
@@ -688,15 +671,7 @@ fn a_peer_over_tls_with_an_acl_user_shares_the_budget_and_a_wrong_password_count
         connection("s3cret-pass"),
         region("b", &format!("a: \"{}\"", a_redis.url()))
     ));
-    let admin_keys = format!("token: \"{ADMIN_TOKEN}\"");
-    let good = a(&a_redis, "s3cret-pass");
-    let gws: Vec<Gateway> = thread::scope(|s| {
-        let starting: Vec<_> = [&good, &b]
-            .into_iter()
-            .map(|body| s.spawn(|| Gateway::start_admin(body, &admin_keys)))
-            .collect();
-        starting.into_iter().map(|h| h.join().expect("start")).collect()
-    });
+    let gws = start_together(&[&a(&a_redis, "s3cret-pass"), &b], &admin_keys());
     let peer_up = r#"floodgate_region_peer_up{peer="b"}"#;
     assert!(eventually(Duration::from_secs(10), || metric(&gws[0], peer_up) == Some(1.0)));
     let auth = bearer("over-tls");
@@ -713,7 +688,7 @@ fn a_peer_over_tls_with_an_acl_user_shares_the_budget_and_a_wrong_password_count
     // A wrong password (an instance of a region of its own, so that it holds
     // the lease): the peer is never reached, and requests do not notice.
     let elsewhere = Redis::start();
-    let wrong = Gateway::start_admin(&a(&elsewhere, "wrong-pass"), &admin_keys);
+    let wrong = Gateway::start_admin(&a(&elsewhere, "wrong-pass"), &admin_keys());
     assert!(eventually(Duration::from_secs(10), || metric(&wrong, peer_up) == Some(0.0)));
     let slowest = slowest_request(&wrong, &bearer("wrong-pass"), 30);
     assert!(

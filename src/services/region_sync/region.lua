@@ -37,11 +37,10 @@ local function load(key)
   for i = 1, #flat, 2 do
     local f, v = flat[i], flat[i + 1]
     if string.sub(f, 1, 2) == 'i:' then
-      local lease, want, report_by = string.match(v, '^(%S+) (%S+) (%S+)$')
+      local lease, want = string.match(v, '^(%S+) (%S+) %S+$')
       if lease then
         h.leases = h.leases + tonumber(lease)
         h.asked = h.asked + tonumber(want)
-        h.report_by = math.max(h.report_by or 0, tonumber(report_by))
       end
     elseif string.sub(f, 1, 2) == 'p:' then
       local e, c, d, seen = string.match(v, '^(%S+) (%S+) (%S+) (%S+)$')

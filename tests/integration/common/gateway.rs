@@ -2,6 +2,7 @@
 //! everything else filled in, ready before the test goes on, killed at the end. Also several
 //! at once on one body, and `floodgate -t` on a config text.
 
+use super::client::request;
 use super::process::{Options, Proc, Setup, BIN};
 use super::upstream::Upstream;
 use std::net::SocketAddr;
@@ -108,6 +109,39 @@ pub const ECHO: &str =
 /// `n` gateway processes on one config body, e.g. behind one Redis.
 pub fn gateways(body: &str, admin_keys: &str, n: usize) -> Vec<Gateway> {
     (0..n).map(|_| Gateway::start_admin(body, admin_keys)).collect()
+}
+
+/// One gateway process per config body, all started at the same moment, as a fleet starts.
+pub fn start_together(bodies: &[&str], admin_keys: &str) -> Vec<Gateway> {
+    std::thread::scope(|s| {
+        let starting: Vec<_> = bodies
+            .iter()
+            .map(|body| s.spawn(move || Gateway::start_admin(body, admin_keys)))
+            .collect();
+        starting.into_iter().map(|h| h.join().expect("start")).collect()
+    })
+}
+
+/// An admin call with the bearer `token`: (status, JSON body or Null).
+pub fn admin_call(
+    gw: &Gateway,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {token}");
+    let r = request(
+        gw.admin,
+        method,
+        path,
+        &[("authorization", auth.as_str())],
+        body.as_bytes(),
+    );
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// `floodgate -t -c FILE` on the given text: (exit success, stderr + stdout).
