@@ -21,15 +21,18 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers that describe one hop and must not be forwarded (names, not text, so
-/// removing one costs a hash lookup and no parsing).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// removing one costs a hash lookup and no parsing). Pingora's own list is a
+/// subset: its pass is switched off for floodgate's peers (`upstream_peer`).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
     header::TE,
     header::TRAILER,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Client-sent forwarding headers the gateway replaces with what it resolved:

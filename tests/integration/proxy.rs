@@ -103,6 +103,11 @@ fn forwards_identity_headers_and_strips_hop_by_hop() {
             ("X-Private-Hop", "secret"),
             ("Keep-Alive", "timeout=5"),
             ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "x-checksum"),
+            ("Upgrade", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ("Proxy-Authorization", "Basic cHJveHk6c2VjcmV0"),
         ],
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -118,7 +123,17 @@ fn forwards_identity_headers_and_strips_hop_by_hop() {
         Some("public.example:8080")
     );
     assert_eq!(r.upstream_header("traceparent").as_deref(), Some(trace));
-    for gone in ["x-consumer-id", "x-private-hop", "keep-alive", "proxy-connection"] {
+    for gone in [
+        "x-consumer-id",
+        "x-private-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "http2-settings",
+        "proxy-authorization",
+    ] {
         assert_eq!(r.upstream_header(gone), None, "{gone} reached the upstream");
     }
 
