@@ -19,7 +19,8 @@
 #              gateway            the gateway's everyday path: an API key, a per-consumer limit,
 #                                 a circuit breaker, metrics and the JSON access log to a file;
 #                                 against NGINX plain, a bare Pingora proxy (benches/bare-pingora:
-#                                 Pingora as it builds by default, nothing configured), and the
+#                                 Pingora as it builds by default, nothing configured), the same
+#                                 source on Pingora 0.8.0 with Pingap's lock (bare-pingora-08), and the
 #                                 peers a user would pick instead,
 #                                 configured the same way: NGINX as a gateway (an API-key `map`,
 #                                 `limit_req` keyed by the key, JSON access log) and Traefik 3
@@ -67,9 +68,10 @@ NGINX_GW_PORT=${NGINX_GW_PORT:-18115}
 TRAEFIK_PORT=${TRAEFIK_PORT:-18116}
 TRAEFIK_METRICS_PORT=${TRAEFIK_METRICS_PORT:-18117}
 BARE_PINGORA_PORT=${BARE_PINGORA_PORT:-18118}
+BARE_PINGORA_08_PORT=${BARE_PINGORA_08_PORT:-18119}
 API_KEY=floodgate-bench-key-0123456789
 TARGETS=(floodgate nginx)
-[[ $SCENARIO == gateway ]] && TARGETS+=(bare-pingora nginx-gw traefik)
+[[ $SCENARIO == gateway ]] && TARGETS+=(bare-pingora bare-pingora-08 nginx-gw traefik)
 
 die() { echo "load.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -120,6 +122,11 @@ if [[ $SCENARIO == gateway ]]; then
   cargo build --release --manifest-path "$HERE/bare-pingora/Cargo.toml" \
     --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora" >&2
   BARE_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora/release/bare-pingora
+  # The same source on Pingora 0.8.0 with the lock Pingap ships (benches/bare-pingora-08).
+  log "cargo build --release --locked (benches/bare-pingora-08)"
+  cargo build --release --locked --manifest-path "$HERE/bare-pingora-08/Cargo.toml" \
+    --target-dir "${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora-08" >&2
+  BARE_08_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/bare-pingora-08/release/bare-pingora-08
 fi
 
 OUT=${OUT:-$(mktemp -d /tmp/floodgate-load.XXXXXX)}
@@ -283,6 +290,9 @@ EOF
   start bare-pingora "$BARE_PINGORA_PORT" "$PROXY_CPU" env BARE_LISTEN="127.0.0.1:$BARE_PINGORA_PORT" \
     BARE_UPSTREAM="127.0.0.1:$ORIGIN_PORT" "$BARE_BIN"
   BARE_PINGORA_PID=$STARTED
+  start bare-pingora-08 "$BARE_PINGORA_08_PORT" "$PROXY_CPU" env BARE_LISTEN="127.0.0.1:$BARE_PINGORA_08_PORT" \
+    BARE_UPSTREAM="127.0.0.1:$ORIGIN_PORT" "$BARE_08_BIN"
+  BARE_PINGORA_08_PID=$STARTED
 fi
 
 # ---------------------------------------------------------------- floodgate, per scenario
@@ -377,9 +387,9 @@ if [[ $SCENARIO == jwt+limit+metrics || $SCENARIO == redis ]]; then
 fi
 
 declare -A PORT_OF=([floodgate]=$FG_PORT [nginx]=$NGINX_PORT [nginx-gw]=$NGINX_GW_PORT [traefik]=$TRAEFIK_PORT
-  [bare-pingora]=$BARE_PINGORA_PORT)
+  [bare-pingora]=$BARE_PINGORA_PORT [bare-pingora-08]=$BARE_PINGORA_08_PORT)
 declare -A PID_OF=([floodgate]=$FG_PID [nginx]=$NGINX_PID [nginx-gw]=${NGINX_GW_PID:-} [traefik]=${TRAEFIK_PID:-}
-  [bare-pingora]=${BARE_PINGORA_PID:-})
+  [bare-pingora]=${BARE_PINGORA_PID:-} [bare-pingora-08]=${BARE_PINGORA_08_PID:-})
 
 # A request through each proxy must work before anything is measured.
 for t in "${TARGETS[@]}"; do
@@ -488,18 +498,20 @@ done
     }
     NR > 1 { for (k = 3; k <= 9; k++) v[$1, k] = v[$1, k] " " $k; seen[$1] = 1 }
     END {
-      printf "| %-12s | %10s | %8s | %8s | %8s | %15s | %9s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req", "CPU/nginx"
-      printf "|--------------|------------|----------|----------|----------|-----------------|-----------|\n"
+      printf "| %-15s | %10s | %8s | %8s | %8s | %15s | %9s |\n", "target", "req/s", "p50 ms", "p99 ms", "errors", "CPU s / 1M req", "CPU/nginx"
+      printf "|-----------------|------------|----------|----------|----------|-----------------|-----------|\n"
       for (t in seen) for (k = 3; k <= 9; k++) m[t, k] = median(v[t, k])
       n = split(targets, order, " ")
       for (i = 1; i <= n; i++) { t = order[i]
-        printf "| %-12s | %10.0f | %8.3f | %8.3f | %8d | %15.2f | %9.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9],
+        printf "| %-15s | %10.0f | %8.3f | %8.3f | %8d | %15.2f | %9.2f |\n", t, m[t, 3], m[t, 4], m[t, 5], m[t, 7], m[t, 9],
           m[t, 9] / m["nginx", 9] }
-      printf "| %-12s | %10.2f | %8.2f | %8.2f | %8s | %15.2f | %9s |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
+      printf "| %-15s | %10.2f | %8.2f | %8.2f | %8s | %15.2f | %9s |\n", "ratio", m["floodgate", 3] / m["nginx", 3],
         m["floodgate", 4] / m["nginx", 4], m["floodgate", 5] / m["nginx", 5], "", m["floodgate", 9] / m["nginx", 9], ""
       print "ratio = floodgate / nginx (req/s: higher is better for floodgate; latency and CPU: lower is)"
       if ((("bare-pingora", 9) in m) && m["bare-pingora", 9] > 0)
         printf "CPU per request, floodgate / bare Pingora: %.2f\n", m["floodgate", 9] / m["bare-pingora", 9]
+      if ((("bare-pingora-08", 9) in m) && m["bare-pingora-08", 9] > 0)
+        printf "CPU per request, floodgate / bare Pingora 0.8.0: %.2f\n", m["floodgate", 9] / m["bare-pingora-08", 9]
     }' "$RESULTS"
   echo "raw results: $OUT"
 } | tee "$OUT/summary.txt"
