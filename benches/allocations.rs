@@ -126,6 +126,7 @@ fn per_request(gw: &floodgate::proxy::Gateway, req: &RequestHeader, n: u64, now_
                 consumer: ctx.identity.as_ref().map(|i| &*i.consumer),
                 limited: ctx.limited(),
                 client_ip: Some(peer),
+                trace: None,
             }
             .write(&mut line);
             let (a2, b2) = counts();

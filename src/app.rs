@@ -33,6 +33,7 @@ use crate::services::{
     state_file::StateFileWriter,
 };
 use crate::telemetry::Telemetry;
+use crate::traces::{SpanExport, SpanQueue, TraceMetrics, Tracer};
 use crate::upstream::Pool;
 use crate::vocab::clock::unix_now;
 use crate::vocab::ids::{ById, UpstreamId};
@@ -370,6 +371,20 @@ pub fn assemble(
         trusted_proxies: config.trusted_proxies.clone(),
         overrides: overrides.clone(),
     };
+    let tracer = match config.tracing.take() {
+        Some(tracing) => {
+            let metrics =
+                TraceMetrics::new(telemetry.registry()).map_err(|e| StartupError::Metrics(e.to_string()))?;
+            let (queue, spans) = SpanQueue::new(tracing.max_queue, metrics.clone());
+            let tracer = Arc::new(Tracer::new(&tracing, queue));
+            services.push(Box::new(background_service(
+                "span export",
+                SpanExport::new(tracing, spans, metrics),
+            )));
+            Some(tracer)
+        }
+        None => None,
+    };
     let gateway = Gateway::new(
         decider,
         pools.clone(),
@@ -377,7 +392,8 @@ pub fn assemble(
         telemetry.clone(),
         &tier_names,
         draining.clone(),
-    );
+    )
+    .with_tracer(tracer);
     Ok(Parts {
         gateway,
         limiter,

@@ -1,5 +1,6 @@
 //! Guards the shape of the crate: imports point one way, `main → app →
-//! {proxy, services} → {routing, auth, ratelimit, upstream, telemetry, connection}
+//! {proxy, services} → {routing, auth, ratelimit, upstream, telemetry, connection,
+//! traces}
 //! → consumers → config → {policy, tls} → vocab → error`. A module may import any
 //! layer below its own, never one above, and never a sibling of its own layer
 //! (components do not import each other).
@@ -21,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "upstream",
         "telemetry",
         "connection",
+        "traces",
     ],
     &["proxy", "services"],
     &["app"],

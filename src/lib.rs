@@ -34,6 +34,7 @@ pub mod routing;
 pub mod services;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 pub mod upstream;
 pub mod vocab;
 

@@ -20,6 +20,7 @@ mod routes;
 mod schema;
 mod state_file;
 mod tiers;
+mod tracing;
 mod upstreams;
 pub mod verify_key;
 
@@ -48,6 +49,7 @@ const GATEWAY_TOP: &[&str] = &[
     "access_log",
     "state_file",
     "dns",
+    "tracing",
 ];
 
 /// Read and validate a config file: what `-t` checks and what the server runs.
@@ -127,6 +129,7 @@ fn parse_with_state<S>(
     });
     let (state_file, state) = state_file.unzip();
     let access_log = access_log::access_log(&mut problems, take("access_log"));
+    let tracing = tracing::tracing(&mut problems, take("tracing"));
     let known = routes::Known {
         upstreams: &upstreams,
         tiers: &tiers,
@@ -164,6 +167,7 @@ fn parse_with_state<S>(
             redis,
             access_log,
             state_file,
+            tracing,
         }),
         _ => Err(problems.0),
     }

@@ -37,6 +37,8 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// Where a single instance (no `redis`) keeps its runtime consumers.
     pub state_file: Option<PathBuf>,
+    /// OpenTelemetry spans exported over OTLP; none = traceparent passed through untouched.
+    pub tracing: Option<Tracing>,
 }
 
 impl Config {
@@ -71,6 +73,40 @@ pub struct ClientLimits {
     pub min_send_rate_bps: Option<u64>,
     /// Bytes per second below which a request body is answered 408.
     pub min_receive_rate_bps: Option<u64>,
+}
+
+/// `tracing`: spans for every request, sampled and exported over OTLP.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    /// Where spans go: `<endpoint>/v1/traces` over HTTP, the endpoint itself over gRPC.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (HTTP headers or gRPC metadata).
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub tls: Option<OtlpTls>,
+    pub service_name: String,
+    /// Share of new traces recorded, 0..=1.
+    pub sample_ratio: f64,
+    /// Follow an incoming traceparent's sampled flag.
+    pub parent_based: bool,
+    /// Spans waiting for export; beyond it they are dropped and counted.
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    Grpc,
+}
+
+/// The collector's TLS, as PEM read and checked at load.
+#[derive(Debug, Clone, Default)]
+pub struct OtlpTls {
+    /// Trust only these CAs; `None`: the bundled web roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its key.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Where access-log lines go: `stdout` (default), `off`, or a file path.

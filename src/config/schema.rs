@@ -4,9 +4,11 @@
 //! have files of their own.
 
 mod routes;
+mod tracing;
 mod upstreams;
 
 pub(super) use routes::{CompressSpec, CorsSpec, HeaderRulesSpec, QuotaPer, RouteSpec};
+pub(super) use tracing::TracingSpec;
 pub(super) use upstreams::{TimeoutsSpec, UpstreamSpec, UpstreamTlsSpec};
 
 use super::model::{OnPartition, OnUnavailable};

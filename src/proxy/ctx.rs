@@ -3,6 +3,7 @@
 use super::pace::{Delivery, Upload};
 use crate::policy::Notes;
 use crate::ratelimit::Outcome;
+use crate::traces::RequestTrace;
 use crate::upstream::pool::BreakerTicket;
 use crate::vocab::auth_failure::Failure;
 use crate::vocab::error_body::RequestId;
@@ -53,6 +54,8 @@ pub struct RequestCtx {
     pub upload: Option<Upload>,
     /// The response, sent under `min_send_rate_bps` or the route's `response_timeout_ms`.
     pub delivery: Option<Delivery>,
+    /// The request's place in its trace, where tracing is configured.
+    pub trace: Option<RequestTrace>,
 }
 
 /// An upstream attempt its target's breaker admitted and has not heard back about.

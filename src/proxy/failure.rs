@@ -27,6 +27,30 @@ pub fn status(e: &Error) -> u16 {
     }
 }
 
+/// What failed, in a few stable words, for a span's `error.type`.
+pub fn error_type(e: &Error) -> &'static str {
+    match e.etype() {
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectRefused => "connection_refused",
+        ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::SocketError
+        | ErrorType::BindError => "connect_error",
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError => "tls_error",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+        ErrorType::ConnectionClosed => "connection_closed",
+        ErrorType::ReadError | ErrorType::WriteError => "io_error",
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error | ErrorType::InvalidH2 => {
+            "protocol_error"
+        }
+        ErrorType::HTTPStatus(_) => "refused",
+        _ => "internal_error",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

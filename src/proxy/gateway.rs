@@ -8,12 +8,14 @@ use super::ctx::RequestCtx;
 use super::decide::{Decider, Verdict};
 use super::forward::{Forwarding, Hop};
 use super::pace::Pace;
-use super::respond;
+use super::{failure, respond};
 use crate::config::{ClientLimits, ProxyAction};
 use crate::connection::head::HeadLimits;
 use crate::policy::{Attempt, RoutePolicy};
 use crate::ratelimit;
 use crate::telemetry::Telemetry;
+use crate::traces::context::{TRACEPARENT, TRACESTATE};
+use crate::traces::{Finished, Tracer};
 use crate::upstream::Pool;
 use crate::vocab::answer::Answer;
 use crate::vocab::error_body::REQUEST_ID;
@@ -44,6 +46,8 @@ pub struct Gateway {
     /// route's level.
     compression: bool,
     pace: Pace,
+    /// Where tracing is configured: samples requests and queues their spans.
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Gateway {
@@ -68,7 +72,12 @@ impl Gateway {
             keepalive_timeout_s: client.keepalive_timeout_s,
             draining,
             pace: Pace::new(client),
+            tracer: None,
         }
+    }
+
+    pub fn with_tracer(self, tracer: Option<Arc<Tracer>>) -> Self {
+        Gateway { tracer, ..self }
     }
 
     /// Keep-alive for this response: off while draining, so the client reconnects.
@@ -140,6 +149,12 @@ impl Gateway {
             .filter(|r| r.proxy().is_some_and(|p| p.strip_prefix))
             .map(|r| r.matching.path_prefix.as_str());
         self.forwarding.rewrite(upstream, ctx, strip, hop)?;
+        if let Some(trace) = &ctx.trace {
+            upstream.headers.insert(TRACEPARENT, trace.traceparent());
+            if !trace.keeps_tracestate() {
+                upstream.headers.remove(TRACESTATE);
+            }
+        }
         // Most routes have no policy: their requests build no header-rule variables.
         if route.is_some_and(|r| !r.policies.is_empty()) {
             let vars = self.forwarding.vars(ctx);
@@ -170,11 +185,69 @@ impl Gateway {
         ctx.policy_notes = notes;
     }
 
+    /// A finished request as its SERVER span describes it.
+    fn finished<'a>(
+        &'a self,
+        session: &'a Session,
+        ctx: &'a RequestCtx,
+        status: u16,
+        error: Option<&pingora_error::Error>,
+    ) -> Finished<'a> {
+        let req = session.req_header();
+        let host = req
+            .uri
+            .host()
+            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .map(host_without_port);
+        Finished {
+            method: req.method.as_str(),
+            path: ctx.normalized_path.as_deref().unwrap_or(req.uri.path()),
+            scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+                "https"
+            } else {
+                "http"
+            },
+            host,
+            client: ctx.client_ip,
+            route: self
+                .route(ctx)
+                .map(|r| (r.name.as_str(), r.matching.path_prefix.as_str())),
+            status,
+            protocol: match req.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+            user_agent: req
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            consumer: ctx.identity.as_ref().map(|i| &*i.consumer),
+            tier: ctx
+                .identity
+                .as_ref()
+                .map(|i| self.decider.limiter.tier_name(i.tier)),
+            limited: ctx.limited().map(|s| s.as_str()),
+            auth_failure: ctx.auth_failure.map(|f| f.reason()),
+            error: error
+                .filter(|_| status >= 500 || status == 499)
+                .map(failure::error_type),
+        }
+    }
+
     /// Reports the current attempt to its target's breaker, once: `Some(success)`,
     /// or `None` to hand an unused admission back.
     fn settle(&self, ctx: &mut RequestCtx, outcome: Option<bool>) {
         if let Some(pending) = ctx.pending.take() {
             self.pools[pending.upstream].report(pending.ticket, outcome);
         }
+    }
+}
+
+/// `host` of `host:port` (and of `[v6]:port`).
+fn host_without_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') => host,
+        _ => authority,
     }
 }

@@ -5,6 +5,7 @@
 
 use super::metrics::registered;
 use crate::vocab::client_addr;
+use crate::vocab::hex::push_hex;
 use crate::vocab::limit_scope::Scope;
 use prometheus::{IntCounter, Registry};
 use std::cell::RefCell;
@@ -32,6 +33,8 @@ pub struct AccessLine<'a> {
     pub consumer: Option<&'a str>,
     pub limited: Option<Scope>,
     pub client_ip: Option<IpAddr>,
+    /// The trace and SERVER span ids, where tracing is configured (sampled or not).
+    pub trace: Option<(u128, u64)>,
 }
 
 impl AccessLine<'_> {
@@ -77,6 +80,13 @@ impl AccessLine<'_> {
                 out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
+        }
+        if let Some((trace_id, span_id)) = self.trace {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            push_hex(out, trace_id, 32);
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            push_hex(out, u128::from(span_id), 16);
+            out.push(b'"');
         }
         out.push(b'}');
     }
@@ -251,6 +261,7 @@ mod tests {
             consumer: None,
             limited: Some(Scope::Local),
             client_ip: Some("::1".parse().expect("ip")),
+            trace: None,
         };
         let mut out = Vec::new();
         line.write(&mut out);
@@ -275,5 +286,14 @@ mod tests {
             text.contains("\"path\":\"/a\\\"b\\\\c\\u0001\\n\u{7f}é\""),
             "{text}"
         );
+        let mut traced = Vec::new();
+        AccessLine {
+            trace: Some((0xabc, 0x12)),
+            ..line
+        }
+        .write(&mut traced);
+        let parsed: serde_json::Value = serde_json::from_slice(&traced).expect("json");
+        assert_eq!(parsed["trace_id"], "00000000000000000000000000000abc");
+        assert_eq!(parsed["span_id"], "0000000000000012");
     }
 }

@@ -62,6 +62,10 @@ const SESSION_BUCKETS: [f64; 10] = [
 ];
 
 impl Metrics {
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub(super) fn new(
         registry: Registry,
         route_names: ById<RouteId, String>,

@@ -94,6 +94,11 @@ impl Telemetry {
         self.access_log.send(line);
     }
 
+    /// The registry `/metrics` renders, for series kept elsewhere (the span export's).
+    pub fn registry(&self) -> &Registry {
+        self.metrics.registry()
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         self.metrics.render()

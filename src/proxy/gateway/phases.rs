@@ -68,6 +68,9 @@ impl ProxyHttp for Gateway {
             respond::send(session, answer, ctx.request_id.as_str()).await?;
             return Error::e_explain(ErrorType::HTTPStatus(problem.status()), "rejected request head");
         }
+        if let Some(tracer) = &self.tracer {
+            ctx.trace = Some(tracer.start(&session.req_header().headers));
+        }
         Ok(())
     }
 
@@ -180,6 +183,9 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.target = Some(target);
+        if let Some(trace) = &mut ctx.trace {
+            trace.attempt(target);
+        }
         self.attempt(ctx, Attempt::Chosen(target));
         ctx.upstream_started = Some(std::time::Instant::now());
         ctx.attempts += 1;
@@ -208,6 +214,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         self.attempt(ctx, Attempt::Connected { reused });
+        if let Some(trace) = &mut ctx.trace {
+            trace.connected(reused);
+        }
         Ok(())
     }
 
@@ -223,6 +232,9 @@ impl ProxyHttp for Gateway {
         }
         self.settle(ctx, Some(false));
         self.attempt(ctx, Attempt::Failed);
+        if let Some(trace) = &mut ctx.trace {
+            trace.failed(failure::error_type(&e));
+        }
         let retries = self
             .route(ctx)
             .and_then(|r| r.upstream())
@@ -236,9 +248,12 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        _ctx: &mut Box<RequestCtx>,
+        ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some(trace) = &mut ctx.trace {
+            trace.failed(failure::error_type(&e));
+        }
         let mut e = e.more_context(format!("peer: {peer}"));
         // Resend only idempotent requests whose body is still whole, and only when a
         // pooled connection went stale; never a fresh attempt that may have been processed.
@@ -295,6 +310,9 @@ impl ProxyHttp for Gateway {
         // A 5xx answer counts against the target's breaker; a 4xx is the caller's doing.
         self.settle(ctx, Some(upstream_response.status.as_u16() < 500));
         self.attempt(ctx, Attempt::Answered(upstream_response.status.as_u16()));
+        if let Some(trace) = &mut ctx.trace {
+            trace.answered(upstream_response.status.as_u16());
+        }
         Ok(())
     }
 
@@ -352,7 +370,7 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {
         head_clock::request_done();
         // The client went away before the upstream answered: the target is not to blame.
         self.settle(ctx, None);
@@ -400,7 +418,13 @@ impl ProxyHttp for Gateway {
                 consumer: ctx.identity.as_ref().map(|i| &*i.consumer),
                 limited,
                 client_ip: ctx.client_ip,
+                trace: ctx.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
             });
+        }
+        if let (Some(tracer), Some(trace)) = (&self.tracer, ctx.trace.take()) {
+            if trace.sampled {
+                tracer.finish(trace, &self.finished(session, ctx, status, e));
+            }
         }
     }
 
