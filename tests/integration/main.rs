@@ -34,5 +34,6 @@ mod slow_requests;
 mod systemd_unit;
 mod telemetry;
 mod tls;
+mod traces;
 mod upstreams;
 mod websocket;
