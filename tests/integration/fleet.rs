@@ -211,6 +211,89 @@ fn the_compose_fleet_matches_the_compose_spec_and_its_front_is_trusted() {
     );
 }
 
+/// The documents of a multi-document YAML file.
+fn yaml_docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(docker(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+fn names(section: &Value) -> BTreeSet<String> {
+    section
+        .as_mapping()
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
+    let config = yaml("otel-collector/config.yaml");
+    let manifests = yaml_docs("kubernetes/otel-collector.yaml");
+    let config_map = manifests.iter().find(|d| d["kind"] == "ConfigMap").expect("ConfigMap");
+    let in_cluster: Value =
+        serde_yaml::from_str(config_map["data"]["config.yaml"].as_str().expect("config.yaml")).expect("collector config");
+    assert_eq!(in_cluster, config, "the compose and Kubernetes collectors run one config");
+
+    // OTLP in on both protocols, at the ports the instances are given.
+    let protocols = at(&config, "receivers.otlp.protocols");
+    assert!(at(protocols, "grpc.endpoint").as_str().is_some_and(|e| e.ends_with(":4317")));
+    assert!(at(protocols, "http.endpoint").as_str().is_some_and(|e| e.ends_with(":4318")));
+    // Every component a pipeline or the service names is defined.
+    let pipelines = at(&config, "service.pipelines").as_mapping().expect("pipelines");
+    assert!(pipelines.contains_key("traces"), "a traces pipeline");
+    for (name, pipeline) in pipelines {
+        for kind in ["receivers", "processors", "exporters"] {
+            let defined = names(&config[kind]);
+            for used in pipeline[kind].as_sequence().into_iter().flatten() {
+                let used = used.as_str().expect("a component name");
+                assert!(defined.contains(used), "{name:?} uses {kind} {used}, not defined");
+            }
+        }
+    }
+    assert!(at(&config, "service.pipelines.traces.receivers")
+        .as_sequence()
+        .is_some_and(|r| r.iter().any(|r| r == "otlp")));
+    for extension in at(&config, "service.extensions").as_sequence().into_iter().flatten() {
+        assert!(names(&config["extensions"]).contains(extension.as_str().expect("name")));
+    }
+
+    // Both fleets' floodgate configs export to that collector, on the port of their protocol.
+    let service = manifests.iter().find(|d| d["kind"] == "Service").expect("Service");
+    let service_ports: BTreeSet<u64> = service["spec"]["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    let compose = yaml("docker-compose.yml");
+    let exposed: BTreeSet<u64> = compose["services"]["otel-collector"]["expose"]
+        .as_sequence()
+        .expect("the collector's ports")
+        .iter()
+        .filter_map(|p| p.as_str()?.parse().ok())
+        .collect();
+    let k8s_config = yaml("kubernetes/configmap.yaml")["data"]["floodgate.yaml"]
+        .as_str()
+        .expect("floodgate.yaml")
+        .to_string();
+    let compose_config = std::fs::read_to_string(docker("floodgate.compose.yaml")).expect("compose config");
+    for (fleet, text, ports) in [("compose", compose_config, &exposed), ("kubernetes", k8s_config, &service_ports)] {
+        let config: Value = serde_yaml::from_str(&text).expect("config");
+        let otlp = &config["tracing"]["otlp"];
+        let port = match otlp["protocol"].as_str().unwrap_or("http/protobuf") {
+            "grpc" => 4317,
+            _ => 4318,
+        };
+        assert_eq!(
+            otlp["endpoint"].as_str(),
+            Some(format!("http://otel-collector:{port}").as_str()),
+            "{fleet}"
+        );
+        assert!(ports.contains(&port), "{fleet}: the collector does not offer {port}: {ports:?}");
+    }
+}
+
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     for args in [
