@@ -20,6 +20,7 @@ mod host_header;
 mod http2;
 mod lifecycle;
 mod many_routes;
+mod otlp_receiver;
 mod path_spellings;
 mod pooled_connections;
 mod proxy;
