@@ -230,15 +230,26 @@ fn names(section: &Value) -> BTreeSet<String> {
 fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
     let config = yaml("otel-collector/config.yaml");
     let manifests = yaml_docs("kubernetes/otel-collector.yaml");
-    let config_map = manifests.iter().find(|d| d["kind"] == "ConfigMap").expect("ConfigMap");
+    let config_map = manifests
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("ConfigMap");
     let in_cluster: Value =
-        serde_yaml::from_str(config_map["data"]["config.yaml"].as_str().expect("config.yaml")).expect("collector config");
-    assert_eq!(in_cluster, config, "the compose and Kubernetes collectors run one config");
+        serde_yaml::from_str(config_map["data"]["config.yaml"].as_str().expect("config.yaml"))
+            .expect("collector config");
+    assert_eq!(
+        in_cluster, config,
+        "the compose and Kubernetes collectors run one config"
+    );
 
     // OTLP in on both protocols, at the ports the instances are given.
     let protocols = at(&config, "receivers.otlp.protocols");
-    assert!(at(protocols, "grpc.endpoint").as_str().is_some_and(|e| e.ends_with(":4317")));
-    assert!(at(protocols, "http.endpoint").as_str().is_some_and(|e| e.ends_with(":4318")));
+    assert!(at(protocols, "grpc.endpoint")
+        .as_str()
+        .is_some_and(|e| e.ends_with(":4317")));
+    assert!(at(protocols, "http.endpoint")
+        .as_str()
+        .is_some_and(|e| e.ends_with(":4318")));
     // Every component a pipeline or the service names is defined.
     let pipelines = at(&config, "service.pipelines").as_mapping().expect("pipelines");
     assert!(pipelines.contains_key("traces"), "a traces pipeline");
@@ -254,12 +265,19 @@ fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
     assert!(at(&config, "service.pipelines.traces.receivers")
         .as_sequence()
         .is_some_and(|r| r.iter().any(|r| r == "otlp")));
-    for extension in at(&config, "service.extensions").as_sequence().into_iter().flatten() {
+    for extension in at(&config, "service.extensions")
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
         assert!(names(&config["extensions"]).contains(extension.as_str().expect("name")));
     }
 
     // Both fleets' floodgate configs export to that collector, on the port of their protocol.
-    let service = manifests.iter().find(|d| d["kind"] == "Service").expect("Service");
+    let service = manifests
+        .iter()
+        .find(|d| d["kind"] == "Service")
+        .expect("Service");
     let service_ports: BTreeSet<u64> = service["spec"]["ports"]
         .as_sequence()
         .expect("ports")
@@ -278,7 +296,10 @@ fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
         .expect("floodgate.yaml")
         .to_string();
     let compose_config = std::fs::read_to_string(docker("floodgate.compose.yaml")).expect("compose config");
-    for (fleet, text, ports) in [("compose", compose_config, &exposed), ("kubernetes", k8s_config, &service_ports)] {
+    for (fleet, text, ports) in [
+        ("compose", compose_config, &exposed),
+        ("kubernetes", k8s_config, &service_ports),
+    ] {
         let config: Value = serde_yaml::from_str(&text).expect("config");
         let otlp = &config["tracing"]["otlp"];
         let port = match otlp["protocol"].as_str().unwrap_or("http/protobuf") {
@@ -290,7 +311,10 @@ fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
             Some(format!("http://otel-collector:{port}").as_str()),
             "{fleet}"
         );
-        assert!(ports.contains(&port), "{fleet}: the collector does not offer {port}: {ports:?}");
+        assert!(
+            ports.contains(&port),
+            "{fleet}: the collector does not offer {port}: {ports:?}"
+        );
     }
 }
 

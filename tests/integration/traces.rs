@@ -178,13 +178,17 @@ fn spans_for_each_answer(protocol: Protocol, name: &str) {
 
     let refused = by_status(&spans, 401);
     assert_eq!(refused.len(), 1);
-    assert!(refused[0].str_attr("floodgate.auth.failure").is_some_and(|f| !f.is_empty()));
+    assert!(refused[0]
+        .str_attr("floodgate.auth.failure")
+        .is_some_and(|f| !f.is_empty()));
     assert!(children(&spans, refused[0]).is_empty());
     assert_ne!(refused[0].status_code, ERROR, "a 4xx is not the server's error");
 
     let limited = by_status(&spans, 429);
     assert_eq!(limited.len(), 1);
-    assert!(limited[0].str_attr("floodgate.ratelimit.scope").is_some_and(|s| !s.is_empty()));
+    assert!(limited[0]
+        .str_attr("floodgate.ratelimit.scope")
+        .is_some_and(|s| !s.is_empty()));
     assert_eq!(limited[0].str_attr("floodgate.consumer"), Some("bob"));
 
     let failed = by_status(&spans, 502);
@@ -203,10 +207,9 @@ fn spans_for_each_answer(protocol: Protocol, name: &str) {
     }
 
     // The collector's token went with every export.
-    assert!(collector
-        .headers()
+    assert!(collector.headers().iter().all(|h| h
         .iter()
-        .all(|h| h.iter().any(|(k, v)| k == "authorization" && v == "Bearer collector-t0ken")));
+        .any(|(k, v)| k == "authorization" && v == "Bearer collector-t0ken")));
     // The access log names the same trace and server span.
     let lines = access_lines(&f.access_log);
     let logged = lines
@@ -242,7 +245,11 @@ fn a_sampled_caller_is_continued_when_parent_based_and_its_flag_decides() {
     let r = get_with(
         f.gw.addr,
         "/api/continued",
-        &[("Authorization", &alice), ("traceparent", &sampled), ("tracestate", "vendor=1")],
+        &[
+            ("Authorization", &alice),
+            ("traceparent", &sampled),
+            ("tracestate", "vendor=1"),
+        ],
     );
     assert_eq!(r.status, 200);
     let spans = collector.wait_for_spans(2, Duration::from_secs(10));
@@ -264,7 +271,10 @@ fn a_sampled_caller_is_continued_when_parent_based_and_its_flag_decides() {
         &[("Authorization", &alice), ("traceparent", &unsampled)],
     );
     let upstream = r.upstream_header("traceparent").expect("traceparent");
-    assert!(upstream.starts_with(&format!("00-{CALLER_TRACE}-")) && upstream.ends_with("-00"), "{upstream}");
+    assert!(
+        upstream.starts_with(&format!("00-{CALLER_TRACE}-")) && upstream.ends_with("-00"),
+        "{upstream}"
+    );
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(collector.spans().len(), 2);
 }
@@ -272,7 +282,11 @@ fn a_sampled_caller_is_continued_when_parent_based_and_its_flag_decides() {
 #[test]
 fn at_an_edge_a_callers_trace_id_and_flag_decide_nothing() {
     let collector = Collector::start(Protocol::Http);
-    let f = start(&collector, "http/protobuf", "  sample_ratio: 0.5\n  parent_based: false");
+    let f = start(
+        &collector,
+        "http/protobuf",
+        "  sample_ratio: 0.5\n  parent_based: false",
+    );
     let alice = token("alice", "big");
     let sent = 200;
     // Crafted low trace ids, all flagged sampled: a ratio sampler reading the trace
@@ -282,12 +296,23 @@ fn at_an_edge_a_callers_trace_id_and_flag_decide_nothing() {
         let r = get_with(
             f.gw.addr,
             "/api/edge",
-            &[("Authorization", &alice), ("traceparent", &crafted), ("tracestate", "vendor=1")],
+            &[
+                ("Authorization", &alice),
+                ("traceparent", &crafted),
+                ("tracestate", "vendor=1"),
+            ],
         );
         assert_eq!(r.status, 200);
         let upstream = r.upstream_header("traceparent").unwrap_or_default();
-        assert!(!upstream.starts_with(&format!("00-{i:032x}")), "the caller's trace continued: {upstream}");
-        assert_eq!(r.upstream_header("tracestate"), None, "tracestate of a trace not continued");
+        assert!(
+            !upstream.starts_with(&format!("00-{i:032x}")),
+            "the caller's trace continued: {upstream}"
+        );
+        assert_eq!(
+            r.upstream_header("tracestate"),
+            None,
+            "tracestate of a trace not continued"
+        );
     }
     std::thread::sleep(Duration::from_millis(1200));
     let spans = collector.spans();
@@ -314,7 +339,9 @@ fn sample_ratio_zero_exports_nothing_yet_propagates_and_logs_ids() {
     for _ in 0..2 {
         let r = get_with(f.gw.addr, "/api/quiet", &[("Authorization", &alice)]);
         assert_eq!(r.status, 200);
-        let tp = r.upstream_header("traceparent").expect("a traceparent is started");
+        let tp = r
+            .upstream_header("traceparent")
+            .expect("a traceparent is started");
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "00"), "{tp}");
         traces.insert(parts[1].to_string());
@@ -347,20 +374,32 @@ fn a_collector_down_then_hanging_then_back_never_delays_a_request() {
     };
     collector.stop();
     let slowest = run(40, "/api/down-");
-    assert!(slowest < timeout / 2, "a request took {slowest:?} with the collector down");
+    assert!(
+        slowest < timeout / 2,
+        "a request took {slowest:?} with the collector down"
+    );
     assert!(eventually(Duration::from_secs(5), || {
         metric(&f.gw, "floodgate_tracing_export_errors_total") >= 1.0
-            && metric(&f.gw, "floodgate_tracing_spans_dropped_total{reason=\"export_failed\"}") > 0.0
+            && metric(
+                &f.gw,
+                "floodgate_tracing_spans_dropped_total{reason=\"export_failed\"}",
+            ) > 0.0
     }));
 
     collector.restart();
     collector.set_hang(true);
     let before = collector.exports();
     let slowest = run(300, "/api/hung-");
-    assert!(slowest < timeout / 2, "a request took {slowest:?} with the collector hanging");
+    assert!(
+        slowest < timeout / 2,
+        "a request took {slowest:?} with the collector hanging"
+    );
     assert!(collector.exports() > before, "exports were tried while it hung");
     assert!(eventually(Duration::from_secs(5), || {
-        metric(&f.gw, "floodgate_tracing_spans_dropped_total{reason=\"queue_full\"}") > 0.0
+        metric(
+            &f.gw,
+            "floodgate_tracing_spans_dropped_total{reason=\"queue_full\"}",
+        ) > 0.0
     }));
 
     collector.set_hang(false);
@@ -369,7 +408,10 @@ fn a_collector_down_then_hanging_then_back_never_delays_a_request() {
     assert!(eventually(Duration::from_secs(10), || {
         server_spans(&collector.spans())
             .iter()
-            .filter(|s| s.str_attr("url.path").is_some_and(|p| p.starts_with("/api/back-")))
+            .filter(|s| {
+                s.str_attr("url.path")
+                    .is_some_and(|p| p.starts_with("/api/back-"))
+            })
             .count()
             == 20
     }));
@@ -384,7 +426,11 @@ fn a_bad_tracing_section_is_named_by_its_key() {
         &[],
     );
     assert!(!ok, "{out}");
-    for key in ["tracing.otlp.endpoint", "tracing.otlp.protocol", "tracing.sample_ratio"] {
+    for key in [
+        "tracing.otlp.endpoint",
+        "tracing.otlp.protocol",
+        "tracing.sample_ratio",
+    ] {
         assert!(out.contains(key), "{key} not named: {out}");
     }
 }
