@@ -176,6 +176,9 @@ fn resource(config: &Tracing) -> Resource {
 }
 
 fn build_exporter(config: &Tracing) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    // reqwest is built without a crypto provider of its own and wants the process's
+    // default even for plain http:// (Pingora may have installed it already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let headers = config.headers.iter().cloned();
     let mut exporter = match config.protocol {
         OtlpProtocol::HttpProtobuf => {
