@@ -22,7 +22,7 @@ use crate::vocab::error_body::REQUEST_ID;
 use crate::vocab::ids::{ById, RouteId, UpstreamId};
 use http::{request, response};
 use pingora_core::modules::http::compression::ResponseCompression;
-use pingora_error::Result;
+use pingora_error::{ErrorType, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -229,8 +229,12 @@ impl Gateway {
                 .map(|i| self.decider.limiter.tier_name(i.tier)),
             limited: ctx.limited().map(|s| s.as_str()),
             auth_failure: ctx.auth_failure.map(|f| f.reason()),
+            // An answer the gateway chose (a 503 with no healthy target) is named by its
+            // status; a failure by what failed.
             error: error
-                .filter(|_| status >= 500 || status == 499)
+                .filter(|e| {
+                    (status >= 500 || status == 499) && !matches!(e.etype(), ErrorType::HTTPStatus(_))
+                })
                 .map(failure::error_type),
         }
     }
