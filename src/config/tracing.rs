@@ -8,7 +8,8 @@ use serde_yaml::Value;
 use std::time::Duration;
 
 const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
-const MAX_QUEUE: std::ops::RangeInclusive<usize> = 1..=1_000_000;
+/// The queue's slots are allocated up front (24 bytes each).
+const MAX_QUEUE: std::ops::RangeInclusive<usize> = 1..=100_000;
 
 pub(super) fn tracing(problems: &mut Problems, value: Option<Value>) -> Option<Tracing> {
     let spec: TracingSpec = problems.section("tracing", value?)?;
@@ -28,7 +29,12 @@ pub(super) fn tracing(problems: &mut Problems, value: Option<Value>) -> Option<T
     let endpoint = otlp.endpoint.trim_end_matches('/').to_string();
     let https = match endpoint.parse::<http::Uri>() {
         Ok(uri) if uri.host().is_some() && matches!(uri.scheme_str(), Some("http" | "https")) => {
-            if protocol == OtlpProtocol::Grpc && uri.path() != "/" && !uri.path().is_empty() {
+            if uri.query().is_some() || otlp.endpoint.contains('#') {
+                problems.add(
+                    "tracing.otlp.endpoint",
+                    "no query or fragment: the path /v1/traces is appended",
+                );
+            } else if protocol == OtlpProtocol::Grpc && uri.path() != "/" && !uri.path().is_empty() {
                 problems.add(
                     "tracing.otlp.endpoint",
                     "a gRPC endpoint is scheme, host and port only (the service path is fixed)",
@@ -52,6 +58,8 @@ pub(super) fn tracing(problems: &mut Problems, value: Option<Value>) -> Option<T
             || name.bytes().any(|b| b.is_ascii_uppercase())
         {
             problems.add(path, "not a valid lower-case header name");
+        } else if protocol == OtlpProtocol::Grpc && name.ends_with("-bin") {
+            problems.add(path, "gRPC sends -bin metadata as binary: not a header value");
         } else if http::HeaderValue::from_str(value).is_err() {
             problems.add(path, "not a valid header value (visible ASCII only)");
         } else {
@@ -199,6 +207,19 @@ mod tests {
         );
         let (_, problems) = parse("otlp: { endpoint: \"http://c:4317/x\", protocol: grpc }");
         assert!(problems[0].starts_with("tracing.otlp.endpoint: "), "{problems:?}");
+        let (_, problems) = parse("otlp: { endpoint: \"http://c:4318?x=1\" }");
+        assert!(
+            problems[0].starts_with("tracing.otlp.endpoint: no query"),
+            "{problems:?}"
+        );
+        let (_, problems) =
+            parse("otlp: { endpoint: \"http://c:4317\", protocol: grpc, headers: { x-key-bin: a } }");
+        assert!(
+            problems[0].starts_with("tracing.otlp.headers.x-key-bin: "),
+            "{problems:?}"
+        );
+        let (_, problems) = parse("otlp: { endpoint: \"http://c:4317\" }\nmax_queue: 100001");
+        assert!(problems[0].starts_with("tracing.max_queue: "), "{problems:?}");
     }
 
     #[test]

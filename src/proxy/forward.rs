@@ -176,7 +176,9 @@ impl Forwarding {
 
         let headers = &mut upstream.headers;
         // Room for what is added below at once, not a regrowth halfway.
-        headers.reserve(8 + ctx.identity.as_ref().map_or(0, |i| i.headers.len()));
+        headers.reserve(
+            8 + usize::from(ctx.trace.is_some()) + ctx.identity.as_ref().map_or(0, |i| i.headers.len()),
+        );
         // The peer is the client unless a trusted proxy forwarded for it.
         if let Some(ip) = peer.map(client_addr::text) {
             // Every X-Forwarded-For line the client sent, in order, then this hop.

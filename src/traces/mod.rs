@@ -10,6 +10,7 @@
 pub mod context;
 mod export;
 mod metrics;
+mod proto;
 mod spans;
 
 pub use export::{SpanExport, SpanQueue};
@@ -75,10 +76,9 @@ impl Tracer {
 
     /// Builds and queues the request's spans if it was sampled.
     pub fn finish(&self, trace: RequestTrace, finished: &Finished<'_>) {
-        let ids = trace.ids();
-        if let Some(recording) = trace.recording {
+        if let Some(recording) = &trace.recording {
             let end = SystemTime::now();
-            for span in spans::build(&ids, *recording, finished, end) {
+            for span in spans::encode(&trace.ids(), recording, finished, end) {
                 self.queue.push(span);
             }
         }

@@ -1,17 +1,11 @@
-//! A sampled request's spans, assembled once it is done: the SERVER span with the
-//! stable HTTP semantic conventions and floodgate's own attributes, and one CLIENT
-//! span per upstream attempt.
+//! A sampled request's spans, written as OTLP `Span` messages once it is done: the
+//! SERVER span with the stable HTTP semantic conventions and floodgate's own
+//! attributes, and one CLIENT span per upstream attempt.
 
+use super::proto::{self, field as f, Value};
 use super::{AttemptRecord, Ids, Recording};
-use opentelemetry::trace::{
-    Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::LazyLock;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The request as `logging` saw it.
 pub struct Finished<'a> {
@@ -37,177 +31,161 @@ pub struct Finished<'a> {
     pub error: Option<&'static str>,
 }
 
-static SCOPE: LazyLock<InstrumentationScope> = LazyLock::new(|| {
-    InstrumentationScope::builder("floodgate")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-});
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
 
-pub(super) fn build(ids: &Ids, recording: Recording, r: &Finished<'_>, end: SystemTime) -> Vec<SpanData> {
-    let trace_id = TraceId::from_bytes(ids.trace_id.to_be_bytes());
+/// Each span as one encoded `Span` message (the export batches them).
+pub(super) fn encode(ids: &Ids, recording: &Recording, r: &Finished<'_>, end: SystemTime) -> Vec<Vec<u8>> {
     let mut spans = Vec::with_capacity(1 + recording.attempts.len());
     for attempt in &recording.attempts {
-        spans.push(client_span(trace_id, ids.server_span, attempt, r.method, end));
+        spans.push(client_span(ids, attempt, r.method, end));
     }
-    let links = recording
-        .link
-        .map(|caller| {
-            Link::with_context(SpanContext::new(
-                TraceId::from_bytes(caller.trace_id.to_be_bytes()),
-                SpanId::from_bytes(caller.span_id.to_be_bytes()),
-                if caller.sampled {
-                    TraceFlags::SAMPLED
-                } else {
-                    TraceFlags::NOT_SAMPLED
-                },
-                true,
-                TraceState::NONE,
-            ))
-        })
-        .into_iter()
-        .collect();
-    spans.push(SpanData {
-        span_context: context(trace_id, ids.server_span),
-        parent_span_id: ids
-            .parent
-            .map_or(SpanId::INVALID, |p| SpanId::from_bytes(p.to_be_bytes())),
-        parent_span_is_remote: ids.parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: match r.route {
-            Some((_, prefix)) => Cow::Owned(format!("{} {prefix}", r.method)),
-            None => Cow::Owned(r.method.to_string()),
-        },
-        start_time: recording.start,
-        end_time: end,
-        attributes: server_attributes(r),
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: span_links(links),
-        // A 4xx is the caller's doing: only a 5xx is the server span's error.
-        status: if r.status >= 500 {
-            Status::error(r.status.to_string())
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: SCOPE.clone(),
-    });
+    spans.push(server_span(ids, recording, r, end));
     spans
 }
 
-fn context(trace_id: TraceId, span_id: u64) -> SpanContext {
-    SpanContext::new(
-        trace_id,
-        SpanId::from_bytes(span_id.to_be_bytes()),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::NONE,
-    )
-}
-
-fn server_attributes(r: &Finished<'_>) -> Vec<KeyValue> {
-    let mut a = Vec::with_capacity(16);
-    a.push(KeyValue::new("http.request.method", r.method.to_string()));
-    a.push(KeyValue::new("url.path", r.path.to_string()));
-    a.push(KeyValue::new("url.scheme", r.scheme));
-    a.push(KeyValue::new("network.protocol.version", r.protocol));
-    a.push(KeyValue::new("http.response.status_code", i64::from(r.status)));
+fn server_span(ids: &Ids, recording: &Recording, r: &Finished<'_>, end: SystemTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(640);
+    let o = &mut out;
+    proto::bytes(o, f::SPAN_TRACE_ID, &ids.trace_id.to_be_bytes());
+    proto::bytes(o, f::SPAN_SPAN_ID, &ids.server_span.to_be_bytes());
+    if let Some(parent) = ids.parent {
+        proto::bytes(o, f::SPAN_PARENT_SPAN_ID, &parent.to_be_bytes());
+    }
+    let remote = ids.parent.is_some();
+    proto::fixed32(
+        o,
+        f::SPAN_FLAGS,
+        if remote {
+            proto::FLAGS_SAMPLED_REMOTE_PARENT
+        } else {
+            proto::FLAGS_SAMPLED_LOCAL_PARENT
+        },
+    );
+    match r.route {
+        Some((_, prefix)) => {
+            let mut name = String::with_capacity(r.method.len() + 1 + prefix.len());
+            name.push_str(r.method);
+            name.push(' ');
+            name.push_str(prefix);
+            proto::string(o, f::SPAN_NAME, &name);
+        }
+        None => proto::string(o, f::SPAN_NAME, r.method),
+    }
+    proto::uint(o, f::SPAN_KIND, proto::KIND_SERVER);
+    proto::fixed64(o, f::SPAN_START, nanos(recording.start));
+    proto::fixed64(o, f::SPAN_END, nanos(end));
+    let attr =
+        |o: &mut Vec<u8>, key: &str, value: Value<'_>| proto::attribute(o, f::SPAN_ATTRIBUTES, key, value);
+    attr(o, "http.request.method", Value::Str(r.method));
+    attr(o, "url.path", Value::Str(r.path));
+    attr(o, "url.scheme", Value::Str(r.scheme));
+    attr(o, "network.protocol.version", Value::Str(r.protocol));
+    attr(o, "http.response.status_code", Value::Int(i64::from(r.status)));
     if let Some(host) = r.host {
-        a.push(KeyValue::new("server.address", host.to_string()));
+        attr(o, "server.address", Value::Str(host));
     }
     if let Some(client) = r.client {
-        a.push(KeyValue::new("client.address", client.to_string()));
+        attr(o, "client.address", Value::Str(&client.to_string()));
     }
     if let Some((name, prefix)) = r.route {
-        a.push(KeyValue::new("http.route", prefix.to_string()));
-        a.push(KeyValue::new("floodgate.route", name.to_string()));
+        attr(o, "http.route", Value::Str(prefix));
+        attr(o, "floodgate.route", Value::Str(name));
     }
     if let Some(agent) = r.user_agent {
-        a.push(KeyValue::new("user_agent.original", agent.to_string()));
+        attr(o, "user_agent.original", Value::Str(agent));
     }
     if let Some(consumer) = r.consumer {
-        a.push(KeyValue::new("floodgate.consumer", consumer.to_string()));
+        attr(o, "floodgate.consumer", Value::Str(consumer));
     }
     if let Some(tier) = r.tier {
-        a.push(KeyValue::new("floodgate.tier", tier.to_string()));
+        attr(o, "floodgate.tier", Value::Str(tier));
     }
     if let Some(scope) = r.limited {
-        a.push(KeyValue::new("floodgate.ratelimit.scope", scope));
+        attr(o, "floodgate.ratelimit.scope", Value::Str(scope));
     }
     if let Some(failure) = r.auth_failure {
-        a.push(KeyValue::new("floodgate.auth.failure", failure));
+        attr(o, "floodgate.auth.failure", Value::Str(failure));
     }
-    match r.error {
-        Some(error) => a.push(KeyValue::new("error.type", error)),
-        None if r.status >= 500 => a.push(KeyValue::new("error.type", r.status.to_string())),
-        None => {}
+    // A 4xx is the caller's doing: only a 5xx is the server span's error.
+    let status_text = (r.status >= 500).then(|| r.status.to_string());
+    let error = r.error.or(status_text.as_deref());
+    if let Some(error) = error {
+        attr(o, "error.type", Value::Str(error));
     }
-    a
+    if let Some(caller) = &recording.link {
+        proto::message(o, f::SPAN_LINKS, |link| {
+            proto::bytes(link, f::LINK_TRACE_ID, &caller.trace_id.to_be_bytes());
+            proto::bytes(link, f::LINK_SPAN_ID, &caller.span_id.to_be_bytes());
+            proto::fixed32(link, f::LINK_FLAGS, 0x300 | u32::from(caller.sampled));
+        });
+    }
+    if let Some(error) = error.filter(|_| r.status >= 500) {
+        status_error(o, error);
+    }
+    out
 }
 
-fn client_span(
-    trace_id: TraceId,
-    server_span: u64,
-    at: &AttemptRecord,
-    method: &str,
-    end: SystemTime,
-) -> SpanData {
-    let mut attributes = vec![
-        KeyValue::new("http.request.method", method.to_string()),
-        KeyValue::new("server.address", at.target.ip().to_string()),
-        KeyValue::new("server.port", i64::from(at.target.port())),
-    ];
-    let mut events = Vec::with_capacity(2);
-    if let Some((when, reused)) = at.connected {
-        events.push(Event::new(
-            "connected",
-            when,
-            vec![KeyValue::new("floodgate.connection.reused", reused)],
-            0,
-        ));
-    }
+fn status_error(o: &mut Vec<u8>, message: &str) {
+    proto::message(o, f::SPAN_STATUS, |status| {
+        proto::string(status, f::STATUS_MESSAGE, message);
+        proto::uint(status, f::STATUS_CODE, proto::STATUS_ERROR);
+    });
+}
+
+fn client_span(ids: &Ids, at: &AttemptRecord, method: &str, end: SystemTime) -> Vec<u8> {
+    let mut out = Vec::with_capacity(320);
+    let o = &mut out;
+    proto::bytes(o, f::SPAN_TRACE_ID, &ids.trace_id.to_be_bytes());
+    proto::bytes(o, f::SPAN_SPAN_ID, &at.span_id.to_be_bytes());
+    proto::bytes(o, f::SPAN_PARENT_SPAN_ID, &ids.server_span.to_be_bytes());
+    proto::fixed32(o, f::SPAN_FLAGS, proto::FLAGS_SAMPLED_LOCAL_PARENT);
+    proto::string(o, f::SPAN_NAME, method);
+    proto::uint(o, f::SPAN_KIND, proto::KIND_CLIENT);
+    proto::fixed64(o, f::SPAN_START, nanos(at.start));
+    proto::fixed64(o, f::SPAN_END, nanos(at.end.unwrap_or(end)));
+    let attr =
+        |o: &mut Vec<u8>, key: &str, value: Value<'_>| proto::attribute(o, f::SPAN_ATTRIBUTES, key, value);
+    attr(o, "http.request.method", Value::Str(method));
+    attr(o, "server.address", Value::Str(&at.target.ip().to_string()));
+    attr(o, "server.port", Value::Int(i64::from(at.target.port())));
     let status = at.answered.map(|(_, status)| status);
-    if let Some((when, status)) = at.answered {
-        events.push(Event::new("first_byte", when, Vec::new(), 0));
-        attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+    if let Some(status) = status {
+        attr(o, "http.response.status_code", Value::Int(i64::from(status)));
     }
+    let status_text = status.filter(|s| *s >= 500).map(|s| s.to_string());
     let error = at
         .error
-        .map(Cow::Borrowed)
-        .or_else(|| status.filter(|s| *s >= 500).map(|s| Cow::Owned(s.to_string())))
-        // Ended with the request but never answered: the client left, or the body failed.
-        .or_else(|| status.is_none().then_some(Cow::Borrowed("no_response")));
-    if let Some(error) = &error {
-        attributes.push(KeyValue::new("error.type", error.to_string()));
+        .or(status_text.as_deref())
+        // Ended with the request but never answered: the client left first.
+        .or(status.is_none().then_some("no_response"));
+    if let Some(error) = error {
+        attr(o, "error.type", Value::Str(error));
     }
-    SpanData {
-        span_context: context(trace_id, at.span_id),
-        parent_span_id: SpanId::from_bytes(server_span.to_be_bytes()),
-        parent_span_is_remote: false,
-        span_kind: SpanKind::Client,
-        name: Cow::Owned(method.to_string()),
-        start_time: at.start,
-        end_time: at.end.unwrap_or(end),
-        attributes,
-        dropped_attributes_count: 0,
-        events: span_events(events),
-        links: SpanLinks::default(),
-        status: match error {
-            Some(error) => Status::error(error),
-            None => Status::Unset,
-        },
-        instrumentation_scope: SCOPE.clone(),
+    if let Some((when, reused)) = at.connected {
+        event(
+            o,
+            "connected",
+            when,
+            Some(("floodgate.connection.reused", reused)),
+        );
     }
-}
-
-// The SDK's lists are non-exhaustive: filled in place.
-fn span_links(links: Vec<Link>) -> SpanLinks {
-    let mut out = SpanLinks::default();
-    out.links = links;
+    if let Some((when, _)) = at.answered {
+        event(o, "first_byte", when, None);
+    }
+    if let Some(error) = error {
+        status_error(o, error);
+    }
     out
 }
 
-fn span_events(events: Vec<Event>) -> SpanEvents {
-    let mut out = SpanEvents::default();
-    out.events = events;
-    out
+fn event(o: &mut Vec<u8>, name: &str, when: SystemTime, flag: Option<(&str, bool)>) {
+    proto::message(o, f::SPAN_EVENTS, |e| {
+        proto::fixed64(e, f::EVENT_TIME, nanos(when));
+        proto::string(e, f::EVENT_NAME, name);
+        if let Some((key, value)) = flag {
+            proto::attribute(e, f::EVENT_ATTRIBUTES, key, Value::Bool(value));
+        }
+    });
 }

@@ -251,7 +251,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Box<RequestCtx>,
         client_reused: bool,
     ) -> Box<Error> {
-        if let Some(trace) = &mut ctx.trace {
+        // A client that left mid-response is not the attempt's failure.
+        if let Some(trace) = ctx
+            .trace
+            .as_mut()
+            .filter(|_| *e.esource() == ErrorSource::Upstream)
+        {
             trace.failed(failure::error_type(&e));
         }
         let mut e = e.more_context(format!("peer: {peer}"));
