@@ -2,22 +2,14 @@
 //! real gateway.
 
 use crate::common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::time::Duration;
 
 const SECRET: &str = "telemetry-test-secret-0123456789abcdef";
 
 fn token(sub: &str) -> String {
-    let claims = json!({"sub": sub, "tier": "tiny", "exp": jsonwebtoken::get_current_timestamp() + 600});
-    let t = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
-    format!("Bearer {t}")
+    hs256_bearer(SECRET, sub, "tiny")
 }
 
 struct Fixture {

@@ -4,8 +4,7 @@
 //! comes back.
 
 use crate::common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,7 @@ const ERROR: i32 = 2;
 
 /// A caller of tier `big` (never limited here), or of `tiny` (two requests).
 fn token(sub: &str, tier: &str) -> String {
-    let claims = json!({"sub": sub, "tier": tier, "exp": jsonwebtoken::get_current_timestamp() + 600});
-    let t = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
-    format!("Bearer {t}")
+    hs256_bearer(SECRET, sub, tier)
 }
 
 struct Fixture {

@@ -1,6 +1,7 @@
 //! Test harness: the real `floodgate` binary, real upstream HTTP servers, redis-server and
 //! raw HTTP/1.1 clients, all on loopback. One idea per file; everything is re-exported here.
 
+mod bearer;
 mod browser;
 mod client;
 mod closing;
@@ -29,6 +30,7 @@ mod upstream;
 mod websocket;
 
 pub use self::redis::*;
+pub use bearer::*;
 pub use browser::*;
 pub use client::*;
 pub use closing::*;

@@ -7,23 +7,13 @@ mod global;
 mod redis_outages;
 
 use crate::common::*;
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::json;
 
 const SECRET: &str = "rate-limit-test-secret-0123456789abcdef";
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789";
 
 fn token(sub: &str, tier: &str) -> String {
-    let exp = jsonwebtoken::get_current_timestamp() + 600;
-    let claims = json!({"sub": sub, "tier": tier, "exp": exp});
-    let auth = encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
-    format!("Bearer {auth}")
+    hs256_bearer(SECRET, sub, tier)
 }
 
 /// Tiers: `free` is the seed tier; `tiny` refills so slowly a test never sees it.
