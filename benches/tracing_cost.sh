@@ -72,18 +72,27 @@ EOF
     OWNED+=($!)
   fi
   dead=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  down=$(config down "$(tracing_yaml "http://127.0.0.1:$dead" 1 "  max_queue: 2048")")
-  "$BIN" -c "$down" >"$WORK/down.log" 2>&1 &
-  pid=$!
-  OWNED+=($pid)
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:19010/ready >/dev/null && break; sleep 0.1; done
-  wrk -t1 -c50 -d"${DURATION}s" -H 'X-API-Key: bench-key-0123456789' http://127.0.0.1:18010/api/x >"$WORK/wrk.txt" &
-  driver=$!
-  for t in $(seq 5 5 "$DURATION"); do
-    sleep 5
-    echo "t=${t}s RSS $(awk '/VmRSS/ { print $2, $3 }' /proc/$pid/status)"
+  # The same load without tracing first: the resident memory tracing is compared with.
+  for run in none down; do
+    case $run in
+      none) cfg=$(config queue-none "") ;;
+      down) cfg=$(config down "$(tracing_yaml "http://127.0.0.1:$dead" 1 "  max_queue: 2048")") ;;
+    esac
+    "$BIN" -c "$cfg" >"$WORK/$run.log" 2>&1 &
+    pid=$!
+    OWNED+=($pid)
+    for _ in $(seq 100); do curl -sf http://127.0.0.1:19010/ready >/dev/null && break; sleep 0.1; done
+    wrk -t1 -c50 -d"${DURATION}s" -H 'X-API-Key: bench-key-0123456789' http://127.0.0.1:18010/api/x >"$WORK/wrk-$run.txt" &
+    driver=$!
+    rss=""
+    for t in $(seq 5 5 "$DURATION"); do
+      sleep 5
+      rss+=" $(awk '/VmRSS/ { print int($2 / 1024) }' /proc/$pid/status)"
+    done
+    wait $driver
+    echo "$run: $(awk '/Requests\/sec/ { print int($2) }' "$WORK/wrk-$run.txt") req/s; RSS MiB every 5 s:$rss"
+    [[ $run == down ]] && curl -s http://127.0.0.1:19010/metrics |
+      grep -E '^floodgate_tracing_(spans_dropped_total|export_errors_total|spans_exported_total)'
+    kill $pid; wait $pid 2>/dev/null || true
   done
-  wait $driver
-  grep -E "Requests/sec|requests in" "$WORK/wrk.txt"
-  curl -s http://127.0.0.1:19010/metrics | grep -E '^floodgate_tracing_(spans_dropped_total|export_errors_total)'
 fi
