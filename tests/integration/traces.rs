@@ -444,3 +444,36 @@ fn a_bad_tracing_section_is_named_by_its_key() {
         assert!(out.contains(key), "{key} not named: {out}");
     }
 }
+
+#[test]
+fn an_open_breakers_503_gets_its_server_span_and_no_attempt() {
+    let collector = Collector::start(Protocol::Http);
+    let up = Upstream::start("failing");
+    up.set_mode(Mode::Status(500));
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  backend: {{ targets: [\"{}\"], breaker: {{ failures: 2, window_s: 60, open_s: 30 }} }}\n\
+         routes:\n  - {{ name: all, path_prefix: /, upstream: backend }}\n\
+         tracing:\n  otlp: {{ endpoint: \"{}\" }}\n  sample_ratio: 1\n",
+        up.addr,
+        collector.endpoint()
+    ));
+    let statuses: Vec<u16> = (0..3).map(|_| get(gw.addr, "/x").status).collect();
+    assert_eq!(statuses, [500, 500, 503]);
+    // Two answered attempts (server + client each) and the refusal's server span.
+    let spans = collector.wait_for_spans(5, Duration::from_secs(10));
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    for failed in by_status(&spans, 500) {
+        let attempt = children(&spans, failed);
+        assert_eq!(attempt.len(), 1);
+        assert_eq!(attempt[0].int_attr("http.response.status_code"), Some(500));
+        assert_eq!(attempt[0].status_code, ERROR);
+    }
+    let refused = by_status(&spans, 503);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].status_code, ERROR);
+    assert_eq!(refused[0].str_attr("error.type"), Some("503"));
+    assert!(
+        children(&spans, refused[0]).is_empty(),
+        "the breaker let an attempt through"
+    );
+}
