@@ -1,8 +1,9 @@
 //! The fleet's files in `docker/`, checked offline since neither Docker nor Kubernetes runs
 //! here: the Kubernetes manifests against the schemas `kubernetes-validate` carries, the
 //! compose file against the compose spec, HAProxy's config with `haproxy -c`, the alert rules
-//! with `promtool` (checked and unit-tested), the Grafana provisioning parsed, and every
-//! floodgate config among them through `floodgate -t`. The Python tools are installed into
+//! with `promtool` (checked and unit-tested), the Grafana provisioning parsed, the
+//! OpenTelemetry Collector's config parsed and checked against floodgate's `tracing:`, and
+//! every floodgate config among them through `floodgate -t`. The Python tools are installed into
 //! `target/tools` by `make test-deps`.
 
 use crate::common::*;
@@ -211,113 +212,6 @@ fn the_compose_fleet_matches_the_compose_spec_and_its_front_is_trusted() {
     );
 }
 
-/// The documents of a multi-document YAML file.
-fn yaml_docs(path: &str) -> Vec<Value> {
-    let text = std::fs::read_to_string(docker(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .collect()
-}
-
-fn names(section: &Value) -> BTreeSet<String> {
-    section
-        .as_mapping()
-        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-#[test]
-fn the_collector_is_whole_and_is_where_both_fleets_export_their_spans() {
-    let config = yaml("otel-collector/config.yaml");
-    let manifests = yaml_docs("kubernetes/otel-collector.yaml");
-    let config_map = manifests
-        .iter()
-        .find(|d| d["kind"] == "ConfigMap")
-        .expect("ConfigMap");
-    let in_cluster: Value =
-        serde_yaml::from_str(config_map["data"]["config.yaml"].as_str().expect("config.yaml"))
-            .expect("collector config");
-    assert_eq!(
-        in_cluster, config,
-        "the compose and Kubernetes collectors run one config"
-    );
-
-    // OTLP in on both protocols, at the ports the instances are given.
-    let protocols = at(&config, "receivers.otlp.protocols");
-    assert!(at(protocols, "grpc.endpoint")
-        .as_str()
-        .is_some_and(|e| e.ends_with(":4317")));
-    assert!(at(protocols, "http.endpoint")
-        .as_str()
-        .is_some_and(|e| e.ends_with(":4318")));
-    // Every component a pipeline or the service names is defined.
-    let pipelines = at(&config, "service.pipelines").as_mapping().expect("pipelines");
-    assert!(pipelines.contains_key("traces"), "a traces pipeline");
-    for (name, pipeline) in pipelines {
-        for kind in ["receivers", "processors", "exporters"] {
-            let defined = names(&config[kind]);
-            for used in pipeline[kind].as_sequence().into_iter().flatten() {
-                let used = used.as_str().expect("a component name");
-                assert!(defined.contains(used), "{name:?} uses {kind} {used}, not defined");
-            }
-        }
-    }
-    assert!(at(&config, "service.pipelines.traces.receivers")
-        .as_sequence()
-        .is_some_and(|r| r.iter().any(|r| r == "otlp")));
-    for extension in at(&config, "service.extensions")
-        .as_sequence()
-        .into_iter()
-        .flatten()
-    {
-        assert!(names(&config["extensions"]).contains(extension.as_str().expect("name")));
-    }
-
-    // Both fleets' floodgate configs export to that collector, on the port of their protocol.
-    let service = manifests
-        .iter()
-        .find(|d| d["kind"] == "Service")
-        .expect("Service");
-    let service_ports: BTreeSet<u64> = service["spec"]["ports"]
-        .as_sequence()
-        .expect("ports")
-        .iter()
-        .filter_map(|p| p["port"].as_u64())
-        .collect();
-    let compose = yaml("docker-compose.yml");
-    let exposed: BTreeSet<u64> = compose["services"]["otel-collector"]["expose"]
-        .as_sequence()
-        .expect("the collector's ports")
-        .iter()
-        .filter_map(|p| p.as_str()?.parse().ok())
-        .collect();
-    let k8s_config = yaml("kubernetes/configmap.yaml")["data"]["floodgate.yaml"]
-        .as_str()
-        .expect("floodgate.yaml")
-        .to_string();
-    let compose_config = std::fs::read_to_string(docker("floodgate.compose.yaml")).expect("compose config");
-    for (fleet, text, ports) in [
-        ("compose", compose_config, &exposed),
-        ("kubernetes", k8s_config, &service_ports),
-    ] {
-        let config: Value = serde_yaml::from_str(&text).expect("config");
-        let otlp = &config["tracing"]["otlp"];
-        let port = match otlp["protocol"].as_str().unwrap_or("http/protobuf") {
-            "grpc" => 4317,
-            _ => 4318,
-        };
-        assert_eq!(
-            otlp["endpoint"].as_str(),
-            Some(format!("http://otel-collector:{port}").as_str()),
-            "{fleet}"
-        );
-        assert!(
-            ports.contains(&port),
-            "{fleet}: the collector does not offer {port}: {ports:?}"
-        );
-    }
-}
-
 #[test]
 fn alert_rules_pass_promtool_and_their_unit_tests() {
     for args in [
@@ -435,4 +329,227 @@ fn every_metric_the_alerts_and_the_dashboard_use_is_one_floodgate_exports() {
     assert!(used.len() > 10, "{used:?}");
     let unknown: Vec<&String> = used.iter().filter(|n| !exported.contains(n.as_str())).collect();
     assert!(unknown.is_empty(), "not exported by floodgate: {unknown:?}");
+}
+
+/// Every document of a multi-document YAML file (`---` between them).
+fn yaml_documents(path: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(docker(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .collect()
+}
+
+/// The port of `host:port` or `scheme://host:port/path`.
+fn port_of(address: &str) -> u16 {
+    let authority = address.split_once("://").map_or(address, |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or(authority);
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address}"))
+}
+
+fn names(list: &Value) -> Vec<&str> {
+    list.as_sequence()
+        .map(|s| s.iter().map(|n| n.as_str().expect("a component id")).collect())
+        .unwrap_or_default()
+}
+
+/// floodgate's `tracing.otlp`: (the host it exports to, the port, the port its protocol needs).
+fn otlp_target(config: &Value) -> (String, u16, u16) {
+    let otlp = &config["tracing"]["otlp"];
+    let endpoint = otlp["endpoint"].as_str().expect("tracing.otlp.endpoint");
+    let host = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split([':', '/'])
+        .next()
+        .expect("host")
+        .to_string();
+    // The collector's well-known OTLP ports, one per protocol.
+    let wanted = match otlp["protocol"].as_str().unwrap_or("http/protobuf") {
+        "http/protobuf" => 4318,
+        "grpc" => 4317,
+        other => panic!("tracing.otlp.protocol {other}"),
+    };
+    (host, port_of(endpoint), wanted)
+}
+
+#[test]
+fn the_otel_collector_receives_floodgate_spans_in_compose_and_on_kubernetes() {
+    // One collector config: compose mounts the file, Kubernetes carries a copy in a ConfigMap
+    // (kustomize will not load a file outside its directory).
+    let collector = yaml("otel-collector/config.yaml");
+    let manifests = yaml_documents("kubernetes/otel-collector.yaml");
+    let manifest = |kind: &str| {
+        manifests
+            .iter()
+            .find(|m| m["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in otel-collector.yaml"))
+    };
+    let copy: Value = serde_yaml::from_str(
+        manifest("ConfigMap")["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml in the collector's ConfigMap"),
+    )
+    .expect("the ConfigMap's collector config");
+    assert_eq!(
+        copy, collector,
+        "kubernetes/otel-collector.yaml's ConfigMap differs from otel-collector/config.yaml"
+    );
+
+    // OTLP on its well-known ports, on every interface (other containers and pods send to it).
+    let protocols = &collector["receivers"]["otlp"]["protocols"];
+    for (protocol, port) in [("grpc", 4317), ("http", 4318)] {
+        let endpoint = protocols[protocol]["endpoint"]
+            .as_str()
+            .unwrap_or_else(|| panic!("otlp {protocol} endpoint"));
+        assert_eq!(endpoint, format!("0.0.0.0:{port}"), "otlp {protocol}");
+    }
+
+    // What the collector would refuse to start on: a pipeline or extension naming a
+    // component its section does not define.
+    let service = &collector["service"];
+    let pipelines = service["pipelines"].as_mapping().expect("service.pipelines");
+    for (name, pipeline) in pipelines {
+        for kind in ["receivers", "processors", "exporters"] {
+            for id in names(&pipeline[kind]) {
+                assert!(
+                    collector[kind].get(id).is_some(),
+                    "pipeline {name:?} uses {kind} {id} which is not defined"
+                );
+            }
+        }
+        for kind in ["receivers", "exporters"] {
+            assert!(
+                !names(&pipeline[kind]).is_empty(),
+                "pipeline {name:?} has no {kind}"
+            );
+        }
+    }
+    assert!(
+        names(&service["pipelines"]["traces"]["receivers"]).contains(&"otlp"),
+        "a traces pipeline fed by the otlp receiver"
+    );
+    let extensions = names(&service["extensions"]);
+    for id in &extensions {
+        assert!(
+            collector["extensions"].get(id).is_some(),
+            "extension {id} is not defined"
+        );
+    }
+    assert!(extensions.contains(&"health_check"), "{extensions:?}");
+    let health_port = port_of(
+        collector["extensions"]["health_check"]["endpoint"]
+            .as_str()
+            .expect("health_check endpoint"),
+    );
+
+    // Compose: floodgate exports to the service by name, on the port of its protocol, and
+    // waits for it; the service reads the mounted config.
+    let mut compose = yaml("docker-compose.yml");
+    // The instances' settings come from the `x-floodgate` anchor through `<<:`.
+    compose.apply_merge().expect("merge keys");
+    let config_text = std::fs::read_to_string(docker("floodgate.compose.yaml")).expect("compose config");
+    let config: Value = serde_yaml::from_str(&config_text).expect("config");
+    let (host, port, wanted) = otlp_target(&config);
+    assert_eq!(
+        port, wanted,
+        "floodgate.compose.yaml: the port of tracing.otlp.protocol"
+    );
+    let compose_collector = &compose["services"][host.as_str()];
+    assert!(
+        compose_collector.is_mapping(),
+        "floodgate.compose.yaml exports to {host}, not a compose service"
+    );
+    let exposed: Vec<u16> = names(&compose_collector["expose"])
+        .into_iter()
+        .map(|p| p.parse().expect("a port"))
+        .collect();
+    assert!(exposed.contains(&port), "{host} exposes {exposed:?}, not {port}");
+    let mount = names(&compose_collector["volumes"])
+        .into_iter()
+        .find(|v| v.starts_with("./otel-collector/config.yaml:"))
+        .expect("otel-collector/config.yaml mounted");
+    let in_container = mount.split(':').nth(1).expect("mount target");
+    assert!(mount.ends_with(":ro"), "{mount}");
+    assert!(
+        names(&compose_collector["command"]).contains(&format!("--config={in_container}").as_str()),
+        "the collector reads {in_container}"
+    );
+    for (name, service) in compose["services"].as_mapping().expect("services") {
+        if name.as_str().is_some_and(|n| n.starts_with("floodgate-")) {
+            assert!(
+                names(&service["depends_on"]).contains(&host.as_str()),
+                "{name:?} depends on {host}"
+            );
+        }
+    }
+
+    // Kubernetes: floodgate exports to the Service by name, which forwards the port of its
+    // protocol to the container port the collector listens on.
+    let floodgate_config: Value = serde_yaml::from_str(
+        yaml("kubernetes/configmap.yaml")["data"]["floodgate.yaml"]
+            .as_str()
+            .expect("floodgate.yaml in the ConfigMap"),
+    )
+    .expect("the ConfigMap's config");
+    let (host, port, wanted) = otlp_target(&floodgate_config);
+    assert_eq!(port, wanted, "the ConfigMap: the port of tracing.otlp.protocol");
+    let k8s_service = manifest("Service");
+    assert_eq!(
+        k8s_service["metadata"]["name"],
+        host.as_str(),
+        "the ConfigMap exports to {host}, not the collector's Service"
+    );
+    let service_port = k8s_service["spec"]["ports"]
+        .as_sequence()
+        .expect("Service ports")
+        .iter()
+        .find(|p| p["port"] == port)
+        .unwrap_or_else(|| panic!("the Service {host} does not expose {port}"));
+    let deployment = manifest("Deployment");
+    let pod = at(deployment, "spec.template.spec");
+    let container = at(pod, "containers.0");
+    let container_port = |name: &Value| {
+        container["ports"]
+            .as_sequence()
+            .expect("ports")
+            .iter()
+            .find(|p| &p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no container port {name:?}"))
+    };
+    assert_eq!(container_port(&service_port["targetPort"]), u64::from(port));
+    assert_eq!(
+        &k8s_service["spec"]["selector"],
+        at(deployment, "spec.template.metadata.labels")
+    );
+    assert_eq!(
+        container_port(at(container, "readinessProbe.httpGet.port")),
+        u64::from(health_port),
+        "readiness on the health_check extension"
+    );
+    let mount_path = container["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .expect("mountPath");
+    assert!(
+        names(&container["args"]).contains(&format!("--config={mount_path}/config.yaml").as_str()),
+        "the collector reads its ConfigMap"
+    );
+    assert_eq!(at(pod, "securityContext.runAsNonRoot").as_bool(), Some(true));
+    assert_eq!(
+        at(container, "securityContext.readOnlyRootFilesystem").as_bool(),
+        Some(true)
+    );
+
+    // One pinned release in both: the collector's config keys change between releases.
+    let image = container["image"].as_str().expect("image");
+    assert_eq!(compose_collector["image"].as_str(), Some(image));
+    let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+    assert!(
+        tag.split('.').count() == 3 && tag.split('.').all(|n| n.parse::<u32>().is_ok()),
+        "{image}: pin a release"
+    );
 }
