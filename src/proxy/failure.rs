@@ -27,9 +27,10 @@ pub fn status(e: &Error) -> u16 {
     }
 }
 
-/// What failed, in a few stable words, for a span's `error.type`.
-pub fn error_type(e: &Error) -> &'static str {
-    match e.etype() {
+/// What failed, in a few stable words, for a span's `error.type`; `None` for an
+/// answer the gateway chose (its status names it, as the conventions ask).
+pub fn error_type(e: &Error) -> Option<&'static str> {
+    Some(match e.etype() {
         ErrorType::ConnectTimedout => "connect_timeout",
         ErrorType::ConnectRefused => "connection_refused",
         ErrorType::ConnectNoRoute
@@ -46,9 +47,9 @@ pub fn error_type(e: &Error) -> &'static str {
         ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error | ErrorType::InvalidH2 => {
             "protocol_error"
         }
-        ErrorType::HTTPStatus(_) => "refused",
+        ErrorType::HTTPStatus(_) => return None,
         _ => "internal_error",
-    }
+    })
 }
 
 #[cfg(test)]

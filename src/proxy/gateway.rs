@@ -8,7 +8,7 @@ use super::ctx::RequestCtx;
 use super::decide::{Decider, Verdict};
 use super::forward::{Forwarding, Hop};
 use super::pace::Pace;
-use super::{failure, respond};
+use super::{failure, host, respond};
 use crate::config::{ClientLimits, ProxyAction};
 use crate::connection::head::HeadLimits;
 use crate::policy::{Attempt, RoutePolicy};
@@ -22,7 +22,7 @@ use crate::vocab::error_body::REQUEST_ID;
 use crate::vocab::ids::{ById, RouteId, UpstreamId};
 use http::{request, response};
 use pingora_core::modules::http::compression::ResponseCompression;
-use pingora_error::{ErrorType, Result};
+use pingora_error::Result;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,20 +194,11 @@ impl Gateway {
         error: Option<&pingora_error::Error>,
     ) -> Finished<'a> {
         let req = session.req_header();
-        let host = req
-            .uri
-            .host()
-            .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
-            .map(host_without_port);
         Finished {
             method: req.method.as_str(),
             path: ctx.normalized_path.as_deref().unwrap_or(req.uri.path()),
-            scheme: if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
-                "https"
-            } else {
-                "http"
-            },
-            host,
+            scheme: if over_tls(session) { "https" } else { "http" },
+            host: host::request_host(req).ok().flatten(),
             client: ctx.client_ip,
             route: self
                 .route(ctx)
@@ -229,13 +220,9 @@ impl Gateway {
                 .map(|i| self.decider.limiter.tier_name(i.tier)),
             limited: ctx.limited().map(|s| s.as_str()),
             auth_failure: ctx.auth_failure.map(|f| f.reason()),
-            // An answer the gateway chose (a 503 with no healthy target) is named by its
-            // status; a failure by what failed.
             error: error
-                .filter(|e| {
-                    (status >= 500 || status == 499) && !matches!(e.etype(), ErrorType::HTTPStatus(_))
-                })
-                .map(failure::error_type),
+                .filter(|_| status >= 500 || status == 499)
+                .and_then(failure::error_type),
         }
     }
 
@@ -248,10 +235,7 @@ impl Gateway {
     }
 }
 
-/// `host` of `host:port` (and of `[v6]:port`).
-fn host_without_port(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') => host,
-        _ => authority,
-    }
+/// Whether the client's connection is TLS.
+pub(super) fn over_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }

@@ -68,8 +68,7 @@ impl SpanExport {
         }
     }
 
-    async fn export(&self, sender: &mut Sender, batch: &[Vec<u8>], body: Bytes) {
-        let n = batch.len() as u64;
+    async fn export(&self, sender: &mut Sender, n: u64, body: Bytes) {
         let started = Instant::now();
         // The client has the same timeout; this one also bounds a connect that hangs.
         let limit = self.config.timeout + Duration::from_secs(1);
@@ -143,7 +142,7 @@ impl BackgroundService for SpanExport {
                 }
                 let full = batch.len() == BATCH;
                 let body = Bytes::from(request(&resource, &batch));
-                self.export(&mut sender, &batch, body).await;
+                self.export(&mut sender, batch.len() as u64, body).await;
                 if !full {
                     break;
                 }

@@ -57,8 +57,6 @@ impl Tracer {
             trace_id,
             span_id: context::new_span_id(),
             parent,
-            sampled,
-            continued: parent.is_some(),
             attempt_span: None,
             recording: sampled.then(|| {
                 Box::new(Recording {
@@ -78,7 +76,7 @@ impl Tracer {
     pub fn finish(&self, trace: RequestTrace, finished: &Finished<'_>) {
         if let Some(recording) = &trace.recording {
             let end = SystemTime::now();
-            for span in spans::encode(&trace.ids(), recording, finished, end) {
+            for span in spans::encode(&trace, recording, finished, end) {
                 self.queue.push(span);
             }
         }
@@ -92,12 +90,9 @@ pub struct RequestTrace {
     pub span_id: u64,
     /// The caller's span, when its trace is continued.
     parent: Option<u64>,
-    pub sampled: bool,
-    /// Whether the caller's trace is continued (its `tracestate` belongs to it then).
-    continued: bool,
     /// The current upstream attempt's span: the parent the upstream is told of.
     attempt_span: Option<u64>,
-    /// Times and outcomes, kept for sampled requests only.
+    /// Times and outcomes, kept for sampled requests only (so: whether it is sampled).
     recording: Option<Box<Recording>>,
 }
 
@@ -121,20 +116,9 @@ struct AttemptRecord {
     end: Option<SystemTime>,
 }
 
-/// The ids the spans of one request share.
-struct Ids {
-    trace_id: u128,
-    server_span: u64,
-    parent: Option<u64>,
-}
-
 impl RequestTrace {
-    fn ids(&self) -> Ids {
-        Ids {
-            trace_id: self.trace_id,
-            server_span: self.span_id,
-            parent: self.parent,
-        }
+    pub fn sampled(&self) -> bool {
+        self.recording.is_some()
     }
 
     /// A new upstream attempt to `target`: its span becomes the upstream's parent.
@@ -170,10 +154,10 @@ impl RequestTrace {
         }
     }
 
-    /// The current attempt failed (`error.type`), and ends now.
-    pub fn failed(&mut self, error: &'static str) {
+    /// The current attempt failed (with `error.type`, unless its status names it), and ends now.
+    pub fn failed(&mut self, error: Option<&'static str>) {
         if let Some(attempt) = self.current().filter(|a| a.end.is_none()) {
-            attempt.error = Some(error);
+            attempt.error = error;
             attempt.end = Some(SystemTime::now());
         }
     }
@@ -183,13 +167,13 @@ impl RequestTrace {
         context::traceparent(
             self.trace_id,
             self.attempt_span.unwrap_or(self.span_id),
-            self.sampled,
+            self.sampled(),
         )
     }
 
     /// A caller's `tracestate` travels only with the caller's own trace.
     pub fn keeps_tracestate(&self) -> bool {
-        self.continued
+        self.parent.is_some()
     }
 }
 
@@ -219,16 +203,16 @@ mod tests {
     fn a_parent_is_followed_only_when_parent_based() {
         let followed = tracer(0.0, true).start(&with_parent(LOW_SAMPLED));
         assert_eq!(
-            (followed.trace_id, followed.parent, followed.sampled),
+            (followed.trace_id, followed.parent, followed.sampled()),
             (1, Some(1), true)
         );
         assert!(followed.keeps_tracestate());
         let unsampled = tracer(1.0, true).start(&with_parent(
             "00-00000000000000000000000000000001-0000000000000001-00",
         ));
-        assert!(!unsampled.sampled && unsampled.recording.is_none());
+        assert!(!unsampled.sampled() && unsampled.recording.is_none());
         let edge = tracer(0.0, false).start(&with_parent(LOW_SAMPLED));
-        assert!(!edge.sampled, "a caller's flag decided at an edge");
+        assert!(!edge.sampled(), "a caller's flag decided at an edge");
         assert_ne!(edge.trace_id, 1);
         assert!(edge.parent.is_none() && !edge.keeps_tracestate());
     }
@@ -237,7 +221,7 @@ mod tests {
     fn crafted_low_trace_ids_are_sampled_at_the_ratio_not_always() {
         let tracer = tracer(0.25, false);
         let sampled = (0..4000)
-            .filter(|_| tracer.start(&with_parent(LOW_SAMPLED)).sampled)
+            .filter(|_| tracer.start(&with_parent(LOW_SAMPLED)).sampled())
             .count();
         assert!((700..1300).contains(&sampled), "{sampled} of 4000 at 0.25");
         let link = tracer

@@ -3,7 +3,7 @@
 //! attributes, and one CLIENT span per upstream attempt.
 
 use super::proto::{self, field as f, Value};
-use super::{AttemptRecord, Ids, Recording};
+use super::{AttemptRecord, Recording, RequestTrace};
 use crate::vocab::client_addr;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,7 +37,12 @@ fn nanos(t: SystemTime) -> u64 {
 }
 
 /// Each span as one encoded `Span` message (the export batches them).
-pub(super) fn encode(ids: &Ids, recording: &Recording, r: &Finished<'_>, end: SystemTime) -> Vec<Vec<u8>> {
+pub(super) fn encode(
+    ids: &RequestTrace,
+    recording: &Recording,
+    r: &Finished<'_>,
+    end: SystemTime,
+) -> Vec<Vec<u8>> {
     let mut spans = Vec::with_capacity(1 + recording.attempts.len());
     for attempt in &recording.attempts {
         spans.push(client_span(ids, attempt, r.method, end));
@@ -46,11 +51,11 @@ pub(super) fn encode(ids: &Ids, recording: &Recording, r: &Finished<'_>, end: Sy
     spans
 }
 
-fn server_span(ids: &Ids, recording: &Recording, r: &Finished<'_>, end: SystemTime) -> Vec<u8> {
+fn server_span(ids: &RequestTrace, recording: &Recording, r: &Finished<'_>, end: SystemTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(640);
     let o = &mut out;
     proto::bytes(o, f::SPAN_TRACE_ID, &ids.trace_id.to_be_bytes());
-    proto::bytes(o, f::SPAN_SPAN_ID, &ids.server_span.to_be_bytes());
+    proto::bytes(o, f::SPAN_SPAN_ID, &ids.span_id.to_be_bytes());
     if let Some(parent) = ids.parent {
         proto::bytes(o, f::SPAN_PARENT_SPAN_ID, &parent.to_be_bytes());
     }
@@ -137,12 +142,12 @@ fn status_error(o: &mut Vec<u8>, message: &str) {
     });
 }
 
-fn client_span(ids: &Ids, at: &AttemptRecord, method: &str, end: SystemTime) -> Vec<u8> {
+fn client_span(ids: &RequestTrace, at: &AttemptRecord, method: &str, end: SystemTime) -> Vec<u8> {
     let mut out = Vec::with_capacity(320);
     let o = &mut out;
     proto::bytes(o, f::SPAN_TRACE_ID, &ids.trace_id.to_be_bytes());
     proto::bytes(o, f::SPAN_SPAN_ID, &at.span_id.to_be_bytes());
-    proto::bytes(o, f::SPAN_PARENT_SPAN_ID, &ids.server_span.to_be_bytes());
+    proto::bytes(o, f::SPAN_PARENT_SPAN_ID, &ids.span_id.to_be_bytes());
     proto::fixed32(o, f::SPAN_FLAGS, proto::FLAGS_SAMPLED_LOCAL_PARENT);
     proto::string(o, f::SPAN_NAME, method);
     proto::uint(o, f::SPAN_KIND, proto::KIND_CLIENT);

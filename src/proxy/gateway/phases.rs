@@ -2,7 +2,7 @@
 //! sequences calls (the decision, the route's policies, target selection, the
 //! upstream head rewrite) and turns their outcomes into answers.
 
-use super::{Gateway, UPSTREAM_IDLE};
+use super::{over_tls, Gateway, UPSTREAM_IDLE};
 use crate::connection::head;
 use crate::connection::head_clock;
 use crate::policy::Attempt;
@@ -279,7 +279,7 @@ impl ProxyHttp for Gateway {
         let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         let proxy_said = peer.is_some_and(|p| self.decider.trusted_proxies.contains(p))
             && upstream.headers.contains_key(X_FORWARDED_PROTO);
-        let proto = match session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        let proto = match over_tls(session) {
             _ if proxy_said => None,
             true => Some("https"),
             false => Some("http"),
@@ -427,7 +427,7 @@ impl ProxyHttp for Gateway {
             });
         }
         if let (Some(tracer), Some(trace)) = (&self.tracer, ctx.trace.take()) {
-            if trace.sampled {
+            if trace.sampled() {
                 tracer.finish(trace, &self.finished(session, ctx, status, e));
             }
         }
